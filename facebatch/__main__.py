@@ -1,0 +1,3 @@
+from facebatch.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""FFHQ-style face alignment and its landmark backends."""

@@ -1,0 +1,63 @@
+"""The `facebatch` command: registers each command group and turns user errors into one line + exit 2."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from facebatch import __version__
+from facebatch.cli import console
+from facebatch.errors import FacebatchError
+
+app = typer.Typer(
+    name="facebatch",
+    help="Batch StyleGAN2 projection, editing and reconstruction scoring for face datasets.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"facebatch {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """Batch StyleGAN2 projection, editing and reconstruction scoring for face datasets."""
+
+
+def _register() -> None:
+    # Each command module exposes either `command` (a function) or `app` (a sub-group).
+    from facebatch.cli import info_cmd
+
+    app.command("info")(info_cmd.info)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app()
+    except FacebatchError as exc:
+        if console.debug_enabled():
+            raise
+        console.fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        console.err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

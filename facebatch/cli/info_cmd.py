@@ -1,0 +1,30 @@
+"""`facebatch info`: what a bug report needs: versions, devices, cache dir and cached models."""
+
+from __future__ import annotations
+
+import platform
+
+from rich.table import Table
+
+from facebatch import __version__
+from facebatch.cli.console import out
+
+
+def info() -> None:
+    """Show versions, torch devices, the model cache and what is in it."""
+    import numpy
+    import pyarrow
+    import torch
+
+    table = Table(show_header=False, box=None)
+    table.add_row("facebatch", __version__)
+    table.add_row("python", platform.python_version())
+    table.add_row("torch", torch.__version__)
+    table.add_row("numpy", numpy.__version__)
+    table.add_row("pyarrow", pyarrow.__version__)
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            table.add_row(f"cuda:{i}", torch.cuda.get_device_name(i))
+    else:
+        table.add_row("device", f"cpu ({torch.get_num_threads()} threads), no CUDA device visible")
+    out.print(table)

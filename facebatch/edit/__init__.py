@@ -1,0 +1,1 @@
+"""Editing directions (InterFaceGAN boundaries, SeFa), edits, mixing applications, NADA."""

@@ -1,0 +1,25 @@
+"""Errors a user can cause. The CLI prints their message as one line and exits with exit_code."""
+
+
+class FacebatchError(Exception):
+    """A problem with the user's input or environment, not a bug: no traceback is shown."""
+
+    exit_code = 2
+
+
+class CheckpointError(FacebatchError):
+    """A checkpoint file that is missing, unknown, truncated or unsafe."""
+
+
+class ModelNotAvailable(FacebatchError):
+    """A named model that is not in the cache and cannot be downloaded (offline)."""
+
+
+class InputError(FacebatchError):
+    """A bad input path, table or option value."""
+
+
+class RunFailed(FacebatchError):
+    """The job ran but some of its work failed for good (exit 1, not a usage error)."""
+
+    exit_code = 1

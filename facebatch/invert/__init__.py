@@ -1,0 +1,1 @@
+"""Batched projection of images into W / W+ / noise, its losses, schedules, presets and scores."""

@@ -1,0 +1,1 @@
+"""StyleGAN2 networks, checkpoint readers, the model registry and cache, perceptual networks."""

@@ -1,0 +1,1 @@
+"""Anomaly and fake-detection evaluation of reconstruction scores."""
