@@ -1,0 +1,193 @@
+"""`load_networks(spec)`: any supported checkpoint -> our StyleGAN2 G (and D when the file has one).
+
+The format is read from the file's first bytes, never from its extension (people rename files):
+safetensors header -> our native format; zip -> torch.save, read with torch's weights-only
+unpickler (rosinality or the NVlabs state-dict export); a raw pickle -> the state-only unpickler
+for official NVlabs pickles, or torch.load for a pre-1.6 torch.save file. No path runs code from
+the file. `spec` may also be a registry name (downloaded to the cache) or an http(s) URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from facebatch.errors import CheckpointError
+from facebatch.nets import cache, registry
+from facebatch.nets.native_format import RawNetworks, read_native
+from facebatch.nets.safe_pickle import TORCH_LEGACY_MAGIC, load_pickle, networks_from_pickle
+
+
+@dataclass
+class Networks:
+    """Ready-to-run networks (eval mode, no grads) and where they came from."""
+
+    G: torch.nn.Module
+    D: torch.nn.Module | None
+    sha256: str
+    path: Path
+    format: str
+    name: str
+    g_kwargs: dict
+    d_kwargs: dict | None = None
+
+    def require_d(self, purpose: str) -> torch.nn.Module:
+        if self.D is None:
+            raise CheckpointError(f"{purpose} needs a discriminator; {self.path} has none (rosinality exports often drop it)")
+        return self.D
+
+
+def sniff(path: Path) -> str:
+    """'safetensors' | 'zip' | 'pickle' from the first bytes; anything else is a CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no such checkpoint file: {path}")
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if len(head) == 9 and head[8:9] == b"{":
+        (header_len,) = struct.unpack("<Q", head[:8])
+        if 0 < header_len <= size - 8:
+            return "safetensors"
+        if header_len < 1 << 27:  # a plausible header length that runs past the end of the file
+            raise CheckpointError(f"{path}: truncated safetensors file (header says {header_len} bytes, file has {size})")
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    what = "an empty file" if size == 0 else f"{size} bytes starting {head[:8].hex()}"
+    raise CheckpointError(f"{path} is not a checkpoint facebatch can read ({what}); expected an NVlabs .pkl, a "
+                          "rosinality .pt, an NVlabs state-dict export or a facebatch .safetensors")
+
+
+def read_checkpoint(path: Path) -> tuple[str, RawNetworks]:
+    """(format name, kwargs + state dicts) without building modules."""
+    path = Path(path)
+    kind = sniff(path)
+    if kind == "safetensors":
+        return "facebatch-safetensors", read_native(path)
+    if kind == "pickle":
+        obj = load_pickle(path)
+        if not (isinstance(obj, int) and obj == TORCH_LEGACY_MAGIC):
+            return "nvlabs-pickle", _wrap_errors(path, lambda: RawNetworks(*networks_from_pickle(obj)))
+    return _from_torch_save(path)
+
+
+def _wrap_errors(path: Path, fn):
+    try:
+        return fn()
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def _from_torch_save(path: Path) -> tuple[str, RawNetworks]:
+    try:
+        # rosinality training checkpoints carry their argparse options; that class is data-only.
+        # A file object, not the path: torch.load picks a loader by file extension, we go by the bytes.
+        with torch.serialization.safe_globals([argparse.Namespace]), open(path, "rb") as fh:
+            ckpt = torch.load(fh, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"imports {found.group(1)}" if found else "needs more than tensors and containers"
+        raise CheckpointError(f"{path}: refused to load: the file {what}, which torch's weights-only loader does not "
+                              "allow (checkpoints are data; nothing in the file was run)") from None
+    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: truncated or corrupt torch checkpoint ({first})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: a torch.save file holding a {type(ckpt).__name__}, not a checkpoint dict")
+    if "g_ema" in ckpt:
+        from facebatch.nets.rosinality import convert_rosinality
+
+        return "rosinality", _wrap_errors(path, lambda: RawNetworks(*convert_rosinality(ckpt)))
+    if "G_ema_state_dict" in ckpt and "G_init_kwargs" in ckpt:
+        d_ok = ckpt.get("D_state_dict") is not None and ckpt.get("D_init_kwargs") is not None
+        return "nvlabs-state-dict", RawNetworks(dict(ckpt["G_init_kwargs"]), dict(ckpt["G_ema_state_dict"]),
+                                                dict(ckpt["D_init_kwargs"]) if d_ok else None,
+                                                dict(ckpt["D_state_dict"]) if d_ok else None)
+    keys = sorted(map(str, ckpt))[:8]
+    raise CheckpointError(f"{path}: a torch.save dict with keys {keys}; expected a rosinality checkpoint (g_ema) "
+                          "or an NVlabs state-dict export (G_init_kwargs, G_ema_state_dict)")
+
+
+def build(path: Path, kind: str, kwargs: dict, state: dict, cls: type) -> torch.nn.Module:
+    """Construct from kwargs, load the state dict strictly, freeze for inference."""
+    try:
+        net = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot build the {kind} from its stored config ({exc})") from None
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        missing, unexpected = _key_diff(net.state_dict(), state)
+        detail = "; ".join(part for part in (f"missing {missing}" if missing else "",
+                                             f"unexpected {unexpected}" if unexpected else "") if part)
+        shape = str(exc).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{path}: its {kind} weights do not fit a StyleGAN2 {kind} "
+                              f"({detail or shape})") from None
+    net.eval().requires_grad_(False)
+    return net
+
+
+def _key_diff(expected: dict, got: dict, show: int = 3) -> tuple[list[str], list[str]]:
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    trim = lambda names: names[:show] + ([f"... {len(names) - show} more"] if len(names) > show else [])  # noqa: E731
+    return trim(missing), trim(unexpected)
+
+
+def build_networks(path: Path, raw: RawNetworks) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    from facebatch.nets.stylegan2 import Discriminator, Generator
+
+    G = build(path, "generator", raw.g_kwargs, raw.g_state, Generator)
+    D = build(path, "discriminator", raw.d_kwargs, raw.d_state, Discriminator) if raw.d_state is not None else None
+    return G, D
+
+
+def resolve(spec: str | Path) -> tuple[Path, str]:
+    """A file path, registry name or URL -> (local file, display name); fetches into the cache when needed."""
+    text = str(spec)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path, path.stem
+    entry = registry.get(text)
+    if entry is not None:
+        return entry.fetch(), entry.name
+    if text.startswith(("http://", "https://")):
+        return cache.ensure_file(text, registry.url_cache_path(text)), Path(text).stem
+    if path.exists():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    if "/" in text or "\\" in text or path.suffix:
+        raise CheckpointError(f"no such checkpoint file: {path}")
+    known = ", ".join(sorted(registry.models()))
+    raise CheckpointError(f"unknown model {text!r}: not a file and not a registry name (known: {known})")
+
+
+def verify_pinned(path: Path, name: str, digest: str) -> None:
+    """A registry file in the cache must still match its pinned (or recorded) sha256."""
+    entry = registry.get(name)
+    if entry is None or Path(path) != entry.cache_path():
+        return
+    expected = entry.expected_sha256()
+    if expected and expected != digest:
+        raise CheckpointError(f"cached {name} at {path} has sha256 {digest}, expected {expected}; "
+                              f"delete it or run `facebatch models fetch {name} --force`")
+
+
+def load_networks(spec: str | Path, device: str | torch.device = "cpu", *, with_d: bool = True) -> Networks:
+    """Load G (G_ema for NVlabs pickles) and D if present, ready for inference on `device`."""
+    path, name = resolve(spec)
+    digest = cache.sha256_of(path)
+    verify_pinned(path, name, digest)
+    kind, raw = read_checkpoint(path)
+    if not with_d:
+        raw.d_kwargs = raw.d_state = None
+    G, D = build_networks(path, raw)
+    return Networks(G=G.to(device), D=D.to(device) if D is not None else None, sha256=digest, path=path,
+                    format=kind, name=name, g_kwargs=raw.g_kwargs, d_kwargs=raw.d_kwargs)

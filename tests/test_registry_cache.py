@@ -1,0 +1,227 @@
+"""Registry names, the cache folder, and downloads (against a local http.server only, never the internet)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from facebatch.errors import CheckpointError, ModelNotAvailable
+from facebatch.nets import cache, registry
+from facebatch.nets.checkpoints import load_networks
+from facebatch.nets.native_format import write_native
+from facebatch.nets.stylegan2 import Generator
+from test_checkpoints_pickle import run_cli  # one in-process CLI runner for both files
+
+G_KWARGS = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=4, img_channels=3, mapping_kwargs=dict(num_layers=1),
+                synthesis_kwargs=dict(channel_base=32, channel_max=8))
+NVLABS_HOSTS = ("https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/",
+                "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/")
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEBATCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("FACEBATCH_OFFLINE", raising=False)
+    monkeypatch.setenv("COLUMNS", "400")
+    return tmp_path / "cache"
+
+
+class Server:
+    """A bounded local HTTP server: serves `files`, counts GETs, can be slow or cut a body short."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.hits: dict[str, int] = {}
+        self.delay = 0.0
+        self.short = False
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                server.hits[self.path] = server.hits.get(self.path, 0) + 1
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                time.sleep(server.delay)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if server.short else body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.timeout = 5
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def server():
+    srv = Server()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(scope="module")
+def checkpoint_bytes(tmp_path_factory) -> bytes:
+    torch.manual_seed(3)
+    path = write_native(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", G_KWARGS, Generator(**G_KWARGS).state_dict())
+    return path.read_bytes()
+
+
+def register(monkeypatch, name: str, url: str, sha256: str | None) -> registry.ModelEntry:
+    entry = registry.ModelEntry(name=name, url=url, resolution=4, format="facebatch-safetensors", sha256=sha256)
+    known = {**registry.models(), name: entry}
+    monkeypatch.setattr(registry, "models", lambda: known)
+    return entry
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.name.startswith(".") or ".part" in p.name)
+
+
+def test_registry_names_the_required_official_checkpoints():
+    models = registry.models()
+    for name, res in (("ffhq-1024-ada", 1024), ("stylegan2-ffhq-1024", 1024), ("stylegan2-ffhq-512", 512),
+                      ("stylegan2-ffhq-256", 256)):
+        assert models[name].resolution == res
+    paths = set()
+    for entry in models.values():
+        assert entry.url.startswith(NVLABS_HOSTS) and entry.url.endswith(".pkl"), entry
+        assert str(entry.resolution) in entry.name and entry.resolution & (entry.resolution - 1) == 0
+        assert entry.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
+        assert entry.format == "nvlabs-pickle" and entry.license
+        paths.add(entry.cache_path())
+    assert len(paths) == len(models), "two names must never share a cache file"
+
+
+def test_cache_dir_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("FACEBATCH_CACHE_DIR", str(tmp_path / "explicit"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.cache_dir() == tmp_path / "explicit"
+    monkeypatch.delenv("FACEBATCH_CACHE_DIR")
+    assert cache.cache_dir() == tmp_path / "xdg" / "facebatch"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache.cache_dir() == tmp_path / "home" / ".cache" / "facebatch"
+
+
+def test_offline_names_the_url_and_the_exact_path(monkeypatch, isolated_cache, capsys):
+    monkeypatch.setenv("FACEBATCH_OFFLINE", "1")
+    entry = registry.get("stylegan2-ffhq-256")
+    with pytest.raises(ModelNotAvailable) as info:
+        load_networks("stylegan2-ffhq-256")
+    message = str(info.value)
+    assert entry.url in message and str(isolated_cache / "models" / "stylegan2-ffhq-256" / entry.filename) in message
+    assert "\n" not in message
+    code, _, err = run_cli(["models", "fetch", "stylegan2-ffhq-256"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and entry.url in err
+    assert not (isolated_cache / "models").exists() or not list((isolated_cache / "models").rglob("*.pkl"))
+
+
+def test_download_lands_atomically_verifies_and_is_reused(monkeypatch, server, checkpoint_bytes, isolated_cache):
+    server.files["/tiny.safetensors"] = checkpoint_bytes
+    digest = hashlib.sha256(checkpoint_bytes).hexdigest()
+    entry = register(monkeypatch, "tiny-4", f"{server.base}/tiny.safetensors", digest)
+
+    loaded = load_networks("tiny-4")
+
+    assert loaded.path == entry.cache_path() and loaded.path.read_bytes() == checkpoint_bytes
+    assert loaded.sha256 == digest and cache.read_sidecar(loaded.path) == digest
+    assert loaded.name == "tiny-4" and loaded.G.img_resolution == 4
+    assert leftovers(isolated_cache) == []
+    load_networks("tiny-4")
+    assert server.hits == {"/tiny.safetensors": 1}, "a cached model must not be downloaded again"
+
+
+def test_wrong_sha256_is_refused_and_leaves_nothing(monkeypatch, server, checkpoint_bytes, isolated_cache):
+    server.files["/tiny.safetensors"] = checkpoint_bytes
+    entry = register(monkeypatch, "tiny-4", f"{server.base}/tiny.safetensors", "0" * 64)
+    with pytest.raises(CheckpointError, match="sha256 mismatch .* the download was discarded"):
+        load_networks("tiny-4")
+    assert not entry.cache_path().exists()
+    assert leftovers(isolated_cache) == []
+
+
+def test_concurrent_workers_download_once(monkeypatch, server, checkpoint_bytes):
+    server.files["/tiny.safetensors"] = checkpoint_bytes
+    server.delay = 0.3  # keep the first download open while the others arrive
+    entry = register(monkeypatch, "tiny-4", f"{server.base}/tiny.safetensors", hashlib.sha256(checkpoint_bytes).hexdigest())
+    results, errors = [], []
+
+    def worker():
+        try:
+            results.append(entry.fetch(progress=False))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors and len(results) == 4 and len(set(results)) == 1
+    assert server.hits["/tiny.safetensors"] == 1
+
+
+@pytest.mark.parametrize("case", ["refused", "404", "short"])
+def test_network_failures_are_one_line_naming_url_and_path(monkeypatch, server, checkpoint_bytes, isolated_cache, case):
+    server.files["/tiny.safetensors"] = checkpoint_bytes
+    server.short = case == "short"
+    if case == "refused":
+        url = "http://127.0.0.1:9/tiny.safetensors"  # discard port: nothing listens
+    else:
+        url = f"{server.base}/{'missing' if case == '404' else 'tiny'}.safetensors"
+    entry = register(monkeypatch, "tiny-4", url, None)
+    with pytest.raises(ModelNotAvailable) as info:
+        load_networks("tiny-4")
+    message = str(info.value)
+    assert url in message and str(entry.cache_path()) in message, message
+    assert {"refused": "Connection refused", "404": "Not Found", "short": "ended early"}[case] in message
+    assert "\n" not in message
+    assert not entry.cache_path().exists() and leftovers(isolated_cache) == []
+
+
+def test_models_cli_fetch_list_verify_and_tamper(monkeypatch, server, checkpoint_bytes, isolated_cache, capsys):
+    server.files["/tiny.safetensors"] = checkpoint_bytes
+    entry = register(monkeypatch, "tiny-4", f"{server.base}/tiny.safetensors", None)  # unpinned: trust on first use
+    code, out, err = run_cli(["models", "fetch", "tiny-4"], capsys)
+    assert code == 0 and "downloaded" in out, err
+    recorded = cache.read_sidecar(entry.cache_path())
+    assert recorded == hashlib.sha256(checkpoint_bytes).hexdigest()
+
+    code, out, _ = run_cli(["models", "list"], capsys)
+    row = next(line for line in out.splitlines() if "tiny-4" in line)
+    assert "yes" in row and f"recorded {recorded[:12]}" in row
+    assert re.search(r"stylegan2-ffhq-1024 .*\bno\b", out)
+
+    code, out, _ = run_cli(["models", "verify", "tiny-4"], capsys)
+    assert code == 0 and "matches the recorded at download sha256" in out
+    code, out, _ = run_cli(["info"], capsys)
+    assert str(isolated_cache) in out and "tiny-4" in out
+
+    data = bytearray(entry.cache_path().read_bytes())
+    data[-1] ^= 0xFF
+    entry.cache_path().write_bytes(bytes(data))
+    code, _, err = run_cli(["models", "verify", "tiny-4"], capsys)
+    assert code == 1 and "sha256 mismatch" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(CheckpointError, match="cached tiny-4 .* has sha256 .* expected"):
+        load_networks("tiny-4")
+    code, _, err = run_cli(["models", "verify", str(entry.cache_path()), "--sha256", "ab" * 32], capsys)
+    assert code == 1 and "--sha256" in err
