@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Annotated, Optional
 
@@ -40,11 +41,43 @@ def _root(
 def _register() -> None:
     # Each command module exposes either `command` (a function) or `app` (a sub-group).
     from facebatch.cli import info_cmd
+    from facebatch.cli import models_cmd
+    from facebatch.cli import sample_cmd
 
     app.command("info")(info_cmd.info)
+    app.add_typer(models_cmd.app, name="models")
+    app.command("sample")(sample_cmd.sample)
+
+
+def _user_errors(fn):
+    """Turn a FacebatchError into one stderr line + its exit code inside typer, so every entry
+    (the console script, `python -m facebatch`, typer's CliRunner) behaves the same."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FacebatchError as exc:
+            if console.debug_enabled():
+                raise
+            console.err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    wrapper._facebatch_wrapped = True
+    return wrapper
+
+
+def _wrap_commands(typer_app: typer.Typer) -> None:
+    for info in typer_app.registered_commands:
+        if info.callback is not None and not getattr(info.callback, "_facebatch_wrapped", False):
+            info.callback = _user_errors(info.callback)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _wrap_commands(group.typer_instance)
 
 
 _register()
+_wrap_commands(app)
 
 
 def main() -> None:

@@ -1,0 +1,148 @@
+"""Image files in and out: the one place where pixels become [-1, 1] RGB tensors and back.
+
+Loading follows what users' folders contain: EXIF orientation, every PIL mode (16-bit, CMYK, palette,
+alpha), any aspect ratio. Anything that cannot be decoded raises UnreadableImage, which stages turn
+into an error row instead of a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from facebatch.pipeline.table import atomic_write_bytes
+
+# PIL raises DecompressionBombError above twice this many pixels and only warns between 1x and 2x;
+# we refuse from 1x: a 180-megapixel "face photo" is far more likely a bomb than a portrait.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+BACKGROUND = (255, 255, 255)  # what transparent pixels become
+
+
+class UnreadableImage(Exception):
+    """The file is not a decodable image (empty, truncated, another format, too large)."""
+
+
+def read_bytes(path: Path) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UnreadableImage(f"cannot read file: {exc.strerror or exc}") from None
+    if not data:
+        raise UnreadableImage("empty file (0 bytes)")
+    return data
+
+
+def decode(data: bytes, target: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """Fully decoded, upright RGB image (any mode in), and the file's (width, height) as a viewer shows it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if img.width * img.height > MAX_PIXELS:
+                raise UnreadableImage(f"{img.width}x{img.height} pixels exceeds the decompression-bomb limit ({MAX_PIXELS})")
+            swapped = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap the axes
+            original = (img.height, img.width) if swapped else (img.width, img.height)
+            if target and img.format == "JPEG" and img.mode in ("RGB", "L"):
+                # DCT-domain downscale by a power of two, still >= 2x the target side: much faster
+                # decoding of large JPEGs, and the final LANCZOS resize keeps the quality.
+                img.draft(img.mode, (2 * target, 2 * target))
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except UnreadableImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UnreadableImage(f"decompression bomb: {exc}") from None
+    except UnidentifiedImageError:
+        raise UnreadableImage("not an image file PIL can identify") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
+        raise UnreadableImage(f"corrupt image data: {exc}") from None
+    return to_rgb(img), original
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert every PIL mode to 8-bit RGB with the right scaling (PIL's own convert clips 16-bit to 255)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        # PNG/TIFF 16-bit greys open as I;16 or I with values 0..65535.
+        peak = 65535.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
+        return Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 1.0 if arr.max(initial=0) <= 1.0 else 255.0
+        return Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, BACKGROUND)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def square(img: Image.Image, size: int) -> Image.Image:
+    """Centre crop to a square, then LANCZOS to size x size.
+
+    Cropping first (rather than ImageOps.fit's resize-with-box) keeps the filter from reading pixels
+    outside the crop, which would bleed the cut-away borders into the edge rows.
+    """
+    side = min(img.size)
+    left, top = (img.width - side) // 2, (img.height - side) // 2
+    cropped = img.crop((left, top, left + side, top + side))
+    return cropped if side == size else cropped.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    arr = np.asarray(img.convert("RGB"), dtype=np.float32)
+    return torch.from_numpy(arr).permute(2, 0, 1).div(127.5).sub(1.0).contiguous()
+
+
+def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
+    t = tensor.detach().to("cpu", torch.float32)
+    if t.ndim == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.ndim != 3 or t.shape[0] not in (1, 3):
+        raise ValueError(f"expected an image tensor [3,H,W] in [-1,1], got shape {tuple(t.shape)}")
+    arr = t.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+
+
+AlignFn = Callable[[Image.Image, int], tuple[Image.Image, np.ndarray]]
+
+
+def load_image(path: Path, size: int, align: AlignFn | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """A file as a [3, size, size] tensor in [-1, 1], plus facts for the output row.
+
+    `align(pil, size) -> (aligned pil, quad [4,2])` replaces the centre crop when given (it may raise
+    its own exception, e.g. no face found, which the caller turns into an error row too).
+    """
+    data = read_bytes(path)
+    info: dict[str, Any] = {"file_sha256": hashlib.sha256(data).hexdigest()}
+    try:
+        img, (info["orig_width"], info["orig_height"]) = decode(data, target=None if align else size)
+        if align is not None:
+            aligned, quad = align(img, size)
+            info["quad"] = np.asarray(quad, dtype=np.float32).reshape(4, 2)
+            img = aligned if aligned.size == (size, size) else square(aligned, size)
+        else:
+            img = square(img, size)
+    except Exception as exc:
+        exc.image_info = info  # an error row still records which file content failed
+        raise
+    return pil_to_tensor(img), info
+
+
+def save_image(tensor: torch.Tensor, path: Path) -> None:
+    """A [3,H,W] tensor in [-1, 1] as an 8-bit PNG (or the format the suffix names), written atomically."""
+    path = Path(path)
+    buf = io.BytesIO()
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower(), "PNG")
+    tensor_to_pil(tensor).save(buf, format=fmt, **({"quality": 95} if fmt != "PNG" else {}))
+    atomic_write_bytes(path, buf.getvalue())
