@@ -1,0 +1,41 @@
+"""Per-image loss terms: every function returns a [B] tensor, so a batch loss is a sum of independent terms."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def masked_mse(images: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error over the pixels where the mask is 1 (all pixels without a mask)."""
+    sq = (images - targets).square()
+    if masks is None:
+        return sq.mean(dim=(1, 2, 3))
+    covered = masks.sum(dim=(1, 2, 3)) * images.shape[1]
+    return (sq * masks).sum(dim=(1, 2, 3)) / covered.clamp_min(1.0)
+
+
+def noise_regularizer(noise: list[torch.Tensor]) -> torch.Tensor:
+    """NVlabs' multi-scale autocorrelation penalty, per sample.
+
+    For each map and each 2x average-pooled level down to 8x8: mean(n * roll(n, 1, x))^2 +
+    mean(n * roll(n, 1, y))^2. The official code does this on [1,1,r,r] buffers; means over a
+    sample's own map give the identical value for each sample of a [B,1,r,r] batch.
+    """
+    reg = 0.0
+    for n in noise:
+        while True:
+            reg = reg + (n * torch.roll(n, shifts=1, dims=3)).mean(dim=(1, 2, 3)).square()
+            reg = reg + (n * torch.roll(n, shifts=1, dims=2)).mean(dim=(1, 2, 3)).square()
+            if n.shape[2] <= 8:
+                break
+            n = F.avg_pool2d(n, kernel_size=2)
+    return reg
+
+
+@torch.no_grad()
+def renormalize_noise_(noise: list[torch.Tensor]) -> None:
+    """Zero mean, unit variance per sample and map, in place (NVlabs does it after every step)."""
+    for n in noise:
+        n -= n.mean(dim=(1, 2, 3), keepdim=True)
+        n *= n.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt()

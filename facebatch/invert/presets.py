@@ -1,0 +1,170 @@
+"""Projection settings: one dataclass, named YAML presets in ``configs/presets``, overrides by key.
+
+A preset file may name ``base: <preset>`` and list only what it changes, so a user's copy stays short.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from facebatch.errors import InputError
+from facebatch.nets.perceptual import BACKENDS, DEFAULT_BACKEND
+
+LATENT_SPACES = ("w", "w+")
+NOISE_OPTIMIZATIONS = ("none", "joint", "sequential")
+NOISE_MODES = ("const", "none")  # 'random' would draw from the global RNG: not reproducible per image
+
+
+@dataclass
+class ProjectionConfig:
+    """Every knob of one projection run; the defaults are the NVlabs projector's values."""
+
+    name: str = "custom"
+    latent_space: str = "w"  # w: one code tiled over all layers; w+: one code per layer
+    steps: int = 1000  # steps of the latent phase (noise maps ride along when noise_optimization=joint)
+    lr: float = 0.1
+    lr_rampup: float = 0.05  # fraction of the phase; 0 = no ramp
+    lr_rampdown: float = 0.25
+    beta1: float = 0.9
+    beta2: float = 0.999
+    w_noise_factor: float = 0.05  # gaussian added to w: w_std * factor, ramped to 0 at w_noise_ramp
+    w_noise_ramp: float = 0.75
+    perceptual: str = DEFAULT_BACKEND
+    perceptual_weight: float = 1.0
+    mse_weight: float = 0.0  # on [-1, 1] pixels, mean over pixels
+    noise_optimization: str = "joint"  # none | joint (with w, NVlabs) | sequential (after w, Image2StyleGAN++)
+    noise_mode: str = "const"  # synthesis noise when the maps are not optimised
+    noise_regularize: float = 1e5  # weight of the multi-scale autocorrelation penalty
+    noise_renormalize: bool = True  # zero mean, unit variance after every step
+    noise_steps: int = 0  # sequential phase only
+    noise_lr: float = 0.01  # sequential phase only
+    noise_mse_weight: float = 1.0  # sequential phase only
+    noise_perceptual_weight: float = 0.0  # sequential phase only
+    w_avg_samples: int = 10000
+    w_avg_seed: int = 123
+    anomaly_lambda: float = 0.1  # AnoGAN: (1 - lambda) * pixel residual + lambda * D-feature residual
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps + (self.noise_steps if self.noise_optimization == "sequential" else 0)
+
+    def validate(self) -> "ProjectionConfig":
+        def choice(key: str, allowed: tuple[str, ...]) -> None:
+            if getattr(self, key) not in allowed:
+                raise InputError(f"{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")
+
+        choice("latent_space", LATENT_SPACES)
+        choice("noise_optimization", NOISE_OPTIMIZATIONS)
+        choice("noise_mode", NOISE_MODES)
+        choice("perceptual", BACKENDS)
+        for key in ("steps", "noise_steps", "w_avg_samples"):
+            if getattr(self, key) < 0:
+                raise InputError(f"{key} must be >= 0, not {getattr(self, key)}")
+        if self.w_avg_samples < 2:
+            raise InputError("w_avg_samples must be at least 2 (w_std needs a spread)")
+        for key in ("lr", "noise_lr", "lr_rampup", "lr_rampdown", "w_noise_factor", "w_noise_ramp"):
+            if getattr(self, key) < 0:
+                raise InputError(f"{key} must be >= 0, not {getattr(self, key)}")
+        if not 0.0 <= self.anomaly_lambda <= 1.0:
+            raise InputError(f"anomaly_lambda must be in [0, 1], not {self.anomaly_lambda}")
+        if self.perceptual == "none" and self.perceptual_weight > 0 and self.mse_weight == 0:
+            raise InputError("perceptual=none leaves no loss: set mse_weight > 0")
+        return self
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(ProjectionConfig)}
+
+
+def _presets_dir():
+    return importlib.resources.files("facebatch.configs") / "presets"
+
+
+def _preset_names() -> tuple[str, ...]:
+    return tuple(sorted(p.name[: -len(".yaml")] for p in _presets_dir().iterdir() if p.name.endswith(".yaml")))
+
+
+PRESETS: tuple[str, ...] = _preset_names()
+DEFAULT_PRESET = "default"
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Type a value (YAML scalar or a `key=value` string from the command line) as the field wants."""
+    if key not in _FIELDS:
+        raise InputError(f"unknown projection setting {key!r}; known: {', '.join(sorted(_FIELDS))}")
+    kind = _FIELDS[key].type
+    try:
+        if kind == "bool":
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return low in ("true", "1", "yes")
+            return bool(value)
+        if kind == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(float(value)) if isinstance(value, str) else int(value)
+        if kind == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        wants = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(kind, "a string")
+        raise InputError(f"setting {key} wants {wants}, got {value!r}") from None
+
+
+def _read_yaml(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{where} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"{where} must be a YAML mapping of settings")
+    return data
+
+
+def _preset_settings(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    if name_or_path in seen:
+        raise InputError(f"preset base loop: {' -> '.join(seen + (name_or_path,))}")
+    if name_or_path in PRESETS:
+        text = (_presets_dir() / f"{name_or_path}.yaml").read_text()
+        where, default_name = f"preset {name_or_path}", name_or_path
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise InputError(f"unknown preset {name_or_path!r}: choose one of {', '.join(PRESETS)} or give a YAML file")
+        text, where, default_name = path.read_text(), str(path), path.stem
+    data = _read_yaml(text, where)
+    base = data.pop("base", None)
+    settings = _preset_settings(str(base), seen + (name_or_path,)) if base is not None else {}
+    settings["name"] = default_name
+    settings.update(data)
+    return settings
+
+
+def load_preset(name_or_path: str = DEFAULT_PRESET, overrides: Mapping[str, Any] | None = None) -> ProjectionConfig:
+    """A validated config from a preset name or YAML file, with ``overrides`` (key -> value) applied last."""
+    settings = _preset_settings(str(name_or_path))
+    settings.update(overrides or {})
+    return ProjectionConfig(**{k: _coerce(k, v) for k, v in settings.items()}).validate()
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """``["steps=200", "perceptual=none"]`` -> dict; a malformed pair is a user error."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set wants key=value, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out

@@ -1,0 +1,63 @@
+"""Reconstruction scores per image pair: pixel, structural, perceptual and discriminator-feature residuals.
+
+Shared by projection, augmentation scoring and fake/anomaly detection. Every score is computed
+per image (D features are taken before minibatch-std), so a score never depends on batch mates.
+Residuals are means rather than AnoGAN's sums, so scores compare across resolutions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pytorch_msssim import ssim
+
+from facebatch.nets.perceptual import DEFAULT_BACKEND, LpipsDistance, build_perceptual
+
+SCORE_KEYS = ("mse", "psnr", "ssim", "perceptual", "l1", "d_residual", "anomaly_score")
+
+
+def _perceptual_net(perceptual, device) -> LpipsDistance | None:
+    if perceptual is None or isinstance(perceptual, LpipsDistance):
+        return perceptual
+    return build_perceptual(str(perceptual), device)
+
+
+@torch.no_grad()
+def score_pairs(
+    targets: torch.Tensor,
+    reconstructions: torch.Tensor,
+    D=None,
+    perceptual: LpipsDistance | str | None = DEFAULT_BACKEND,
+    lam: float = 0.1,
+) -> dict[str, np.ndarray]:
+    """Scores of [B,3,R,R] image pairs in [-1, 1] (clamped first, as they would be saved).
+
+    mse is on [-1, 1] pixels, so psnr = 10 log10(2^2 / mse); l1 is AnoGAN's pixel residual;
+    d_residual is the mean |D.features(x) - D.features(G(w))| (NaN without D); anomaly_score is
+    (1 - lam) * l1 + lam * d_residual, or l1 alone without D. perceptual is NaN for backend none.
+    """
+    x = targets.detach().float().clamp(-1, 1)
+    y = reconstructions.detach().float().to(x.device).clamp(-1, 1)
+    diff = x - y
+    mse = diff.square().mean(dim=(1, 2, 3))
+    with np.errstate(divide="ignore"):
+        psnr = 10.0 * np.log10(4.0 / mse.cpu().double().numpy())
+    l1 = diff.abs().mean(dim=(1, 2, 3)).cpu().double().numpy()
+    nan = np.full(len(x), np.nan)
+    net = _perceptual_net(perceptual, x.device)
+    perc = net(x, y).cpu().double().numpy() if net is not None else nan
+    if D is not None:
+        dev = next(D.parameters()).device
+        d_res = (D.features(x.to(dev)) - D.features(y.to(dev))).abs().mean(dim=(1, 2, 3)).cpu().double().numpy()
+        anomaly = (1.0 - lam) * l1 + lam * d_res
+    else:
+        d_res, anomaly = nan, l1.copy()
+    return {
+        "mse": mse.cpu().double().numpy(),
+        "psnr": psnr,
+        "ssim": ssim((x + 1) / 2, (y + 1) / 2, data_range=1.0, size_average=False).cpu().double().numpy(),
+        "perceptual": perc,
+        "l1": l1,
+        "d_residual": d_res,
+        "anomaly_score": anomaly,
+    }
