@@ -41,11 +41,15 @@ def _root(
 def _register() -> None:
     # Each command module exposes either `command` (a function) or `app` (a sub-group).
     from facebatch.cli import info_cmd
+    from facebatch.cli import invert_cmd
     from facebatch.cli import models_cmd
+    from facebatch.cli import project_cmd
     from facebatch.cli import sample_cmd
 
     app.command("info")(info_cmd.info)
+    app.command("invert")(invert_cmd.invert)
     app.add_typer(models_cmd.app, name="models")
+    app.command("project")(project_cmd.project)
     app.command("sample")(sample_cmd.sample)
 
 

@@ -1,0 +1,98 @@
+"""`facebatch project` pipeline throughput and worker memory: 1 vs 2 local workers, small vs large dataset.
+
+Synthetic 96x80 PNGs (smooth noise, so decode + centre crop + resize all run) are projected into the
+64-px fixture generator with few steps, through the real runner and a real LocalCluster. Printed per case:
+- wall: the whole run_stage call (cluster start, model load per worker, all shards, writes);
+- img/s wall: images / wall;
+- img/s steady: images / (last shard end - first shard start), from the shard markers (no start-up);
+- peak worker RSS: max over shard markers of the worker's ru_maxrss. If it does not grow from the small to
+  the large dataset, workers stream shards instead of accumulating them.
+
+    python bench/pipeline.py                                  # 64 and 1024 images, 1 and 2 workers, 1 step
+    python bench/pipeline.py --sizes 64 --workers 1 --steps 2 # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "reference" / "nvlabs_sg2ada_64_weights.pt"
+
+
+def synthetic_images(folder: Path, n: int, seed: int = 0) -> None:
+    """Smooth random colour fields, upsampled from 12x10 noise so they compress like photos, not static."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        sub = folder / f"{i // 256:03d}"  # nested folders, as real datasets are
+        sub.mkdir(parents=True, exist_ok=True)
+        small = Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8))
+        small.resize((96, 80), Image.Resampling.BICUBIC).save(sub / f"img{i:05d}.png")
+
+
+def run_case(images: Path, out: Path, workers: int, args) -> dict:
+    from facebatch.invert.presets import load_preset
+    from facebatch.nets.checkpoints import load_networks
+    from facebatch.pipeline.cluster import ClusterOptions
+    from facebatch.pipeline.discover import discover_images
+    from facebatch.pipeline.layout import OutLayout
+    from facebatch.pipeline.project_stage import build_project_spec
+    from facebatch.pipeline.runner import run_stage
+
+    nets = load_networks(args.generator, device="cpu")
+    cfg = load_preset(args.preset, {"steps": args.steps, "perceptual": args.perceptual, "w_avg_samples": 1000})
+    items = discover_images(images)
+    spec = build_project_spec(items=items, out_dir=out, nets=nets, projection=cfg.to_dict(), seed=0,
+                              shard_size=args.shard_size, batch_size=args.batch_size)
+    cluster = ClusterOptions(workers=workers, threads_per_worker=args.threads_per_worker, device=args.device)
+    start = time.perf_counter()
+    summary = run_stage(spec, cluster, progress=False)
+    wall = time.perf_counter() - start
+    markers = OutLayout(out, "latents").read_markers().values()
+    first = min(m["finished_at"] - m["seconds"] for m in markers)
+    last = max(m["finished_at"] for m in markers)
+    return {
+        "images": len(items), "workers": workers, "ok": summary.images_ok, "wall_s": round(wall, 1),
+        "img_per_s_wall": round(len(items) / wall, 3), "img_per_s_steady": round(len(items) / (last - first), 3),
+        "peak_worker_rss_mb": max(m["peak_rss_mb"] for m in markers), "steps": args.steps,
+        "batch_size": args.batch_size, "shard_size": args.shard_size, "perceptual": args.perceptual,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--generator", default=str(FIXTURE))
+    ap.add_argument("--sizes", default="64,1024", help="dataset sizes (images)")
+    ap.add_argument("--workers", default="1,2", help="local worker counts")
+    ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--preset", default="fast")
+    ap.add_argument("--perceptual", default="stlpips-vgg", help="stlpips-vgg | none ...")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--shard-size", type=int, default=64)
+    ap.add_argument("--threads-per-worker", type=int, default=None, help="torch threads per worker (default cores/workers)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", action="store_true", help="one JSON line per case instead of a table")
+    args = ap.parse_args()
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="facebatch-bench-") as tmp:
+        for n in [int(s) for s in args.sizes.split(",")]:
+            images = Path(tmp) / f"in{n}"
+            synthetic_images(images, n)
+            for w in [int(s) for s in args.workers.split(",")]:
+                row = run_case(images, Path(tmp) / f"out{n}-{w}", w, args)
+                rows.append(row)
+                print(json.dumps(row) if args.json else
+                      f"{row['images']:>6} images  {w} worker(s)  wall {row['wall_s']:>7.1f} s  "
+                      f"{row['img_per_s_wall']:>7.3f} img/s wall  {row['img_per_s_steady']:>7.3f} img/s steady  "
+                      f"peak worker RSS {row['peak_worker_rss_mb']:>7.1f} MB", flush=True)
+
+
+if __name__ == "__main__":
+    main()

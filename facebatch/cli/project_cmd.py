@@ -1,0 +1,120 @@
+"""`facebatch project DIR`: every image in a folder -> W+ latent + reconstruction scores, sharded on Dask, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from facebatch.cli.console import err, out
+from facebatch.errors import InputError, RunFailed
+
+MAX_FAILURES_SHOWN = 5
+
+
+def project(
+    input_dir: Annotated[Path, typer.Argument(help="Folder of images (searched recursively) or one image file.")],
+    generator: Annotated[str, typer.Option("--generator", "-g", help="Checkpoint path, registry name or URL.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder: latents/ parts, _run.json, _SUCCESS.")],
+    preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="Projection preset name or YAML file.")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Override the preset's optimisation steps.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any preset setting: key=value (repeatable).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images optimised together on a worker.")] = 8,
+    seed: Annotated[int, typer.Option("--seed", help="Run seed; each image's seed derives from it and its image_id.")] = 0,
+    shard_size: Annotated[int, typer.Option("--shard-size", help="Images per shard (= per Parquet part; the unit of resume).")] = 256,
+    workers: Annotated[Optional[int], typer.Option("--workers", "-w", help="Local worker processes (default: one per GPU, else cores/4); 0 = no Dask, in this process.")] = None,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", help="Use a running Dask cluster, e.g. tcp://host:8786.")] = None,
+    scheduler_file: Annotated[Optional[Path], typer.Option("--scheduler-file", help="Use a running Dask cluster by its scheduler file.")] = None,
+    threads_per_worker: Annotated[Optional[int], typer.Option("--threads-per-worker", help="Torch threads per worker (default: cores / workers on a local cluster).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N (cuda fails if no GPU is visible).")] = "auto",
+    align: Annotated[bool, typer.Option("--align", help="FFHQ-align faces (landmarks) instead of a centre crop.")] = False,
+    align_backend: Annotated[str, typer.Option("--align-backend", help="Landmark backend for --align.")] = "dlib",
+    save_reconstructions: Annotated[bool, typer.Option("--save-reconstructions", help="Write OUT/reconstructions/<image_id>.png.")] = False,
+    save_noise: Annotated[bool, typer.Option("--save-noise", help="Write optimised noise maps to OUT/noise/part-NNNNN.npz (large).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete this stage's earlier outputs in OUT and start again.")] = False,
+    retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Also recompute the rows that ended with status 'error'.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (what would run, what is done) and exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
+) -> None:
+    """Project every image under DIR into the generator: OUT/latents/part-*.parquet with W+ codes and scores.
+
+    Shards run on Dask workers that each load the model once. Rerunning the same command resumes
+    (finished shards are skipped); other settings in the same OUT are refused unless --overwrite.
+    Read the result with pandas.read_parquet(OUT/"latents") or facebatch's read_latent_table.
+    """
+    from facebatch.invert.presets import DEFAULT_PRESET, load_preset, parse_overrides
+    from facebatch.nets.checkpoints import load_networks
+    from facebatch.nets.perceptual import build_perceptual
+    from facebatch.pipeline.cluster import ClusterOptions, describe
+    from facebatch.pipeline.discover import discover_images
+    from facebatch.pipeline.project_stage import build_project_spec
+    from facebatch.pipeline.runner import run_stage
+    from facebatch.pipeline.summary import summary_table
+
+    if batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+    cluster = ClusterOptions(workers=workers, scheduler=scheduler, scheduler_file=scheduler_file,
+                             threads_per_worker=threads_per_worker, device=device)
+    cluster.validate()
+    overrides = parse_overrides(set_ or [])
+    if steps is not None:
+        overrides["steps"] = steps
+    cfg = load_preset(preset or DEFAULT_PRESET, overrides)
+    if save_noise and cfg.noise_optimization == "none":
+        raise InputError(f"--save-noise: preset {cfg.name!r} does not optimise noise maps (noise_optimization=none)")
+    if align:
+        _check_align_available()
+    items = discover_images(input_dir, exclude=[out_dir])
+    if not items:
+        raise InputError(f"no images (jpg, jpeg, png, webp, bmp, tif, tiff) under {input_dir}")
+    nets = load_networks(generator, device="cpu")  # here only for its sha256 and shapes; fails early on a bad file
+    build_perceptual(cfg.perceptual, "cpu")  # a missing perceptual weight file fails here, not on every worker
+    spec = build_project_spec(items=items, out_dir=out_dir, nets=nets, projection=cfg.to_dict(), seed=seed,
+                              shard_size=shard_size, batch_size=batch_size, align=align_backend if align else None,
+                              save_reconstructions=save_reconstructions, save_noise=save_noise)
+    try:
+        summary = run_stage(spec, cluster, overwrite=overwrite, retry_errors=retry_errors, dry_run=dry_run,
+                            progress=not quiet, console=err)
+    except KeyboardInterrupt:
+        err.print("interrupted: finished shards are kept; rerun the same command to resume", highlight=False)
+        raise
+    if dry_run:
+        out.print(_plan_table(input_dir, spec, nets, cfg, summary, describe(cluster), overwrite))
+        return
+    if not quiet:
+        out.print(summary_table(summary))
+    if summary.failures:
+        for shard, message in summary.failures[:MAX_FAILURES_SHOWN]:
+            err.print(f"[red]shard {shard} failed:[/] {message}", highlight=False, soft_wrap=True)
+        raise RunFailed(f"{len(summary.failures)} of {summary.shards} shards failed; rerun the same command to retry them")
+
+
+def _check_align_available() -> None:
+    try:
+        from facebatch.align import api  # noqa: F401
+    except ImportError as exc:
+        raise InputError(f"--align is not available in this install ({exc}); install facebatch[align]") from None
+
+
+def _plan_table(input_dir, spec, nets, cfg, summary, where: str, overwrite: bool) -> Table:
+    table = Table(title=f"plan: project {input_dir} -> {spec.out_dir}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("images", f"{summary.images} in {summary.shards} shards of {spec.shard_size}")
+    done = "--overwrite: everything is recomputed" if overwrite else \
+        f"{summary.shards_skipped} shards done ({summary.images_skipped} images), skipped"
+    table.add_row("resume", done)
+    table.add_row("to compute", f"{summary.shards_run} shards, {summary.images_todo} images")
+    table.add_row("generator", f"{nets.name} ({nets.format}, {nets.G.img_resolution} px, sha256 {nets.sha256[:16]}...)")
+    table.add_row("projection", f"preset {cfg.name}: {cfg.latent_space}, {cfg.total_steps} steps, perceptual {cfg.perceptual}, "
+                                f"noise {cfg.noise_optimization}")
+    table.add_row("seed", str(spec.config["seed"]))
+    table.add_row("batch size", str(spec.runtime["batch_size"]))
+    table.add_row("runs on", where)
+    extras = [name for name, on in (("reconstructions", spec.config["save_reconstructions"]),
+                                    ("noise maps", spec.config["save_noise"]),
+                                    (f"aligned with {spec.config['align']}", spec.config["align"])) if on]
+    table.add_row("also writes", ", ".join(extras) or "-")
+    return table

@@ -1,0 +1,209 @@
+"""Where shards run: a local Dask cluster sized for torch, or an existing cluster by address/scheduler file.
+
+Dask's nanny exports OMP_NUM_THREADS=1 to every worker (``distributed.nanny.pre-spawn-environ``), which
+would leave torch on one core per worker; the local cluster therefore sets the thread variables itself.
+With CUDA, each local worker sees exactly one GPU through CUDA_VISIBLE_DEVICES, as dask-cuda does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from facebatch.errors import InputError
+
+CONNECT_TIMEOUT_S = 30
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@dataclass
+class ClusterOptions:
+    workers: int | None = None  # local worker processes (None: one per GPU, else cores // 4); 0 = in this process
+    scheduler: str | None = None  # address of a running scheduler, e.g. tcp://host:8786
+    scheduler_file: Path | None = None
+    threads_per_worker: int | None = None  # torch threads per local worker (None: cores / workers)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N: what local workers are built for
+    processes: bool = True  # False: workers are threads of this process (fast start, for tests)
+    memory_limit: str | None = "auto"  # per local worker, Dask's syntax
+
+    def validate(self) -> None:
+        if self.scheduler and self.scheduler_file:
+            raise InputError("give --scheduler or --scheduler-file, not both")
+        if self.workers is not None and self.workers < 0:
+            raise InputError("--workers must be 0 or more")
+        if self.workers is not None and (self.scheduler or self.scheduler_file):
+            raise InputError("--workers sizes a local cluster; it cannot be combined with --scheduler/--scheduler-file")
+        if self.threads_per_worker is not None and self.threads_per_worker < 1:
+            raise InputError("--threads-per-worker must be at least 1")
+        if self.scheduler_file is not None and not Path(self.scheduler_file).is_file():
+            raise InputError(f"--scheduler-file {self.scheduler_file} does not exist")
+        if not self.remote and not self.in_process:
+            local_layout(self)  # e.g. --device cuda on a host without a GPU: refuse before anything is written
+
+    @property
+    def remote(self) -> bool:
+        return bool(self.scheduler or self.scheduler_file)
+
+    @property
+    def in_process(self) -> bool:
+        return not self.remote and self.workers == 0
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def cuda_device_count() -> int:
+    """GPUs torch can see here; 0 without torch or CUDA (the runner itself does not need torch)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def wants_cuda(device: str) -> bool:
+    return device.startswith("cuda") or (device == "auto" and cuda_device_count() > 0)
+
+
+def local_layout(opts: ClusterOptions) -> tuple[int, int, list[str | None]]:
+    """(workers, torch threads each, CUDA_VISIBLE_DEVICES per worker or None) for a local cluster."""
+    cores = usable_cores()
+    gpus: list[str | None]
+    if wants_cuda(opts.device):
+        count = cuda_device_count()
+        if count == 0:
+            raise InputError(f"--device {opts.device} was asked for but no CUDA device is visible")
+        if ":" in opts.device:
+            visible = [opts.device.split(":", 1)[1]]
+        else:
+            env = os.environ.get("CUDA_VISIBLE_DEVICES")
+            visible = [d for d in env.split(",") if d.strip()] if env else [str(i) for i in range(count)]
+        workers = opts.workers or len(visible)
+        gpus = [visible[i % len(visible)] for i in range(workers)]
+    else:
+        workers = opts.workers or max(1, cores // 4)
+        gpus = [None] * workers
+    threads = opts.threads_per_worker or max(1, cores // workers)
+    return workers, threads, gpus
+
+
+def worker_device(device: str) -> str:
+    """The torch device a worker should use: a local CUDA worker sees its one GPU as plain `cuda`."""
+    return "cuda" if os.environ.get("FACEBATCH_WORKER_GPU") else device
+
+
+def _local_cluster(opts: ClusterOptions):
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    workers, threads, gpus = local_layout(opts)
+    specs = {}
+    for i, gpu in enumerate(gpus):
+        env = {var: str(threads) for var in THREAD_ENV_VARS}
+        if gpu is not None:
+            env.update(CUDA_VISIBLE_DEVICES=gpu, FACEBATCH_WORKER_GPU=gpu)
+        options = dict(nthreads=1, env=env, host="127.0.0.1", dashboard=False, silence_logs=40)
+        if opts.memory_limit:
+            from distributed.worker_memory import parse_memory_limit
+
+            options["memory_limit"] = parse_memory_limit(opts.memory_limit, 1, workers, logger=logging.getLogger(__name__))
+        specs[i] = {"cls": Nanny, "options": options}
+    scheduler = {"cls": Scheduler, "options": dict(host="127.0.0.1", dashboard_address=":0", dashboard=_has_bokeh())}
+    # Ignore SIGINT while the worker processes are spawned: they inherit it, so a Ctrl-C in the
+    # terminal reaches only this client, which cancels the run and closes the cluster cleanly.
+    with _sigint_ignored():
+        return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=40, name="facebatch")
+
+
+def _local_threads_cluster(opts: ClusterOptions):
+    from distributed import LocalCluster
+
+    workers, _, _ = local_layout(opts)
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=False, dashboard_address=None,
+                        silence_logs=40)
+
+
+def _has_bokeh() -> bool:
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to do
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def open_client(opts: ClusterOptions) -> Iterator["object"]:
+    """A connected distributed.Client; the local cluster (if any) is closed on exit, even on Ctrl-C."""
+    from distributed import Client
+
+    opts.validate()
+    cluster = None
+    try:
+        if opts.remote:
+            try:
+                if opts.scheduler:
+                    client = Client(opts.scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
+                else:
+                    client = Client(scheduler_file=str(opts.scheduler_file), timeout=f"{CONNECT_TIMEOUT_S}s")
+            except (OSError, TimeoutError) as exc:
+                where = opts.scheduler or opts.scheduler_file
+                raise InputError(f"cannot reach the Dask scheduler at {where}: {exc}") from None
+            try:
+                client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+            except TimeoutError:
+                client.close()
+                raise InputError(f"the Dask scheduler has no workers after {CONNECT_TIMEOUT_S} s") from None
+            _check_versions(client)
+        else:
+            cluster = _local_cluster(opts) if opts.processes else _local_threads_cluster(opts)
+            client = Client(cluster)
+        try:
+            yield client
+        finally:
+            with contextlib.suppress(Exception):
+                client.close(timeout=10)
+    finally:
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.close(timeout=10)
+
+
+def _check_versions(client) -> None:
+    """Different package versions on client and workers break unpickling in odd ways: refuse up front."""
+    try:
+        client.get_versions(check=True)
+    except ValueError as exc:
+        raise InputError(f"the Dask workers run other package versions than this client: {exc}") from None
+
+
+def describe(opts: ClusterOptions) -> str:
+    if opts.scheduler:
+        return f"Dask scheduler {opts.scheduler}"
+    if opts.scheduler_file:
+        return f"Dask scheduler file {opts.scheduler_file}"
+    if opts.in_process:
+        return "this process (no Dask)"
+    workers, threads, gpus = local_layout(opts)
+    where = f"GPUs {','.join(g for g in gpus if g)}" if any(gpus) else f"CPU, {threads} torch threads each"
+    return f"local Dask cluster: {workers} worker process{'es' if workers != 1 else ''} ({where})"

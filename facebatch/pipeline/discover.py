@@ -1,0 +1,56 @@
+"""Find the images under a folder: recursive, symlinks followed without looping, stable order.
+
+`image_id` is the POSIX path relative to the root: the key that stays the same across reruns,
+machines and shard sizes. Hidden files and folders (".thumbnails", ".ipynb_checkpoints") are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+from facebatch.errors import InputError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def discover_images(root: Path, exclude: Iterable[Path] = ()) -> list[dict]:
+    """Items `{"image_id", "path"}` sorted by image_id; `exclude` holds folders to leave out (e.g. OUT)."""
+    root = Path(root)
+    if root.is_file():
+        if not is_image_name(root.name):
+            raise InputError(f"{root} is not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return [{"image_id": root.name, "path": str(root.resolve())}]
+    if not root.is_dir():
+        raise InputError(f"no such folder: {root}")
+    skip = {_identity(p) for p in exclude if Path(p).is_dir()}
+    found: dict[str, str] = {}
+    seen_dirs: set[tuple[int, int]] = set()
+    # os.walk(followlinks=True) alone recurses forever on a link to an ancestor; remembering each
+    # directory's (device, inode) visits every real directory once, whatever links point at it.
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=None):
+        ident = _identity(Path(dirpath))
+        if ident in seen_dirs or ident in skip:
+            dirnames[:] = []
+            continue
+        seen_dirs.add(ident)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = Path(dirpath).relative_to(root)
+        for name in filenames:
+            if name.startswith(".") or not is_image_name(name):
+                continue
+            path = Path(dirpath) / name
+            if not path.is_file():  # broken symlink, socket...
+                continue
+            found[(rel_dir / name).as_posix()] = str(path.absolute())
+    return [{"image_id": image_id, "path": found[image_id]} for image_id in sorted(found)]
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino

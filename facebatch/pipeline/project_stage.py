@@ -1,0 +1,270 @@
+"""The `project` stage for the shard runner: images -> W+ latents + reconstruction scores, one row per image.
+
+`setup_project` runs once per worker process (loads G/D from the path, checks the sha256 the client saw,
+builds the projector); `process_project` decodes one shard in batches (the next batch is decoded while
+the current one is optimised) and returns its rows. Results do not depend on shard or batch
+composition: every image draws from its own seed, derived from (run seed, image_id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from facebatch.invert.scores import SCORE_KEYS
+from facebatch.pipeline.images import UnreadableImage, load_image, save_image
+from facebatch.pipeline.noise_store import NoiseWriter
+from facebatch.pipeline.runner import ShardInfo, StageSpec
+from facebatch.pipeline.table import latent_array_masked, latent_field
+
+log = logging.getLogger("facebatch.project")
+
+STAGE, TABLE = "project", "latents"
+RECONSTRUCTIONS_DIR, NOISE_DIR = "reconstructions", "noise"
+
+
+def per_image_seed(seed: int, image_id: str) -> int:
+    """63-bit seed from (run seed, image_id): the same image gets the same noise in any shard or batch."""
+    digest = hashlib.sha256(f"{int(seed)}\0{image_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def reconstruction_path(out_dir: Path, image_id: str) -> Path:
+    """OUT/reconstructions/<image_id>.png (the full id, so a.jpg and a.png never collide)."""
+    return Path(out_dir) / RECONSTRUCTIONS_DIR / f"{image_id}.png"
+
+
+def project_schema(num_ws: int, w_dim: int, aligned: bool = False) -> pa.Schema:
+    fields = [
+        pa.field("image_id", pa.string()), pa.field("source_path", pa.string()), pa.field("file_sha256", pa.string()),
+        pa.field("orig_width", pa.int32()), pa.field("orig_height", pa.int32()),
+        pa.field("status", pa.string()), pa.field("error", pa.string()),
+        latent_field("w", (num_ws, w_dim)),
+        *[pa.field(k, pa.float64()) for k in SCORE_KEYS],
+        pa.field("loss", pa.float64()),  # the optimiser's last per-image loss
+        pa.field("perceptual_backend", pa.string()), pa.field("steps", pa.int32()),
+        pa.field("seconds", pa.float64()), pa.field("seed", pa.int64()),
+    ]
+    if aligned:
+        fields.append(latent_field("quad", (4, 2)))  # FFHQ crop quad in original-image pixels
+    return pa.schema(fields)
+
+
+def build_project_spec(*, items: list[dict], out_dir: Path, nets, projection: dict, seed: int, shard_size: int,
+                       batch_size: int, align: str | None = None, save_reconstructions: bool = False,
+                       save_noise: bool = False) -> StageSpec:
+    """The stage as the runner sees it; `nets` is the client's `load_networks` result (for sha and shapes)."""
+    G = nets.G
+    config = {
+        "generator": {"name": nets.name, "sha256": nets.sha256, "format": nets.format, "resolution": G.img_resolution,
+                      "num_ws": G.num_ws, "w_dim": G.w_dim, "has_discriminator": nets.D is not None},
+        "projection": projection,
+        "seed": int(seed),
+        "align": align,
+        "save_reconstructions": bool(save_reconstructions),
+        "save_noise": bool(save_noise),
+    }
+    side = [d for d, on in ((RECONSTRUCTIONS_DIR, save_reconstructions), (NOISE_DIR, save_noise)) if on]
+    return StageSpec(
+        name=STAGE, out_dir=Path(out_dir), table=TABLE, items=items, shard_size=shard_size, config=config,
+        setup=setup_project, process=process_project,
+        # Where the file is and how many images share a batch do not change results: they may change on resume.
+        runtime={"generator_path": str(Path(nets.path).resolve()), "batch_size": int(batch_size)},
+        schema=project_schema(G.num_ws, G.w_dim, aligned=align is not None),
+        score_columns=(*SCORE_KEYS, "seconds"), side_dirs=side,
+        metadata={"generator_sha256": nets.sha256, "generator": nets.name},
+    )
+
+
+@dataclass
+class ProjectState:
+    projector: Any
+    config: dict
+    resolution: int
+    shape: tuple[int, int]
+    batch_size: int
+    align: Callable | None
+    align_errors: tuple[type[BaseException], ...]
+    device: str
+
+
+def setup_project(config: dict) -> ProjectState:
+    """Once per worker process: the model comes from the path, never through the task graph."""
+    import torch
+
+    from facebatch.errors import CheckpointError
+    from facebatch.invert.presets import ProjectionConfig
+    from facebatch.invert.projector import Projector
+    from facebatch.nets.checkpoints import load_networks
+    from facebatch.nets.device import resolve_device
+
+    if config.get("torch_threads"):
+        torch.set_num_threads(int(config["torch_threads"]))
+    device = resolve_device(config.get("device", "auto"))
+    nets = load_networks(config["generator_path"], device=str(device))
+    expected = config["generator"]["sha256"]
+    if nets.sha256 != expected:  # e.g. a worker host with another file at the same path
+        raise CheckpointError(f"{config['generator_path']} on this worker has sha256 {nets.sha256}, the run uses {expected}")
+    projector = Projector(nets.G, nets.D, config=ProjectionConfig(**config["projection"]), device=str(device))
+    align, align_errors = _aligner(config.get("align"))
+    log.info("project worker ready: %s on %s (%d torch threads)", nets.name, device, torch.get_num_threads())
+    G = nets.G
+    return ProjectState(projector, config, G.img_resolution, (G.num_ws, G.w_dim), int(config.get("batch_size", 8)),
+                        align, align_errors, str(device))
+
+
+def _aligner(backend: str | None) -> tuple[Callable | None, tuple[type[BaseException], ...]]:
+    if backend is None:
+        return None, ()
+    from facebatch.align import api  # imported only when --align is used: it pulls in dlib
+
+    def align(img, size):
+        return api.align_for_projection(img, size, backend)
+
+    return align, (api.NoFaceFound,)
+
+
+class _Rows:
+    """Column lists for one shard's rows, in item order."""
+
+    def __init__(self, items: list[dict], shape: tuple[int, int], aligned: bool, seed: int):
+        self.index = {item["image_id"]: n for n, item in enumerate(items)}
+        n = len(items)
+        self.cols: dict[str, list] = {k: [None] * n for k in (
+            "file_sha256", "orig_width", "orig_height", "error", *SCORE_KEYS, "loss", "perceptual_backend", "steps",
+            "seconds", "seed")}
+        self.status = ["error"] * n
+        self.w = np.zeros((n, *shape), np.float32)
+        self.quad = np.zeros((n, 4, 2), np.float32) if aligned else None
+        self.items = items
+        for item in items:  # known for every row, so the column never holds nulls (pandas would make it float)
+            self.cols["seed"][self.index[item["image_id"]]] = per_image_seed(seed, item["image_id"])
+
+    def set(self, image_id: str, **values) -> None:
+        n = self.index[image_id]
+        for key, value in values.items():
+            self.cols[key][n] = value
+
+    def table(self, schema: pa.Schema) -> pa.Table:
+        ok = np.array([s == "ok" for s in self.status])
+        arrays = {
+            "image_id": pa.array([i["image_id"] for i in self.items], pa.string()),
+            "source_path": pa.array([str(i["path"]) for i in self.items], pa.string()),
+            "status": pa.array(self.status, pa.string()),
+            "w": latent_array_masked(self.w, ok, self.w.shape[1:]),
+        }
+        if self.quad is not None:
+            has_quad = np.array([s == "ok" for s in self.status])
+            arrays["quad"] = latent_array_masked(self.quad, has_quad, (4, 2))
+        for name, values in self.cols.items():
+            arrays[name] = pa.array(values, schema.field(name).type)
+        return pa.table([arrays[f.name] for f in schema], schema=schema)
+
+
+def process_project(state: ProjectState, items: list[dict], info: ShardInfo) -> pa.Table:
+    cfg = state.config
+    rows = _Rows(items, state.shape, aligned=state.align is not None, seed=cfg["seed"])
+    noise = None
+    if cfg["save_noise"]:
+        target = info.side_path(NOISE_DIR, ".npz")
+        noise = NoiseWriter(target, keep_from=target if info.retry else None, drop_ids=[i["image_id"] for i in items])
+    try:
+        for loaded in _prefetched_batches(state, items, rows):
+            if loaded:
+                _project_batch(state, loaded, rows, info, noise)
+        if noise is not None:
+            noise.publish()
+            noise = None
+    finally:
+        if noise is not None:
+            noise.discard()
+        if state.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()  # give the cached blocks back between shards (dask-cuda#383)
+    return rows.table(project_schema(*state.shape, aligned=state.align is not None))
+
+
+def _prefetched_batches(state: ProjectState, items: list[dict], rows: _Rows) -> Iterator[list]:
+    """Decoded batches, one decoded ahead of the one being optimised (threads: workers are daemons)."""
+    chunks = [items[i : i + state.batch_size] for i in range(0, len(items), state.batch_size)]
+    if not chunks:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="facebatch-decode") as pool:
+        pending = pool.submit(_load_batch, state, chunks[0], rows)
+        for nxt in chunks[1:] + [None]:
+            loaded = pending.result()
+            if nxt is not None:
+                pending = pool.submit(_load_batch, state, nxt, rows)
+            yield loaded
+
+
+def _load_batch(state: ProjectState, chunk: list[dict], rows: _Rows) -> list[tuple[dict, Any, float]]:
+    loaded = []
+    for item in chunk:
+        start = time.perf_counter()
+        image_id = item["image_id"]
+        try:
+            tensor, meta = load_image(Path(item["path"]), state.resolution, align=state.align)
+        except (UnreadableImage, *state.align_errors) as exc:
+            meta = getattr(exc, "image_info", {})
+            rows.set(image_id, error=str(exc) or type(exc).__name__, **_file_facts(meta))
+            continue
+        rows.set(image_id, **_file_facts(meta))
+        if rows.quad is not None:
+            rows.quad[rows.index[image_id]] = meta["quad"]
+        loaded.append((item, tensor, time.perf_counter() - start))
+    return loaded
+
+
+def _file_facts(meta: dict) -> dict:
+    return {k: meta.get(k) for k in ("file_sha256", "orig_width", "orig_height")}
+
+
+def _project_batch(state: ProjectState, loaded: list, rows: _Rows, info: ShardInfo, noise: NoiseWriter | None) -> None:
+    import torch
+
+    seed = state.config["seed"]
+    targets = torch.stack([t for _, t, _ in loaded])
+    seeds = [per_image_seed(seed, item["image_id"]) for item, _, _ in loaded]
+    start = time.perf_counter()
+    results = _project_halving(state.projector, targets, seeds, 0)
+    share = (time.perf_counter() - start) / len(loaded)
+    for offset, res in results:
+        for j in range(res.ws.shape[0]):
+            item, _, load_s = loaded[offset + j]
+            image_id = item["image_id"]
+            n = rows.index[image_id]
+            rows.status[n] = "ok"
+            rows.w[n] = res.ws[j].numpy()
+            rows.set(image_id, error=None, **{k: float(res.scores[k][j]) for k in SCORE_KEYS if k in res.scores},
+                     loss=float(res.losses[-1, j]) if len(res.losses) else None, perceptual_backend=res.perceptual_backend,
+                     steps=int(res.steps), seconds=share + load_s)
+            if state.config["save_reconstructions"]:
+                save_image(res.reconstructions[j], reconstruction_path(info.out_dir, image_id))
+            if noise is not None and res.noise is not None:
+                noise.add(image_id, [layer[j].numpy() for layer in res.noise])
+
+
+def _project_halving(projector, targets, seeds, offset: int) -> list[tuple[int, Any]]:
+    """Out of GPU memory: split the batch and go on rather than lose the shard (results do not depend on B)."""
+    import torch
+
+    try:
+        return [(offset, projector.project(targets, seeds=seeds))]
+    except torch.cuda.OutOfMemoryError:
+        if len(seeds) == 1:
+            raise
+        torch.cuda.empty_cache()
+        half = len(seeds) // 2
+        log.warning("out of GPU memory at batch %d; retrying as %d + %d", len(seeds), half, len(seeds) - half)
+        return (_project_halving(projector, targets[:half], seeds[:half], offset)
+                + _project_halving(projector, targets[half:], seeds[half:], offset + half))

@@ -1,0 +1,277 @@
+"""The shard runner every long stage goes through: plan, resume check, Dask fan-out, markers, summary.
+
+A stage is two top-level functions: `setup(config) -> state` (run once per worker process: the model)
+and `process(state, items, info) -> pyarrow.Table` (one row per item, errors as rows). The runner owns
+everything else: shards, atomic parts, `_stats` markers, `_run.json`, `_SUCCESS`, retries, Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pyarrow as pa
+from rich.console import Console
+
+from facebatch.errors import InputError
+from facebatch.pipeline.cluster import ClusterOptions, open_client, worker_device
+from facebatch.pipeline.layout import OutLayout, exclusive_lock
+from facebatch.pipeline.plan import Shard, config_diff, config_hash, digest, plan_hash, plan_shards, versions
+from facebatch.pipeline.progress import image_progress
+from facebatch.pipeline.shard_task import ShardInfo, ShardTask, run_shard
+from facebatch.pipeline.summary import RunSummary, merge_scores
+from facebatch.pipeline.table import atomic_write_bytes, atomic_write_json
+
+__all__ = ["ClusterOptions", "RunSummary", "ShardInfo", "StageSpec", "run_stage"]
+
+
+@dataclass
+class StageSpec:
+    name: str  # "project", "align", "augment"
+    out_dir: Path  # parts go to OUT/<table>/part-NNNNN.parquet
+    table: str  # e.g. "latents"
+    items: list[dict]  # one JSON-able dict per input, with "image_id"; the order defines the shards
+    shard_size: int
+    config: dict  # resolved config: its hash decides whether a rerun may resume
+    setup: Callable[[dict], Any]  # top-level: config (+ runtime) -> worker state, once per worker process
+    process: Callable[[Any, list[dict], ShardInfo], pa.Table]  # top-level: one row per item
+    runtime: dict = field(default_factory=dict)  # reaches setup but not the hash (device, batch size)
+    schema: pa.Schema | None = None  # when given, every part is cast to it (parts must agree for readers)
+    score_columns: Sequence[str] = ()  # numeric columns summarised in the run summary
+    side_dirs: Sequence[str] = ()  # OUT subfolders the stage writes (removed by --overwrite)
+    metadata: dict = field(default_factory=dict)  # extra run facts for _run.json and the schema (generator sha256)
+    max_retries: int = 1  # extra tries for a shard whose task raised (a dead worker is retried by Dask itself)
+
+
+@dataclass
+class _Prepared:
+    shards: list[Shard]
+    config_hash: str
+    plan_hash: str
+    done: dict[str, dict]  # shard name -> marker, for finished shards
+    todo: list[Shard]
+    retry: list[Shard]
+
+
+def run_stage(spec: StageSpec, cluster: ClusterOptions, *, overwrite: bool = False, retry_errors: bool = False,
+              dry_run: bool = False, progress: bool = True, console: Console | None = None) -> RunSummary:
+    """Run (or resume) a stage; returns the summary. Raises InputError on a refused resume, re-raises Ctrl-C."""
+    cluster.validate()
+    layout = OutLayout(Path(spec.out_dir), spec.table)
+    started = time.perf_counter()
+    if dry_run:
+        prep = _prepare(spec, layout, overwrite=overwrite, retry_errors=retry_errors, check=not overwrite)
+        return _summary(spec, layout, prep, prep.done, [], started, dry_run=True)
+    with exclusive_lock(layout.out_dir):
+        if overwrite:
+            layout.remove_outputs(spec.side_dirs)
+        prep = _prepare(spec, layout, overwrite=overwrite, retry_errors=retry_errors, check=True)
+        layout.remove_stale_temps(spec.side_dirs)
+        run_record = _run_record(spec, layout, prep, cluster)
+        atomic_write_json(layout.run_file, run_record)
+        work = prep.todo + prep.retry
+        if work and layout.success_file.exists():
+            layout.success_file.unlink()
+        markers = dict(prep.done)
+        failures: list[tuple[str, str]] = []
+        status = "running"
+        try:
+            if work:
+                _execute(spec, cluster, layout, prep, work, markers, failures, progress, console)
+            status = "complete" if not failures else "incomplete"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        except BaseException:
+            status = "failed"
+            raise
+        finally:
+            summary = _summary(spec, layout, prep, markers, failures, started)
+            run_record.update(status=status, finished_at=time.time(), summary=summary.to_dict())
+            atomic_write_json(layout.run_file, run_record)
+        if status == "complete":
+            atomic_write_bytes(layout.success_file, b"")
+        summary.complete = status == "complete"
+        return summary
+
+
+def _prepare(spec: StageSpec, layout: OutLayout, *, overwrite: bool, retry_errors: bool, check: bool) -> _Prepared:
+    shards = plan_shards(spec.items, spec.shard_size)
+    chash = config_hash(spec.name, spec.table, spec.config)
+    phash = plan_hash(shards, spec.shard_size)
+    if check:
+        _check_resumable(spec, layout, chash, phash)
+    markers = {} if overwrite else layout.read_markers()
+    done, todo, retry = {}, [], []
+    for shard in shards:
+        m = markers.get(shard.name)
+        finished = (m is not None and m.get("config_hash") == chash and m.get("ids_hash") == shard.ids_hash
+                    and layout.part(shard.name).exists())
+        if not finished:
+            todo.append(shard)
+        elif retry_errors and m.get("error", 0) > 0:
+            retry.append(shard)
+        else:
+            done[shard.name] = m
+    return _Prepared(shards, chash, phash, done, todo, retry)
+
+
+def _check_resumable(spec: StageSpec, layout: OutLayout, chash: str, phash: str) -> None:
+    """Refuse to mix runs: another stage, config, generator or input in the same OUT needs --overwrite."""
+    previous = layout.read_run()
+    hint = "use --overwrite to replace it, or another --out"
+    if previous is None:
+        if any(layout.table_dir.glob("*.parquet")) or any(layout.stats_dir.glob("*.json")):
+            raise InputError(f"{layout.table_dir} holds parts that no facebatch run recorded (no {layout.run_file.name}); {hint}")
+        return
+    if (previous.get("stage"), previous.get("table")) != (spec.name, spec.table):
+        raise InputError(f"{layout.out_dir} holds a '{previous.get('stage')}' run ({previous.get('table')}); {hint}")
+    if previous.get("config_hash") != chash:
+        changes = config_diff(previous.get("config", {}), spec.config)
+        detail = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+        raise InputError(f"{layout.out_dir} was started with other settings ({detail or 'config differs'}); {hint}")
+    if previous.get("plan_hash") != phash:
+        old = previous.get("plan", {})
+        raise InputError(
+            f"the input changed since the run in {layout.out_dir} started ({old.get('items')} images in shards of "
+            f"{old.get('shard_size')} then, {len(spec.items)} in shards of {spec.shard_size} now); {hint}"
+        )
+
+
+def _run_record(spec: StageSpec, layout: OutLayout, prep: _Prepared, cluster: ClusterOptions) -> dict:
+    previous = layout.read_run() or {}
+    return {
+        "stage": spec.name,
+        "table": spec.table,
+        "config": spec.config,
+        "config_hash": prep.config_hash,
+        "seed": spec.config.get("seed"),
+        **spec.metadata,
+        "plan": {"items": len(spec.items), "shard_size": spec.shard_size, "shards": len(prep.shards)},
+        "plan_hash": prep.plan_hash,
+        "runtime": spec.runtime,
+        "cluster": {k: str(v) if isinstance(v, Path) else v for k, v in vars(cluster).items()},
+        "versions": versions(),
+        "created_at": previous.get("created_at", time.time()),
+        "started_at": time.time(),
+        "status": "running",
+    }
+
+
+def _tasks(spec: StageSpec, cluster: ClusterOptions, layout: OutLayout, prep: _Prepared, work: list[Shard]) -> list[ShardTask]:
+    # torch_threads reaches setup too: env vars cannot set it in this process (--workers 0) or on remote workers.
+    runtime = {"device": worker_device(cluster.device), "torch_threads": cluster.threads_per_worker, **spec.runtime}
+    setup_config = {**spec.config, **runtime}
+    meta = {"stage": spec.name, "config": spec.config, "config_hash": prep.config_hash, "versions": versions(), **spec.metadata}
+    retry = {s.name for s in prep.retry}
+    return [
+        ShardTask(
+            stage=spec.name,
+            info=ShardInfo(s.shard_id, s.name, len(prep.shards), layout.out_dir, spec.table, prep.config_hash, s.name in retry),
+            items=list(spec.items[s.start : s.stop]),
+            ids_hash=s.ids_hash,
+            setup=spec.setup,
+            process=spec.process,
+            setup_config=setup_config,
+            state_key=digest([prep.config_hash, runtime]),
+            run_metadata=meta,
+            schema=spec.schema,
+            score_columns=tuple(spec.score_columns),
+            retry_errors=s.name in retry,
+        )
+        for s in work
+    ]
+
+
+def _execute(spec, cluster, layout, prep, work, markers, failures, progress, console) -> None:
+    tasks = _tasks(spec, cluster, layout, prep, work)
+    bar = image_progress(spec.name, console or Console(stderr=True), progress)
+    total = sum(len(s) for s in work)
+
+    def finished(task: ShardTask, marker: dict | None, error: str | None) -> None:
+        if marker is not None:
+            markers[task.info.name] = marker
+        else:
+            failures.append((task.info.name, error or "unknown error"))
+        bar.advance(bar_id, len(task.items))
+
+    with bar:
+        bar_id = bar.add_task(spec.name, total=total)
+        if cluster.in_process:
+            _execute_here(tasks, spec.max_retries, finished)
+        else:
+            _execute_dask(tasks, spec, cluster, finished)
+
+
+def _execute_here(tasks: list[ShardTask], max_retries: int, finished) -> None:
+    """--workers 0: shards run one after another in this process (debuggers, tiny inputs)."""
+    for task in tasks:
+        for attempt in range(max_retries + 1):
+            try:
+                finished(task, run_shard(task), None)
+                break
+            except Exception as exc:  # a shard failure is reported, not a crash of the whole run
+                if attempt == max_retries:
+                    finished(task, None, _describe(exc))
+
+
+def _execute_dask(tasks: list[ShardTask], spec: StageSpec, cluster: ClusterOptions, finished) -> None:
+    from distributed import as_completed
+
+    run_id = uuid.uuid4().hex[:8]
+    # Unique, prefixed keys: a bare key could be substituted into a string argument equal to it (dask#9969).
+    keys = [f"facebatch-{spec.name}-{run_id}-{t.info.name}" for t in tasks]
+    by_key = dict(zip(keys, tasks))
+    with open_client(cluster) as client:
+        futures = client.map(run_shard, tasks, key=keys, pure=False, retries=spec.max_retries)
+        try:
+            for fut in as_completed(futures):
+                task = by_key[fut.key]
+                if fut.status == "finished":
+                    finished(task, fut.result(), None)
+                else:
+                    finished(task, None, _describe(fut.exception()))
+                fut.release()
+        except BaseException:
+            client.cancel(futures, force=True)
+            raise
+
+
+def _describe(exc: BaseException | None) -> str:
+    name = type(exc).__name__
+    if name == "KilledWorker":
+        return "the worker computing this shard died repeatedly (killed or out of memory)"
+    if name == "CancelledError":
+        return "cancelled (the cluster went away)"
+    return f"{name}: {exc}"
+
+
+def _summary(spec: StageSpec, layout: OutLayout, prep: _Prepared, markers: dict[str, dict], failures, started,
+             dry_run: bool = False) -> RunSummary:
+    work = {s.name for s in prep.todo + prep.retry}
+    new = [m for name, m in markers.items() if name in work]
+    size = {s.name: len(s) for s in prep.shards}
+    return RunSummary(
+        stage=spec.name,
+        out_dir=layout.out_dir,
+        table=spec.table,
+        images=len(spec.items),
+        shards=len(prep.shards),
+        shards_skipped=len(prep.done),
+        shards_run=len(work) if dry_run else len(new),
+        shards_failed=len(failures),
+        images_ok=sum(m.get("ok", 0) for m in markers.values()),
+        images_error=sum(m.get("error", 0) for m in markers.values()),
+        images_processed=sum(m.get("processed", 0) for m in new),
+        images_skipped=sum(size[name] for name in prep.done),
+        images_todo=sum(size[name] for name in work),
+        images_retried=sum(m.get("retried", 0) for m in new),
+        wall_seconds=time.perf_counter() - started,
+        scores=merge_scores(markers.values()),
+        failures=list(failures),
+        dry_run=dry_run,
+        complete=not dry_run and not failures and len(markers) == len(prep.shards),
+    )

@@ -1,0 +1,168 @@
+"""What runs on a worker for one shard: cached stage state, the stage's rows, atomic publish, a small marker.
+
+Only the marker dict travels back to the client (B2: never return big arrays through futures). The part is
+published with a rename before the marker is written, so a marker always means a complete part; a worker
+killed in between leaves a part without a marker, which the next run simply rewrites.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from facebatch.pipeline.layout import OutLayout
+from facebatch.pipeline.table import atomic_write_json, atomic_write_table, with_run_metadata
+
+_STATE: dict[str, Any] = {}
+_STATE_LOCK = threading.Lock()
+MAX_ERROR_SAMPLES = 5
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """What a stage's `process` may know about the shard it is computing."""
+
+    shard_id: int
+    name: str  # part-NNNNN
+    n_shards: int
+    out_dir: Path
+    table: str
+    config_hash: str
+    retry: bool = False  # True when only the error rows of a finished shard are recomputed
+
+    def side_path(self, folder: str, suffix: str) -> Path:
+        """OUT/<folder>/<part-NNNNN><suffix>: where a per-shard side output (e.g. noise maps) goes."""
+        return self.out_dir / folder / f"{self.name}{suffix}"
+
+
+@dataclass
+class ShardTask:
+    """Everything one task needs; small and picklable (functions travel by reference, never models)."""
+
+    stage: str
+    info: ShardInfo
+    items: list[dict]
+    ids_hash: str
+    setup: Callable[[dict], Any]
+    process: Callable[[Any, list[dict], ShardInfo], pa.Table]
+    setup_config: dict
+    state_key: str
+    run_metadata: dict
+    schema: pa.Schema | None = None
+    score_columns: Sequence[str] = ()
+    retry_errors: bool = False  # recompute only the rows of the existing part whose status is not ok
+
+
+def worker_state(setup: Callable[[dict], Any], key: str, config: dict) -> Any:
+    """The stage state (e.g. a loaded model), built once per worker process and reused by every shard.
+
+    Keyed by the config hash, so a long-lived remote worker that sees a new run drops the old model
+    before loading the new one instead of holding both.
+    """
+    with _STATE_LOCK:
+        if _STATE.get("key") != key:
+            _STATE.clear()
+            gc.collect()
+            _STATE["state"] = setup(config)
+            _STATE["key"] = key
+            _STATE["loaded_at"] = time.time()
+        return _STATE["state"]
+
+
+def run_shard(task: ShardTask) -> dict:
+    state = worker_state(task.setup, task.state_key, task.setup_config)
+    start = time.perf_counter()  # after the (cached) model load: shard seconds measure the shard alone
+    layout = OutLayout(task.info.out_dir, task.info.table)
+    part = layout.part(task.info.name)
+    if task.retry_errors:
+        table, retried = _retry_rows(task, state, pq.read_table(part))
+    else:
+        table, retried = _stage_rows(task, state, task.items), 0
+    table = table.replace_schema_metadata(with_run_metadata(table.schema, task.run_metadata).metadata)
+    atomic_write_table(part, table)
+    marker = shard_marker(task, table, time.perf_counter() - start, retried)
+    atomic_write_json(layout.marker(task.info.name), marker)
+    return marker
+
+
+def _stage_rows(task: ShardTask, state: Any, items: list[dict]) -> pa.Table:
+    """The stage's table, checked: one row per item, in item order, cast to the declared schema."""
+    table = task.process(state, items, task.info)
+    if not isinstance(table, pa.Table):
+        raise TypeError(f"stage {task.stage!r} returned {type(table).__name__}, not a pyarrow.Table")
+    if task.schema is not None:
+        table = table.select(task.schema.names).cast(task.schema)
+    ids = [str(i["image_id"]) for i in items]
+    got = table.column("image_id").to_pylist()
+    if sorted(got) != sorted(ids):
+        raise RuntimeError(f"stage {task.stage!r} returned rows for {len(got)} ids, expected exactly the {len(ids)} of the shard")
+    if got != ids:
+        order = {image_id: n for n, image_id in enumerate(got)}
+        table = table.take(pa.array([order[i] for i in ids]))
+    return table
+
+
+def _retry_rows(task: ShardTask, state: Any, old: pa.Table) -> tuple[pa.Table, int]:
+    """Recompute the error rows of a finished part; ok rows are kept byte for byte."""
+    want = {i for i, s in zip(old.column("image_id").to_pylist(), old.column("status").to_pylist()) if s != "ok"}
+    redo = [item for item in task.items if str(item["image_id"]) in want]
+    if not redo:
+        return old, 0
+    fresh = _stage_rows(task, state, redo)
+    fresh = fresh.select(old.schema.names).cast(old.schema)
+    keep = old.filter(pc.invert(pc.is_in(old.column("image_id"), pa.array(sorted(want)))))
+    merged = pa.concat_tables([keep, fresh])
+    order = {image_id: n for n, image_id in enumerate(merged.column("image_id").to_pylist())}
+    ids = [str(i["image_id"]) for i in task.items]
+    return merged.take(pa.array([order[i] for i in ids])), len(redo)
+
+
+def score_stats(table: pa.Table, columns: Sequence[str]) -> dict[str, dict]:
+    """Sums, not means, so the client can merge shards exactly (count, sum, sum of squares, min, max)."""
+    ok = table.filter(pc.equal(table.column("status"), "ok")) if "status" in table.column_names else table
+    stats = {}
+    for name in columns:
+        if name not in ok.column_names:
+            continue
+        vals = ok.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+        vals = vals[np.isfinite(vals)]
+        stats[name] = {
+            "n": int(vals.size), "sum": float(vals.sum()), "sumsq": float(np.square(vals).sum()),
+            "min": float(vals.min()) if vals.size else None, "max": float(vals.max()) if vals.size else None,
+        }
+    return stats
+
+
+def shard_marker(task: ShardTask, table: pa.Table, seconds: float, retried: int) -> dict:
+    status = table.column("status").to_pylist()
+    errors = [e for s, e in zip(status, table.column("error").to_pylist()) if s != "ok"]
+    return {
+        "shard": task.info.name,
+        "shard_id": task.info.shard_id,
+        "config_hash": task.info.config_hash,
+        "ids_hash": task.ids_hash,
+        "rows": table.num_rows,
+        "ok": table.num_rows - len(errors),
+        "error": len(errors),
+        "error_samples": errors[:MAX_ERROR_SAMPLES],
+        "processed": retried if task.retry_errors else table.num_rows,
+        "retried": retried,
+        "seconds": round(seconds, 3),
+        "scores": score_stats(table, task.score_columns),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # of this worker process
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "finished_at": time.time(),
+    }

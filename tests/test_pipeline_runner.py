@@ -1,0 +1,221 @@
+"""The shard runner on a cheap fake stage: resume, refusal, retry of error rows, failures, Dask faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+from facebatch.errors import InputError
+from facebatch.pipeline.runner import ClusterOptions, StageSpec, run_stage
+from facebatch.pipeline.table import latent_array_masked, latent_field, read_latent_table
+
+SHAPE = (2, 3)
+SCHEMA = pa.schema([
+    pa.field("image_id", pa.string()), pa.field("status", pa.string()), pa.field("error", pa.string()),
+    pa.field("value", pa.float64()), latent_field("w", SHAPE), pa.field("pid", pa.int64()),
+])
+
+
+def fake_setup(config: dict) -> dict:
+    """Stands in for loading a model: logs each load so tests can count them."""
+    if config.get("setup_log"):
+        with open(config["setup_log"], "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+    return {"offset": config["offset"]}
+
+
+def fake_process(state: dict, items: list[dict], info) -> pa.Table:
+    """value = index + offset; items marked bad become error rows until their `fix` file exists."""
+    rows_ok, values, errors = [], [], []
+    for item in items:
+        if item.get("die_once") and not Path(item["die_once"]).exists():
+            Path(item["die_once"]).write_text("died")
+            os._exit(1)  # a worker killed mid-shard
+        time.sleep(item.get("sleep", 0))
+        bad = item.get("bad") and not Path(item["bad"]).exists()
+        rows_ok.append(not bad)
+        values.append(None if bad else float(item["index"] + state["offset"]))
+        errors.append("broken input" if bad else None)
+    if any(item.get("raise") for item in items):
+        raise RuntimeError("stage bug")
+    n = len(items)
+    latents = np.stack([np.full(SHAPE, v if v is not None else 0.0, np.float32) for v in values])
+    return pa.Table.from_arrays(
+        [pa.array([i["image_id"] for i in items]), pa.array(["ok" if ok else "error" for ok in rows_ok]),
+         pa.array(errors, pa.string()), pa.array(values, pa.float64()),
+         latent_array_masked(latents, np.array(rows_ok), SHAPE), pa.array([os.getpid()] * n, pa.int64())],
+        schema=SCHEMA,
+    )
+
+
+def make_spec(out: Path, n: int = 10, shard_size: int = 3, offset: float = 0.0, **item_extra) -> StageSpec:
+    items = [{"image_id": f"img/{i:03d}.png", "index": i, **item_extra} for i in range(n)]
+    return StageSpec(name="fake", out_dir=out, table="latents", items=items, shard_size=shard_size,
+                     config={"offset": offset, "seed": 7}, setup=fake_setup, process=fake_process, schema=SCHEMA,
+                     score_columns=["value"])
+
+
+HERE = ClusterOptions(workers=0)
+THREADS = ClusterOptions(workers=2, processes=False)
+
+
+def test_run_writes_parts_markers_and_readable_table(tmp_path):
+    summary = run_stage(make_spec(tmp_path), THREADS, progress=False)
+    assert summary.complete and summary.images_ok == 10 and summary.shards == 4
+    parts = sorted(p.name for p in (tmp_path / "latents").iterdir())
+    assert parts == [f"part-{i:05d}.parquet" for i in range(4)]  # nothing else in the table folder
+    assert sorted(p.name for p in (tmp_path / "_stats" / "latents").iterdir()) == [f"part-{i:05d}.json" for i in range(4)]
+    assert (tmp_path / "_SUCCESS").exists()
+    run = json.loads((tmp_path / "_run.json").read_text())
+    assert run["seed"] == 7 and run["status"] == "complete" and run["plan"] == {"items": 10, "shard_size": 3, "shards": 4}
+    # every reader the design names reads the folder as is
+    frame = pd.read_parquet(tmp_path / "latents")
+    assert frame["image_id"].tolist() == [f"img/{i:03d}.png" for i in range(10)]
+    import dask.dataframe as dd
+
+    assert dd.read_parquet(str(tmp_path / "latents")).compute()["value"].sum() == sum(range(10))
+    assert pads.dataset(tmp_path / "latents").count_rows() == 10
+    table = read_latent_table(tmp_path / "latents")
+    assert table.latent("w").shape == (10, *SHAPE) and table.latent("w")[4, 1, 2] == 4.0
+    assert table.metadata["config"] == {"offset": 0.0, "seed": 7}
+    assert summary.scores["value"].mean == pytest.approx(4.5) and summary.scores["value"].max == 9
+
+
+def test_rerun_skips_finished_shards_and_redoes_unmarked_ones(tmp_path):
+    run_stage(make_spec(tmp_path), HERE, progress=False)
+    before = pq.read_table(tmp_path / "latents" / "part-00000.parquet")
+    # shard 2 was published but its worker died before the marker: it must be redone, not trusted
+    (tmp_path / "_stats" / "latents" / "part-00002.json").unlink()
+    (tmp_path / "latents" / ".part-00003.parquet.tmp-999").write_bytes(b"half a file")  # left by a killed worker
+    summary = run_stage(make_spec(tmp_path), HERE, progress=False)
+    assert (summary.shards_skipped, summary.shards_run, summary.images_processed) == (3, 1, 3)
+    assert not list((tmp_path / "latents").glob(".*"))  # the stale temp file is cleaned up
+    assert pq.read_table(tmp_path / "latents" / "part-00000.parquet").equals(before)
+    frame = pd.read_parquet(tmp_path / "latents")
+    assert frame["image_id"].is_unique and len(frame) == 10
+
+
+def test_rerun_with_other_config_or_input_refuses_unless_overwrite(tmp_path):
+    run_stage(make_spec(tmp_path), HERE, progress=False)
+    with pytest.raises(InputError, match=r"offset: 0\.0 -> 1\.0.*--overwrite"):
+        run_stage(make_spec(tmp_path, offset=1.0), HERE, progress=False)
+    with pytest.raises(InputError, match="input changed.*10 images in shards of 3 then, 11"):
+        run_stage(make_spec(tmp_path, n=11), HERE, progress=False)
+    with pytest.raises(InputError, match="input changed"):
+        run_stage(make_spec(tmp_path, shard_size=4), HERE, progress=False)
+    summary = run_stage(make_spec(tmp_path, offset=1.0), HERE, overwrite=True, progress=False)
+    assert summary.images_processed == 10 and summary.scores["value"].min == 1.0
+
+
+def test_dry_run_reports_the_plan_and_writes_nothing(tmp_path):
+    run_stage(make_spec(tmp_path, n=6), HERE, progress=False)
+    (tmp_path / "_stats" / "latents" / "part-00001.json").unlink()
+    snapshot = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    summary = run_stage(make_spec(tmp_path, n=6), HERE, dry_run=True, progress=False)
+    assert (summary.shards_skipped, summary.shards_run, summary.images_todo) == (1, 1, 3)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == snapshot
+
+
+def test_retry_errors_recomputes_only_error_rows(tmp_path):
+    fix = tmp_path / "fixed"
+    spec = make_spec(tmp_path / "out", n=7)
+    for i in (1, 5):
+        spec.items[i]["bad"] = str(fix)
+    first = run_stage(spec, HERE, progress=False)
+    assert (first.images_ok, first.images_error) == (5, 2) and first.complete
+    frame = pd.read_parquet(tmp_path / "out" / "latents")
+    assert frame.set_index("image_id").loc["img/001.png", "error"] == "broken input"
+    assert frame["w"].isna().sum() == 2  # error rows keep their place with a null latent
+    # a plain rerun does not touch error rows (img2dataset#452's gap) ...
+    assert run_stage(spec, HERE, progress=False).images_processed == 0
+    fix.write_text("ok now")
+    ok_before = pq.read_table(tmp_path / "out" / "latents" / "part-00002.parquet")  # rows 6: no errors
+    second = run_stage(spec, HERE, retry_errors=True, progress=False)
+    assert (second.images_processed, second.images_retried, second.shards_run) == (2, 2, 2)
+    assert (second.images_ok, second.images_error) == (7, 0)
+    assert pq.read_table(tmp_path / "out" / "latents" / "part-00002.parquet").equals(ok_before)
+    frame = pd.read_parquet(tmp_path / "out" / "latents")
+    assert frame["image_id"].tolist() == [f"img/{i:03d}.png" for i in range(7)] and (frame["status"] == "ok").all()
+
+
+def test_a_failing_shard_is_reported_and_redone_on_rerun(tmp_path):
+    spec = make_spec(tmp_path, n=6)
+    spec.items[4]["raise"] = True
+    summary = run_stage(spec, HERE, progress=False)
+    assert summary.shards_failed == 1 and summary.failures[0] == ("part-00001", "RuntimeError: stage bug")
+    assert not summary.complete and not (tmp_path / "_SUCCESS").exists()
+    assert not (tmp_path / "latents" / "part-00001.parquet").exists()
+    assert json.loads((tmp_path / "_run.json").read_text())["status"] == "incomplete"
+    del spec.items[4]["raise"]
+    again = run_stage(spec, HERE, progress=False)
+    assert again.complete and again.shards_run == 1 and (tmp_path / "_SUCCESS").exists()
+
+
+def test_stage_must_return_one_row_per_item(tmp_path):
+    spec = make_spec(tmp_path, n=3)
+    spec.process = short_process
+    summary = run_stage(spec, HERE, progress=False)
+    assert summary.shards_failed == 1 and "expected exactly the 3" in summary.failures[0][1]
+
+
+def short_process(state, items, info):
+    return fake_process(state, items[:-1], info)
+
+
+def test_duplicate_ids_and_bad_cluster_options_are_user_errors(tmp_path):
+    spec = make_spec(tmp_path, n=3)
+    spec.items[2]["image_id"] = spec.items[0]["image_id"]
+    with pytest.raises(InputError, match="appears more than once"):
+        run_stage(spec, HERE, progress=False)
+    with pytest.raises(InputError, match="not both"):
+        run_stage(make_spec(tmp_path), ClusterOptions(scheduler="tcp://x:1", scheduler_file=tmp_path), progress=False)
+
+
+def test_killed_worker_shard_is_redone_without_lost_or_duplicate_rows(tmp_path):
+    """Two worker processes; one dies (os._exit) in the middle of a shard; the model loads once per process."""
+    log = tmp_path / "setup.log"
+    spec = make_spec(tmp_path / "out", n=12, shard_size=2, sleep=0.05)
+    spec.config["setup_log"] = str(log)
+    spec.items[5]["die_once"] = str(tmp_path / "died")
+    summary = run_stage(spec, ClusterOptions(workers=2, threads_per_worker=1), progress=False)
+    assert (tmp_path / "died").exists()  # the fault really happened
+    assert summary.complete and summary.images_ok == 12 and summary.shards_failed == 0
+    frame = pd.read_parquet(tmp_path / "out" / "latents")
+    assert sorted(frame["image_id"]) == [f"img/{i:03d}.png" for i in range(12)]
+    assert frame["value"].tolist() == [float(i) for i in range(12)]
+    loads = log.read_text().split()
+    assert len(loads) == len(set(loads)) <= 3  # once per worker process (2, plus the one restarted)
+    assert set(frame["pid"]) <= set(int(p) for p in loads)
+
+
+def interrupting_process(state, items, info):
+    """Ctrl-C arriving while a shard is being computed (in-process run: the signal lands in this thread)."""
+    if any(item.get("interrupt") and not Path(item["interrupt"]).exists() for item in items):
+        Path(items[0]["interrupt"]).write_text("pressed")
+        raise KeyboardInterrupt
+    return fake_process(state, items, info)
+
+
+def test_interrupt_leaves_no_partial_part_and_the_rerun_completes(tmp_path):
+    spec = make_spec(tmp_path / "out", n=9, shard_size=3)
+    spec.process = interrupting_process
+    for item in spec.items[3:6]:
+        item["interrupt"] = str(tmp_path / "pressed")
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(spec, HERE, progress=False)
+    assert json.loads((tmp_path / "out" / "_run.json").read_text())["status"] == "interrupted"
+    assert sorted(p.name for p in (tmp_path / "out" / "latents").iterdir()) == ["part-00000.parquet"]
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+    summary = run_stage(spec, HERE, progress=False)
+    assert summary.complete and (summary.shards_skipped, summary.images_processed) == (1, 6)
+    frame = pd.read_parquet(tmp_path / "out" / "latents")
+    assert frame["image_id"].tolist() == [f"img/{i:03d}.png" for i in range(9)]

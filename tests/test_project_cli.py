@@ -1,0 +1,249 @@
+"""`facebatch project` end to end on the fixture generator: schema, resume, Ctrl-C, broken inputs, retry, noise."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from facebatch.cli.app import app
+from facebatch.pipeline.noise_store import read_noise
+from facebatch.pipeline.project_stage import per_image_seed
+from facebatch.pipeline.table import read_latent_table, run_metadata
+from test_pipeline_images import raw_png
+
+runner = CliRunner()
+# One step, a small w_avg estimate, no perceptual net, one torch thread (5-10x faster than two on a shared
+# 2-core box): the pipeline is under test, not the projector.
+FAST = ["--steps", "1", "--set", "w_avg_samples=64", "--set", "perceptual=none", "--batch-size", "2",
+        "--threads-per-worker", "1"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """--workers 0 runs set torch's thread count in this process; give the rest of the session its own back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def faces(data_dir: Path, dest: Path, n_aligned: int = 3) -> Path:
+    """A small input folder of links to real photos (nested, mixed sizes), nothing copied."""
+    dest.mkdir(parents=True)
+    aligned = sorted((data_dir / "faces_aligned").glob("*.jpg"))[:n_aligned]
+    for src in aligned:
+        os.symlink(src, dest / src.name)
+    (dest / "unaligned").mkdir()
+    os.symlink(data_dir / "faces_unaligned" / "astronaut.png", dest / "unaligned" / "astronaut.png")
+    return dest
+
+
+def project(args: list[str], gen: Path, inp: Path, out: Path):
+    return runner.invoke(app, ["project", str(inp), "-g", str(gen), "-o", str(out), *FAST, *args])
+
+
+def test_end_to_end_on_a_local_dask_cluster(tmp_path, data_dir, fixture_generator_path, nvlabs_G):
+    inp = faces(data_dir, tmp_path / "in")
+    (inp / "empty.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    res = project(["--workers", "1", "--shard-size", "2", "--seed", "3", "--save-reconstructions"],
+                  fixture_generator_path, inp, out)
+    assert res.exit_code == 0, res.output
+    assert "computed now" in res.output and "wall time" in res.output
+
+    ids = ["empty.jpg", *sorted(p.name for p in (data_dir / "faces_aligned").glob("*.jpg"))[:3], "unaligned/astronaut.png"]
+    ids = sorted(ids)
+    frame = pd.read_parquet(out / "latents")
+    assert frame["image_id"].tolist() == ids
+    bad = frame.set_index("image_id").loc["empty.jpg"]
+    assert bad["status"] == "error" and "empty file" in bad["error"] and bad["w"] is None
+    ok = frame[frame["status"] == "ok"]
+    assert len(ok) == 4 and ok["error"].isna().all()
+    for col in ("mse", "psnr", "ssim", "l1", "d_residual", "anomaly_score", "seconds"):
+        assert np.isfinite(ok[col]).all(), col
+    assert set(ok["orig_width"]) == {1024, 512} and (ok["steps"] == 1).all()
+    assert ok["seed"].tolist() == [per_image_seed(3, i) for i in ok["image_id"]]
+    assert ok["file_sha256"].tolist() == [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in ok["source_path"]]
+
+    table = read_latent_table(out / "latents")
+    w = table.latent("w")
+    assert w.shape == (5, nvlabs_G.num_ws, nvlabs_G.w_dim) and w.dtype == np.float32
+    assert np.isnan(w[ids.index("empty.jpg")]).all() and np.isfinite(w[[i != "empty.jpg" for i in ids]]).all()
+    gen_sha = hashlib.sha256(fixture_generator_path.read_bytes()).hexdigest()
+    meta = run_metadata(pq.read_schema(next((out / "latents").glob("*.parquet"))))
+    assert meta["generator_sha256"] == gen_sha and meta["config"]["seed"] == 3 and "torch" in meta["versions"]
+    import dask.dataframe as dd
+
+    assert len(dd.read_parquet(str(out / "latents"))) == 5 and pads.dataset(out / "latents").count_rows() == 5
+
+    run = json.loads((out / "_run.json").read_text())
+    assert run["seed"] == 3 and run["generator_sha256"] == gen_sha and run["plan"]["shards"] == 3
+    assert run["config"]["projection"]["steps"] == 1 and run["status"] == "complete"
+    assert (out / "_SUCCESS").exists()
+    for image_id in ok["image_id"]:
+        with Image.open(out / "reconstructions" / f"{image_id}.png") as im:
+            assert im.size == (64, 64)
+
+    again = project(["--workers", "0", "--shard-size", "2", "--seed", "3", "--save-reconstructions"],
+                    fixture_generator_path, inp, out)  # another cluster shape may resume the same run
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "_run.json").read_text())["summary"]["images_processed"] == 0
+    other = project(["--shard-size", "2", "--seed", "4", "--save-reconstructions"], fixture_generator_path, inp, out)
+    assert other.exit_code == 2 and "seed: 3 -> 4" in other.output and "--overwrite" in other.output
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.slow  # three runs, one a subprocess with its own cluster: ~1-3 min on 2 busy cores
+def test_ctrl_c_exits_130_leaves_no_partial_file_and_rerun_matches_an_uninterrupted_run(
+        tmp_path, data_dir, fixture_generator_path):
+    inp = faces(data_dir, tmp_path / "in", n_aligned=4)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "facebatch", "project", str(inp), "-g", str(fixture_generator_path), "-o", str(out),
+           *FAST, "--steps", "2", "--workers", "1", "--shard-size", "1"]
+    # Own session, signal to the whole group: what a terminal's Ctrl-C does (workers get it too).
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    markers = out / "_stats" / "latents"
+    try:
+        assert _wait_for(lambda: markers.is_dir() and any(markers.glob("*.json")), 240), "no shard finished"
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr.decode()
+    assert b"rerun the same command to resume" in stderr
+    assert b"\x1b[" not in stdout + stderr and b"\r" not in stderr  # not a terminal: no bar, no colour codes
+    done = sorted(p.stem for p in markers.glob("*.json"))
+    assert 0 < len(done) < 5, "the interrupt came too late to test anything"
+    visible = sorted(p.stem for p in (out / "latents").iterdir() if not p.name.startswith("."))
+    for name in visible:  # every visible part is a whole Parquet file
+        assert pq.read_table(out / "latents" / f"{name}.parquet").num_rows == 1
+    assert json.loads((out / "_run.json").read_text())["status"] == "interrupted"
+    assert not (out / "_SUCCESS").exists()
+
+    resumed = project(["--steps", "2", "--workers", "0", "--shard-size", "1"], fixture_generator_path, inp, out)
+    assert resumed.exit_code == 0, resumed.output
+    summary = json.loads((out / "_run.json").read_text())["summary"]
+    assert summary["shards_skipped"] == len(done) and summary["images_processed"] == 5 - len(done)
+    # an uninterrupted run with another shard and batch layout gives the same rows and latents
+    ref = tmp_path / "ref"
+    straight = project(["--steps", "2", "--workers", "0", "--shard-size", "4", "--batch-size", "3"],
+                       fixture_generator_path, inp, ref)
+    assert straight.exit_code == 0, straight.output
+    a, b = read_latent_table(out / "latents"), read_latent_table(ref / "latents")
+    assert a.frame["image_id"].is_unique and a.frame["image_id"].tolist() == b.frame["image_id"].tolist()
+    # equal up to the rounding of batched convolutions, which Adam's normalised steps can grow to ~1e-4
+    assert np.abs(a.latent("w") - b.latent("w")).max() < 1e-3
+
+
+def _broken_folder(root: Path) -> Path:
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    face = Image.fromarray(rng.integers(0, 256, (80, 60, 3), np.uint8))
+    buf = io.BytesIO()
+    face.save(buf, "JPEG")
+    (root / "truncated.jpg").write_bytes(buf.getvalue()[:300])
+    (root / "zero.png").write_bytes(b"")
+    (root / "text.png").write_text("not an image")
+    (root / "bomb.png").write_bytes(raw_png(30000, 30000, 1, 0, b"\x00" * 10))  # a 900-megapixel header
+    face.convert("CMYK").save(root / "cmyk.jpg")
+    Image.fromarray(np.full((70, 50), 40000, np.uint16)).save(root / "grey16.png")
+    face.convert("P").save(root / "palette.png")
+    exif = face.getexif()
+    exif[0x0112] = 8
+    face.save(root / "rotated.jpg", exif=exif)
+    return root
+
+
+def test_broken_files_become_error_rows_and_retry_errors_recomputes_only_them(tmp_path, fixture_generator_path):
+    inp = _broken_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    res = project(["--workers", "0", "--shard-size", "3"], fixture_generator_path, inp, out)
+    assert res.exit_code == 0, res.output  # bad inputs are rows, not a failed run
+    frame = pd.read_parquet(out / "latents").set_index("image_id")
+    errors = frame[frame["status"] == "error"]["error"].to_dict()
+    assert sorted(errors) == ["bomb.png", "text.png", "truncated.jpg", "zero.png"]
+    assert "decompression" in errors["bomb.png"] and "empty" in errors["zero.png"]
+    assert "not an image" in errors["text.png"] and "corrupt" in errors["truncated.jpg"]
+    ok = frame[frame["status"] == "ok"]
+    assert sorted(ok.index) == ["cmyk.jpg", "grey16.png", "palette.png", "rotated.jpg"]
+    assert ok.loc["rotated.jpg", ["orig_width", "orig_height"]].tolist() == [80, 60]  # EXIF 8 swaps the axes
+    w_before = read_latent_table(out / "latents")
+
+    Image.new("RGB", (64, 64), (120, 90, 80)).save(inp / "text.png")  # the user fixes one file
+    retry = project(["--workers", "0", "--shard-size", "3", "--retry-errors"], fixture_generator_path, inp, out)
+    assert retry.exit_code == 0, retry.output
+    summary = json.loads((out / "_run.json").read_text())["summary"]
+    assert summary["images_retried"] == 4 and summary["images_processed"] == 4  # only error rows ran again
+    after = read_latent_table(out / "latents")
+    frame = after.frame.set_index("image_id")
+    assert frame.loc["text.png", "status"] == "ok" and (frame["status"] == "error").sum() == 3
+    keep = (w_before.frame["status"] == "ok").to_numpy()
+    assert np.array_equal(after.latent("w")[keep], w_before.latent("w")[keep])  # ok rows untouched
+
+
+def test_save_noise_writes_one_npz_per_shard(tmp_path, data_dir, fixture_generator_path, nvlabs_G):
+    inp = faces(data_dir, tmp_path / "in", n_aligned=2)
+    out = tmp_path / "out"
+    res = project(["--workers", "0", "--shard-size", "2", "--set", "noise_optimization=joint", "--save-noise"],
+                  fixture_generator_path, inp, out)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (out / "noise").iterdir()) == ["part-00000.npz", "part-00001.npz"]
+    maps = read_noise(out / "noise" / "part-00001.npz", "unaligned/astronaut.png")
+    assert [m.shape for m in maps] == [(1, r, r) for r in nvlabs_G.synthesis.noise_resolutions]
+    refused = project(["--workers", "0", "--save-noise"], fixture_generator_path, inp, tmp_path / "o2")
+    assert refused.exit_code == 2 and "does not optimise noise" in refused.output
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, data_dir, fixture_generator_path):
+    inp = faces(data_dir, tmp_path / "in", n_aligned=2)
+    res = project(["--dry-run", "--shard-size", "2", "--workers", "2"], fixture_generator_path, inp, tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    assert "3 in 2 shards of 2" in res.output and "2 worker processes" in res.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--scheduler", "tcp://127.0.0.1:1", "--scheduler-file", "x.json"], "not both"),
+    (["--shard-size", "0"], "--shard-size"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--set", "steps"], "key=value"),
+])
+def test_bad_options_exit_2_with_one_line(tmp_path, fixture_generator_path, args, message):
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "in" / "a.png")
+    res = project(args, fixture_generator_path, tmp_path / "in", tmp_path / "out")
+    assert res.exit_code == 2 and message in res.output
+
+
+def test_empty_folder_and_bad_generator_exit_2(tmp_path, fixture_generator_path):
+    (tmp_path / "in").mkdir()
+    res = project([], fixture_generator_path, tmp_path / "in", tmp_path / "out")
+    assert res.exit_code == 2 and "no images" in res.output
+    Image.new("RGB", (8, 8)).save(tmp_path / "in" / "a.png")
+    res = project([], tmp_path / "missing.pkl", tmp_path / "in", tmp_path / "out")
+    assert res.exit_code == 2 and "missing.pkl" in res.output
