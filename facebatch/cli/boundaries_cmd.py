@@ -1,0 +1,105 @@
+"""`facebatch fit-boundaries`: InterFaceGAN boundaries from labels.csv and a latents table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from facebatch.cli.console import out
+from facebatch.edit.boundaries_io import load_boundaries, save_boundaries
+from facebatch.edit.boundary import Boundary
+from facebatch.edit.layers import format_layers
+from facebatch.errors import InputError
+
+
+def split_names(text: Optional[str]) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def write_boundaries(path: Path, new: list[Boundary], run: dict, overwrite: bool, update: bool) -> None:
+    """--update merges into an existing file (same names are replaced); otherwise refuse to clobber one."""
+    if path.exists() and not (overwrite or update):
+        raise InputError(f"{path} exists; pass --update to add to it or --overwrite to replace it")
+    merged = new
+    if update and path.exists():
+        old = load_boundaries(path)
+        names = {b.name for b in new}
+        merged = [b for name, b in old.items() if name not in names] + new
+    save_boundaries(path, merged, run)
+
+
+def _pct(x: Optional[float]) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def boundaries_table(boundaries: list[Boundary], title: str) -> Table:
+    table = Table(title=title, title_justify="left", header_style="bold",
+                  caption="accuracies: train, validation, balanced validation, unselected middle (scores only)")
+    for col in ("attribute", "labels", "space", "layers", "train +/-", "C", "train", "val", "val bal.", "middle", "s"):
+        table.add_column(col, justify="left" if col in ("attribute", "labels", "space", "layers") else "right")
+    for b in boundaries:
+        m, c, fit = b.info["metrics"], b.info["counts"], b.info["fit"]
+        table.add_row(
+            b.name, b.info["label_kind"], b.space, format_layers(b.layers),
+            f"{c['train_positive']}/{c['train_negative']}", f"{fit['C']:g}", _pct(m["train_accuracy"]), _pct(m["val_accuracy"]),
+            _pct(m["val_balanced_accuracy"]), _pct(m["remaining_accuracy"]),
+            f"{fit['seconds']:.2f}" + ("" if fit["converged"] else " (!)"),
+        )
+    return table
+
+
+def fit_boundaries(
+    labels: Annotated[Path, typer.Argument(help="CSV with an image_id (or path) column and one column per attribute.")],
+    latents: Annotated[Path, typer.Option("--latents", "-l", help="OUT of `facebatch project`/`sample`, or its latents/ folder.")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Boundaries file to write (JSON).")],
+    attrs: Annotated[Optional[str], typer.Option("--attrs", "-a", help="Comma-separated attribute columns (default: all).")] = None,
+    exclude: Annotated[Optional[str], typer.Option("--exclude", help="Columns that are not attributes (e.g. identity).")] = None,
+    space: Annotated[str, typer.Option("--space", help="w (mean over layers) | wplus (flattened) | layer (one SVM per layer).")] = "w",
+    layers: Annotated[Optional[str], typer.Option("--layers", help="W+ layers the boundary reads, e.g. 0-7 (default: all).")] = None,
+    id_col: Annotated[Optional[str], typer.Option("--id-column", help="Column holding image ids (default: image_id/path/file...).")] = None,
+    skip_unknown: Annotated[bool, typer.Option("--skip-unknown", help="Ignore label rows that match no latent.")] = False,
+    chosen_ratio: Annotated[float, typer.Option("--chosen-ratio", help="Continuous scores: top/bottom share per side (<=1) or count.")] = 0.02,
+    split_ratio: Annotated[float, typer.Option("--split-ratio", help="Training share of the selected rows; the rest validates.")] = 0.7,
+    C: Annotated[Optional[float], typer.Option("-C", help="SVM penalty on RMS-scaled latents (default: cross-validated).")] = None,
+    max_train_rows: Annotated[Optional[int], typer.Option("--max-train-rows", help="Train on a stratified subsample of at most N rows (memory).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the train/validation split.")] = 0,
+    column: Annotated[str, typer.Option("--column", help="Latent column of the table.")] = "w",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing boundaries file.")] = False,
+    update: Annotated[bool, typer.Option("--update", help="Add to an existing file, replacing same-named boundaries.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Fit one linear SVM boundary per attribute (InterFaceGAN) and write them to a boundaries file.
+
+    Binary columns (0/1, -1/1, true/false) use every labelled latent with a 70/30 split;
+    numeric scores keep the top and bottom --chosen-ratio as positives and negatives and report
+    accuracy on the unused middle too. Empty cells are unknown labels.
+    """
+    from facebatch.edit.fit import FitSettings
+    from facebatch.edit.fit_labels import fit_from_labels
+
+    settings = FitSettings(space=space, chosen_ratio=chosen_ratio, split_ratio=split_ratio, C=C, seed=seed,
+                           max_train_rows=max_train_rows)
+    if out_path.exists() and not (overwrite or update):
+        raise InputError(f"{out_path} exists; pass --update to add to it or --overwrite to replace it")
+    report = fit_from_labels(labels, latents, attrs=split_names(attrs) or None, exclude=split_names(exclude),
+                             id_col=id_col, skip_unknown=skip_unknown, settings=settings, layers=layers, column=column)
+    run = {"command": "fit-boundaries", "labels": str(labels.resolve()), "latents": str(latents.resolve()),
+           "label_rows": report.label_rows, "matched": report.matched, "unknown": report.unknown,
+           "not_ok": report.not_ok}
+    write_boundaries(out_path, report.boundaries, run, overwrite, update)
+    if quiet:
+        return
+    out.print(boundaries_table(report.boundaries, f"boundaries -> {out_path}"))
+    notes = [f"{report.matched} of {report.label_rows} label rows matched a latent"]
+    if report.unknown:
+        notes.append(f"{report.unknown} skipped (no latent)")
+    if report.not_ok:
+        notes.append(f"{report.not_ok} skipped (latent is an error row)")
+    if not report.generator_sha256:
+        notes.append("the latents record no generator sha256")
+    if any(not b.info["fit"]["converged"] for b in report.boundaries):
+        notes.append("(!) = liblinear hit its iteration limit")
+    out.print("; ".join(notes))

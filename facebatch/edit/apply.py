@@ -1,0 +1,34 @@
+"""Move W+ codes along a boundary by a strength in units of its signed distance.
+
+``relative`` (the default) adds ``s`` to every code's distance: each image changes by the same
+amount, what an augmentation set wants. ``absolute`` sets every code's distance to ``s``, as
+InterFaceGAN's ``linear_interpolate`` does for 2-D (W/Z) codes: useful to bring a set to one level.
+(InterFaceGAN itself is relative for W+ codes and absolute for W codes; one rule for all is clearer.)
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from facebatch.edit.boundary import Boundary
+from facebatch.edit.conditional import edit_step
+from facebatch.errors import InputError
+
+MODES = ("relative", "absolute")
+
+
+def edit_latents(ws: np.ndarray, boundary: Boundary, strength: float, *, conditions: Sequence[Boundary] = (),
+                 layers: Sequence[int] | None = None, mode: str = "relative", step: np.ndarray | None = None) -> np.ndarray:
+    """Edited copy of ws (N, num_ws, w_dim), float32. Pass a precomputed ``step`` to skip recomputing it."""
+    if mode not in MODES:
+        raise InputError(f"unknown edit mode {mode!r}: use relative or absolute")
+    ws = np.asarray(ws)
+    boundary.check_latents(ws)
+    if step is None:
+        step = edit_step(boundary, conditions, layers)
+    amount = np.full(len(ws), float(strength))
+    if mode == "absolute":
+        amount = amount - boundary.distance(ws)
+    return (ws.astype(np.float64) + amount[:, None, None] * step[None]).astype(np.float32)

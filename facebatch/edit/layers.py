@@ -1,0 +1,55 @@
+"""Layer selections such as "0-7" or "0,2,4-6": which W+ rows a boundary reads or an edit moves."""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from facebatch.errors import InputError
+
+
+def parse_layers(spec: str | Sequence[int] | None, num_ws: int) -> list[int]:
+    """Sorted unique layer indices; None, "" and "all" mean every layer of a generator with num_ws layers."""
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "all")):
+        return list(range(num_ws))
+    if isinstance(spec, str):
+        indices: list[int] = []
+        for part in spec.replace(" ", "").split(","):
+            if not part:
+                continue
+            try:
+                if "-" in part[1:]:
+                    lo, hi = part.split("-", 1)
+                    start, stop = int(lo), int(hi)
+                    if stop < start:
+                        raise ValueError
+                    indices.extend(range(start, stop + 1))
+                else:
+                    indices.append(int(part))
+            except ValueError:
+                raise InputError(f"bad layer selection {spec!r}: use indices and ranges such as 0-7 or 0,2,4-6") from None
+    else:
+        indices = [int(i) for i in spec]
+    bad = [i for i in indices if not 0 <= i < num_ws]
+    if bad:
+        raise InputError(f"layer(s) {sorted(set(bad))} out of range: the latents have {num_ws} layers (0-{num_ws - 1})")
+    if not indices:
+        raise InputError(f"empty layer selection {spec!r}")
+    return sorted(set(indices))
+
+
+def format_layers(layers: Iterable[int]) -> str:
+    """Compact text form ("0-3,7") for tables and file names; parse_layers reads it back."""
+    layers = sorted(set(layers))
+    runs: list[str] = []
+    start = prev = None
+    for i in layers:
+        if start is None:
+            start = prev = i
+        elif i == prev + 1:
+            prev = i
+        else:
+            runs.append(f"{start}-{prev}" if prev > start else f"{start}")
+            start = prev = i
+    if start is not None:
+        runs.append(f"{start}-{prev}" if prev > start else f"{start}")
+    return ",".join(runs)
