@@ -46,6 +46,7 @@ def _register() -> None:
     from facebatch.cli import models_cmd
     from facebatch.cli import project_cmd
     from facebatch.cli import sample_cmd
+    from facebatch.cli import score_cmd
 
     app.command("fit-boundaries")(boundaries_cmd.fit_boundaries)
     app.add_typer(directions_cmd.app, name="directions")
@@ -55,6 +56,7 @@ def _register() -> None:
     app.add_typer(models_cmd.app, name="models")
     app.command("project")(project_cmd.project)
     app.command("sample")(sample_cmd.sample)
+    app.command("score")(score_cmd.score)
 
 
 def _user_errors(fn):

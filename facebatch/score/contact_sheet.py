@@ -1,0 +1,111 @@
+"""The top-k images by score as one picture: caption | target | reconstruction | |difference| per row.
+
+Targets are re-read from source_path with the pipeline's own loader and centre-cropped to the
+reconstruction's size, as the projector saw them (runs made with --align saw the aligned face,
+so their difference column also shows the alignment). The difference uses one fixed colour
+scale for every row, so rows compare by eye. Composed with PIL, not matplotlib axes: 48 axes took seconds to draw.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image, ImageDraw, ImageFont
+
+TILE = 160  # px per image in the sheet (reconstructions are resized to it, up or down)
+CAPTION_WIDTH = 220
+GAP = 4
+HEADER = 22
+DIFF_VMAX = 0.5  # |target - reconstruction| in [0, 1] pixel units mapped to the top colour
+COLUMNS = ("target", "reconstruction", f"|difference|, 0 to {DIFF_VMAX:g}")
+
+
+@dataclass
+class SheetRow:
+    image_id: str
+    caption: str
+    target_path: Path | None
+    reconstruction_path: Path | None
+
+
+def _read_reconstruction(path: Path | None) -> Image.Image | None:
+    if path is None:
+        return None
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def _read_target(path: Path | None, size: int) -> Image.Image | None:
+    """The source image as the projector saw it: the pipeline's own decode (EXIF, 16-bit, alpha) and crop."""
+    from facebatch.pipeline.images import UnreadableImage, decode, read_bytes, square  # imports torch: only here
+
+    if path is None:
+        return None
+    try:
+        img, _ = decode(read_bytes(path), target=size)
+    except UnreadableImage:
+        return None
+    return square(img, size)
+
+
+def _difference(target: Image.Image, recon: Image.Image) -> Image.Image:
+    diff = np.abs(np.asarray(target, np.float32) - np.asarray(recon, np.float32)).mean(axis=2) / 255.0
+    rgba = colormaps["inferno"](np.clip(diff / DIFF_VMAX, 0.0, 1.0))
+    return Image.fromarray((rgba[..., :3] * 255).astype(np.uint8))
+
+
+def _cell(img: Image.Image | None, text: str) -> Image.Image:
+    if img is None:
+        cell = Image.new("RGB", (TILE, TILE), (235, 235, 235))
+        ImageDraw.Draw(cell).multiline_text((8, TILE // 2 - 20), text, fill=(90, 90, 90), font=_font(11))
+        return cell
+    resample = Image.Resampling.NEAREST if img.width < TILE else Image.Resampling.LANCZOS
+    return img.resize((TILE, TILE), resample)
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one fixed-size default font
+        return ImageFont.load_default()
+
+
+def _colour_bar(width: int) -> Image.Image:
+    ramp = colormaps["inferno"](np.linspace(0.0, 1.0, width))[None, :, :3]
+    return Image.fromarray((np.repeat(ramp, 8, axis=0) * 255).astype(np.uint8))
+
+
+def render(rows: list[SheetRow]) -> bytes:
+    """One PNG; missing reconstructions or unreadable targets become grey cells that say so."""
+    width = CAPTION_WIDTH + 3 * (TILE + GAP)
+    sheet = Image.new("RGB", (width, HEADER + len(rows) * (TILE + GAP) + 24), "white")
+    draw = ImageDraw.Draw(sheet)
+    for col, title in enumerate(COLUMNS):
+        draw.text((CAPTION_WIDTH + col * (TILE + GAP) + 4, 4), title, fill="black", font=_font(12))
+    for i, row in enumerate(rows):
+        top = HEADER + i * (TILE + GAP)
+        recon = _read_reconstruction(row.reconstruction_path)
+        target = _read_target(row.target_path, recon.width if recon is not None else TILE)
+        diff = _difference(target, recon) if target is not None and recon is not None and recon.size == target.size else None
+        cells = (
+            _cell(target, "target\nunreadable"),
+            _cell(recon, "no reconstruction\n(project with\n--save-reconstructions)"),
+            _cell(diff, "-"),
+        )
+        for col, cell in enumerate(cells):
+            sheet.paste(cell, (CAPTION_WIDTH + col * (TILE + GAP), top))
+        draw.multiline_text((6, top + 6), row.caption, fill="black", font=_font(12), spacing=4)
+    bar_left = CAPTION_WIDTH + 2 * (TILE + GAP)
+    sheet.paste(_colour_bar(TILE), (bar_left, sheet.height - 20))
+    draw.text((bar_left - 12, sheet.height - 21), "0", fill="black", font=_font(10))
+    draw.text((bar_left + TILE + 3, sheet.height - 21), f"{DIFF_VMAX:g}", fill="black", font=_font(10))
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    return buf.getvalue()
