@@ -9,6 +9,7 @@ Synthetic 96x80 PNGs (smooth noise, so decode + centre crop + resize all run) ar
   the large dataset, workers stream shards instead of accumulating them.
 
     python bench/pipeline.py                                  # 64 and 1024 images, 1 and 2 workers, 1 step
+    python bench/pipeline.py --quick                          # smoke run: 16 and 64 images, no perceptual net
     python bench/pipeline.py --sizes 64 --workers 1 --steps 2 # a quick look
 """
 
@@ -16,6 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -78,7 +82,15 @@ def main() -> None:
     ap.add_argument("--threads-per-worker", type=int, default=None, help="torch threads per worker (default cores/workers)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", action="store_true", help="one JSON line per case instead of a table")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run (sizes 16,64, shard 8, batch 8, perceptual none): checks the bench, not a figure to report")
     args = ap.parse_args()
+    if args.quick:
+        args.sizes, args.shard_size, args.batch_size, args.perceptual = "16,64", 8, 8, "none"
+    print("command: python " + " ".join(shlex.quote(a) for a in sys.argv), flush=True)
+    print(f"settings: sizes {args.sizes}, workers {args.workers}, preset {args.preset}, steps {args.steps}, "
+          f"perceptual {args.perceptual}, batch {args.batch_size}, shard {args.shard_size}, device {args.device}, "
+          f"{os.cpu_count()} cores", flush=True)
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="facebatch-bench-") as tmp:
@@ -92,6 +104,12 @@ def main() -> None:
                       f"{row['images']:>6} images  {w} worker(s)  wall {row['wall_s']:>7.1f} s  "
                       f"{row['img_per_s_wall']:>7.3f} img/s wall  {row['img_per_s_steady']:>7.3f} img/s steady  "
                       f"peak worker RSS {row['peak_worker_rss_mb']:>7.1f} MB", flush=True)
+    sizes = sorted({r["images"] for r in rows})
+    if len(sizes) > 1:  # streaming check: a worker's peak should not follow the dataset size
+        for w in sorted({r["workers"] for r in rows}):
+            by = {r["images"]: r["peak_worker_rss_mb"] for r in rows if r["workers"] == w}
+            print(f"peak worker RSS, {w} worker(s): {by[sizes[0]]:.1f} MB at {sizes[0]} images -> "
+                  f"{by[sizes[-1]]:.1f} MB at {sizes[-1]} images ({by[sizes[-1]] - by[sizes[0]]:+.1f} MB)", flush=True)
 
 
 if __name__ == "__main__":

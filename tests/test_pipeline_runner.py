@@ -219,3 +219,104 @@ def test_interrupt_leaves_no_partial_part_and_the_rerun_completes(tmp_path):
     assert summary.complete and (summary.shards_skipped, summary.images_processed) == (1, 6)
     frame = pd.read_parquet(tmp_path / "out" / "latents")
     assert frame["image_id"].tolist() == [f"img/{i:03d}.png" for i in range(9)]
+
+
+def test_progress_bar_counts_images_on_a_terminal_and_stays_silent_off_one(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    tty = io.StringIO()
+    run_stage(make_spec(tmp_path / "a"), HERE, progress=True, console=Console(file=tty, force_terminal=True, width=120))
+    assert "10/10" in tty.getvalue() and "img/s" in tty.getvalue() and "images" in tty.getvalue()
+    pipe = io.StringIO()
+    run_stage(make_spec(tmp_path / "b"), HERE, progress=True, console=Console(file=pipe, force_terminal=False))
+    assert pipe.getvalue() == ""
+
+
+def test_an_existing_cluster_by_address_or_scheduler_file_is_used_and_left_running(tmp_path):
+    """How users go past one machine: the runner connects, runs, and closes only its own client."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        by_address = run_stage(make_spec(tmp_path / "a"), ClusterOptions(scheduler=cluster.scheduler_address),
+                               progress=False)
+        client.write_scheduler_file(str(tmp_path / "scheduler.json"))
+        by_file = run_stage(make_spec(tmp_path / "b"), ClusterOptions(scheduler_file=tmp_path / "scheduler.json"),
+                            progress=False)
+        assert client.submit(sum, [1, 2]).result() == 3  # the user's cluster survives the run
+        workers = set(client.scheduler_info()["workers"])
+    assert by_address.complete and by_file.complete and by_address.images_ok == by_file.images_ok == 10
+    for out in ("a", "b"):
+        run = json.loads((tmp_path / out / "_run.json").read_text())
+        assert run["cluster"]["scheduler" if out == "a" else "scheduler_file"] and len(workers) == 1
+        assert pd.read_parquet(tmp_path / out / "latents")["value"].tolist() == [float(i) for i in range(10)]
+
+
+def test_only_small_markers_travel_back_to_the_client(tmp_path, monkeypatch):
+    """The client gets per-shard stats, never rows or latents: its memory does not grow with the dataset."""
+    from facebatch.pipeline import runner as runner_module
+
+    original = runner_module._execute_here
+    seen: dict[int, list] = {}
+
+    def spy(tasks, max_retries, finished):
+        def record(task, marker, error):
+            seen.setdefault(len(task.items), []).append(marker)
+            finished(task, marker, error)
+        original(tasks, max_retries, record)
+
+    monkeypatch.setattr(runner_module, "_execute_here", spy)
+    run_stage(make_spec(tmp_path / "small", n=4, shard_size=4), HERE, progress=False)
+    run_stage(make_spec(tmp_path / "big", n=400, shard_size=400), HERE, progress=False)
+    small, big = (len(json.dumps(seen[n][0])) for n in (4, 400))
+    assert big < small + 100  # 100x the rows, the same few hundred bytes back (digits of counts aside)
+    assert all(isinstance(m, dict) for ms in seen.values() for m in ms)
+
+
+def always_dying_process(state, items, info):
+    if any(item.get("die_always") for item in items):
+        os._exit(1)  # e.g. an image that drives the worker out of memory every time
+    return fake_process(state, items, info)
+
+
+@pytest.mark.slow  # worker restarts: ~10-30 s on 2 busy cores
+def test_a_shard_that_kills_every_worker_fails_alone_and_the_rest_is_kept(tmp_path):
+    import dask
+
+    spec = make_spec(tmp_path / "out", n=6, shard_size=2)
+    spec.process = always_dying_process
+    spec.items[2]["die_always"] = True
+    # The scheduler runs in this process. One task at a time per worker, so only the dying shard is ever
+    # on the worker when it dies; the shard finished before it loses its returned marker with the worker.
+    settings = {"distributed.scheduler.allowed-failures": 0, "distributed.scheduler.worker-saturation": 1.0}
+    with dask.config.set(settings):
+        summary = run_stage(spec, ClusterOptions(workers=1, threads_per_worker=1), progress=False)
+    assert summary.shards_failed == 1 and summary.failures[0][0] == "part-00001"
+    assert "died repeatedly" in summary.failures[0][1]
+    assert summary.images_ok == 4 and not summary.complete and not (tmp_path / "out" / "_SUCCESS").exists()
+    assert sorted(p.name for p in (tmp_path / "out" / "latents").iterdir()) == ["part-00000.parquet", "part-00002.parquet"]
+
+
+class _LostFuture:
+    """A future whose shard finished but whose worker died before the client fetched the marker."""
+
+    status = "finished"
+
+    def result(self):
+        raise type("KilledWorker", (Exception,), {})("worker died")
+
+
+def test_a_marker_lost_with_its_worker_is_read_from_disk_when_this_run_wrote_it(tmp_path):
+    from facebatch.pipeline.runner import _outcome
+    from facebatch.pipeline.shard_task import ShardInfo, ShardTask, run_shard
+
+    items = make_spec(tmp_path).items[:3]
+    task = ShardTask(stage="fake", info=ShardInfo(0, "part-00000", 1, tmp_path, "latents", "c"), items=items,
+                     ids_hash="h", setup=fake_setup, process=fake_process, setup_config={"offset": 0.0},
+                     state_key="k", run_metadata={}, schema=SCHEMA, run_id="run-a")
+    published = run_shard(task)
+    assert _outcome(_LostFuture(), task) == (published, None)
+    task.run_id = "run-b"  # a marker an earlier run left proves nothing about this one
+    assert _outcome(_LostFuture(), task) == (None, "the worker computing this shard died repeatedly (killed or out of memory)")

@@ -66,6 +66,7 @@ def test_end_to_end_on_a_local_dask_cluster(tmp_path, data_dir, fixture_generato
                   fixture_generator_path, inp, out)
     assert res.exit_code == 0, res.output
     assert "computed now" in res.output and "wall time" in res.output
+    assert "\x1b[" not in res.output and "\r" not in res.output  # CliRunner is no terminal: no bar, no colour
 
     ids = ["empty.jpg", *sorted(p.name for p in (data_dir / "faces_aligned").glob("*.jpg"))[:3], "unaligned/astronaut.png"]
     ids = sorted(ids)
@@ -106,6 +107,22 @@ def test_end_to_end_on_a_local_dask_cluster(tmp_path, data_dir, fixture_generato
     assert json.loads((out / "_run.json").read_text())["summary"]["images_processed"] == 0
     other = project(["--shard-size", "2", "--seed", "4", "--save-reconstructions"], fixture_generator_path, inp, out)
     assert other.exit_code == 2 and "seed: 3 -> 4" in other.output and "--overwrite" in other.output
+    other_gen = _nudged_generator(fixture_generator_path, tmp_path / "other_G.pt")
+    changed = project(["--shard-size", "2", "--seed", "3", "--save-reconstructions"], other_gen, inp, out)
+    assert changed.exit_code == 2 and "generator.sha256" in changed.output and "--overwrite" in changed.output
+    assert pd.read_parquet(out / "latents")["image_id"].tolist() == ids  # the refused runs changed nothing
+
+
+def _nudged_generator(fixture: Path, dest: Path) -> Path:
+    """The fixture generator with one weight changed: loads like it, has another sha256."""
+    import torch
+
+    state = torch.load(fixture, weights_only=True)
+    weights = state["G_ema_state_dict"]
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[name] = weights[name] + 0.01
+    torch.save(state, dest)
+    return dest
 
 
 def _wait_for(predicate, timeout: float) -> bool:
@@ -117,9 +134,12 @@ def _wait_for(predicate, timeout: float) -> bool:
     return False
 
 
-@pytest.mark.slow  # three runs, one a subprocess with its own cluster: ~1-3 min on 2 busy cores
-def test_ctrl_c_exits_130_leaves_no_partial_file_and_rerun_matches_an_uninterrupted_run(
-        tmp_path, data_dir, fixture_generator_path):
+@pytest.mark.slow  # three runs, one a subprocess with its own cluster: ~1-3 min on 2 busy cores, per signal
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_interrupted_or_killed_run_leaves_no_partial_file_and_rerun_matches_an_uninterrupted_run(
+        tmp_path, data_dir, fixture_generator_path, sig):
+    """Ctrl-C: exit 130 and a clean record. kill -9 (client, nanny and worker at once): nothing to clean up
+    with, yet the rerun must still see only whole parts and finish the job."""
     inp = faces(data_dir, tmp_path / "in", n_aligned=4)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "facebatch", "project", str(inp), "-g", str(fixture_generator_path), "-o", str(out),
@@ -129,20 +149,24 @@ def test_ctrl_c_exits_130_leaves_no_partial_file_and_rerun_matches_an_uninterrup
     markers = out / "_stats" / "latents"
     try:
         assert _wait_for(lambda: markers.is_dir() and any(markers.glob("*.json")), 240), "no shard finished"
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, sig)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, stderr.decode()
-    assert b"rerun the same command to resume" in stderr
-    assert b"\x1b[" not in stdout + stderr and b"\r" not in stderr  # not a terminal: no bar, no colour codes
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, stderr.decode()
+        assert b"rerun the same command to resume" in stderr
+        assert b"\x1b[" not in stdout + stderr and b"\r" not in stderr  # not a terminal: no bar, no colour codes
+    else:
+        assert proc.returncode == -signal.SIGKILL
     done = sorted(p.stem for p in markers.glob("*.json"))
     assert 0 < len(done) < 5, "the interrupt came too late to test anything"
     visible = sorted(p.stem for p in (out / "latents").iterdir() if not p.name.startswith("."))
     for name in visible:  # every visible part is a whole Parquet file
         assert pq.read_table(out / "latents" / f"{name}.parquet").num_rows == 1
-    assert json.loads((out / "_run.json").read_text())["status"] == "interrupted"
+    status = json.loads((out / "_run.json").read_text())["status"]
+    assert status == ("interrupted" if sig == signal.SIGINT else "running")  # kill -9: no chance to record it
     assert not (out / "_SUCCESS").exists()
 
     resumed = project(["--steps", "2", "--workers", "0", "--shard-size", "1"], fixture_generator_path, inp, out)
@@ -158,6 +182,8 @@ def test_ctrl_c_exits_130_leaves_no_partial_file_and_rerun_matches_an_uninterrup
     assert a.frame["image_id"].is_unique and a.frame["image_id"].tolist() == b.frame["image_id"].tolist()
     # equal up to the rounding of batched convolutions, which Adam's normalised steps can grow to ~1e-4
     assert np.abs(a.latent("w") - b.latent("w")).max() < 1e-3
+    assert not [p for p in (out / "latents").iterdir() if p.name.startswith(".")]  # stale temp files removed
+    assert (out / "_SUCCESS").exists() and json.loads((out / "_run.json").read_text())["status"] == "complete"
 
 
 def _broken_folder(root: Path) -> Path:
@@ -227,11 +253,41 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, data_dir, fixture_
     assert not (tmp_path / "out").exists()
 
 
+def test_quiet_prints_nothing(tmp_path, data_dir, fixture_generator_path):
+    inp = faces(data_dir, tmp_path / "in", n_aligned=1)
+    quiet = project(["--workers", "0", "--quiet"], fixture_generator_path, inp, tmp_path / "q")
+    assert quiet.exit_code == 0 and quiet.output == ""
+    assert pd.read_parquet(tmp_path / "q" / "latents")["status"].tolist() == ["ok", "ok"]
+
+
+def test_align_projects_the_aligned_face_and_a_faceless_image_is_an_error_row(tmp_path, data_dir, fixture_generator_path):
+    api = pytest.importorskip("facebatch.align.api", reason="the alignment package is not installed")
+    try:
+        api.check_backend("dlib")
+    except Exception as exc:  # dlib or its landmark model missing here
+        pytest.skip(f"dlib backend unavailable: {exc}")
+    inp = tmp_path / "in"
+    inp.mkdir()
+    os.symlink(data_dir / "faces_unaligned" / "astronaut.png", inp / "astronaut.png")
+    Image.new("RGB", (120, 90), (128, 128, 128)).save(inp / "blank.png")
+    res = project(["--workers", "0", "--align"], fixture_generator_path, inp, tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    table = read_latent_table(tmp_path / "out" / "latents")
+    frame = table.frame.set_index("image_id")
+    assert frame.loc["astronaut.png", "status"] == "ok" and frame.loc["blank.png", "status"] == "error"
+    assert "no face" in frame.loc["blank.png", "error"]
+    quad = table.latent("quad")[table.frame["image_id"].tolist().index("astronaut.png")]
+    side = np.linalg.norm(quad[1] - quad[0])  # the crop is a face-sized square inside the 512-px photo
+    assert 50 < side < 512 and (quad > -200).all() and (quad < 712).all()
+    assert json.loads((tmp_path / "out" / "_run.json").read_text())["config"]["align"] == "dlib"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--scheduler", "tcp://127.0.0.1:1", "--scheduler-file", "x.json"], "not both"),
     (["--shard-size", "0"], "--shard-size"),
     (["--batch-size", "0"], "--batch-size"),
     (["--set", "steps"], "key=value"),
+    (["--align", "--align-backend", "nope"], "unknown landmark backend"),
 ])
 def test_bad_options_exit_2_with_one_line(tmp_path, fixture_generator_path, args, message):
     (tmp_path / "in").mkdir()

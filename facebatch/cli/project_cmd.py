@@ -8,10 +8,21 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from facebatch.cli.cluster_options import (
+    DeviceOption,
+    DryRunOption,
+    OverwriteOption,
+    QuietOption,
+    RetryErrorsOption,
+    SchedulerFileOption,
+    SchedulerOption,
+    ThreadsPerWorkerOption,
+    WorkersOption,
+    cluster_options,
+    report_run,
+)
 from facebatch.cli.console import err, out
-from facebatch.errors import InputError, RunFailed
-
-MAX_FAILURES_SHOWN = 5
+from facebatch.errors import InputError
 
 
 def project(
@@ -24,19 +35,19 @@ def project(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images optimised together on a worker.")] = 8,
     seed: Annotated[int, typer.Option("--seed", help="Run seed; each image's seed derives from it and its image_id.")] = 0,
     shard_size: Annotated[int, typer.Option("--shard-size", help="Images per shard (= per Parquet part; the unit of resume).")] = 256,
-    workers: Annotated[Optional[int], typer.Option("--workers", "-w", help="Local worker processes (default: one per GPU, else cores/4); 0 = no Dask, in this process.")] = None,
-    scheduler: Annotated[Optional[str], typer.Option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", help="Use a running Dask cluster, e.g. tcp://host:8786.")] = None,
-    scheduler_file: Annotated[Optional[Path], typer.Option("--scheduler-file", help="Use a running Dask cluster by its scheduler file.")] = None,
-    threads_per_worker: Annotated[Optional[int], typer.Option("--threads-per-worker", help="Torch threads per worker (default: cores / workers on a local cluster).")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N (cuda fails if no GPU is visible).")] = "auto",
+    workers: WorkersOption = None,
+    scheduler: SchedulerOption = None,
+    scheduler_file: SchedulerFileOption = None,
+    threads_per_worker: ThreadsPerWorkerOption = None,
+    device: DeviceOption = "auto",
     align: Annotated[bool, typer.Option("--align", help="FFHQ-align faces (landmarks) instead of a centre crop.")] = False,
     align_backend: Annotated[str, typer.Option("--align-backend", help="Landmark backend for --align.")] = "dlib",
     save_reconstructions: Annotated[bool, typer.Option("--save-reconstructions", help="Write OUT/reconstructions/<image_id>.png.")] = False,
     save_noise: Annotated[bool, typer.Option("--save-noise", help="Write optimised noise maps to OUT/noise/part-NNNNN.npz (large).")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete this stage's earlier outputs in OUT and start again.")] = False,
-    retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Also recompute the rows that ended with status 'error'.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (what would run, what is done) and exit.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
+    overwrite: OverwriteOption = False,
+    retry_errors: RetryErrorsOption = False,
+    dry_run: DryRunOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Project every image under DIR into the generator: OUT/latents/part-*.parquet with W+ codes and scores.
 
@@ -47,17 +58,14 @@ def project(
     from facebatch.invert.presets import DEFAULT_PRESET, load_preset, parse_overrides
     from facebatch.nets.checkpoints import load_networks
     from facebatch.nets.perceptual import build_perceptual
-    from facebatch.pipeline.cluster import ClusterOptions, describe
+    from facebatch.pipeline.cluster import describe
     from facebatch.pipeline.discover import discover_images
     from facebatch.pipeline.project_stage import build_project_spec
     from facebatch.pipeline.runner import run_stage
-    from facebatch.pipeline.summary import summary_table
 
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
-    cluster = ClusterOptions(workers=workers, scheduler=scheduler, scheduler_file=scheduler_file,
-                             threads_per_worker=threads_per_worker, device=device)
-    cluster.validate()
+    cluster = cluster_options(workers, scheduler, scheduler_file, threads_per_worker, device)
     overrides = parse_overrides(set_ or [])
     if steps is not None:
         overrides["steps"] = steps
@@ -65,7 +73,7 @@ def project(
     if save_noise and cfg.noise_optimization == "none":
         raise InputError(f"--save-noise: preset {cfg.name!r} does not optimise noise maps (noise_optimization=none)")
     if align:
-        _check_align_available()
+        _check_align_available(align_backend)
     items = discover_images(input_dir, exclude=[out_dir])
     if not items:
         raise InputError(f"no images (jpg, jpeg, png, webp, bmp, tif, tiff) under {input_dir}")
@@ -83,19 +91,16 @@ def project(
     if dry_run:
         out.print(_plan_table(input_dir, spec, nets, cfg, summary, describe(cluster), overwrite))
         return
-    if not quiet:
-        out.print(summary_table(summary))
-    if summary.failures:
-        for shard, message in summary.failures[:MAX_FAILURES_SHOWN]:
-            err.print(f"[red]shard {shard} failed:[/] {message}", highlight=False, soft_wrap=True)
-        raise RunFailed(f"{len(summary.failures)} of {summary.shards} shards failed; rerun the same command to retry them")
+    report_run(summary, quiet)
 
 
-def _check_align_available() -> None:
+def _check_align_available(backend: str) -> None:
+    """Fail before planning when the landmark backend (package or model file) is missing, not once per image."""
     try:
-        from facebatch.align import api  # noqa: F401
+        from facebatch.align import api
     except ImportError as exc:
         raise InputError(f"--align is not available in this install ({exc}); install facebatch[align]") from None
+    api.check_backend(backend)
 
 
 def _plan_table(input_dir, spec, nets, cfg, summary, where: str, overwrite: bool) -> Table:

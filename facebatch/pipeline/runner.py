@@ -7,6 +7,7 @@ everything else: shards, atomic parts, `_stats` markers, `_run.json`, `_SUCCESS`
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ class StageSpec:
     side_dirs: Sequence[str] = ()  # OUT subfolders the stage writes (removed by --overwrite)
     metadata: dict = field(default_factory=dict)  # extra run facts for _run.json and the schema (generator sha256)
     max_retries: int = 1  # extra tries for a shard whose task raised (a dead worker is retried by Dask itself)
+    rows_per_item: str = "one"  # "many": process may return 0..n rows per item (align --faces all), grouped in item order
 
 
 @dataclass
@@ -161,7 +163,8 @@ def _run_record(spec: StageSpec, layout: OutLayout, prep: _Prepared, cluster: Cl
     }
 
 
-def _tasks(spec: StageSpec, cluster: ClusterOptions, layout: OutLayout, prep: _Prepared, work: list[Shard]) -> list[ShardTask]:
+def _tasks(spec: StageSpec, cluster: ClusterOptions, layout: OutLayout, prep: _Prepared, work: list[Shard],
+           run_id: str) -> list[ShardTask]:
     # torch_threads reaches setup too: env vars cannot set it in this process (--workers 0) or on remote workers.
     runtime = {"device": worker_device(cluster.device), "torch_threads": cluster.threads_per_worker, **spec.runtime}
     setup_config = {**spec.config, **runtime}
@@ -181,13 +184,16 @@ def _tasks(spec: StageSpec, cluster: ClusterOptions, layout: OutLayout, prep: _P
             schema=spec.schema,
             score_columns=tuple(spec.score_columns),
             retry_errors=s.name in retry,
+            rows_per_item=spec.rows_per_item,
+            run_id=run_id,
         )
         for s in work
     ]
 
 
 def _execute(spec, cluster, layout, prep, work, markers, failures, progress, console) -> None:
-    tasks = _tasks(spec, cluster, layout, prep, work)
+    run_id = uuid.uuid4().hex[:8]
+    tasks = _tasks(spec, cluster, layout, prep, work, run_id)
     bar = image_progress(spec.name, console or Console(stderr=True), progress)
     total = sum(len(s) for s in work)
 
@@ -203,7 +209,7 @@ def _execute(spec, cluster, layout, prep, work, markers, failures, progress, con
         if cluster.in_process:
             _execute_here(tasks, spec.max_retries, finished)
         else:
-            _execute_dask(tasks, spec, cluster, finished)
+            _execute_dask(tasks, spec, cluster, run_id, finished)
 
 
 def _execute_here(tasks: list[ShardTask], max_retries: int, finished) -> None:
@@ -218,10 +224,9 @@ def _execute_here(tasks: list[ShardTask], max_retries: int, finished) -> None:
                     finished(task, None, _describe(exc))
 
 
-def _execute_dask(tasks: list[ShardTask], spec: StageSpec, cluster: ClusterOptions, finished) -> None:
+def _execute_dask(tasks: list[ShardTask], spec: StageSpec, cluster: ClusterOptions, run_id: str, finished) -> None:
     from distributed import as_completed
 
-    run_id = uuid.uuid4().hex[:8]
     # Unique, prefixed keys: a bare key could be substituted into a string argument equal to it (dask#9969).
     keys = [f"facebatch-{spec.name}-{run_id}-{t.info.name}" for t in tasks]
     by_key = dict(zip(keys, tasks))
@@ -230,14 +235,34 @@ def _execute_dask(tasks: list[ShardTask], spec: StageSpec, cluster: ClusterOptio
         try:
             for fut in as_completed(futures):
                 task = by_key[fut.key]
-                if fut.status == "finished":
-                    finished(task, fut.result(), None)
-                else:
-                    finished(task, None, _describe(fut.exception()))
+                finished(task, *_outcome(fut, task))
                 fut.release()
         except BaseException:
             client.cancel(futures, force=True)
             raise
+
+
+def _outcome(fut, task: ShardTask) -> tuple[dict | None, str | None]:
+    """(marker, None) or (None, error). A worker that dies after publishing a shard takes the returned
+    marker with it (result() then recomputes, or raises KilledWorker); the copy it wrote is as good."""
+    try:
+        if fut.status == "finished":
+            return fut.result(), None
+        exc = fut.exception()
+    except Exception as raised:  # lost with its worker, and the recompute failed too
+        exc = raised
+    marker = _published_marker(task)
+    return (marker, None) if marker is not None else (None, _describe(exc))
+
+
+def _published_marker(task: ShardTask) -> dict | None:
+    layout = OutLayout(task.info.out_dir, task.info.table)
+    try:
+        marker = json.loads(layout.marker(task.info.name).read_text())
+    except (OSError, ValueError):
+        return None
+    mine = marker.get("run_id") == task.run_id and marker.get("ids_hash") == task.ids_hash
+    return marker if mine and layout.part(task.info.name).exists() else None
 
 
 def _describe(exc: BaseException | None) -> str:

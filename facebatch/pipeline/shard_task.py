@@ -63,6 +63,8 @@ class ShardTask:
     schema: pa.Schema | None = None
     score_columns: Sequence[str] = ()
     retry_errors: bool = False  # recompute only the rows of the existing part whose status is not ok
+    rows_per_item: str = "one"  # "many": several rows may share an image_id (one per face)
+    run_id: str = ""  # this client run: tells its markers from those an earlier run left
 
 
 def worker_state(setup: Callable[[dict], Any], key: str, config: dict) -> Any:
@@ -106,12 +108,18 @@ def _stage_rows(task: ShardTask, state: Any, items: list[dict]) -> pa.Table:
         table = table.select(task.schema.names).cast(task.schema)
     ids = [str(i["image_id"]) for i in items]
     got = table.column("image_id").to_pylist()
-    if sorted(got) != sorted(ids):
+    ok = set(got) == set(ids) if task.rows_per_item == "many" else sorted(got) == sorted(ids)
+    if not ok:
         raise RuntimeError(f"stage {task.stage!r} returned rows for {len(got)} ids, expected exactly the {len(ids)} of the shard")
-    if got != ids:
-        order = {image_id: n for n, image_id in enumerate(got)}
-        table = table.take(pa.array([order[i] for i in ids]))
-    return table
+    return _in_item_order(table, ids)
+
+
+def _in_item_order(table: pa.Table, ids: list[str]) -> pa.Table:
+    """Rows grouped by item in item order; the rows of one item keep their own order (face 0, 1, ...)."""
+    got = table.column("image_id").to_pylist()
+    position = {image_id: n for n, image_id in enumerate(ids)}
+    order = sorted(range(len(got)), key=lambda r: position[got[r]])
+    return table if order == list(range(len(got))) else table.take(pa.array(order, pa.int64()))
 
 
 def _retry_rows(task: ShardTask, state: Any, old: pa.Table) -> tuple[pa.Table, int]:
@@ -124,9 +132,7 @@ def _retry_rows(task: ShardTask, state: Any, old: pa.Table) -> tuple[pa.Table, i
     fresh = fresh.select(old.schema.names).cast(old.schema)
     keep = old.filter(pc.invert(pc.is_in(old.column("image_id"), pa.array(sorted(want)))))
     merged = pa.concat_tables([keep, fresh])
-    order = {image_id: n for n, image_id in enumerate(merged.column("image_id").to_pylist())}
-    ids = [str(i["image_id"]) for i in task.items]
-    return merged.take(pa.array([order[i] for i in ids])), len(redo)
+    return _in_item_order(merged, [str(i["image_id"]) for i in task.items]), len(redo)
 
 
 def score_stats(table: pa.Table, columns: Sequence[str]) -> dict[str, dict]:
@@ -151,6 +157,7 @@ def shard_marker(task: ShardTask, table: pa.Table, seconds: float, retried: int)
     return {
         "shard": task.info.name,
         "shard_id": task.info.shard_id,
+        "run_id": task.run_id,
         "config_hash": task.info.config_hash,
         "ids_hash": task.ids_hash,
         "rows": table.num_rows,

@@ -1,0 +1,52 @@
+"""Local cluster sizing: one worker per visible GPU, else a CPU split that leaves torch several threads."""
+
+from __future__ import annotations
+
+import pytest
+
+from facebatch.errors import InputError
+from facebatch.pipeline import cluster as cluster_module
+from facebatch.pipeline.cluster import ClusterOptions, describe, local_layout
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """Pretend to be a host with `cores` CPU cores and `gpus` CUDA devices."""
+    def set_machine(cores: int, gpus: int, visible: str | None = None):
+        monkeypatch.setattr(cluster_module, "usable_cores", lambda: cores)
+        monkeypatch.setattr(cluster_module, "cuda_device_count", lambda: gpus)
+        if visible is None:
+            monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        else:
+            monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    return set_machine
+
+
+def test_one_worker_per_gpu_each_seeing_only_its_own(machine):
+    machine(cores=16, gpus=2)
+    assert local_layout(ClusterOptions()) == (2, 8, ["0", "1"])
+    machine(cores=16, gpus=2, visible="3,5")  # respects a CUDA_VISIBLE_DEVICES the user already set
+    assert local_layout(ClusterOptions(device="cuda")) == (2, 8, ["3", "5"])
+    assert local_layout(ClusterOptions(device="cuda:1")) == (1, 16, ["1"])
+    assert "GPUs 3,5" in describe(ClusterOptions())
+
+
+def test_cpu_hosts_get_a_quarter_of_the_cores_as_workers(machine):
+    machine(cores=16, gpus=0)
+    assert local_layout(ClusterOptions()) == (4, 4, [None] * 4)
+    assert local_layout(ClusterOptions(workers=3, threads_per_worker=2)) == (3, 2, [None] * 3)
+    machine(cores=2, gpus=0)
+    assert local_layout(ClusterOptions()) == (1, 2, [None])
+    machine(cores=16, gpus=2)
+    assert local_layout(ClusterOptions(device="cpu"))[0] == 4  # --device cpu ignores the GPUs
+
+
+def test_cuda_without_a_gpu_and_conflicting_options_are_refused(machine, tmp_path):
+    machine(cores=8, gpus=0)
+    with pytest.raises(InputError, match="no CUDA device"):
+        ClusterOptions(device="cuda").validate()
+    with pytest.raises(InputError, match="cannot be combined"):
+        ClusterOptions(workers=2, scheduler="tcp://h:8786").validate()
+    with pytest.raises(InputError, match="does not exist"):
+        ClusterOptions(scheduler_file=tmp_path / "missing.json").validate()
+    assert ClusterOptions(workers=0).in_process and describe(ClusterOptions(workers=0)) == "this process (no Dask)"
