@@ -41,6 +41,7 @@ def _root(
 def _register() -> None:
     # Each command module exposes either `command` (a function) or `app` (a sub-group).
     from facebatch.cli import augment_cmd, boundaries_cmd, directions_cmd
+    from facebatch.cli import align_cmd
     from facebatch.cli import info_cmd
     from facebatch.cli import invert_cmd
     from facebatch.cli import models_cmd
@@ -51,6 +52,7 @@ def _register() -> None:
     app.command("fit-boundaries")(boundaries_cmd.fit_boundaries)
     app.add_typer(directions_cmd.app, name="directions")
     app.command("augment", context_settings=augment_cmd.CONTEXT)(augment_cmd.augment)
+    app.command("align")(align_cmd.align)
     app.command("info")(info_cmd.info)
     app.command("invert")(invert_cmd.invert)
     app.add_typer(models_cmd.app, name="models")

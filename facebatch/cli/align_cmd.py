@@ -1,0 +1,74 @@
+"""`facebatch align IN OUT`: FFHQ-aligned crops of every face in a folder, sharded on Dask, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from facebatch.cli.cluster_options import (DryRunOption, OverwriteOption, QuietOption, RetryErrorsOption,
+                                           SchedulerFileOption, SchedulerOption, cluster_options, report_run)
+from facebatch.cli.console import err, out
+
+
+def align(
+    input_dir: Annotated[Path, typer.Argument(help="Folder of images (searched recursively) or one image file.")],
+    out_dir: Annotated[Path, typer.Argument(help="Output folder: aligned/ PNGs, faces/ Parquet parts, _run.json.")],
+    size: Annotated[int, typer.Option("--size", "-s", help="Side of the aligned square in pixels (FFHQ: 1024).")] = 1024,
+    backend: Annotated[str, typer.Option("--backend", help="Landmark backend: dlib | face-alignment.")] = "dlib",
+    faces: Annotated[str, typer.Option("--faces", help="largest: one face per image; all: every face found.")] = "largest",
+    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Detection score threshold (default: the backend's; dlib 0.3).")] = None,
+    shard_size: Annotated[int, typer.Option("--shard-size", help="Images per shard (= per Parquet part; the unit of resume).")] = 256,
+    # Its own --workers: landmarks and warps are single-threaded CPU work, so the default is one worker per core.
+    workers: Annotated[Optional[int], typer.Option("--workers", "-w", help="Local worker processes (default: one per core); 0 = no Dask, in this process.")] = None,
+    scheduler: SchedulerOption = None,
+    scheduler_file: SchedulerFileOption = None,
+    overwrite: OverwriteOption = False,
+    retry_errors: RetryErrorsOption = False,
+    dry_run: DryRunOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Align every face under IN the way FFHQ was made: OUT/aligned/*.png and OUT/faces/part-*.parquet.
+
+    One row per aligned face (image_id, face_index, box, score, 68 landmarks, crop quad in source
+    pixels, aligned_path); an image without a face is an error row. Rerunning the same command resumes;
+    other settings in the same OUT are refused unless --overwrite. Read the table with
+    pandas.read_parquet(OUT/"faces") or facebatch's read_latent_table.
+    """
+    from facebatch.align.stage import build_align_spec
+    from facebatch.errors import InputError
+    from facebatch.pipeline.cluster import describe, usable_cores
+    from facebatch.pipeline.discover import discover_images
+    from facebatch.pipeline.runner import run_stage
+
+    remote = bool(scheduler or scheduler_file)
+    cluster = cluster_options(workers if workers is not None or remote else usable_cores(), scheduler, scheduler_file,
+                              threads_per_worker=None if remote else 1, device="cpu")
+    items = discover_images(input_dir, exclude=[out_dir])
+    if not items:
+        raise InputError(f"no images (jpg, jpeg, png, webp, bmp, tif, tiff) under {input_dir}")
+    spec = build_align_spec(items=items, out_dir=out_dir, size=size, backend=backend, faces=faces,
+                            min_score=min_score, shard_size=shard_size)
+    summary = run_stage(spec, cluster, overwrite=overwrite, retry_errors=retry_errors, dry_run=dry_run,
+                        progress=not quiet, console=err)
+    if dry_run:
+        out.print(_plan_table(input_dir, spec, summary, describe(cluster), overwrite))
+        return
+    report_run(summary, quiet)
+
+
+def _plan_table(input_dir: Path, spec, summary, where: str, overwrite: bool) -> Table:
+    cfg = spec.config
+    table = Table(title=f"plan: align {input_dir} -> {spec.out_dir}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("images", f"{summary.images} in {summary.shards} shards of {spec.shard_size}")
+    table.add_row("resume", "--overwrite: everything is recomputed" if overwrite else
+                  f"{summary.shards_skipped} shards done ({summary.images_skipped} images), skipped")
+    table.add_row("to compute", f"{summary.shards_run} shards, {summary.images_todo} images")
+    table.add_row("alignment", f"FFHQ recipe, {cfg['size']} px, {cfg['faces']} face(s), {cfg['backend']} landmarks, "
+                               f"detection score >= {cfg['min_score']:g}")
+    table.add_row("runs on", where)
+    return table
