@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,8 @@ def render(html: Path, png: Path, chromium: str | None = None, timeout: float = 
         raise FileNotFoundError("no Chromium found: apt-get install -y chromium (or set $CHROMIUM)")
     url = Path(html).resolve().as_uri()
     with tempfile.TemporaryDirectory(prefix="facebatch-chromium-") as profile:
-        dom = _chromium(binary, profile, "--dump-dom", url, timeout=timeout).stdout
+        # Same width as the screenshot, so the measured page height is the one the screenshot needs.
+        dom = _chromium(binary, profile, f"--window-size={WIDTH},800", "--dump-dom", url, timeout=timeout).stdout
         loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
         height = re.search(r'data-page-height="(\d+)"', dom)
         page_height = min(int(height.group(1)) + 40, MAX_HEIGHT) if height else 4000
@@ -80,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="screenshot PNG (default: beside the HTML)")
     args = parser.parse_args(argv)
     out = args.out or args.html.with_name("report_screenshot.png")
+    start = time.perf_counter()
     result = render(args.html, out)
+    result["render_seconds"] = round(time.perf_counter() - start, 2)  # two Chromium launches
+    result["command"] = " ".join(["python", *sys.argv])
+    result["verdict"] = "ok: every image decoded, screenshot not blank" if ok(result) else "FAILED"
     print(json.dumps(result, indent=2))
     return 0 if ok(result) else 1
 

@@ -195,12 +195,30 @@ def test_fit_threshold_then_apply_it_to_an_unlabelled_run(tmp_path):
     assert (by_psnr.is_anomalous == (by_psnr.psnr <= 25)).all()  # lower psnr = anomalous
 
 
+def test_bootstrap_intervals_are_seeded_through_the_cli(run_dir, tmp_path):
+    labels = write_labels(tmp_path / "labels.csv", run_dir)
+
+    def intervals(seed, name):
+        res = score(run_dir, "--labels", labels, "--report", tmp_path / name, "--bootstrap", "100", "--seed", seed,
+                    "--top-k", "0")
+        assert res.exit_code == 0, res.output
+        m = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert m["bootstrap"]["seed"] == seed and m["bootstrap"]["n_resamples"] == 100
+        return {k: (s["auroc"]["ci95"], s["average_precision"]["ci95"]) for k, s in m["scores"].items() if "auroc" in s}
+
+    first = intervals(4, "a")
+    assert intervals(4, "b") == first  # bit-for-bit the same intervals for the same seed
+    assert intervals(5, "c") != first
+
+
 def test_fake_flags_column(run_dir, tmp_path):
+    latents_before = digest(run_dir / "latents")
     res = score(run_dir, "--task", "fake", "--threshold", "0.01", "--score", "mse", "--top-k", "0",
                 "--flags-out", tmp_path / "flags", "--report", tmp_path / "rep")
     assert res.exit_code == 0, res.output
     flags = read_latent_table(tmp_path / "flags").frame.query("status == 'ok'")
     assert (flags.is_fake == (flags.mse <= 0.01)).all() and "is_anomalous" not in flags
+    assert digest(run_dir / "latents") == latents_before  # a new table; the projection output is untouched
 
 
 def test_labels_by_path_by_word_and_covering_more_images(run_dir, tmp_path):

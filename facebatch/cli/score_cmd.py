@@ -40,7 +40,7 @@ def _key_table(m: dict) -> Table:
     """One row per score; an arrow says which way is positive (metrics.json spells it out)."""
     labelled = m["labels"] is not None
     table = Table(
-        caption=f"{m['task']} detection, positive = {m['positive_class']}: ↑ higher is {m['positive_class']}, ↓ lower is",
+        caption=f"{m['task']} detection; ↑: higher = more {m['positive_class']}, ↓: lower = more {m['positive_class']}",
         caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
     )
     heads = ["score", "n"]

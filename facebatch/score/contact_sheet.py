@@ -20,6 +20,7 @@ TILE = 160  # px per image in the sheet (reconstructions are resized to it, up o
 CAPTION_WIDTH = 220
 GAP = 4
 HEADER = 22
+RIGHT_MARGIN = 28  # room for the colour bar's top label
 DIFF_VMAX = 0.5  # |target - reconstruction| in [0, 1] pixel units mapped to the top colour
 COLUMNS = ("target", "reconstruction", f"|difference|, 0 to {DIFF_VMAX:g}")
 
@@ -84,7 +85,7 @@ def _colour_bar(width: int) -> Image.Image:
 
 def render(rows: list[SheetRow]) -> bytes:
     """One PNG; missing reconstructions or unreadable targets become grey cells that say so."""
-    width = CAPTION_WIDTH + 3 * (TILE + GAP)
+    width = CAPTION_WIDTH + 3 * (TILE + GAP) + RIGHT_MARGIN
     sheet = Image.new("RGB", (width, HEADER + len(rows) * (TILE + GAP) + 24), "white")
     draw = ImageDraw.Draw(sheet)
     for col, title in enumerate(COLUMNS):

@@ -229,7 +229,8 @@ def evaluate(opts: ScoreOptions) -> ScoreResult:
     notes += [f"{name}: {s['n_missing']} ok row(s) without a finite value were left out."
               for name, s in scores.items() if s["n_missing"]]
     if "perceptual_backend" in ok and ok["perceptual_backend"].notna().any():
-        notes.append(f"perceptual = {', '.join(sorted(map(str, ok['perceptual_backend'].dropna().unique())))} distance.")
+        backends = ", ".join(sorted(map(str, ok["perceptual_backend"].dropna().unique())))
+        notes.append(f"perceptual distance backend: {backends}.")
     notes.append("Targets in the contact sheet are source images centre-cropped to the reconstruction's size; "
                  "runs projected with --align saw the aligned face instead.")
     if task == "fake":
