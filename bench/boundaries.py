@@ -4,7 +4,8 @@ Parts (all by default):
   scale  facebatch's fit (LinearSVC, primal liblinear) on 10k / 100k / 500k synthetic 512-d latents with
          binary labels (every row used, 70% trains), beside InterFaceGAN's SVC(kernel="linear") and an
          SGD hinge classifier; each case in a fresh process so its peak RSS is its own.
-  c      cosine to a planted normal against C and the number of latents (why C defaults to 0.01).
+  c      cosine to a planted normal against fixed C values and the default (C=None: choose_C's cross-validated
+         pick), against the number of latents: why C is searched rather than fixed.
   space  W (mean over layers) vs flattened W+ vs per-layer on W+ codes built from the 64-px fixture
          generator's mapping network, for an attribute of the whole code and one of the coarse layers only.
 
@@ -13,6 +14,7 @@ Synthetic latents are "W-like": N(offset, diag(s^2)) with per-coordinate spreads
 vary where the latents vary) and 10% of the labels are flipped.
 
     python bench/boundaries.py                               # everything: ~15 min on 2 busy cores
+    python bench/boundaries.py --quick                       # smallest settings of every part: ~1 min
     python bench/boundaries.py --parts scale --sizes 10000,100000
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import functools
 import multiprocessing as mp
+import os
 import resource
 import time
 from pathlib import Path
@@ -108,9 +111,11 @@ def part_scale(sizes: list[int], svc_max: int, sgd: bool) -> None:
 def part_c(sizes: list[int], seeds: int) -> None:
     from facebatch.edit.fit import FitSettings, features, fit_boundary
 
-    grid = (0.001, 0.01, 0.1, 1.0, 10.0)
+    from facebatch.edit.fit import C_GRID
+
+    grid = (*C_GRID, 1.0, None)  # None = the default: cross-validated choice
     print(f"\n## C: cosine to the planted normal (mean of {seeds} seeds; val accuracy in brackets)\n")
-    print("| latents | " + " | ".join(f"C={c:g}" for c in grid) + " |")
+    print("| latents | " + " | ".join("default (CV)" if c is None else f"C={c:g}" for c in grid) + " |")
     print("|---:|" + "---:|" * len(grid))
     for n in sizes:
         cells = []
@@ -195,7 +200,22 @@ def main() -> None:
     ap.add_argument("--space-sizes", default="2000,10000")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--jitter", type=float, default=0.3)
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 10k latents for scale (SVC to 2k), C and space at 1k/2k with one seed")
     args = ap.parse_args()
+    if args.quick:
+        args.sizes, args.svc_max, args.c_sizes, args.space_sizes, args.seeds = "10000", 2000, "1000", "2000", 1
+    import platform
+    import shlex
+    import sys
+
+    import sklearn
+
+    print("# bench/boundaries.py")
+    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
+          f"scikit-learn {sklearn.__version__}, numpy {np.__version__}")
+    print(f"settings: {vars(args)}")
     parts = args.parts.split(",")
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
     if "scale" in parts:

@@ -103,6 +103,16 @@ def test_augment_writes_images_manifest_and_sheet(run_dir, nvlabs_G, fixture_gen
                     fixture_generator_path, "--out", aug, "--shard-size", "4")
     assert again.exit_code == 0, again.output
     assert part.stat().st_mtime_ns == stamp
+    # An interrupted run (shard 1 never finished: no marker) redoes only that shard, and the sheet is whole again.
+    (aug / "_stats" / "manifest" / "part-00001.json").unlink()
+    (aug / "manifest" / "part-00001.parquet").unlink()
+    (aug / "contact_sheets" / "age.png").unlink()
+    resumed = augment(tmp, "--attr", "age", "--strengths", "-2", "1.5", "--condition", "gender", "-g",
+                      fixture_generator_path, "--out", aug, "--shard-size", "4")
+    assert resumed.exit_code == 0, resumed.output
+    assert part.stat().st_mtime_ns == stamp
+    assert read_latent_table(aug / "manifest").frame.image_id.tolist() == frame.image_id.tolist()
+    assert Image.open(aug / "contact_sheets" / "age.png").size == sheet.size
     changed = augment(tmp, "--attr", "age", "--strengths", "-3", "-g", fixture_generator_path, "--out", aug)
     assert changed.exit_code == 2 and "--overwrite" in changed.output
 
@@ -157,3 +167,36 @@ def test_augment_on_a_local_dask_worker(run_dir, fixture_generator_path):
     frame = pd.read_parquet(tmp / "AUG_DASK" / "manifest", columns=["image_id", "status"])
     assert len(frame) == 3 * 2 * 2 and set(frame.status) == {"ok"}
     assert (tmp / "AUG_DASK" / "contact_sheets" / "gender.png").exists()
+
+
+@pytest.mark.slow  # ~55 s on the shared 2-core box, mostly the projector's setup; the format is covered above
+def test_noise_saved_by_project_is_found_per_part(tmp_path, data_dir, nvlabs_G, fixture_generator_path):
+    """The real producer: `project --save-noise` with one image per shard, so each latent's noise is in
+    the npz named like its Parquet part; augment must render every edit with its own image's maps."""
+    from facebatch.pipeline.noise_store import read_noise
+
+    torch.set_num_threads(1)
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for src in sorted((data_dir / "faces_aligned").glob("*.jpg"))[:2]:
+        (inp / src.name).symlink_to(src)
+    out, aug = tmp_path / "OUT", tmp_path / "AUG"
+    res = runner.invoke(app, ["project", str(inp), "-g", str(fixture_generator_path), "-o", str(out), "--steps", "1",
+                              "--set", "w_avg_samples=64", "--set", "perceptual=none", "--set",
+                              "noise_optimization=joint", "--save-noise", "--shard-size", "1", "--workers", "0", "-q"])
+    assert res.exit_code == 0, res.output
+    assert len(list((out / "noise").glob("part-*.npz"))) == 2
+    bounds = tmp_path / "B.json"
+    direction = np.random.default_rng(3).standard_normal(nvlabs_G.w_dim)
+    save_boundaries(bounds, [Boundary("d", "w", list(range(nvlabs_G.num_ws)), nvlabs_G.num_ws,
+                                      direction / np.linalg.norm(direction), 0.0)])
+    res = runner.invoke(app, ["augment", "--latents", str(out), "--boundaries", str(bounds), "--attr", "d",
+                              "--strengths=2", "--workers", "0", "-q", "--out", str(aug)])  # generator from OUT/_run.json
+    assert res.exit_code == 0, res.output
+    manifest = read_latent_table(aug / "manifest")
+    assert len(manifest.frame) == 2 and set(manifest.frame.status) == {"ok"}
+    for k, row in manifest.frame.iterrows():
+        (part,) = [p for p in (out / "noise").glob("part-*.npz")
+                   if row.source_image_id in {n.rsplit("/noise", 1)[0] for n in np.load(p).files}]
+        noise = [torch.from_numpy(m[None]) for m in read_noise(part, row.source_image_id)]
+        assert_same_png(np.asarray(Image.open(aug / row.path)), render(nvlabs_G, manifest.latent("w")[k], noise))

@@ -106,6 +106,8 @@ def test_continuous_fit_reports_middle_accuracy():
     m = b.info["metrics"]
     assert b.info["label_kind"] == "continuous" and m["remaining_accuracy"] is not None
     assert m["val_accuracy"] > 0.95  # extremes of a nearly noise-free score are easy to separate
+    # The middle's scores are mostly the planted projection: the fitted distance ranks them alike (0.78 measured).
+    assert m["remaining_spearman"] > 0.6
     assert b.normal @ normal > 0.7
 
 

@@ -8,10 +8,12 @@ from typing import Annotated, Optional
 import typer
 
 from facebatch.cli.boundaries_cmd import split_names
+from facebatch.cli.cluster_options import (
+    DeviceOption, DryRunOption, OverwriteOption, QuietOption, RetryErrorsOption, SchedulerFileOption,
+    SchedulerOption, ThreadsPerWorkerOption, WorkersOption, cluster_options, report_run,
+)
 from facebatch.cli.console import err, out
-from facebatch.errors import InputError, RunFailed
-
-MAX_FAILURES_SHOWN = 5
+from facebatch.errors import InputError
 DEFAULT_STRENGTHS = "-3,-1.5,1.5,3"
 # Lets `--strengths -3 -1.5 1.5 3` work: click reads only "-3" as the option's value and would take
 # "-1.5" for an unknown option; with these settings the rest arrive in ctx.args, in order.
@@ -40,27 +42,28 @@ def augment(
     boundaries: Annotated[Path, typer.Option("--boundaries", "-B", help="Boundaries file from fit-boundaries or directions.")],
     attr: Annotated[str, typer.Option("--attr", "-a", help="Boundary name(s) to edit along, comma-separated.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder: images/, manifest/, contact_sheets/.")],
-    strengths: Annotated[str, typer.Option("--strengths", "-s", help="Signed-distance changes, e.g. -3 -1.5 1.5 3 (or -3,-1.5,1.5,3).")] = DEFAULT_STRENGTHS,
+    strengths: Annotated[str, typer.Option("--strengths", "-s", help="Edit sizes in units of the boundary's signed distance (latent units: its normal has length 1), "
+                                                                        "relative by default (see --mode), e.g. -3 -1.5 1.5 3 or -3,-1.5,1.5,3.")] = DEFAULT_STRENGTHS,
     condition: Annotated[Optional[str], typer.Option("--condition", "-c", help="Boundaries to hold fixed, comma-separated.")] = None,
     layers: Annotated[Optional[str], typer.Option("--layers", help="W+ layers the edit may move, e.g. 0-7 (default: the boundary's).")] = None,
-    mode: Annotated[str, typer.Option("--mode", help="relative: distance += s | absolute: distance = s.")] = "relative",
+    mode: Annotated[str, typer.Option("--mode", help="relative: each latent's distance += s (same change for every image) | absolute: distance = s (every image to one level, InterFaceGAN's W-code rule).")] = "relative",
     generator: Annotated[Optional[str], typer.Option("--generator", "-g", help="Checkpoint (default: the one the latents' run used).")] = None,
     noise: Annotated[str, typer.Option("--noise", help="auto (saved noise maps when the project run kept them) | saved | const.")] = "auto",
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N ok latents (a preview).")] = None,
     sheet_rows: Annotated[int, typer.Option("--sheet-rows", help="Source images per contact sheet.")] = 16,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images rendered together on a worker.")] = 8,
     shard_size: Annotated[int, typer.Option("--shard-size", help="Edited images per shard (= per manifest part).")] = 256,
-    workers: Annotated[Optional[int], typer.Option("--workers", "-w", help="Local worker processes; 0 = no Dask, in this process.")] = None,
-    scheduler: Annotated[Optional[str], typer.Option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", help="Use a running Dask cluster.")] = None,
-    scheduler_file: Annotated[Optional[Path], typer.Option("--scheduler-file", help="Use a running Dask cluster by its scheduler file.")] = None,
-    threads_per_worker: Annotated[Optional[int], typer.Option("--threads-per-worker", help="Torch threads per local worker.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")] = "auto",
+    workers: WorkersOption = None,
+    scheduler: SchedulerOption = None,
+    scheduler_file: SchedulerFileOption = None,
+    threads_per_worker: ThreadsPerWorkerOption = None,
+    device: DeviceOption = "auto",
     column: Annotated[str, typer.Option("--column", help="Latent column of the table.")] = "w",
     force: Annotated[bool, typer.Option("--force", help="Edit even if latents, boundaries and generator sha256 differ.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete this stage's earlier outputs in OUT and start again.")] = False,
-    retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Also redo rows that ended with status 'error'.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
+    overwrite: OverwriteOption = False,
+    retry_errors: RetryErrorsOption = False,
+    dry_run: DryRunOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Render every ok latent moved along each --attr by each strength: PNGs, a manifest, contact sheets.
 
@@ -71,9 +74,7 @@ def augment(
     from facebatch.edit.augment import build_spec
     from facebatch.edit.latents_io import read_index
     from facebatch.edit.sheet import write_contact_sheets
-    from facebatch.pipeline.cluster import ClusterOptions
     from facebatch.pipeline.runner import run_stage
-    from facebatch.pipeline.summary import summary_table
 
     values = parse_strengths(strengths, list(ctx.args))
     attributes = split_names(attr)
@@ -81,9 +82,7 @@ def augment(
         raise InputError("--attr names no boundary")
     if limit is not None and limit < 1:
         raise InputError("--limit must be at least 1")
-    cluster = ClusterOptions(workers=workers, scheduler=scheduler, scheduler_file=scheduler_file,
-                             threads_per_worker=threads_per_worker, device=device)
-    cluster.validate()
+    cluster = cluster_options(workers, scheduler, scheduler_file, threads_per_worker, device)
     index = read_index(latents, column)
     spec = build_spec(index=index, boundaries_path=boundaries, attributes=attributes, strengths=values,
                       out_dir=out_dir, generator=generator, conditions=split_names(condition), layers=layers,
@@ -97,10 +96,6 @@ def augment(
         return
     sheets = write_contact_sheets(out_dir, max_rows=sheet_rows) if summary.images_ok else {}
     if not quiet:
-        out.print(summary_table(summary))
         for name, path in sheets.items():
             out.print(f"contact sheet {name}: {path}")
-    if summary.failures:
-        for shard, message in summary.failures[:MAX_FAILURES_SHOWN]:
-            err.print(f"[red]shard {shard} failed:[/] {message}", highlight=False, soft_wrap=True)
-        raise RunFailed(f"{len(summary.failures)} of {summary.shards} shards failed; rerun the same command to retry them")
+    report_run(summary, quiet)

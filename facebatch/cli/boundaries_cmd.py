@@ -37,8 +37,10 @@ def _pct(x: Optional[float]) -> str:
 
 def boundaries_table(boundaries: list[Boundary], title: str) -> Table:
     table = Table(title=title, title_justify="left", header_style="bold",
-                  caption="accuracies: train, validation, balanced validation, unselected middle (scores only)")
-    for col in ("attribute", "labels", "space", "layers", "train +/-", "C", "train", "val", "val bal.", "middle", "s"):
+                  caption="accuracies: train, validation, balanced validation, unselected middle (scores only; "
+                          "InterFaceGAN's midpoint labels); middle rho: rank correlation of distance and score")
+    for col in ("attribute", "labels", "space", "layers", "train +/-", "C", "train", "val", "val bal.", "middle",
+                "middle rho", "s"):
         table.add_column(col, justify="left" if col in ("attribute", "labels", "space", "layers") else "right")
     for b in boundaries:
         m, c, fit = b.info["metrics"], b.info["counts"], b.info["fit"]
@@ -46,6 +48,7 @@ def boundaries_table(boundaries: list[Boundary], title: str) -> Table:
             b.name, b.info["label_kind"], b.space, format_layers(b.layers),
             f"{c['train_positive']}/{c['train_negative']}", f"{fit['C']:g}", _pct(m["train_accuracy"]), _pct(m["val_accuracy"]),
             _pct(m["val_balanced_accuracy"]), _pct(m["remaining_accuracy"]),
+            "-" if m.get("remaining_spearman") is None else f"{m['remaining_spearman']:.2f}",
             f"{fit['seconds']:.2f}" + ("" if fit["converged"] else " (!)"),
         )
     return table
@@ -57,7 +60,7 @@ def fit_boundaries(
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Boundaries file to write (JSON).")],
     attrs: Annotated[Optional[str], typer.Option("--attrs", "-a", help="Comma-separated attribute columns (default: all).")] = None,
     exclude: Annotated[Optional[str], typer.Option("--exclude", help="Columns that are not attributes (e.g. identity).")] = None,
-    space: Annotated[str, typer.Option("--space", help="w (mean over layers) | wplus (flattened) | layer (one SVM per layer).")] = "w",
+    space: Annotated[str, typer.Option("--space", help="w (mean over --layers; default: best recovery in the planted study, scales to 500k) | wplus (flattened) | layer (one SVM per layer).")] = "w",
     layers: Annotated[Optional[str], typer.Option("--layers", help="W+ layers the boundary reads, e.g. 0-7 (default: all).")] = None,
     id_col: Annotated[Optional[str], typer.Option("--id-column", help="Column holding image ids (default: image_id/path/file...).")] = None,
     skip_unknown: Annotated[bool, typer.Option("--skip-unknown", help="Ignore label rows that match no latent.")] = False,
