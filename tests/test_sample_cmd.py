@@ -53,3 +53,14 @@ def test_sample_writes_images_and_matching_latents_then_resumes(tmp_path, fixtur
     changed = [a if a != "0.7" else "0.5" for a in args]
     res = runner.invoke(app, changed)
     assert res.exit_code == 2 and "--overwrite" in res.output
+
+
+def test_run_file_names_the_generator_so_augment_needs_no_generator_flag(tmp_path, fixture_generator_path):
+    from facebatch.edit.augment import resolve_generator
+    from facebatch.edit.latents_io import read_index
+
+    result = CliRunner().invoke(app, ["sample", "-g", str(fixture_generator_path), "-n", "2", "--out", str(tmp_path / "s"), "-q"])
+    assert result.exit_code == 0, result.output
+    path, sha = resolve_generator(None, read_index(tmp_path / "s", "w"))
+    assert path == fixture_generator_path.resolve()
+    assert sha == read_latent_table(tmp_path / "s" / "latents").metadata["generator_sha256"]

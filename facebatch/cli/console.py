@@ -7,8 +7,17 @@ import sys
 
 from rich.console import Console
 
-out = Console()
-err = Console(stderr=True)
+
+def _width(stream) -> int | None:
+    """Terminals report their own width; for logs and pipes rich would assume 80 columns and
+    squeeze summary tables to unreadable stubs, so use $COLUMNS or 120 there."""
+    if stream.isatty():
+        return None
+    return int(os.environ.get("COLUMNS", "0") or 0) or 120
+
+
+out = Console(width=_width(sys.stdout))
+err = Console(stderr=True, width=_width(sys.stderr))
 
 
 def debug_enabled() -> bool:

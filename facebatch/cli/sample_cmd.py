@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from facebatch import __version__
 from facebatch.cli.console import err, out
 from facebatch.errors import InputError
-from facebatch.pipeline.table import atomic_write_table, latent_array, latent_field, run_metadata, with_run_metadata
+from facebatch.pipeline.table import atomic_write_json, atomic_write_table, latent_array, latent_field, run_metadata, with_run_metadata
 
 
 def parse_seeds(seeds: Optional[str], n: int, seed: int) -> list[int]:
@@ -117,6 +117,9 @@ def sample(
                 schema=schema,
             )
             atomic_write_table(latents_dir / f"part-{idx:05d}.parquet", table)
+    # Same place and key as `project`'s run file, so `augment` finds the generator without --generator.
+    atomic_write_json(out_dir / "_run.json", dict(stage="sample", config=config, seeds=len(seed_list),
+                                                 runtime=dict(generator_path=str(Path(nets.path).resolve()))))
     if not quiet:
         out.print(f"{len(seed_list)} samples ({total} new) from {nets.name} -> {out_dir} "
                   f"[{'images + ' if images else ''}latents]")

@@ -1,0 +1,33 @@
+"""The quickstart notebook runs end to end: every code cell, in order, as a user's kernel would."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import REFERENCE, DATA, require
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
+
+
+@pytest.mark.slow
+def test_quickstart_notebook_runs_end_to_end(tmp_path, monkeypatch):
+    require(REFERENCE / "nvlabs_sg2ada_64_weights.pt")
+    require(DATA / "faces_aligned")
+    monkeypatch.chdir(NOTEBOOK.parent)
+    monkeypatch.setenv("FACEBATCH_WORK", str(tmp_path))
+    monkeypatch.setenv("FACEBATCH_STEPS", "5")
+    cells = [c for c in json.loads(NOTEBOOK.read_text())["cells"] if c["cell_type"] == "code"]
+    namespace: dict = {}
+    for index, cell in enumerate(cells):
+        source = "".join(cell["source"])
+        # The last line of a cell is its displayed value in Jupyter; exec() ignores it, which is fine.
+        exec(compile(source, f"{NOTEBOOK.name}[code cell {index}]", "exec"), namespace)
+
+    assert (tmp_path / "report" / "report.html").stat().st_size > 10_000
+    assert namespace["metrics"], "metrics.json is empty"
+    assert len(namespace["real"]) == len(list((DATA / "faces_aligned").glob("*.jpg")))
+    assert set(namespace["manifest"]["status"]) == {"ok"}
+    assert len(namespace["manifest"]) == 4 * 2
+    assert "bright" in json.dumps(namespace["boundaries"])
