@@ -6,7 +6,7 @@ does not depend on what the weights learned. Timing covers the optimisation step
 end of the first step to the end of the last, via the projector's callback), not set-up or scoring.
 
     python bench/projection.py                       # 64 and 256 px, batch 1/4/8/16, 5 steps each
-    python bench/projection.py --steps 3 --resolutions 64 --batches 1,4   # a quick look
+    python bench/projection.py --quick               # end-to-end check: 64 px, batch 1/4, 1 step (figures meaningless)
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import argparse
 import json
 import multiprocessing as mp
 import resource
+import shlex
+import sys
 import time
 
 CONFIG_F = dict(channel_base=16384, channel_max=512, num_fp16_res=0, conv_clamp=256)
@@ -76,6 +78,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from facebatch.errors import ModelNotAvailable
     from facebatch.nets.perceptual import build_perceptual
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,11 +92,19 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--json", help="also write the rows to this file")
+    p.add_argument("--quick", action="store_true",
+                   help="check the script end to end: 64 px, batches 1 and 4, 1 timed step, nvlabs 1 step")
     a = p.parse_args()
+    if a.quick:
+        a.resolutions, a.batches, a.steps, a.nvlabs_steps = "64", "1,4", 1, 1
 
     console = Console()
-    device_name = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else f"CPU, {a.threads} threads"
-    console.print(f"device: {device_name}; torch {torch.__version__}; preset {a.preset}, perceptual {a.perceptual}")
+    device_name = (torch.cuda.get_device_name(0) if a.device.startswith("cuda")
+                   else f"CPU, {a.threads} threads (no CUDA device found)" if not torch.cuda.is_available()
+                   else f"CPU, {a.threads} threads")
+    console.print(f"command: {shlex.join([sys.executable, *sys.argv])}", highlight=False, soft_wrap=True)
+    console.print(f"device: {device_name}; torch {torch.__version__}; preset {a.preset}, perceptual {a.perceptual}; "
+                  f"{a.steps} timed step(s) per case", highlight=False)
     rows = []
     for res in [int(r) for r in a.resolutions.split(",")]:
         for batch in [int(b) for b in a.batches.split(",")]:
@@ -111,6 +122,11 @@ def main() -> None:
         table.add_row(str(r["resolution"]), str(r["batch"]), f"{r['sec_per_step']:.3f}", f"{r['image_steps_per_s']:.2f}",
                       f"{r['image_steps_per_s'] / smallest[r['resolution']]:.2f}", f"{r['peak_mb']:.0f}")
     console.print(table)
+    for res in sorted({r["resolution"] for r in rows}):
+        by_batch = {r["batch"]: r["image_steps_per_s"] for r in rows if r["resolution"] == res}
+        if 1 in by_batch and 16 in by_batch:
+            console.print(f"{res}px: batch 16 gives {by_batch[16] / by_batch[1]:.1f}x the image throughput of batch 1 "
+                          "(target on a GPU: >= 8x)", highlight=False)
 
     if a.nvlabs_steps:
         # lpips-vgg (the official distance) needs torchvision's VGG16 file; without it time the same
@@ -118,15 +134,20 @@ def main() -> None:
         try:
             build_perceptual("lpips-vgg")
             perc = "lpips-vgg"
-        except Exception:
+        except ModelNotAvailable:
             perc = "stlpips-vgg"
+            console.print("lpips-vgg trunk not in torch hub's cache: timing nvlabs with stlpips-vgg (also VGG16)")
+        largest = max(int(b) for b in a.batches.split(","))
         for res in [int(r) for r in a.resolutions.split(",")]:
-            r = run_case(dict(resolution=res, batch=1, steps=a.nvlabs_steps + 1, preset="nvlabs", perceptual=perc,
-                              device=a.device, threads=a.threads))
-            r["seconds_per_image_1000_steps"] = r["sec_per_step"] * 1000
-            rows.append(r)
-            console.print(f"nvlabs preset ({perc}), {res}px, batch 1: {r['sec_per_step']:.3f} s/step -> "
-                          f"{r['seconds_per_image_1000_steps'] / 60:.1f} min per image for 1000 steps")
+            for batch in sorted({1, largest}):
+                r = run_case(dict(resolution=res, batch=batch, steps=a.nvlabs_steps + 1, preset="nvlabs",
+                                  perceptual=perc, device=a.device, threads=a.threads))
+                # 1000 steps (the preset's length), divided over the images optimised together
+                r["seconds_per_image_1000_steps"] = r["sec_per_step"] * 1000 / batch
+                rows.append(r)
+                console.print(f"nvlabs preset ({perc}), {res}px, batch {batch}: {r['sec_per_step']:.3f} s/step -> "
+                              f"{r['seconds_per_image_1000_steps']:.1f} s per image for 1000 steps "
+                              f"(peak {r['peak_mb']:.0f} MB)", highlight=False)
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(dict(device=device_name, torch=torch.__version__, rows=rows), fh, indent=2)

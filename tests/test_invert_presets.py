@@ -107,3 +107,12 @@ def test_unknown_preset_and_bad_yaml_are_user_errors(tmp_path):
         load_preset(str(bad))
     with pytest.raises(InputError, match="--set wants key=value"):
         parse_overrides(["steps"])
+
+
+def test_default_keeps_everything_in_the_latent():
+    # Chosen on bench/projection_presets.py (see configs/presets/default.yaml): the Image2StyleGAN
+    # W+ recipe beat the ramped-lr and w-noise variants at equal steps, and no noise maps take detail away.
+    cfg = load_preset("default")
+    assert (cfg.latent_space, cfg.noise_optimization, cfg.w_noise_factor) == ("w+", "none", 0.0)
+    assert (cfg.lr, cfg.lr_rampup, cfg.lr_rampdown, cfg.perceptual) == (0.01, 0.0, 0.0, "stlpips-vgg")
+    assert cfg.mse_weight > 0 and cfg.perceptual_weight > 0

@@ -12,7 +12,7 @@ import torch
 from conftest import REFERENCE, require
 from facebatch.errors import InputError
 from facebatch.invert.presets import load_preset
-from facebatch.invert.projector import Projector
+from facebatch.invert.projector import Projector, w_stats
 from facebatch.invert.schedules import lr_at
 from facebatch.invert.scores import SCORE_KEYS
 from facebatch.nets.sampling import z_from_seeds
@@ -122,6 +122,37 @@ def test_masked_loss_ignores_the_masked_out_region(nvlabs_G, wplus_targets):
     assert torch.equal(a.ws, b.ws)  # what lies under the mask's zeros never reaches the loss
     c = project(nvlabs_G, scribbled, [1, 2], "image2stylegan", **kw)
     assert not torch.allclose(a.ws, c.ws, atol=1e-4)  # without the mask the same change does matter
+
+
+@torch.no_grad()
+def test_start_point_is_w_avg_of_10000_official_samples(nvlabs_G, wplus_targets):
+    """ANCHORS 1.1: z = RandomState(123).randn(10000, z_dim); w_avg = mean w; w_std = sqrt(sum((w - w_avg)^2) / 10000)."""
+    G = nvlabs_G
+    cfg = load_preset("nvlabs", {"steps": 0, "perceptual": "none", "mse_weight": 1.0})
+    assert (cfg.w_avg_samples, cfg.w_avg_seed) == (10000, 123)
+    z = torch.from_numpy(np.random.RandomState(123).randn(10000, G.z_dim)).float()
+    w = G.mapping(z, None)[:, :1, :]
+    w_avg = w.mean(dim=0, keepdim=True)
+    w_std = float(((w - w_avg).square().sum() / 10000).sqrt())
+    ours_avg, ours_std = w_stats(G, 10000, 123)
+    assert torch.allclose(ours_avg, w_avg, atol=1e-5) and ours_std == pytest.approx(w_std, rel=1e-5)
+    # G's running w_avg buffer is another number: the projector must not start there.
+    assert (G.mapping.w_avg - w_avg.flatten()).abs().max() > 1e-3
+    res = Projector(G, None, cfg).project(wplus_targets[0][:2], [1, 2])  # zero steps: the start itself
+    assert torch.allclose(res.ws, w_avg.expand(2, G.num_ws, -1), atol=1e-5) and res.steps == 0
+
+
+def test_image2stylegan_plus_plus_optimises_noise_after_w_plus_with_w_plus_fixed(nvlabs_G, wplus_targets):
+    targets = wplus_targets[0][:2]
+    kw = dict(steps=4, perceptual="none", perceptual_weight=0.0, mse_weight=1.0)
+    w_plus_only = project(nvlabs_G, targets, [1, 2], "image2stylegan", **kw)
+    both = project(nvlabs_G, targets, [1, 2], "image2stylegan++", noise_steps=3, noise_lr=0.1, **kw)
+    # Sequential, not joint: the W+ phase is exactly the Image2StyleGAN run, and the noise phase leaves W+ alone.
+    assert torch.equal(both.ws, w_plus_only.ws) and w_plus_only.noise is None
+    assert both.losses.shape == (7, 2) and np.array_equal(both.losses[:4], w_plus_only.losses)
+    const = [layer.noise_const for block in nvlabs_G.synthesis.blocks() for layer in block.noise_layers()]
+    assert any((n - c).abs().max() > 1e-3 for n, c in zip(both.noise, const))  # the maps did move
+    assert (both.losses[-1] < both.losses[3]).all()  # and lowered the loss the W+ phase left
 
 
 def test_bad_batches_are_user_errors(nvlabs_G, wplus_targets):

@@ -71,13 +71,15 @@ def torch_home(tmp_path, monkeypatch):
     perceptual._cached.cache_clear()
 
 
-def test_lpips_without_the_trunk_file_names_it(torch_home):
+@pytest.mark.parametrize("backend,file", [("lpips-vgg", "vgg16-397923af.pth"), ("lpips-alex", "alexnet-owt-7be5be79.pth")])
+def test_lpips_without_the_trunk_file_names_it(torch_home, backend, file):
     tmp_path = torch_home
     with pytest.raises(ModelNotAvailable) as exc:
-        build_perceptual("lpips-vgg")
+        build_perceptual(backend)
     msg = str(exc.value)
-    assert "vgg16-397923af.pth" in msg and str(tmp_path / "hub" / "checkpoints") in msg and "\n" not in msg
-    assert not (tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth").exists()  # nothing was downloaded
+    assert file in msg and str(tmp_path / "hub" / "checkpoints") in msg and "\n" not in msg
+    assert f"https://download.pytorch.org/models/{file}" in msg  # where to get it
+    assert not (tmp_path / "hub" / "checkpoints" / file).exists()  # nothing was downloaded
 
 
 @torch.no_grad()
