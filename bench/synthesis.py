@@ -6,6 +6,7 @@ modulation on the same machine, for comparison.
 
     python bench/synthesis.py                      # 64 and 256 px, batch 1/4/8, CPU (+ CUDA if present)
     python bench/synthesis.py --res 256 --batches 1 8 --baseline grouped
+    FACEBATCH_GLIBC_MALLOC=default python bench/synthesis.py   # glibc's default allocator settings
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import facebatch.nets.stylegan2 as sg2
+from facebatch.nets.cpu_memory import keep_freed_memory
 from facebatch.nets.ops import conv2d_resample
 from facebatch.nets.stylegan2 import Generator
 
@@ -72,7 +74,9 @@ def main() -> None:
     ap.add_argument("--baseline", choices=["none", "grouped"], default="none")
     ap.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, CUDA {torch.cuda.is_available()}")
+    kept = keep_freed_memory()  # what every facebatch command does on CPU (facebatch/nets/cpu_memory.py)
+    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, CUDA {torch.cuda.is_available()}, "
+          f"freed memory kept in process: {kept} (FACEBATCH_GLIBC_MALLOC=default to compare)")
     impls = [("ours", sg2.modulated_conv2d)] + ([("grouped", grouped_modulated_conv2d)] if args.baseline == "grouped" else [])
     ours_fn = sg2.modulated_conv2d
     print(f"{'device':>6} {'impl':>8} {'res':>4} {'batch':>5} {'s/step':>8} {'s/img':>8} {'img/s':>8}")

@@ -106,16 +106,9 @@ def test_align_writes_pngs_and_a_row_per_image_and_resumes(tmp_path, data_dir):
     assert dry.exit_code == 0 and "3 shards done" in dry.output and "FFHQ recipe, 64 px" in dry.output
 
 
-def test_faces_all_says_what_it_needs_when_the_runner_cannot_store_several_rows(tmp_path, data_dir):
-    """--faces all works in the API (tests above); through the shard runner it needs StageSpec.rows_per_item."""
-    from facebatch.align.stage import runner_takes_many_rows
-
-    if runner_takes_many_rows():
-        pytest.skip("this shard runner stores several rows per image: --faces all runs (covered elsewhere)")
-    res = align(photos(data_dir, tmp_path / "in"), tmp_path / "out", "--faces", "all", "--workers", "0")
-    assert res.exit_code == 2 and "--faces largest" in res.output and res.output.count("\n") == 1
-    res = align(tmp_path / "in", tmp_path / "out", "--faces", "every", "--workers", "0")
-    assert res.exit_code == 2 and "--faces must be one of largest, all" in res.output
+def test_unknown_faces_mode_is_one_line_and_exit_2(tmp_path, data_dir):
+    res = align(photos(data_dir, tmp_path / "in"), tmp_path / "out", "--faces", "every", "--workers", "0")
+    assert res.exit_code == 2 and "--faces must be one of largest, all" in res.output and res.output.count("\n") == 1
 
 
 @pytest.fixture
@@ -193,11 +186,6 @@ def two_faces(data_dir: Path, dest: Path) -> Path:
 
 def test_faces_all_writes_one_row_and_png_per_face(tmp_path, data_dir):
     pytest.importorskip("dlib", reason="the dlib backend needs dlib-bin (the align extra)")
-    from facebatch.align.stage import runner_takes_many_rows
-
-    if not runner_takes_many_rows():
-        pytest.skip("this build's shard runner stores one row per image (no StageSpec.rows_per_item): "
-                    "--faces all is refused, see the test above")
     inp, out = two_faces(data_dir, tmp_path / "in"), tmp_path / "out"
     res = align(inp, out, "--size", 64, "--faces", "all", "--workers", 0, "--shard-size", 1)
     assert res.exit_code == 0, res.output

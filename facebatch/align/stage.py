@@ -9,7 +9,6 @@ faces of --faces all, by decreasing size: the full image_id keeps a.jpg and a.pn
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import time
@@ -49,29 +48,19 @@ def aligned_name(image_id: str, face_index: int) -> str:
     return f"{ALIGNED_DIR}/{image_id}.png" if face_index == 0 else f"{ALIGNED_DIR}/{image_id}.face{face_index}.png"
 
 
-def runner_takes_many_rows() -> bool:
-    """Whether this build's shard runner accepts several rows per input (needed by --faces all)."""
-    return "rows_per_item" in {f.name for f in dataclasses.fields(StageSpec)}
-
-
 def build_align_spec(*, items: list[dict], out_dir: Path, size: int, backend: str, faces: str,
                      min_score: float | None, shard_size: int) -> StageSpec:
     if faces not in FACE_MODES:
         raise InputError(f"--faces must be one of {', '.join(FACE_MODES)}, not {faces!r}")
     if size < 1:
         raise InputError(f"--size must be a positive number of pixels, not {size}")
-    extra = {}
-    if faces == "all":
-        if not runner_takes_many_rows():
-            raise InputError("--faces all needs a shard runner that stores several rows per image "
-                             "(StageSpec.rows_per_item); this build has none: use --faces largest")
-        extra["rows_per_item"] = "many"
+    rows_per_item = "many" if faces == "all" else "one"
     threshold = get_backend(check_name(backend)).default_min_score if min_score is None else float(min_score)
     config = {"size": int(size), "backend": backend, "faces": faces, "min_score": threshold,
               "recipe": {"name": "ffhq", "transform_oversample": TRANSFORM_OVERSAMPLE, "pad": True}}
     return StageSpec(name=STAGE, out_dir=Path(out_dir), table=TABLE, items=items, shard_size=shard_size,
                      config=config, setup=setup_align, process=process_align, schema=align_schema(),
-                     score_columns=("score", "seconds"), side_dirs=(ALIGNED_DIR,), **extra)
+                     score_columns=("score", "seconds"), side_dirs=(ALIGNED_DIR,), rows_per_item=rows_per_item)
 
 
 @dataclass
