@@ -1,6 +1,6 @@
 PY ?= python3
 
-.PHONY: install test test-slow demo bench
+.PHONY: install test test-slow demo
 
 install:
 	$(PY) -m pip install -q -e '.[test,align]'
@@ -11,5 +11,12 @@ test: install
 test-slow: install
 	$(PY) -m pytest -q -m slow
 
+# The main job on the sample photos, with the random 64-px fixture generator (no pretrained
+# weights can be downloaded on our build machines): project, then score the run.
+FIXTURE_G ?= ../shared/fixtures/reference/nvlabs_sg2ada_64_weights.pt
+DEMO_IN ?= ../shared/data/faces_aligned
+DEMO_OUT ?= demo-out
+
 demo: install
-	facebatch info
+	facebatch project $(DEMO_IN) --generator $(FIXTURE_G) --out $(DEMO_OUT) --preset fast --steps 30
+	facebatch score $(DEMO_OUT) --report $(DEMO_OUT)/report
