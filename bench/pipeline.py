@@ -6,7 +6,8 @@ Synthetic 96x80 PNGs (smooth noise, so decode + centre crop + resize all run) ar
 - img/s wall: images / wall;
 - img/s steady: images / (last shard end - first shard start), from the shard markers (no start-up);
 - peak worker RSS: max over shard markers of the worker's ru_maxrss. If it does not grow from the small to
-  the large dataset, workers stream shards instead of accumulating them.
+  the large dataset, workers stream shards instead of accumulating them. Also shown after 25/50/75/100 % of
+  the shards have finished: flat after the first shards = streaming.
 
     python bench/pipeline.py                                  # 64 and 1024 images, 1 and 2 workers, 1 step
     python bench/pipeline.py --quick                          # smoke run: 16 and 64 images, no perceptual net
@@ -60,11 +61,16 @@ def run_case(images: Path, out: Path, workers: int, args) -> dict:
     wall = time.perf_counter() - start
     markers = OutLayout(out, "latents").read_markers().values()
     first = min(m["finished_at"] - m["seconds"] for m in markers)
+    # ru_maxrss only rises, so its value as shards finish shows whether a worker's memory follows the
+    # number of shards done (accumulating) or levels off after the first shards (streaming).
+    by_finish = [m["peak_rss_mb"] for m in sorted(markers, key=lambda m: m["finished_at"])]
+    rss_trend = [max(by_finish[: max(1, round(len(by_finish) * q))]) for q in (0.25, 0.5, 0.75, 1.0)]
     last = max(m["finished_at"] for m in markers)
     return {
         "images": len(items), "workers": workers, "ok": summary.images_ok, "wall_s": round(wall, 1),
         "img_per_s_wall": round(len(items) / wall, 3), "img_per_s_steady": round(len(items) / (last - first), 3),
-        "peak_worker_rss_mb": max(m["peak_rss_mb"] for m in markers), "steps": args.steps,
+        "peak_worker_rss_mb": max(m["peak_rss_mb"] for m in markers), "rss_mb_at_25_50_75_100pct_shards": rss_trend,
+        "steps": args.steps,
         "batch_size": args.batch_size, "shard_size": args.shard_size, "perceptual": args.perceptual,
     }
 
@@ -103,7 +109,8 @@ def main() -> None:
                 print(json.dumps(row) if args.json else
                       f"{row['images']:>6} images  {w} worker(s)  wall {row['wall_s']:>7.1f} s  "
                       f"{row['img_per_s_wall']:>7.3f} img/s wall  {row['img_per_s_steady']:>7.3f} img/s steady  "
-                      f"peak worker RSS {row['peak_worker_rss_mb']:>7.1f} MB", flush=True)
+                      f"peak worker RSS {row['peak_worker_rss_mb']:>7.1f} MB  (after 25/50/75/100 % of shards: "
+                      f"{' / '.join(f'{v:.0f}' for v in row['rss_mb_at_25_50_75_100pct_shards'])} MB)", flush=True)
     sizes = sorted({r["images"] for r in rows})
     if len(sizes) > 1:  # streaming check: a worker's peak should not follow the dataset size
         for w in sorted({r["workers"] for r in rows}):
