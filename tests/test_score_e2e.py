@@ -33,10 +33,6 @@ def invoke(*args):
 
 @pytest.fixture(scope="module")
 def protocol(tmp_path_factory, fixture_generator_path):
-    commands = {c.name for c in app.registered_commands}
-    missing = {"sample", "project", "score"} - commands
-    if missing:
-        pytest.skip(f"`facebatch {', '.join(sorted(missing))}` is not registered yet")
     photos = sorted(require(DATA / "faces_aligned").glob("*.jpg"))[:N_EACH]
     root = tmp_path_factory.mktemp("fake_protocol")
     invoke("sample", "-g", fixture_generator_path, "--out", root / "samples", "-n", N_EACH, "--seed", 0, "--device", "cpu")
