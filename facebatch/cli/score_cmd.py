@@ -48,7 +48,9 @@ def _key_table(m: dict) -> Table:
               else ["q0.05", "median", "q0.95"])
     for i, head in enumerate(heads):
         table.add_column(head, justify="left" if i == 0 else "right", no_wrap=True)
-    key = f"fpr<={m['config']['target_fpr']:g}"
+    from facebatch.score.thresholds import fpr_key
+
+    key = fpr_key(m["config"]["target_fpr"])
     for name, s in m["scores"].items():
         arrow = "↑" if s["higher_is"] == "positive" else "↓"
         if labelled and "auroc" in s:

@@ -143,7 +143,7 @@ def _labels_summary(labels: JoinedLabels, y_ok: np.ndarray) -> dict:
             "negatives": int((y_ok[known] == 0).sum())}
 
 
-def _check_primary_labels(name: str, values: np.ndarray, y: np.ndarray, positive_class: str) -> None:
+def _check_primary_labels(values: np.ndarray, y: np.ndarray, positive_class: str) -> None:
     mask = np.isfinite(values) & ~np.isnan(y)
     classes = np.unique(y[mask])
     if len(classes) < 2:
@@ -173,30 +173,28 @@ def _top_k(run: RunTable, ok: pd.DataFrame, spec: ScoreSpec, y: np.ndarray | Non
 
 
 def _threshold(opts: ScoreOptions, fixed: Threshold | None, spec: ScoreSpec, task: str, run: RunTable, y,
-               values) -> tuple[Threshold | None, dict | None]:
-    """The threshold to apply (if any) and the labelled operating point to show."""
-    mask = np.isfinite(values) & (~np.isnan(y) if y is not None else True)
+               values, points: dict | None) -> tuple[Threshold | None, dict | None]:
+    """The threshold to apply (if any) and the labelled operating point to show.
+
+    `points` are the primary score's operating points from _evaluate_score (None without labels).
+    """
+    rule = "best-f1" if opts.threshold_rule == "best-f1" else fpr_key(opts.target_fpr)
     if fixed is not None:
         threshold = fixed
     elif opts.threshold is not None:
         threshold = Threshold(spec.name, float(opts.threshold), spec.higher_is, task, "given")
     elif opts.fit_threshold:
-        yy, oriented = y[mask].astype(int), spec.orient(values[mask])
-        point = best_f1(yy, oriented) if opts.threshold_rule == "best-f1" else at_fpr(yy, oriented, opts.target_fpr)
-        rule = "best-f1" if opts.threshold_rule == "best-f1" else fpr_key(opts.target_fpr)
-        threshold = Threshold(spec.name, spec.unorient(point.threshold), spec.higher_is, task, rule, str(run.root))
+        threshold = Threshold(spec.name, points[rule]["threshold"], spec.higher_is, task, rule, str(run.root))
     else:
         threshold = None
     if y is None:
         return threshold, None
-    yy, oriented = y[mask].astype(int), spec.orient(values[mask])
-    if threshold is not None:
-        point, name = at_threshold(yy, oriented, spec.orient(threshold.value)), f"at the applied threshold ({threshold.rule})"
-    elif opts.threshold_rule == "fpr":
-        point, name = at_fpr(yy, oriented, opts.target_fpr), f"highest TPR with FPR <= {opts.target_fpr:g}"
-    else:
-        point, name = best_f1(yy, oriented), "best F1"
-    return threshold, {"name": name, **point.to_dict(spec)}
+    if threshold is None:
+        name = "best F1" if rule == "best-f1" else f"highest TPR with FPR <= {opts.target_fpr:g}"
+        return threshold, {"name": name, **points[rule]}
+    mask = np.isfinite(values) & ~np.isnan(y)
+    point = at_threshold(y[mask].astype(int), spec.orient(values[mask]), spec.orient(threshold.value))
+    return threshold, {"name": f"at the applied threshold ({threshold.rule})", **point.to_dict(spec)}
 
 
 def evaluate(opts: ScoreOptions) -> ScoreResult:
@@ -216,10 +214,11 @@ def evaluate(opts: ScoreOptions) -> ScoreResult:
     primary = next(iter(specs.values()))
     primary_values = ok[primary.name].to_numpy(dtype=np.float64)
     if y is not None:
-        _check_primary_labels(primary.name, primary_values, y, POSITIVE_CLASS[task])
+        _check_primary_labels(primary_values, y, POSITIVE_CLASS[task])
 
     scores = {name: _evaluate_score(spec, ok[name].to_numpy(dtype=np.float64), y, opts) for name, spec in specs.items()}
-    threshold, point = _threshold(opts, fixed, primary, task, run, y, primary_values)
+    points = scores[primary.name].get("operating_points")  # both classes: checked above
+    threshold, point = _threshold(opts, fixed, primary, task, run, y, primary_values, points)
     flags = write_flags(run, threshold, opts.flags_out, opts.overwrite) if threshold is not None else None
     top, sheet_rows = _top_k(run, ok, primary, y, opts.top_k)
 
@@ -264,21 +263,18 @@ def evaluate(opts: ScoreOptions) -> ScoreResult:
 def _figures(ok, specs, y, threshold, point, primary, sheet_rows) -> dict[str, bytes]:
     figures: dict[str, bytes] = {}
     class_names = (f"not {primary.positive_class}", primary.positive_class)
-    panels = []
+    panels, curves = [], {}
     for name, spec in specs.items():
         values = ok[name].to_numpy(dtype=np.float64)
         keep = np.isfinite(values) & (~np.isnan(y) if y is not None else True)
         cut = threshold.value if threshold is not None and name == threshold.score else (
             point["threshold"] if point is not None and name == primary.name else None)
-        panels.append(plots.Panel(spec, values[keep], y[keep].astype(int) if y is not None else None, cut))
+        labels = y[keep].astype(int) if y is not None else None
+        panels.append(plots.Panel(spec, values[keep], labels, cut))
+        if labels is not None and len(np.unique(labels)) == 2:  # the primary always has both (checked)
+            curves[name] = (labels, spec.orient(values[keep]))
     figures["histograms"] = plots.histograms(panels, class_names)
     if y is not None:
-        curves = {}
-        for name, spec in specs.items():
-            values = ok[name].to_numpy(dtype=np.float64)
-            mask = np.isfinite(values) & ~np.isnan(y)
-            if name == primary.name or len(np.unique(y[mask])) == 2:
-                curves[name] = (y[mask].astype(int), spec.orient(values[mask]))
         figures["roc"] = plots.roc(curves, primary.name, (point["fpr"], point["tpr"]))
         figures["pr"] = plots.precision_recall(curves, primary.name, (point["tpr"], point["precision"]))
     if sheet_rows:

@@ -85,14 +85,6 @@ def best_f1(y: np.ndarray, oriented: np.ndarray) -> OperatingPoint:
     return at_threshold(y, oriented, float(thresholds[int(np.argmax(f1))]))
 
 
-def fit(y: np.ndarray, oriented: np.ndarray, rule: str, target_fpr: float) -> OperatingPoint:
-    if rule == "best-f1":
-        return best_f1(y, oriented)
-    if rule == "fpr":
-        return at_fpr(y, oriented, target_fpr)
-    raise InputError(f"threshold rule must be one of {', '.join(RULES)}, not {rule!r}")
-
-
 def fpr_key(target: float) -> str:
     return f"fpr<={target:g}"
 
