@@ -50,3 +50,17 @@ def test_cuda_without_a_gpu_and_conflicting_options_are_refused(machine, tmp_pat
     with pytest.raises(InputError, match="does not exist"):
         ClusterOptions(scheduler_file=tmp_path / "missing.json").validate()
     assert ClusterOptions(workers=0).in_process and describe(ClusterOptions(workers=0)) == "this process (no Dask)"
+
+
+def test_a_local_gpu_worker_sees_its_one_gpu_as_plain_cuda(monkeypatch):
+    """--device cuda:1 pins a local worker to GPU 1 with CUDA_VISIBLE_DEVICES, where it is cuda (ordinal 0):
+    the device must be resolved inside the worker, not by the client (which has no FACEBATCH_WORKER_GPU)."""
+    from facebatch.pipeline import shard_task
+
+    seen = []
+    monkeypatch.setattr(shard_task, "_STATE", {})
+    monkeypatch.setenv("FACEBATCH_WORKER_GPU", "1")
+    shard_task.worker_state(lambda cfg: seen.append(cfg["device"]), "k1", {"device": "cuda:1"})
+    monkeypatch.delenv("FACEBATCH_WORKER_GPU")
+    shard_task.worker_state(lambda cfg: seen.append(cfg["device"]), "k2", {"device": "cuda:1"})  # e.g. a remote worker
+    assert seen == ["cuda", "cuda:1"]

@@ -18,7 +18,7 @@ import pyarrow as pa
 from rich.console import Console
 
 from facebatch.errors import InputError
-from facebatch.pipeline.cluster import ClusterOptions, open_client, worker_device
+from facebatch.pipeline.cluster import ClusterOptions, open_client
 from facebatch.pipeline.layout import OutLayout, exclusive_lock
 from facebatch.pipeline.plan import Shard, config_diff, config_hash, digest, plan_hash, plan_shards, versions
 from facebatch.pipeline.progress import image_progress
@@ -166,7 +166,7 @@ def _run_record(spec: StageSpec, layout: OutLayout, prep: _Prepared, cluster: Cl
 def _tasks(spec: StageSpec, cluster: ClusterOptions, layout: OutLayout, prep: _Prepared, work: list[Shard],
            run_id: str) -> list[ShardTask]:
     # torch_threads reaches setup too: env vars cannot set it in this process (--workers 0) or on remote workers.
-    runtime = {"device": worker_device(cluster.device), "torch_threads": cluster.threads_per_worker, **spec.runtime}
+    runtime = {"device": cluster.device, "torch_threads": cluster.threads_per_worker, **spec.runtime}
     setup_config = {**spec.config, **runtime}
     meta = {"stage": spec.name, "config": spec.config, "config_hash": prep.config_hash, "versions": versions(), **spec.metadata}
     retry = {s.name for s in prep.retry}

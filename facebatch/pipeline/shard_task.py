@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from facebatch.pipeline.cluster import worker_device
 from facebatch.pipeline.layout import OutLayout
 from facebatch.pipeline.table import atomic_write_json, atomic_write_table, with_run_metadata
 
@@ -77,6 +78,8 @@ def worker_state(setup: Callable[[dict], Any], key: str, config: dict) -> Any:
         if _STATE.get("key") != key:
             _STATE.clear()
             gc.collect()
+            if "device" in config:  # resolved here, in the worker: only a local GPU worker has its one GPU as cuda
+                config = {**config, "device": worker_device(config["device"])}
             _STATE["state"] = setup(config)
             _STATE["key"] = key
             _STATE["loaded_at"] = time.time()
