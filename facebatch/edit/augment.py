@@ -20,10 +20,13 @@ from facebatch.edit.apply import edit_latents
 from facebatch.edit.boundaries_io import load_boundaries, pick
 from facebatch.edit.conditional import edit_step
 from facebatch.edit.latents_io import LatentIndex, read_rows
+from facebatch.pipeline.layout import RUN_FILE
+from facebatch.pipeline.noise_store import NOISE_DIR
 from facebatch.pipeline.table import latent_array_masked, latent_field
 
 TABLE = "manifest"
 IMAGES_DIR = "images"
+SHEETS_DIR = "contact_sheets"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
 
 
@@ -50,7 +53,7 @@ def output_path(source_id: str, attribute: str, strength: float) -> str:
 
 def noise_file(latents_file: Path) -> Path:
     """OUT/noise/part-NNNNN.npz beside OUT/latents/part-NNNNN.parquet (written by project --save-noise)."""
-    return latents_file.parent.parent / "noise" / f"{latents_file.stem}.npz"
+    return latents_file.parent.parent / NOISE_DIR / f"{latents_file.stem}.npz"
 
 
 def plan_items(index: LatentIndex, attributes: Sequence[str], strengths: Sequence[float], limit: int | None = None) -> list[dict]:
@@ -227,7 +230,7 @@ def resolve_generator(spec: str | None, index: LatentIndex) -> tuple[Path, str]:
     from facebatch.nets.checkpoints import resolve
 
     if spec is None:
-        run_file = index.files[0].parent.parent / "_run.json"
+        run_file = index.files[0].parent.parent / RUN_FILE
         candidates = []
         if run_file.is_file():
             candidates.append((json.loads(run_file.read_text()).get("runtime") or {}).get("generator_path"))
@@ -321,6 +324,6 @@ def build_spec(*, index: LatentIndex, boundaries_path: Path, attributes: Sequenc
         process=process,
         runtime={"generator_path": str(path), "batch_size": batch_size},
         schema=manifest_schema(*index.shape),
-        side_dirs=(IMAGES_DIR, "contact_sheets"),
+        side_dirs=(IMAGES_DIR, SHEETS_DIR),
         metadata={"generator_sha256": sha},
     )

@@ -87,11 +87,6 @@ def load_boundaries(path: Path) -> dict[str, Boundary]:
     return {name: boundary_from_dict(name, d) for name, d in doc.get("boundaries", {}).items()}
 
 
-def run_info(path: Path) -> dict:
-    """The "run" block of a boundaries file (how it was made), for provenance in later stages."""
-    return dict(json.loads(Path(path).read_text()).get("run", {}))
-
-
 def pick(boundaries: Mapping[str, Boundary], names: Iterable[str], what: str = "attribute") -> list[Boundary]:
     """Boundaries by name, with one clear error listing what the file has when a name is unknown."""
     out = []

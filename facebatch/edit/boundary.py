@@ -86,10 +86,7 @@ class Boundary:
         self.check_latents(ws)
         return np.einsum("nlc,lc->n", ws.astype(np.float64), self.gradient()) + self.offset
 
-    def layer_distances(self, ws: np.ndarray) -> np.ndarray:
-        """Per-row distances (N, L) of a ``layer`` boundary, whose mean is ``distance``."""
-        return self.layer_distances_of_rows(np.asarray(ws)[:, self.layers])
-
     def layer_distances_of_rows(self, rows: np.ndarray) -> np.ndarray:
-        """As ``layer_distances``, given only the selected rows (N, L, w_dim)."""
+        """Per-row distances (N, L) of a ``layer`` boundary, whose mean is ``distance``, given only the
+        boundary's layers of each latent (N, L, w_dim)."""
         return np.einsum("nlc,lc->nl", np.asarray(rows, dtype=np.float64), self.normal) + self.intercept

@@ -13,10 +13,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from PIL import Image, ImageDraw
 
-from facebatch.edit.augment import TABLE, safe_name, strength_label
+from facebatch.edit.augment import SHEETS_DIR, TABLE, safe_name, strength_label
 from facebatch.pipeline.table import atomic_write_bytes
 
-SHEETS_DIR = "contact_sheets"
 CELL_MAX = 128  # px per cell; larger renders are shown downsampled
 LINE = 14  # header text line height (PIL's default bitmap font)
 HEADER = 2 * LINE + 4  # the attribute name, then one strength label per column

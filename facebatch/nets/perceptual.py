@@ -48,7 +48,6 @@ class LpipsDistance(nn.Module):
         self.trunk = trunk
         for k, w in enumerate(lin_weights):
             self.register_buffer(f"lin{k}", w.detach().clone().float())
-        self.n_layers = len(lin_weights)
         self.register_buffer("shift", torch.as_tensor(shift).float().reshape(1, 3, 1, 1))
         self.register_buffer("scale", torch.as_tensor(scale).float().reshape(1, 3, 1, 1))
         self.requires_grad_(False)

@@ -19,7 +19,6 @@ from torch import nn
 _VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 # Layer index ranges of the five feature taps (relu1_2, relu2_2, relu3_3, relu4_3, relu5_3).
 _SLICES = [(0, 4), (4, 10), (10, 18), (18, 26), (26, 34)]
-CHANNELS = (64, 128, 256, 512, 512)
 
 
 class BlurDownsample(nn.Module):

@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+NOISE_DIR = "noise"  # OUT/noise/part-NNNNN.npz beside OUT/latents/part-NNNNN.parquet
 SEP = "/noise"
 
 

@@ -21,14 +21,14 @@ import pyarrow as pa
 
 from facebatch.invert.scores import SCORE_KEYS
 from facebatch.pipeline.images import UnreadableImage, load_image, save_image
-from facebatch.pipeline.noise_store import NoiseWriter
+from facebatch.pipeline.noise_store import NOISE_DIR, NoiseWriter
 from facebatch.pipeline.runner import ShardInfo, StageSpec
 from facebatch.pipeline.table import latent_array_masked, latent_field
 
 log = logging.getLogger("facebatch.project")
 
 STAGE, TABLE = "project", "latents"
-RECONSTRUCTIONS_DIR, NOISE_DIR = "reconstructions", "noise"
+RECONSTRUCTIONS_DIR = "reconstructions"
 
 
 def per_image_seed(seed: int, image_id: str) -> int:

@@ -183,7 +183,6 @@ def _tasks(spec: StageSpec, cluster: ClusterOptions, layout: OutLayout, prep: _P
             run_metadata=meta,
             schema=spec.schema,
             score_columns=tuple(spec.score_columns),
-            retry_errors=s.name in retry,
             rows_per_item=spec.rows_per_item,
             run_id=run_id,
         )

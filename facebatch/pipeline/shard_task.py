@@ -63,7 +63,6 @@ class ShardTask:
     run_metadata: dict
     schema: pa.Schema | None = None
     score_columns: Sequence[str] = ()
-    retry_errors: bool = False  # recompute only the rows of the existing part whose status is not ok
     rows_per_item: str = "one"  # "many": several rows may share an image_id (one per face)
     run_id: str = ""  # this client run: tells its markers from those an earlier run left
 
@@ -82,7 +81,6 @@ def worker_state(setup: Callable[[dict], Any], key: str, config: dict) -> Any:
                 config = {**config, "device": worker_device(config["device"])}
             _STATE["state"] = setup(config)
             _STATE["key"] = key
-            _STATE["loaded_at"] = time.time()
         return _STATE["state"]
 
 
@@ -91,7 +89,7 @@ def run_shard(task: ShardTask) -> dict:
     start = time.perf_counter()  # after the (cached) model load: shard seconds measure the shard alone
     layout = OutLayout(task.info.out_dir, task.info.table)
     part = layout.part(task.info.name)
-    if task.retry_errors:
+    if task.info.retry:  # recompute only the rows of the existing part whose status is not ok
         table, retried = _retry_rows(task, state, pq.read_table(part))
     else:
         table, retried = _stage_rows(task, state, task.items), 0
@@ -167,7 +165,7 @@ def shard_marker(task: ShardTask, table: pa.Table, seconds: float, retried: int)
         "ok": table.num_rows - len(errors),
         "error": len(errors),
         "error_samples": errors[:MAX_ERROR_SAMPLES],
-        "processed": retried if task.retry_errors else table.num_rows,
+        "processed": retried if task.info.retry else table.num_rows,
         "retried": retried,
         "seconds": round(seconds, 3),
         "scores": score_stats(table, task.score_columns),
