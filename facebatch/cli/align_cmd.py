@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from facebatch.cli.cluster_options import (DryRunOption, OverwriteOption, QuietOption, RetryErrorsOption,
-                                           SchedulerFileOption, SchedulerOption, cluster_options, report_run)
-from facebatch.cli.console import err, out
+                                           SchedulerFileOption, SchedulerOption, cluster_options, report_run, run_shards)
+from facebatch.cli.console import out
 
 
 def align(
@@ -41,7 +41,6 @@ def align(
     from facebatch.errors import InputError
     from facebatch.pipeline.cluster import describe, usable_cores
     from facebatch.pipeline.discover import discover_images
-    from facebatch.pipeline.runner import run_stage
 
     remote = bool(scheduler or scheduler_file)
     cluster = cluster_options(workers if workers is not None or remote else usable_cores(), scheduler, scheduler_file,
@@ -51,8 +50,7 @@ def align(
         raise InputError(f"no images (jpg, jpeg, png, webp, bmp, tif, tiff) under {input_dir}")
     spec = build_align_spec(items=items, out_dir=out_dir, size=size, backend=backend, faces=faces,
                             min_score=min_score, shard_size=shard_size)
-    summary = run_stage(spec, cluster, overwrite=overwrite, retry_errors=retry_errors, dry_run=dry_run,
-                        progress=not quiet, console=err)
+    summary = run_shards(spec, cluster, overwrite, retry_errors, dry_run, quiet)
     if dry_run:
         out.print(_plan_table(input_dir, spec, summary, describe(cluster), overwrite))
         return

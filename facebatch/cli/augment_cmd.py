@@ -10,9 +10,9 @@ import typer
 from facebatch.cli.boundaries_cmd import split_names
 from facebatch.cli.cluster_options import (
     DeviceOption, DryRunOption, OverwriteOption, QuietOption, RetryErrorsOption, SchedulerFileOption,
-    SchedulerOption, ThreadsPerWorkerOption, WorkersOption, cluster_options, report_run,
+    SchedulerOption, ThreadsPerWorkerOption, WorkersOption, cluster_options, report_run, run_shards,
 )
-from facebatch.cli.console import err, out
+from facebatch.cli.console import out
 from facebatch.errors import InputError
 DEFAULT_STRENGTHS = "-3,-1.5,1.5,3"
 # Lets `--strengths -3 -1.5 1.5 3` work: click reads only "-3" as the option's value and would take
@@ -74,7 +74,6 @@ def augment(
     from facebatch.edit.augment import build_spec
     from facebatch.edit.latents_io import read_index
     from facebatch.edit.sheet import write_contact_sheets
-    from facebatch.pipeline.runner import run_stage
 
     values = parse_strengths(strengths, list(ctx.args))
     attributes = split_names(attr)
@@ -87,8 +86,7 @@ def augment(
     spec = build_spec(index=index, boundaries_path=boundaries, attributes=attributes, strengths=values,
                       out_dir=out_dir, generator=generator, conditions=split_names(condition), layers=layers,
                       mode=mode, noise=noise, shard_size=shard_size, batch_size=batch_size, limit=limit, force=force)
-    summary = run_stage(spec, cluster, overwrite=overwrite, retry_errors=retry_errors, dry_run=dry_run,
-                        progress=not quiet, console=err)
+    summary = run_shards(spec, cluster, overwrite, retry_errors, dry_run, quiet)
     if dry_run:
         out.print(f"plan: {summary.images} edits ({len(attributes)} attribute(s) x {len(values)} strengths) in "
                   f"{summary.shards} shards; {summary.shards_skipped} done, {summary.images_todo} to render; "

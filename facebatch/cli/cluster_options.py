@@ -45,6 +45,18 @@ def cluster_options(workers: int | None = None, scheduler: str | None = None, sc
     return cluster
 
 
+def run_shards(spec, cluster, overwrite: bool, retry_errors: bool, dry_run: bool, quiet: bool):
+    """run_stage with the CLI's progress and, on Ctrl-C, the hint that the run resumes (every stage resumes alike)."""
+    from facebatch.pipeline.runner import run_stage
+
+    try:
+        return run_stage(spec, cluster, overwrite=overwrite, retry_errors=retry_errors, dry_run=dry_run,
+                         progress=not quiet, console=err)
+    except KeyboardInterrupt:
+        err.print("interrupted: finished shards are kept; rerun the same command to resume", highlight=False)
+        raise
+
+
 def report_run(summary, quiet: bool) -> None:
     """The summary table (unless --quiet), then each failed shard on stderr and exit 1 if any failed."""
     from facebatch.pipeline.summary import summary_table

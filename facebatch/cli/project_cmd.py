@@ -20,8 +20,9 @@ from facebatch.cli.cluster_options import (
     WorkersOption,
     cluster_options,
     report_run,
+    run_shards,
 )
-from facebatch.cli.console import err, out
+from facebatch.cli.console import out
 from facebatch.errors import InputError
 
 
@@ -61,7 +62,6 @@ def project(
     from facebatch.pipeline.cluster import describe
     from facebatch.pipeline.discover import discover_images
     from facebatch.pipeline.project_stage import build_project_spec
-    from facebatch.pipeline.runner import run_stage
 
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
@@ -82,12 +82,7 @@ def project(
     spec = build_project_spec(items=items, out_dir=out_dir, nets=nets, projection=cfg.to_dict(), seed=seed,
                               shard_size=shard_size, batch_size=batch_size, align=align_backend if align else None,
                               save_reconstructions=save_reconstructions, save_noise=save_noise)
-    try:
-        summary = run_stage(spec, cluster, overwrite=overwrite, retry_errors=retry_errors, dry_run=dry_run,
-                            progress=not quiet, console=err)
-    except KeyboardInterrupt:
-        err.print("interrupted: finished shards are kept; rerun the same command to resume", highlight=False)
-        raise
+    summary = run_shards(spec, cluster, overwrite, retry_errors, dry_run, quiet)
     if dry_run:
         out.print(_plan_table(input_dir, spec, nets, cfg, summary, describe(cluster), overwrite))
         return
