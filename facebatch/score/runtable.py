@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from facebatch.errors import InputError
-from facebatch.pipeline.table import SHAPE_KEY, parquet_files, read_latent_table, run_metadata
+from facebatch.pipeline.table import SHAPE_KEY, parquet_files, run_metadata
 
 ID_COLUMNS = ("image_id", "status", "error", "source_path", "perceptual_backend")
 PART_COLUMN = "_part"
@@ -90,11 +90,12 @@ def read_run(run: Path) -> RunTable:
     columns = [c for c in ID_COLUMNS if c in schema.names] + numeric
     frames = []
     for path in files:
-        have = set(pq.read_schema(path).names)
+        part = pq.ParquetFile(path)  # one footer read per part (thousands of parts in a large run)
+        have = set(part.schema_arrow.names)
         missing = [c for c in columns if c not in have]
         if missing:
             raise InputError(f"{path} lacks column(s) {', '.join(missing)} that {files[0].name} has: mixed runs?")
-        frame = read_latent_table(path, columns=columns).frame
+        frame = part.read(columns=columns).to_pandas()  # scalar columns only: nothing to reshape
         frame[PART_COLUMN] = path.relative_to(table_path).as_posix() if table_path.is_dir() else path.name
         frames.append(frame)
     frame = pd.concat(frames, ignore_index=True)
