@@ -19,16 +19,19 @@ from facebatch.errors import InputError
 MODES = ("relative", "absolute")
 
 
-def edit_latents(ws: np.ndarray, boundary: Boundary, strength: float, *, conditions: Sequence[Boundary] = (),
+def edit_latents(ws: np.ndarray, boundary: Boundary, strength: float | np.ndarray, *, conditions: Sequence[Boundary] = (),
                  layers: Sequence[int] | None = None, mode: str = "relative", step: np.ndarray | None = None) -> np.ndarray:
-    """Edited copy of ws (N, num_ws, w_dim), float32. Pass a precomputed ``step`` to skip recomputing it."""
+    """Edited copy of ws (N, num_ws, w_dim), float32. Pass a precomputed ``step`` to skip recomputing it.
+
+    ``strength`` is one number for every row or one per row (N,).
+    """
     if mode not in MODES:
         raise InputError(f"unknown edit mode {mode!r}: use relative or absolute")
     ws = np.asarray(ws)
     boundary.check_latents(ws)
     if step is None:
         step = edit_step(boundary, conditions, layers)
-    amount = np.full(len(ws), float(strength))
+    amount = np.broadcast_to(np.asarray(strength, dtype=np.float64), (len(ws),)).copy()
     if mode == "absolute":
         amount = amount - boundary.distance(ws)
     return (ws.astype(np.float64) + amount[:, None, None] * step[None]).astype(np.float32)

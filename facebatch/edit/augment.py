@@ -153,14 +153,10 @@ def process(state: dict, items: list[dict], info) -> pa.Table:
     for attr, ks in by_attr.items():
         b = state["boundaries"][attr]
         ws = src_ws[[where[(items[k]["part"], items[k]["row"])] for k in ks]]
-        strengths = np.array([items[k]["strength"] for k in ks])
-        # edit_latents takes one strength; group by it so every row goes through the same code path.
-        for s in np.unique(strengths):
-            sel = np.flatnonzero(strengths == s)
-            idx = [ks[j] for j in sel]
-            edited[idx] = edit_latents(ws[sel], b, float(s), mode=cfg["mode"], step=state["steps"][attr])
-            before[idx] = b.distance(ws[sel])
-            after[idx] = b.distance(edited[idx])
+        strengths = np.array([items[k]["strength"] for k in ks], dtype=np.float64)
+        edited[ks] = edit_latents(ws, b, strengths, mode=cfg["mode"], step=state["steps"][attr])
+        before[ks] = b.distance(ws)
+        after[ks] = b.distance(edited[ks])
 
     todo, noise_cache = [], {}
     for k, it in enumerate(items):
