@@ -38,16 +38,15 @@ def align(
     pandas.read_parquet(OUT/"faces") or facebatch's read_latent_table.
     """
     from facebatch.align.stage import build_align_spec
-    from facebatch.errors import InputError
     from facebatch.pipeline.cluster import describe, usable_cores
-    from facebatch.pipeline.discover import discover_images
+    from facebatch.pipeline.discover import discover_images, no_images
 
     remote = bool(scheduler or scheduler_file)
     cluster = cluster_options(workers if workers is not None or remote else usable_cores(), scheduler, scheduler_file,
                               threads_per_worker=None if remote else 1, device="cpu")
     items = discover_images(input_dir, exclude=[out_dir])
     if not items:
-        raise InputError(f"no images (jpg, jpeg, png, webp, bmp, tif, tiff) under {input_dir}")
+        raise no_images(input_dir)
     spec = build_align_spec(items=items, out_dir=out_dir, size=size, backend=backend, faces=faces,
                             min_score=min_score, shard_size=shard_size)
     summary = run_shards(spec, cluster, overwrite, retry_errors, dry_run, quiet)

@@ -60,7 +60,7 @@ def project(
     from facebatch.nets.checkpoints import load_networks
     from facebatch.nets.perceptual import build_perceptual
     from facebatch.pipeline.cluster import describe
-    from facebatch.pipeline.discover import discover_images
+    from facebatch.pipeline.discover import discover_images, no_images
     from facebatch.pipeline.project_stage import build_project_spec
 
     if batch_size < 1:
@@ -76,7 +76,7 @@ def project(
         _check_align_available(align_backend)
     items = discover_images(input_dir, exclude=[out_dir])
     if not items:
-        raise InputError(f"no images (jpg, jpeg, png, webp, bmp, tif, tiff) under {input_dir}")
+        raise no_images(input_dir)
     nets = load_networks(generator, device="cpu")  # here only for its sha256 and shapes; fails early on a bad file
     build_perceptual(cfg.perceptual, "cpu")  # a missing perceptual weight file fails here, not on every worker
     spec = build_project_spec(items=items, out_dir=out_dir, nets=nets, projection=cfg.to_dict(), seed=seed,

@@ -12,7 +12,13 @@ from typing import Iterable
 
 from facebatch.errors import InputError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+_SUFFIX_ORDER = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")  # as error messages list them
+IMAGE_SUFFIXES = frozenset(_SUFFIX_ORDER)
+
+
+def no_images(root: Path) -> InputError:
+    """The one error for a folder with nothing to process, naming the extensions that count."""
+    return InputError(f"no images ({', '.join(s[1:] for s in _SUFFIX_ORDER)}) under {root}")
 
 
 def is_image_name(name: str) -> bool:
