@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,12 @@ REFERENCE = SHARED / "fixtures" / "reference"
 
 
 def require(path: Path) -> Path:
+    """Skip locally when ../shared is absent; in CI (FACEBATCH_REQUIRE_SHARED=1) fail instead."""
     if not path.exists():
-        pytest.skip(f"{path} is absent (it lives in ../shared beside the repo, not in the repo)")
+        message = f"{path} is absent (it lives in ../shared beside the repo, not in the repo)"
+        if os.environ.get("FACEBATCH_REQUIRE_SHARED"):
+            pytest.fail(message)
+        pytest.skip(message)
     return path
 
 
