@@ -46,7 +46,7 @@ def run_case(images: Path, out: Path, workers: int, args) -> dict:
     from facebatch.nets.checkpoints import load_networks
     from facebatch.pipeline.cluster import ClusterOptions
     from facebatch.pipeline.discover import discover_images
-    from facebatch.pipeline.layout import OutLayout
+    from facebatch.pipeline.rundir import RunDir
     from facebatch.pipeline.project_stage import build_project_spec
     from facebatch.pipeline.runner import run_stage
 
@@ -59,7 +59,7 @@ def run_case(images: Path, out: Path, workers: int, args) -> dict:
     start = time.perf_counter()
     summary = run_stage(spec, cluster, progress=False)
     wall = time.perf_counter() - start
-    markers = OutLayout(out, "latents").read_markers().values()
+    markers = RunDir(out, "latents").read_markers().values()
     first = min(m["finished_at"] - m["seconds"] for m in markers)
     # ru_maxrss only rises, so its value as shards finish shows whether a worker's memory follows the
     # number of shards done (accumulating) or levels off after the first shards (streaming).

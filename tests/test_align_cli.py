@@ -60,7 +60,7 @@ def test_unknown_and_unavailable_backends_are_one_line_errors(tmp_path, monkeypa
 def test_align_writes_pngs_and_a_row_per_image_and_resumes(tmp_path, data_dir):
     pytest.importorskip("dlib", reason="the dlib backend needs dlib-bin (the align extra)")
     from facebatch.align import api
-    from facebatch.pipeline.table import read_latent_table
+    from facebatch.pipeline.latents import read_latent_table
 
     inp, out = photos(data_dir, tmp_path / "in"), tmp_path / "out"
     res = align(inp, out, "--size", 64, "--workers", 0, "--shard-size", 2)
@@ -125,7 +125,7 @@ def test_project_align_records_the_crop_quad_with_the_latent(tmp_path, data_dir,
                                                             _restore_torch_threads):
     pytest.importorskip("dlib", reason="the dlib backend needs dlib-bin (the align extra)")
     from facebatch.align import api
-    from facebatch.pipeline.table import read_latent_table
+    from facebatch.pipeline.latents import read_latent_table
 
     inp = tmp_path / "in"
     inp.mkdir()

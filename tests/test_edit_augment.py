@@ -15,7 +15,8 @@ from facebatch.edit.sheet import HEADER
 from facebatch.nets.cache import sha256_of
 from facebatch.pipeline.images import tensor_to_pil
 from facebatch.pipeline.noise_store import NoiseWriter
-from facebatch.pipeline.table import atomic_write_table, latent_array_masked, latent_field, read_latent_table, with_run_metadata
+from facebatch.pipeline.table import atomic_write_table, latent_array_masked, latent_field, with_run_metadata
+from facebatch.pipeline.latents import read_latent_table
 
 runner = CliRunner()
 

@@ -16,7 +16,8 @@ import pytest
 
 from facebatch.errors import InputError
 from facebatch.pipeline.runner import ClusterOptions, StageSpec, run_stage
-from facebatch.pipeline.table import latent_array_masked, latent_field, read_latent_table
+from facebatch.pipeline.table import latent_array_masked, latent_field
+from facebatch.pipeline.latents import read_latent_table
 
 SHAPE = (2, 3)
 SCHEMA = pa.schema([

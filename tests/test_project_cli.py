@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 from facebatch.cli.app import app
 from facebatch.pipeline.noise_store import read_noise
 from facebatch.pipeline.project_stage import per_image_seed
-from facebatch.pipeline.table import read_latent_table, run_metadata
+from facebatch.pipeline.table import run_metadata
+from facebatch.pipeline.latents import read_latent_table
 from test_pipeline_images import raw_png
 
 runner = CliRunner()

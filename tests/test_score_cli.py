@@ -15,7 +15,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from typer.testing import CliRunner
 
 from facebatch.cli.app import app
-from facebatch.pipeline.table import atomic_write_table, latent_array, latent_field, read_latent_table, with_run_metadata
+from facebatch.pipeline.table import atomic_write_table, latent_array, latent_field, with_run_metadata
+from facebatch.pipeline.latents import read_latent_table
 
 runner = CliRunner()
 STRINGS = ("image_id", "source_path", "status", "error", "perceptual_backend")

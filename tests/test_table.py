@@ -1,4 +1,6 @@
-"""The latent Parquet convention: shaped round trip, null error rows, and every reader DESIGN names."""
+"""The latent Parquet convention: shaped round trip, null error rows, and every reader the tables promise."""
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,10 +11,10 @@ from facebatch.pipeline.table import (
     atomic_write_table,
     latent_array_masked,
     latent_field,
-    read_latent_table,
     run_metadata,
     with_run_metadata,
 )
+from facebatch.pipeline.latents import read_latent_table
 
 
 def _write(tmp_path, n=6, shape=(10, 16)):
@@ -60,3 +62,60 @@ def test_no_temp_file_left_behind(tmp_path):
     _write(tmp_path)
     names = [p.name for p in (tmp_path / "latents").iterdir()]
     assert names == ["part-00000.parquet"]
+
+
+def test_every_writer_publishes_a_whole_fsynced_temp_file_by_rename(tmp_path, monkeypatch):
+    """A non-atomic writer (straight to the target, or a rename before fsync) fails here: at the moment
+    the target name appears it must be a complete file that was fsynced under a hidden temp name."""
+    import json
+    import os
+
+    import pyarrow.parquet as pq
+
+    from facebatch.pipeline import atomic
+    from facebatch.pipeline.noise_store import NoiseWriter
+
+    synced, published = set(), []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        synced.add(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        src, dst = Path(src), Path(dst)
+        assert str(src) in synced, f"{src} renamed before fsync"
+        assert src.parent == dst.parent and src.name.startswith(".") and atomic.TEMP_MARK in src.name
+        assert not dst.exists() or dst.read_bytes() != src.read_bytes()  # the reader still sees the old file
+        published.append((dst, src.read_bytes()))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    lat, _ = _write(tmp_path)  # atomic_write_table
+    atomic.atomic_write_json(tmp_path / "run.json", {"a": 1})
+    atomic.atomic_write_bytes(tmp_path / "x.bin", b"payload")
+    noise = NoiseWriter(tmp_path / "noise" / "part-00000.npz")
+    noise.add("img0.png", [np.zeros((1, 4, 4), np.float32)])
+    noise.publish()
+
+    names = [dst.name for dst, _ in published]
+    assert names == ["part-00000.parquet", "run.json", "x.bin", "part-00000.npz"]
+    part = dict((d.name, b) for d, b in published)["part-00000.parquet"]
+    assert pq.read_table(pa.BufferReader(part)).num_rows == len(lat)  # whole when it appeared
+    assert json.loads((tmp_path / "run.json").read_text()) == {"a": 1}
+    assert not list(tmp_path.rglob(f"*{atomic.TEMP_MARK}*"))
+
+
+def test_stale_temps_are_swept_and_nothing_else(tmp_path):
+    from facebatch.pipeline import atomic
+
+    keep = tmp_path / "part-00000.parquet"
+    keep.write_bytes(b"x")
+    stale = atomic.temp_path(tmp_path / "part-00001.parquet")
+    stale.write_bytes(b"half")
+    nested = atomic.temp_path(tmp_path / "sub" / "a.png")
+    nested.parent.mkdir()
+    nested.write_bytes(b"half")
+    assert atomic.sweep_temps([tmp_path], [tmp_path / "sub"]) == 2
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["part-00000.parquet"]

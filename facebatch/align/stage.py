@@ -24,7 +24,8 @@ from facebatch.align.landmarks import check_name, get_backend
 from facebatch.errors import InputError
 from facebatch.pipeline.images import UnreadableImage, decode, read_bytes
 from facebatch.pipeline.runner import ShardInfo, StageSpec
-from facebatch.pipeline.table import atomic_write_bytes, latent_array_masked, latent_field
+from facebatch.pipeline.atomic import atomic_write_bytes
+from facebatch.pipeline.table import latent_array_masked, latent_field
 
 STAGE, TABLE, ALIGNED_DIR = "align", "faces", "aligned"
 _SCALARS = ("image_id", "face_index", "source_path", "file_sha256", "orig_width", "orig_height", "aligned_path",

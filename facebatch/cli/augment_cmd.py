@@ -72,7 +72,7 @@ def augment(
     also with --condition (those boundaries' distances do not move) and --layers.
     """
     from facebatch.edit.augment import build_spec
-    from facebatch.edit.latents_io import read_index
+    from facebatch.pipeline.latents import read_index
     from facebatch.edit.sheet import write_contact_sheets
 
     values = parse_strengths(strengths, list(ctx.args))

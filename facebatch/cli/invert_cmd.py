@@ -54,7 +54,7 @@ def invert(
     from facebatch.nets.device import resolve_device
     from facebatch.pipeline.images import UnreadableImage, load_image, save_image
     from facebatch.pipeline.project_stage import per_image_seed
-    from facebatch.pipeline.table import atomic_write_json
+    from facebatch.pipeline.atomic import atomic_write_json
 
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")

@@ -14,7 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from facebatch import __version__
 from facebatch.cli.console import err, out
 from facebatch.errors import InputError
-from facebatch.pipeline.table import atomic_write_json, atomic_write_table, latent_array, latent_field, run_metadata, with_run_metadata
+from facebatch.pipeline.atomic import atomic_write_json
+from facebatch.pipeline.table import atomic_write_table, latent_array, latent_field, run_metadata, with_run_metadata
 
 
 def parse_seeds(seeds: Optional[str], n: int, seed: int) -> list[int]:

@@ -19,14 +19,11 @@ import pyarrow as pa
 from facebatch.edit.apply import edit_latents
 from facebatch.edit.boundaries_io import load_boundaries, pick
 from facebatch.edit.conditional import edit_step
-from facebatch.edit.latents_io import LatentIndex, read_rows
-from facebatch.pipeline.layout import RUN_FILE
-from facebatch.pipeline.noise_store import NOISE_DIR
+from facebatch.pipeline.latents import LatentIndex, read_rows
+from facebatch.pipeline.rundir import IMAGES, SHEETS, RunDir
 from facebatch.pipeline.table import latent_array_masked, latent_field
 
 TABLE = "manifest"
-IMAGES_DIR = "images"
-SHEETS_DIR = "contact_sheets"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
 
 
@@ -48,12 +45,12 @@ def output_path(source_id: str, attribute: str, strength: float) -> str:
     rel = PurePosixPath(source_id)
     if rel.is_absolute() or ".." in rel.parts or not rel.parts:
         raise ValueError(f"image_id {source_id!r} is not a relative path; cannot place its output safely")
-    return str(PurePosixPath(IMAGES_DIR, safe_name(attribute), strength_label(strength), rel.with_suffix(".png")))
+    return str(PurePosixPath(IMAGES, safe_name(attribute), strength_label(strength), rel.with_suffix(".png")))
 
 
 def noise_file(latents_file: Path) -> Path:
-    """OUT/noise/part-NNNNN.npz beside OUT/latents/part-NNNNN.parquet (written by project --save-noise)."""
-    return latents_file.parent.parent / NOISE_DIR / f"{latents_file.stem}.npz"
+    """The noise maps `project --save-noise` wrote beside a latents part."""
+    return RunDir.of_part(latents_file).noise_part(latents_file.stem)
 
 
 def plan_items(index: LatentIndex, attributes: Sequence[str], strengths: Sequence[float], limit: int | None = None) -> list[dict]:
@@ -219,18 +216,13 @@ def _fingerprint(b) -> str:
 
 def resolve_generator(spec: str | None, index: LatentIndex) -> tuple[Path, str]:
     """(checkpoint path, sha256): --generator, else the one the latents' run recorded in its _run.json."""
-    import json
-
     from facebatch.errors import FacebatchError, InputError
     from facebatch.nets import cache
     from facebatch.nets.checkpoints import resolve
 
     if spec is None:
-        run_file = index.files[0].parent.parent / RUN_FILE
-        candidates = []
-        if run_file.is_file():
-            candidates.append((json.loads(run_file.read_text()).get("runtime") or {}).get("generator_path"))
-        candidates.append(index.metadata.get("generator"))  # `sample` records a registry name or file stem
+        # the run's recorded file first, then what `sample` records: a registry name or file stem
+        candidates = [RunDir.of_part(index.files[0]).generator_path(), index.metadata.get("generator")]  # `sample` records a registry name or file stem
         for candidate in filter(None, candidates):
             try:
                 path, _ = resolve(candidate)
@@ -320,6 +312,6 @@ def build_spec(*, index: LatentIndex, boundaries_path: Path, attributes: Sequenc
         process=process,
         runtime={"generator_path": str(path), "batch_size": batch_size},
         schema=manifest_schema(*index.shape),
-        side_dirs=(IMAGES_DIR, SHEETS_DIR),
+        side_dirs=(IMAGES, SHEETS),
         metadata={"generator_sha256": sha},
     )

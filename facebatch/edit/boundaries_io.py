@@ -15,7 +15,7 @@ from typing import Iterable, Mapping
 from facebatch import __version__
 from facebatch.edit.boundary import Boundary
 from facebatch.errors import InputError
-from facebatch.pipeline.table import atomic_write_bytes
+from facebatch.pipeline.atomic import atomic_write_bytes
 
 FORMAT = "facebatch-boundaries"
 VERSION = 1

@@ -11,7 +11,7 @@ import numpy as np
 from facebatch.edit.boundary import Boundary
 from facebatch.edit.fit import FitSettings, features, fit_boundary
 from facebatch.edit.labels import attribute_names, id_column, join_ids, parse_attribute, read_labels
-from facebatch.edit.latents_io import gather, read_index
+from facebatch.pipeline.latents import gather, read_index
 from facebatch.edit.layers import parse_layers
 from facebatch.errors import InputError
 

@@ -13,8 +13,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from PIL import Image, ImageDraw
 
-from facebatch.edit.augment import SHEETS_DIR, TABLE, safe_name, strength_label
-from facebatch.pipeline.table import atomic_write_bytes
+from facebatch.edit.augment import SHEETS, TABLE, safe_name, strength_label
+from facebatch.pipeline.atomic import atomic_write_bytes
 
 CELL_MAX = 128  # px per cell; larger renders are shown downsampled
 LINE = 14  # header text line height (PIL's default bitmap font)
@@ -62,7 +62,7 @@ def write_contact_sheets(out_dir: Path, max_rows: int = 16) -> dict[str, Path]:
                 sheet.paste(tile, (j * size, HEADER + i * size))
         buf = io.BytesIO()
         sheet.save(buf, format="PNG")
-        path = out_dir / SHEETS_DIR / f"{safe_name(attr)}.png"
+        path = out_dir / SHEETS / f"{safe_name(attr)}.png"
         atomic_write_bytes(path, buf.getvalue())
         written[attr] = path
     return written

@@ -2,7 +2,7 @@
 
 Many Dask workers may ask for the same model at the same moment: a file lock next to the
 destination makes one of them download while the others wait and then find the file. A download
-goes to a temp file in the same folder, is fsynced and hashed, and is renamed into place only
+streams into the atomic writer's temp file (same folder), is fsynced and hashed, and is renamed into place only
 when complete and (when the registry pins one) matching its sha256, so no reader ever sees half
 a checkpoint. Unpinned downloads record their hash beside the file (`<file>.sha256`, the
 `sha256sum -c` format) so `facebatch models verify` can later tell if the file changed.
@@ -23,6 +23,7 @@ from typing import Iterator
 from filelock import FileLock
 
 from facebatch.errors import CheckpointError, ModelNotAvailable
+from facebatch.pipeline.atomic import atomic_output, atomic_write_bytes
 
 CHUNK = 1 << 20
 _TRUE = {"1", "true", "yes", "on"}
@@ -60,25 +61,6 @@ def read_sidecar(path: Path) -> str | None:
     except OSError:
         return None
     return text[0].lower() if text else None
-
-
-@contextlib.contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temp path beside `path`; on success fsync it and rename it over `path`, else delete it.
-
-    Hand-written rather than pipeline.table.atomic_write_bytes because writers here stream
-    (downloads, safetensors.save_file) instead of holding the whole file in memory.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def sha256_of(path: Path, *, reuse: bool = True) -> str:
@@ -126,7 +108,7 @@ def download(url: str, dest: Path, sha256: str | None = None, *, force: bool = F
             if sha256 and digest != sha256.lower():
                 raise CheckpointError(
                     f"sha256 mismatch for {url}: expected {sha256.lower()}, got {digest}; the download was discarded")
-        sidecar_path(dest).write_text(f"{digest}  {dest.name}\n")
+        atomic_write_bytes(sidecar_path(dest), f"{digest}  {dest.name}\n".encode())
         _HASHES[(str(dest.resolve()), dest.stat().st_size, dest.stat().st_mtime_ns)] = digest
     return dest
 

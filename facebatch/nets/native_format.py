@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from facebatch import __version__
 from facebatch.errors import CheckpointError
-from facebatch.nets.cache import atomic_output
+from facebatch.pipeline.atomic import atomic_output
 
 FORMAT_NAME = "facebatch-stylegan2"
 FORMAT_VERSION = 1

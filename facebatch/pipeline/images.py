@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facebatch.pipeline.table import atomic_write_bytes
+from facebatch.pipeline.atomic import atomic_write_bytes
 
 # PIL raises DecompressionBombError above twice this many pixels and only warns between 1x and 2x;
 # we refuse from 1x: a 180-megapixel "face photo" is far more likely a bomb than a portrait.

@@ -1,4 +1,4 @@
-"""Per-shard noise maps: OUT/noise/part-NNNNN.npz, one entry per image and layer, streamed batch by batch.
+"""Per-shard noise maps (`RunDir.noise_part`: OUT/noise/part-NNNNN.npz), one entry per image and layer, streamed batch by batch.
 
 Noise maps are big (about 11 MB per image at 1024 px), so a shard's maps are never all in memory:
 entries are appended to an open zip as batches finish. The file is an ordinary `.npz`
@@ -7,14 +7,14 @@ entries are appended to an open zip as batches finish. The file is an ordinary `
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-NOISE_DIR = "noise"  # OUT/noise/part-NNNNN.npz beside OUT/latents/part-NNNNN.parquet
+from facebatch.pipeline.atomic import publish, temp_path
+
 SEP = "/noise"
 
 
@@ -23,12 +23,12 @@ def entry_name(image_id: str, layer: int) -> str:
 
 
 class NoiseWriter:
-    """Writes a temp file and renames it on `publish`; entries of `keep_from` are copied first (retries)."""
+    """Streams into the atomic writer's temp file and publishes it on `publish`; entries of `keep_from` are copied first (retries)."""
 
     def __init__(self, path: Path, keep_from: Path | None = None, drop_ids: Iterable[str] = ()):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.tmp = temp_path(self.path)
         self.zip = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
         if keep_from is not None and Path(keep_from).exists():
             drop = set(drop_ids)
@@ -46,9 +46,7 @@ class NoiseWriter:
 
     def publish(self) -> None:
         self.zip.close()
-        with open(self.tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self.tmp, self.path)
+        publish(self.tmp, self.path)
 
     def discard(self) -> None:
         self.zip.close()

@@ -21,25 +21,20 @@ import pyarrow as pa
 
 from facebatch.invert.scores import SCORE_KEYS
 from facebatch.pipeline.images import UnreadableImage, load_image, save_image
-from facebatch.pipeline.noise_store import NOISE_DIR, NoiseWriter
+from facebatch.pipeline.noise_store import NoiseWriter
+from facebatch.pipeline.rundir import NOISE, RECONSTRUCTIONS, RunDir
 from facebatch.pipeline.runner import ShardInfo, StageSpec
 from facebatch.pipeline.table import latent_array_masked, latent_field
 
 log = logging.getLogger("facebatch.project")
 
 STAGE, TABLE = "project", "latents"
-RECONSTRUCTIONS_DIR = "reconstructions"
 
 
 def per_image_seed(seed: int, image_id: str) -> int:
     """63-bit seed from (run seed, image_id): the same image gets the same noise in any shard or batch."""
     digest = hashlib.sha256(f"{int(seed)}\0{image_id}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-def reconstruction_path(out_dir: Path, image_id: str) -> Path:
-    """OUT/reconstructions/<image_id>.png (the full id, so a.jpg and a.png never collide)."""
-    return Path(out_dir) / RECONSTRUCTIONS_DIR / f"{image_id}.png"
 
 
 def project_schema(num_ws: int, w_dim: int, aligned: bool = False) -> pa.Schema:
@@ -72,7 +67,7 @@ def build_project_spec(*, items: list[dict], out_dir: Path, nets, projection: di
         "save_reconstructions": bool(save_reconstructions),
         "save_noise": bool(save_noise),
     }
-    side = [d for d, on in ((RECONSTRUCTIONS_DIR, save_reconstructions), (NOISE_DIR, save_noise)) if on]
+    side = [d for d, on in ((RECONSTRUCTIONS, save_reconstructions), (NOISE, save_noise)) if on]
     return StageSpec(
         name=STAGE, out_dir=Path(out_dir), table=TABLE, items=items, shard_size=shard_size, config=config,
         setup=setup_project, process=process_project,
@@ -174,7 +169,7 @@ def process_project(state: ProjectState, items: list[dict], info: ShardInfo) -> 
     rows = _Rows(items, state.shape, aligned=state.align is not None, seed=cfg["seed"])
     noise = None
     if cfg["save_noise"]:
-        target = info.side_path(NOISE_DIR, ".npz")
+        target = info.run.noise_part(info.name)
         noise = NoiseWriter(target, keep_from=target if info.retry else None, drop_ids=[i["image_id"] for i in items])
     try:
         for loaded in _prefetched_batches(state, items, rows):
@@ -249,7 +244,7 @@ def _project_batch(state: ProjectState, loaded: list, rows: _Rows, info: ShardIn
                      loss=float(res.losses[-1, j]) if len(res.losses) else None, perceptual_backend=res.perceptual_backend,
                      steps=int(res.steps), seconds=share + load_s)
             if state.config["save_reconstructions"]:
-                save_image(res.reconstructions[j], reconstruction_path(info.out_dir, image_id))
+                save_image(res.reconstructions[j], info.run.reconstruction(image_id))
             if noise is not None and res.noise is not None:
                 noise.add(image_id, [layer[j].numpy() for layer in res.noise])
 

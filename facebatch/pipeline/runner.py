@@ -18,13 +18,13 @@ import pyarrow as pa
 from rich.console import Console
 
 from facebatch.errors import InputError
+from facebatch.pipeline.atomic import atomic_write_bytes, atomic_write_json
 from facebatch.pipeline.cluster import ClusterOptions, open_client
-from facebatch.pipeline.layout import OutLayout, exclusive_lock
 from facebatch.pipeline.plan import Shard, config_diff, config_hash, digest, plan_hash, plan_shards, versions
 from facebatch.pipeline.progress import image_progress
+from facebatch.pipeline.rundir import RunDir
 from facebatch.pipeline.shard_task import ShardInfo, ShardTask, run_shard
 from facebatch.pipeline.summary import RunSummary, merge_scores
-from facebatch.pipeline.table import atomic_write_bytes, atomic_write_json
 
 __all__ = ["ClusterOptions", "RunSummary", "ShardInfo", "StageSpec", "run_stage"]
 
@@ -62,27 +62,27 @@ def run_stage(spec: StageSpec, cluster: ClusterOptions, *, overwrite: bool = Fal
               dry_run: bool = False, progress: bool = True, console: Console | None = None) -> RunSummary:
     """Run (or resume) a stage; returns the summary. Raises InputError on a refused resume, re-raises Ctrl-C."""
     cluster.validate()
-    layout = OutLayout(Path(spec.out_dir), spec.table)
+    run_dir = RunDir(Path(spec.out_dir), spec.table)
     started = time.perf_counter()
     if dry_run:
-        prep = _prepare(spec, layout, overwrite=overwrite, retry_errors=retry_errors, check=not overwrite)
-        return _summary(spec, layout, prep, prep.done, [], started, dry_run=True)
-    with exclusive_lock(layout.out_dir):
+        prep = _prepare(spec, run_dir, overwrite=overwrite, retry_errors=retry_errors, check=not overwrite)
+        return _summary(spec, run_dir, prep, prep.done, [], started, dry_run=True)
+    with run_dir.lock():
         if overwrite:
-            layout.remove_outputs(spec.side_dirs)
-        prep = _prepare(spec, layout, overwrite=overwrite, retry_errors=retry_errors, check=True)
-        layout.remove_stale_temps(spec.side_dirs)
-        run_record = _run_record(spec, layout, prep, cluster)
-        atomic_write_json(layout.run_file, run_record)
+            run_dir.remove_outputs(spec.side_dirs)
+        prep = _prepare(spec, run_dir, overwrite=overwrite, retry_errors=retry_errors, check=True)
+        run_dir.remove_stale_temps(spec.side_dirs)
+        run_record = _run_record(spec, run_dir, prep, cluster)
+        atomic_write_json(run_dir.run_file, run_record)
         work = prep.todo + prep.retry
-        if work and layout.success_file.exists():
-            layout.success_file.unlink()
+        if work and run_dir.success_file.exists():
+            run_dir.success_file.unlink()
         markers = dict(prep.done)
         failures: list[tuple[str, str]] = []
         status = "running"
         try:
             if work:
-                _execute(spec, cluster, layout, prep, work, markers, failures, progress, console)
+                _execute(spec, cluster, run_dir, prep, work, markers, failures, progress, console)
             status = "complete" if not failures else "incomplete"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -91,27 +91,27 @@ def run_stage(spec: StageSpec, cluster: ClusterOptions, *, overwrite: bool = Fal
             status = "failed"
             raise
         finally:
-            summary = _summary(spec, layout, prep, markers, failures, started)
+            summary = _summary(spec, run_dir, prep, markers, failures, started)
             run_record.update(status=status, finished_at=time.time(), summary=summary.to_dict())
-            atomic_write_json(layout.run_file, run_record)
+            atomic_write_json(run_dir.run_file, run_record)
         if status == "complete":
-            atomic_write_bytes(layout.success_file, b"")
+            atomic_write_bytes(run_dir.success_file, b"")
         summary.complete = status == "complete"
         return summary
 
 
-def _prepare(spec: StageSpec, layout: OutLayout, *, overwrite: bool, retry_errors: bool, check: bool) -> _Prepared:
+def _prepare(spec: StageSpec, run_dir: RunDir, *, overwrite: bool, retry_errors: bool, check: bool) -> _Prepared:
     shards = plan_shards(spec.items, spec.shard_size)
     chash = config_hash(spec.name, spec.table, spec.config)
     phash = plan_hash(shards, spec.shard_size)
     if check:
-        _check_resumable(spec, layout, chash, phash)
-    markers = {} if overwrite else layout.read_markers()
+        _check_resumable(spec, run_dir, chash, phash)
+    markers = {} if overwrite else run_dir.read_markers()
     done, todo, retry = {}, [], []
     for shard in shards:
         m = markers.get(shard.name)
         finished = (m is not None and m.get("config_hash") == chash and m.get("ids_hash") == shard.ids_hash
-                    and layout.part(shard.name).exists())
+                    and run_dir.part(shard.name).exists())
         if not finished:
             todo.append(shard)
         elif retry_errors and m.get("error", 0) > 0:
@@ -121,30 +121,30 @@ def _prepare(spec: StageSpec, layout: OutLayout, *, overwrite: bool, retry_error
     return _Prepared(shards, chash, phash, done, todo, retry)
 
 
-def _check_resumable(spec: StageSpec, layout: OutLayout, chash: str, phash: str) -> None:
+def _check_resumable(spec: StageSpec, run_dir: RunDir, chash: str, phash: str) -> None:
     """Refuse to mix runs: another stage, config, generator or input in the same OUT needs --overwrite."""
-    previous = layout.read_run()
+    previous = run_dir.read_run()
     hint = "use --overwrite to replace it, or another --out"
     if previous is None:
-        if any(layout.table_dir.glob("*.parquet")) or any(layout.stats_dir.glob("*.json")):
-            raise InputError(f"{layout.table_dir} holds parts that no facebatch run recorded (no {layout.run_file.name}); {hint}")
+        if any(run_dir.table_dir.glob("*.parquet")) or any(run_dir.stats_dir.glob("*.json")):
+            raise InputError(f"{run_dir.table_dir} holds parts that no facebatch run recorded (no {run_dir.run_file.name}); {hint}")
         return
     if (previous.get("stage"), previous.get("table")) != (spec.name, spec.table):
-        raise InputError(f"{layout.out_dir} holds a '{previous.get('stage')}' run ({previous.get('table')}); {hint}")
+        raise InputError(f"{run_dir.root} holds a '{previous.get('stage')}' run ({previous.get('table')}); {hint}")
     if previous.get("config_hash") != chash:
         changes = config_diff(previous.get("config", {}), spec.config)
         detail = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
-        raise InputError(f"{layout.out_dir} was started with other settings ({detail or 'config differs'}); {hint}")
+        raise InputError(f"{run_dir.root} was started with other settings ({detail or 'config differs'}); {hint}")
     if previous.get("plan_hash") != phash:
         old = previous.get("plan", {})
         raise InputError(
-            f"the input changed since the run in {layout.out_dir} started ({old.get('items')} images in shards of "
+            f"the input changed since the run in {run_dir.root} started ({old.get('items')} images in shards of "
             f"{old.get('shard_size')} then, {len(spec.items)} in shards of {spec.shard_size} now); {hint}"
         )
 
 
-def _run_record(spec: StageSpec, layout: OutLayout, prep: _Prepared, cluster: ClusterOptions) -> dict:
-    previous = layout.read_run() or {}
+def _run_record(spec: StageSpec, run_dir: RunDir, prep: _Prepared, cluster: ClusterOptions) -> dict:
+    previous = run_dir.read_run() or {}
     return {
         "stage": spec.name,
         "table": spec.table,
@@ -163,7 +163,7 @@ def _run_record(spec: StageSpec, layout: OutLayout, prep: _Prepared, cluster: Cl
     }
 
 
-def _tasks(spec: StageSpec, cluster: ClusterOptions, layout: OutLayout, prep: _Prepared, work: list[Shard],
+def _tasks(spec: StageSpec, cluster: ClusterOptions, run_dir: RunDir, prep: _Prepared, work: list[Shard],
            run_id: str) -> list[ShardTask]:
     # torch_threads reaches setup too: env vars cannot set it in this process (--workers 0) or on remote workers.
     runtime = {"device": cluster.device, "torch_threads": cluster.threads_per_worker, **spec.runtime}
@@ -173,7 +173,7 @@ def _tasks(spec: StageSpec, cluster: ClusterOptions, layout: OutLayout, prep: _P
     return [
         ShardTask(
             stage=spec.name,
-            info=ShardInfo(s.shard_id, s.name, len(prep.shards), layout.out_dir, spec.table, prep.config_hash, s.name in retry),
+            info=ShardInfo(s.shard_id, s.name, len(prep.shards), run_dir.root, spec.table, prep.config_hash, s.name in retry),
             items=list(spec.items[s.start : s.stop]),
             ids_hash=s.ids_hash,
             setup=spec.setup,
@@ -190,9 +190,9 @@ def _tasks(spec: StageSpec, cluster: ClusterOptions, layout: OutLayout, prep: _P
     ]
 
 
-def _execute(spec, cluster, layout, prep, work, markers, failures, progress, console) -> None:
+def _execute(spec, cluster, run_dir, prep, work, markers, failures, progress, console) -> None:
     run_id = uuid.uuid4().hex[:8]
-    tasks = _tasks(spec, cluster, layout, prep, work, run_id)
+    tasks = _tasks(spec, cluster, run_dir, prep, work, run_id)
     bar = image_progress(spec.name, console or Console(stderr=True), progress)
     total = sum(len(s) for s in work)
 
@@ -255,13 +255,13 @@ def _outcome(fut, task: ShardTask) -> tuple[dict | None, str | None]:
 
 
 def _published_marker(task: ShardTask) -> dict | None:
-    layout = OutLayout(task.info.out_dir, task.info.table)
+    run_dir = task.info.run
     try:
-        marker = json.loads(layout.marker(task.info.name).read_text())
+        marker = json.loads(run_dir.marker(task.info.name).read_text())
     except (OSError, ValueError):
         return None
     mine = marker.get("run_id") == task.run_id and marker.get("ids_hash") == task.ids_hash
-    return marker if mine and layout.part(task.info.name).exists() else None
+    return marker if mine and run_dir.part(task.info.name).exists() else None
 
 
 def _describe(exc: BaseException | None) -> str:
@@ -273,14 +273,14 @@ def _describe(exc: BaseException | None) -> str:
     return f"{name}: {exc}"
 
 
-def _summary(spec: StageSpec, layout: OutLayout, prep: _Prepared, markers: dict[str, dict], failures, started,
+def _summary(spec: StageSpec, run_dir: RunDir, prep: _Prepared, markers: dict[str, dict], failures, started,
              dry_run: bool = False) -> RunSummary:
     work = {s.name for s in prep.todo + prep.retry}
     new = [m for name, m in markers.items() if name in work]
     size = {s.name: len(s) for s in prep.shards}
     return RunSummary(
         stage=spec.name,
-        out_dir=layout.out_dir,
+        out_dir=run_dir.root,
         table=spec.table,
         images=len(spec.items),
         shards=len(prep.shards),

@@ -23,8 +23,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from facebatch.pipeline.cluster import worker_device
-from facebatch.pipeline.layout import OutLayout
-from facebatch.pipeline.table import atomic_write_json, atomic_write_table, with_run_metadata
+from facebatch.pipeline.atomic import atomic_write_json
+from facebatch.pipeline.rundir import RunDir
+from facebatch.pipeline.table import atomic_write_table, with_run_metadata
 
 _STATE: dict[str, Any] = {}
 _STATE_LOCK = threading.Lock()
@@ -43,9 +44,10 @@ class ShardInfo:
     config_hash: str
     retry: bool = False  # True when only the error rows of a finished shard are recomputed
 
-    def side_path(self, folder: str, suffix: str) -> Path:
-        """OUT/<folder>/<part-NNNNN><suffix>: where a per-shard side output (e.g. noise maps) goes."""
-        return self.out_dir / folder / f"{self.name}{suffix}"
+    @property
+    def run(self) -> RunDir:
+        """The run folder: where this shard's part, marker and side outputs (e.g. noise maps) go."""
+        return RunDir(self.out_dir, self.table)
 
 
 @dataclass
@@ -87,8 +89,8 @@ def worker_state(setup: Callable[[dict], Any], key: str, config: dict) -> Any:
 def run_shard(task: ShardTask) -> dict:
     state = worker_state(task.setup, task.state_key, task.setup_config)
     start = time.perf_counter()  # after the (cached) model load: shard seconds measure the shard alone
-    layout = OutLayout(task.info.out_dir, task.info.table)
-    part = layout.part(task.info.name)
+    run_dir = task.info.run
+    part = run_dir.part(task.info.name)
     if task.info.retry:  # recompute only the rows of the existing part whose status is not ok
         table, retried = _retry_rows(task, state, pq.read_table(part))
     else:
@@ -96,7 +98,7 @@ def run_shard(task: ShardTask) -> dict:
     table = table.replace_schema_metadata(with_run_metadata(table.schema, task.run_metadata).metadata)
     atomic_write_table(part, table)
     marker = shard_marker(task, table, time.perf_counter() - start, retried)
-    atomic_write_json(layout.marker(task.info.name), marker)
+    atomic_write_json(run_dir.marker(task.info.name), marker)
     return marker
 
 

@@ -1,27 +1,24 @@
-"""Parquet tables of latents: one schema convention and atomic writes, shared by every stage.
+"""Parquet tables of latents: one schema convention and the atomic part writer, shared by every stage.
 
 A latent column is a flat ``fixed_size_list<float32>[num_ws * w_dim]`` whose field metadata holds
 the shape. Arrow's fixed-shape tensor type would read back shaped in pyarrow, but
-``dask.dataframe.read_parquet`` cannot read it (verified with dask 2026.8), and DESIGN.md requires
-pandas, dask and pyarrow to read every table. Run-level facts (generator sha256, config,
-versions) go into the schema metadata under the ``facebatch`` key.
+``dask.dataframe.read_parquet`` cannot read it (verified with dask 2026.8), and pandas, dask and
+pyarrow must all read every table facebatch writes. Run-level facts (generator sha256, config,
+versions) go into the schema metadata under the ``facebatch`` key. `facebatch.pipeline.latents` reads
+the tables back.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from facebatch.errors import InputError
+from facebatch.pipeline.atomic import atomic_output
 
 METADATA_KEY = b"facebatch"
 SHAPE_KEY = b"shape"
@@ -83,74 +80,7 @@ def run_metadata(schema: pa.Schema) -> dict:
     return json.loads(raw) if raw else {}
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write, fsync, rename: a reader sees the old file or the whole new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
-
-
 def atomic_write_table(path: Path, table: pa.Table) -> None:
-    """Parquet (zstd) through a dot-prefixed temp file, which dataset readers ignore, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-@dataclass
-class LatentTable:
-    """A whole table read back: scalar columns as a DataFrame, latent columns as shaped arrays."""
-
-    frame: pd.DataFrame
-    latents: dict[str, np.ndarray] = field(default_factory=dict)
-    metadata: dict = field(default_factory=dict)
-
-    def latent(self, name: str = "w") -> np.ndarray:
-        if name not in self.latents:
-            raise InputError(f"the table has no latent column {name!r} (has: {sorted(self.latents) or 'none'})")
-        return self.latents[name]
-
-
-def parquet_files(path: Path) -> list[Path]:
-    """Data files of a table folder (or the file itself), skipping _/. prefixed side files."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise InputError(f"no such table or folder: {path}")
-    return sorted(p for p in path.rglob("*.parquet") if not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts))
-
-
-def read_latent_table(path: Path, columns: Iterable[str] | None = None) -> LatentTable:
-    """Read a file or a folder of parts written by facebatch; latent columns come back shaped."""
-    files = parquet_files(Path(path))
-    if not files:
-        raise InputError(f"no Parquet files under {path}")
-    dataset = pads.dataset([str(f) for f in files], format="parquet")
-    table = dataset.to_table(columns=list(columns) if columns is not None else None)
-    schema = pq.read_schema(files[0])
-    latents, scalar_cols = {}, []
-    for fld in table.schema:
-        name = fld.name
-        src = schema.field(name) if name in schema.names else fld
-        if field_shape(src) is not None:
-            table_fld = table.schema.field(name).with_metadata(src.metadata)
-            t = pa.table({name: table.column(name)}, schema=pa.schema([table_fld]))
-            latents[name] = column_to_numpy(t, name)
-        else:
-            scalar_cols.append(name)
-    frame = table.select(scalar_cols).to_pandas()
-    return LatentTable(frame=frame, latents=latents, metadata=run_metadata(schema))
+    """Parquet (zstd) through the atomic writer: a reader never sees a part half written."""
+    with atomic_output(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")

@@ -18,7 +18,8 @@ import pyarrow.compute as pc
 
 from facebatch import __version__
 from facebatch.errors import InputError
-from facebatch.pipeline.table import atomic_write_table, parquet_files, with_run_metadata
+from facebatch.pipeline.table import atomic_write_table, with_run_metadata
+from facebatch.pipeline.latents import parquet_files
 from facebatch.score.runtable import PART_COLUMN, RunTable
 from facebatch.score.thresholds import Threshold
 

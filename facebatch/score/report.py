@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jinja2
 
-from facebatch.pipeline.table import atomic_write_bytes, atomic_write_json
+from facebatch.pipeline.atomic import atomic_write_bytes, atomic_write_json
 from facebatch.score.metrics import QUANTILES
 from facebatch.score.thresholds import fpr_key
 

@@ -1,0 +1,258 @@
+"""The one reader of a latents table, for editing, scoring and notebooks alike.
+
+`open_latents(path)` accepts what users pass (OUT, OUT/latents, one part file, or a folder of
+Parquet files another tool wrote) and gives three views of the same table:
+
+- `read()`: everything at once, latents as shaped ``(N, num_ws, w_dim)`` arrays (notebooks, tests);
+- `scalars()`: the scalar columns only, part by part (scoring: a million W+ codes would not fit);
+- `index()`: ids and status first, then `gather` streams the latent column in record batches,
+  keeping only the rows asked for (boundary fitting, augment: 500k codes of 18x512 are 18 GB).
+
+A table written by another tool keeps working: without a `status` column every row is ok, and the
+generator's sha256 is found under the keys other tools use for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from facebatch.errors import InputError
+from facebatch.pipeline.rundir import LATENTS, RunDir, locate_table
+from facebatch.pipeline.table import SHAPE_KEY, column_to_numpy, field_shape, run_metadata
+
+PART_COLUMN = "_part"
+
+
+def parquet_files(path: Path) -> list[Path]:
+    """Data files of a table folder (or the file itself), skipping _/. prefixed side files."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise InputError(f"no such table or folder: {path}")
+    return sorted(
+        p for p in path.rglob("*.parquet") if not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts)
+    )
+
+
+def generator_sha256(meta: dict) -> str | None:
+    """The generator's sha256 from a table's metadata: facebatch's key, or the ones other tools use."""
+    for key in ("generator_sha256", "model_sha256", "sha256"):
+        if isinstance(meta.get(key), str):
+            return meta[key]
+    for key in ("generator", "model", "config"):
+        sub = meta.get(key)
+        if isinstance(sub, dict):
+            for inner in ("generator_sha256", "sha256"):
+                if isinstance(sub.get(inner), str):
+                    return sub[inner]
+    return None
+
+
+@dataclass
+class LatentTable:
+    """A whole table read back: scalar columns as a DataFrame, latent columns as shaped arrays."""
+
+    frame: pd.DataFrame
+    latents: dict[str, np.ndarray] = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+
+    def latent(self, name: str = "w") -> np.ndarray:
+        if name not in self.latents:
+            raise InputError(f"the table has no latent column {name!r} (has: {sorted(self.latents) or 'none'})")
+        return self.latents[name]
+
+
+@dataclass
+class LatentIndex:
+    """Where every row of a table is (file, row in file), its id and whether its latent is usable."""
+
+    files: list[Path]
+    file_of_row: np.ndarray  # index into files
+    row_in_file: np.ndarray
+    image_ids: np.ndarray  # str objects
+    ok: np.ndarray  # status == "ok" and the latent present
+    column: str
+    shape: tuple[int, ...]  # (num_ws, w_dim)
+    metadata: dict
+    run: RunDir | None = None
+
+    @property
+    def num_ws(self) -> int:
+        return self.shape[0]
+
+    @property
+    def w_dim(self) -> int:
+        return self.shape[1]
+
+    @property
+    def generator_sha256(self) -> str | None:
+        return generator_sha256(self.metadata)
+
+
+@dataclass
+class LatentsSource:
+    run: RunDir  # the run folder: reconstructions, noise and _run.json live under it
+    path: Path  # the table folder (or one Parquet file)
+    files: list[Path]
+    schema: pa.Schema  # of the first part
+
+    @property
+    def metadata(self) -> dict:
+        return run_metadata(self.schema)
+
+    @property
+    def generator_sha256(self) -> str | None:
+        return generator_sha256(self.metadata)
+
+    def read(self, columns: Iterable[str] | None = None) -> LatentTable:
+        """The whole table; latent columns come back shaped."""
+        dataset = pads.dataset([str(f) for f in self.files], format="parquet")
+        table = dataset.to_table(columns=list(columns) if columns is not None else None)
+        latents, scalar_cols = {}, []
+        for fld in table.schema:
+            name = fld.name
+            src = self.schema.field(name) if name in self.schema.names else fld
+            if field_shape(src) is not None:
+                table_fld = table.schema.field(name).with_metadata(src.metadata)
+                t = pa.table({name: table.column(name)}, schema=pa.schema([table_fld]))
+                latents[name] = column_to_numpy(t, name)
+            else:
+                scalar_cols.append(name)
+        frame = table.select(scalar_cols).to_pandas()
+        return LatentTable(frame=frame, latents=latents, metadata=self.metadata)
+
+    def scalar_numeric_columns(self) -> list[str]:
+        names = []
+        for fld in self.schema:
+            shaped = fld.metadata and SHAPE_KEY in fld.metadata
+            if not shaped and (pa.types.is_floating(fld.type) or pa.types.is_integer(fld.type)):
+                names.append(fld.name)
+        return names
+
+    def scalars(self, columns: Sequence[str]) -> pd.DataFrame:
+        """The given scalar columns of every part, plus PART_COLUMN; a table without status is all ok."""
+        frames = []
+        for path in self.files:
+            part = pq.ParquetFile(path)  # one footer read per part (thousands of parts in a large run)
+            have = set(part.schema_arrow.names)
+            missing = [c for c in columns if c not in have]
+            if missing:
+                raise InputError(
+                    f"{path} lacks column(s) {', '.join(missing)} that {self.files[0].name} has: mixed runs?"
+                )
+            frame = part.read(columns=list(columns)).to_pandas()  # scalar columns only: nothing to reshape
+            frame[PART_COLUMN] = path.relative_to(self.path).as_posix() if self.path.is_dir() else path.name
+            frames.append(frame)
+        frame = pd.concat(frames, ignore_index=True)
+        if "status" not in frame:
+            frame["status"] = "ok"  # a table without per-row status (e.g. written by another tool) is all ok
+        if "error" not in frame:
+            frame["error"] = None
+        return frame
+
+    def index(self, column: str = "w") -> LatentIndex:
+        schema, first = self.schema, self.files[0]
+        if column not in schema.names:
+            raise InputError(f"{first} has no latent column {column!r} (columns: {', '.join(schema.names)})")
+        shape = field_shape(schema.field(column))
+        if shape is None or len(shape) != 2:
+            raise InputError(f"column {column!r} in {first} is not a [num_ws, w_dim] latent column (shape {shape})")
+        if "image_id" not in schema.names:
+            raise InputError(f"{first} has no image_id column")
+        ids, ok, which, rows = [], [], [], []
+        for i, f in enumerate(self.files):
+            names = ["image_id", column] + (["status"] if "status" in schema.names else [])
+            t = pq.read_table(f, columns=names)
+            n = t.num_rows
+            valid = t.column(column).is_valid().to_numpy(zero_copy_only=False)
+            if "status" in t.column_names:
+                valid &= np.asarray(t.column("status").to_pylist(), dtype=object) == "ok"
+            ids.append(np.asarray(t.column("image_id").to_pylist(), dtype=object))
+            ok.append(valid)
+            which.append(np.full(n, i, dtype=np.int64))
+            rows.append(np.arange(n, dtype=np.int64))
+        return LatentIndex(
+            files=self.files,
+            file_of_row=np.concatenate(which),
+            row_in_file=np.concatenate(rows),
+            image_ids=np.concatenate(ids),
+            ok=np.concatenate(ok),
+            column=column,
+            shape=tuple(shape),
+            metadata=self.metadata,
+            run=self.run,
+        )
+
+
+def open_latents(path: Path, table: str = LATENTS, what: str = "table or folder") -> LatentsSource:
+    run, table_path = locate_table(path, table, what)
+    files = parquet_files(table_path)
+    if not files:
+        raise InputError(
+            f"{table_path} holds no {table}/ table and no Parquet files: "
+            "pass a `facebatch project` or `facebatch sample` output folder"
+        )
+    return LatentsSource(run=run, path=table_path, files=files, schema=pq.read_schema(files[0]))
+
+
+def read_latent_table(path: Path, columns: Iterable[str] | None = None) -> LatentTable:
+    """Read a run (OUT), its table folder or one part written by facebatch; latent columns come back shaped."""
+    return open_latents(path).read(columns)
+
+
+def read_index(path: Path, column: str = "w") -> LatentIndex:
+    return open_latents(path).index(column)
+
+
+def read_rows(
+    files: list[Path],
+    column: str,
+    shape: tuple[int, ...],
+    file_of_row: np.ndarray,
+    row_in_file: np.ndarray,
+    reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+    batch_size: int = 4096,
+) -> np.ndarray:
+    """Latents of the given (file, row) pairs in that order, each passed through ``reduce`` batch by batch."""
+    size = int(np.prod(shape))
+    reduce = reduce or (lambda x: x)
+    out: np.ndarray | None = None
+    for fi in np.unique(file_of_row):
+        want = np.flatnonzero(file_of_row == fi)
+        wanted_rows = row_in_file[want]
+        order = np.argsort(wanted_rows, kind="stable")
+        wanted_sorted, dest_sorted = wanted_rows[order], want[order]
+        start = 0
+        for batch in pq.ParquetFile(files[int(fi)]).iter_batches(columns=[column], batch_size=batch_size):
+            stop = start + batch.num_rows
+            lo, hi = np.searchsorted(wanted_sorted, [start, stop])
+            if hi > lo:
+                col = batch.column(0)
+                # .values ignores the array's offset; slice explicitly (null slots still hold `size` values).
+                values = col.values.slice(col.offset * size, len(col) * size)
+                flat = values.to_numpy(zero_copy_only=False).reshape(batch.num_rows, size)
+                picked = flat[wanted_sorted[lo:hi] - start].reshape((hi - lo,) + tuple(shape))
+                reduced = np.asarray(reduce(picked.astype(np.float32, copy=False)))
+                if out is None:
+                    out = np.empty((len(file_of_row),) + reduced.shape[1:], dtype=reduced.dtype)
+                out[dest_sorted[lo:hi]] = reduced
+            start = stop
+    if out is None:
+        return np.empty((0,) + tuple(shape), dtype=np.float32)
+    return out
+
+
+def gather(
+    index: LatentIndex, rows: np.ndarray, reduce: Callable[[np.ndarray], np.ndarray] | None = None
+) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.int64)
+    return read_rows(index.files, index.column, index.shape, index.file_of_row[rows], index.row_in_file[rows], reduce)
