@@ -69,7 +69,7 @@ def bench_warp(sizes: list[int], repeats: int) -> None:
 
 
 def bench_stage(n: int, size: int, workers: list[int]) -> None:
-    from facebatch.align.stage import build_align_spec
+    from facebatch.stages.align import build_align_spec
     from facebatch.pipeline.cluster import ClusterOptions
     from facebatch.pipeline.discover import discover_images
     from facebatch.pipeline.runner import run_stage

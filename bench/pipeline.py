@@ -47,7 +47,7 @@ def run_case(images: Path, out: Path, workers: int, args) -> dict:
     from facebatch.pipeline.cluster import ClusterOptions
     from facebatch.pipeline.discover import discover_images
     from facebatch.pipeline.rundir import RunDir
-    from facebatch.pipeline.project_stage import build_project_spec
+    from facebatch.stages.project import build_project_spec
     from facebatch.pipeline.runner import run_stage
 
     nets = load_networks(args.generator, device="cpu")

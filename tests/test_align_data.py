@@ -27,7 +27,7 @@ from facebatch.align import api  # noqa: E402
 from facebatch.align.evaluate import realignment_shift  # noqa: E402
 from facebatch.align.ffhq import roll_degrees, source_to_aligned, keypoints  # noqa: E402
 from facebatch.align.landmarks import get_backend  # noqa: E402
-from facebatch.align.stage import AlignState, process_align  # noqa: E402
+from facebatch.stages.align import AlignState, process_align  # noqa: E402
 from facebatch.pipeline.shard_task import ShardInfo  # noqa: E402
 
 SIZE = 256

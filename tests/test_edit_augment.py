@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from facebatch.cli.app import app
 from facebatch.edit.boundaries_io import save_boundaries
 from facebatch.edit.boundary import Boundary
-from facebatch.edit.sheet import HEADER
+from facebatch.sheets import GRID_HEADER as HEADER
 from facebatch.nets.cache import sha256_of
 from facebatch.pipeline.images import tensor_to_pil
 from facebatch.pipeline.noise_store import NoiseWriter

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from facebatch.cli.app import app
 from facebatch.pipeline.noise_store import read_noise
-from facebatch.pipeline.project_stage import per_image_seed
+from facebatch.stages.project import per_image_seed
 from facebatch.pipeline.table import run_metadata
 from facebatch.pipeline.latents import read_latent_table
 from test_pipeline_images import raw_png

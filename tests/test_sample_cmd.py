@@ -6,7 +6,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from facebatch.cli.app import app
-from facebatch.cli.sample_cmd import parse_seeds
+from facebatch.cli.sample import parse_seeds
 from facebatch.nets.sampling import z_from_seeds
 from facebatch.pipeline.latents import read_latent_table
 
@@ -56,7 +56,7 @@ def test_sample_writes_images_and_matching_latents_then_resumes(tmp_path, fixtur
 
 
 def test_run_file_names_the_generator_so_augment_needs_no_generator_flag(tmp_path, fixture_generator_path):
-    from facebatch.edit.augment import resolve_generator
+    from facebatch.stages.augment import resolve_generator
     from facebatch.pipeline.latents import read_index
 
     result = CliRunner().invoke(app, ["sample", "-g", str(fixture_generator_path), "-n", "2", "--out", str(tmp_path / "s"), "-q"])

@@ -39,26 +39,19 @@ def _root(
 
 
 def _register() -> None:
-    # Each command module exposes either `command` (a function) or `app` (a sub-group).
-    from facebatch.cli import augment_cmd, boundaries_cmd, directions_cmd
-    from facebatch.cli import align_cmd
-    from facebatch.cli import info_cmd
-    from facebatch.cli import invert_cmd
-    from facebatch.cli import models_cmd
-    from facebatch.cli import project_cmd
-    from facebatch.cli import sample_cmd
-    from facebatch.cli import score_cmd
+    # One module per command, named like it; each exposes the command function (or `app`, a sub-group).
+    from facebatch.cli import align, augment, directions, fit_boundaries, info, invert, models, project, sample, score
 
-    app.command("fit-boundaries")(boundaries_cmd.fit_boundaries)
-    app.add_typer(directions_cmd.app, name="directions")
-    app.command("augment", context_settings=augment_cmd.CONTEXT)(augment_cmd.augment)
-    app.command("align")(align_cmd.align)
-    app.command("info")(info_cmd.info)
-    app.command("invert")(invert_cmd.invert)
-    app.add_typer(models_cmd.app, name="models")
-    app.command("project")(project_cmd.project)
-    app.command("sample")(sample_cmd.sample)
-    app.command("score")(score_cmd.score)
+    app.command("project")(project.project)
+    app.command("invert")(invert.invert)
+    app.command("sample")(sample.sample)
+    app.command("align")(align.align)
+    app.command("fit-boundaries")(fit_boundaries.fit_boundaries)
+    app.add_typer(directions.app, name="directions")
+    app.command("augment", context_settings=augment.CONTEXT)(augment.augment)
+    app.command("score")(score.score)
+    app.add_typer(models.app, name="models")
+    app.command("info")(info.info)
 
 
 def _user_errors(fn):

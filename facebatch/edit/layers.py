@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 from facebatch.errors import InputError
+from facebatch.ranges import parse_ranges
 
 
 def parse_layers(spec: str | Sequence[int] | None, num_ws: int) -> list[int]:
@@ -12,21 +13,10 @@ def parse_layers(spec: str | Sequence[int] | None, num_ws: int) -> list[int]:
     if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "all")):
         return list(range(num_ws))
     if isinstance(spec, str):
-        indices: list[int] = []
-        for part in spec.replace(" ", "").split(","):
-            if not part:
-                continue
-            try:
-                if "-" in part[1:]:
-                    lo, hi = part.split("-", 1)
-                    start, stop = int(lo), int(hi)
-                    if stop < start:
-                        raise ValueError
-                    indices.extend(range(start, stop + 1))
-                else:
-                    indices.append(int(part))
-            except ValueError:
-                raise InputError(f"bad layer selection {spec!r}: use indices and ranges such as 0-7 or 0,2,4-6") from None
+        try:
+            indices = parse_ranges(spec)
+        except ValueError:
+            raise InputError(f"bad layer selection {spec!r}: use indices and ranges such as 0-7 or 0,2,4-6") from None
     else:
         indices = [int(i) for i in spec]
     bad = [i for i in indices if not 0 <= i < num_ws]

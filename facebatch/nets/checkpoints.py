@@ -180,10 +180,16 @@ def verify_pinned(path: Path, name: str, digest: str) -> None:
                               f"delete it or run `facebatch models fetch {name} --force`")
 
 
-def load_networks(spec: str | Path, device: str | torch.device = "cpu", *, with_d: bool = True) -> Networks:
-    """Load G (G_ema for NVlabs pickles) and D if present, ready for inference on `device`."""
+def load_networks(spec: str | Path, device: str | torch.device = "cpu", *, with_d: bool = True,
+                  expect_sha256: str | None = None) -> Networks:
+    """Load G (G_ema for NVlabs pickles) and D if present, ready for inference on `device`.
+
+    `expect_sha256`: the file must hash to this (a worker host may hold another file at the same path).
+    """
     path, name = resolve(spec)
     digest = cache.sha256_of(path)
+    if expect_sha256 is not None and digest != expect_sha256:
+        raise CheckpointError(f"{path} on this worker has sha256 {digest}, the run uses {expect_sha256}")
     verify_pinned(path, name, digest)
     kind, raw = read_checkpoint(path)
     if not with_d:

@@ -15,7 +15,8 @@ import pandas as pd
 
 from facebatch import __version__
 from facebatch.errors import InputError
-from facebatch.score import contact_sheet, plots
+from facebatch import sheets
+from facebatch.score import plots
 from facebatch.score.directions import DEFAULT_PRIMARY, ERROR_LIKE, POSITIVE_CLASS, TASKS, ScoreSpec, canonical, spec_for
 from facebatch.score.flags import FlagSummary, write_flags
 from facebatch.score.labels import JoinedLabels, join_labels
@@ -167,7 +168,7 @@ def _top_k(run: RunTable, ok: pd.DataFrame, spec: ScoreSpec, y: np.ndarray | Non
         if label is not None:
             caption += f"\n{spec.positive_class if label else 'not ' + spec.positive_class}"
         source = ok["source_path"].iloc[i] if "source_path" in ok else None
-        rows.append(contact_sheet.SheetRow(image_id, caption, Path(source) if isinstance(source, str) else None,
+        rows.append(sheets.SheetRow(image_id, caption, Path(source) if isinstance(source, str) else None,
                                            run.reconstruction_path(image_id)))
     return listed, rows
 
@@ -278,5 +279,5 @@ def _figures(ok, specs, y, threshold, point, primary, sheet_rows) -> dict[str, b
         figures["roc"] = plots.roc(curves, primary.name, (point["fpr"], point["tpr"]))
         figures["pr"] = plots.precision_recall(curves, primary.name, (point["tpr"], point["precision"]))
     if sheet_rows:
-        figures["contact_sheet"] = contact_sheet.render(sheet_rows)
+        figures["contact_sheet"] = sheets.reconstruction_sheet(sheet_rows)
     return figures

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from facebatch.cli.boundaries_cmd import write_boundaries
+from facebatch.cli.fit_boundaries import write_boundaries
 from facebatch.cli.console import out
 from facebatch.edit.layers import format_layers
 

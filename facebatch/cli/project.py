@@ -23,16 +23,17 @@ from facebatch.cli.cluster_options import (
     run_shards,
 )
 from facebatch.cli.console import out
+from facebatch.cli.projection_options import GeneratorOption, PresetOption, SetOption, StepsOption, projection_config
 from facebatch.errors import InputError
 
 
 def project(
     input_dir: Annotated[Path, typer.Argument(help="Folder of images (searched recursively) or one image file.")],
-    generator: Annotated[str, typer.Option("--generator", "-g", help="Checkpoint path, registry name or URL.")],
+    generator: GeneratorOption,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder: latents/ parts, _run.json, _SUCCESS.")],
-    preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="Projection preset name or YAML file.")] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Override the preset's optimisation steps.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any preset setting: key=value (repeatable).")] = None,
+    preset: PresetOption = None,
+    steps: StepsOption = None,
+    set_: SetOption = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images optimised together on a worker.")] = 8,
     seed: Annotated[int, typer.Option("--seed", help="Run seed; each image's seed derives from it and its image_id.")] = 0,
     shard_size: Annotated[int, typer.Option("--shard-size", help="Images per shard (= per Parquet part; the unit of resume).")] = 256,
@@ -56,20 +57,16 @@ def project(
     (finished shards are skipped); other settings in the same OUT are refused unless --overwrite.
     Read the result with pandas.read_parquet(OUT/"latents") or facebatch's read_latent_table.
     """
-    from facebatch.invert.presets import DEFAULT_PRESET, load_preset, parse_overrides
     from facebatch.nets.checkpoints import load_networks
     from facebatch.nets.perceptual import build_perceptual
     from facebatch.pipeline.cluster import describe
     from facebatch.pipeline.discover import discover_images, no_images
-    from facebatch.pipeline.project_stage import build_project_spec
+    from facebatch.stages.project import build_project_spec
 
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     cluster = cluster_options(workers, scheduler, scheduler_file, threads_per_worker, device)
-    overrides = parse_overrides(set_ or [])
-    if steps is not None:
-        overrides["steps"] = steps
-    cfg = load_preset(preset or DEFAULT_PRESET, overrides)
+    cfg = projection_config(preset, steps, set_)
     if save_noise and cfg.noise_optimization == "none":
         raise InputError(f"--save-noise: preset {cfg.name!r} does not optimise noise maps (noise_optimization=none)")
     if align:

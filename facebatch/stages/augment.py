@@ -1,4 +1,4 @@
-"""The augment stage: every ok latent x attribute x strength -> an edited image and a manifest row.
+"""The `augment` stage: every ok latent x attribute x strength -> an edited image and a manifest row.
 
 Runs through the shared shard runner, so it is sharded, resumable and distributable like
 `project`. One item is one (image, attribute, strength) triple with the id
@@ -21,6 +21,8 @@ from facebatch.edit.boundaries_io import load_boundaries, pick
 from facebatch.edit.conditional import edit_step
 from facebatch.pipeline.latents import LatentIndex, read_rows
 from facebatch.pipeline.rundir import IMAGES, SHEETS, RunDir
+from facebatch.pipeline.runner import StageSpec
+from facebatch.pipeline.shard_task import ShardInfo
 from facebatch.pipeline.table import latent_array_masked, latent_field
 
 TABLE = "manifest"
@@ -90,17 +92,11 @@ def manifest_schema(num_ws: int, w_dim: int) -> pa.Schema:
     ])
 
 
-def setup(config: dict) -> dict[str, Any]:
+def setup_augment(config: dict) -> dict[str, Any]:
     """Once per worker: the generator and, per attribute, the W+ step that moves its distance by 1."""
-    from facebatch.errors import CheckpointError
-    from facebatch.nets.checkpoints import load_networks
-    from facebatch.nets.device import resolve_device
+    from facebatch.stages.common import worker_networks
 
-    device = resolve_device(config.get("device") or "auto")
-    nets = load_networks(config["generator_path"], device=str(device), with_d=False)
-    if nets.sha256 != config["generator_sha256"]:
-        raise CheckpointError(f"{config['generator_path']} on this worker has sha256 {nets.sha256}, the run uses "
-                              f"{config['generator_sha256']}")
+    nets, device = worker_networks(config, with_d=False)
     boundaries = load_boundaries(Path(config["boundaries"]))
     conditions = pick(boundaries, config["conditions"], "condition")
     steps, targets = {}, {}
@@ -124,7 +120,7 @@ def _noise_for(state: dict, part: str, source_id: str) -> list[np.ndarray] | Non
     return read_noise(path, source_id)
 
 
-def process(state: dict, items: list[dict], info) -> pa.Table:
+def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table:
     import torch
 
     from facebatch.pipeline.images import save_image
@@ -249,7 +245,7 @@ def check_generator(sha: str, index: LatentIndex, boundaries: Sequence, force: b
                              f"{sha[:12]}; pass --force to use it anyway")
 
 
-def build_spec(*, index: LatentIndex, boundaries_path: Path, attributes: Sequence[str], strengths: Sequence[float],
+def build_augment_spec(*, index: LatentIndex, boundaries_path: Path, attributes: Sequence[str], strengths: Sequence[float],
                out_dir: Path, generator: str | None, conditions: Sequence[str] = (), layers: str | None = None,
                mode: str = "relative", noise: str = "auto", shard_size: int = 256, batch_size: int = 8,
                limit: int | None = None, force: bool = False):
@@ -257,7 +253,6 @@ def build_spec(*, index: LatentIndex, boundaries_path: Path, attributes: Sequenc
     from facebatch.edit.apply import MODES
     from facebatch.edit.layers import format_layers, parse_layers
     from facebatch.errors import InputError
-    from facebatch.pipeline.runner import StageSpec
 
     if mode not in MODES:
         raise InputError(f"--mode must be relative or absolute, not {mode!r}")
@@ -308,10 +303,36 @@ def build_spec(*, index: LatentIndex, boundaries_path: Path, attributes: Sequenc
         items=items,
         shard_size=shard_size,
         config=config,
-        setup=setup,
-        process=process,
+        setup=setup_augment,
+        process=process_augment,
         runtime={"generator_path": str(path), "batch_size": batch_size},
         schema=manifest_schema(*index.shape),
         side_dirs=(IMAGES, SHEETS),
         metadata={"generator_sha256": sha},
     )
+
+
+def write_contact_sheets(out_dir: Path, max_rows: int = 16) -> dict[str, Path]:
+    """One sheet per attribute in AUG/manifest (rows = source images, columns = strengths), built from
+    the manifest and the PNGs on disk after the run, so a resumed run gets a complete sheet."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    from facebatch.pipeline.atomic import atomic_write_bytes
+    from facebatch.sheets import edit_grid
+
+    run = RunDir(Path(out_dir), TABLE)
+    table = pads.dataset(str(run.table_dir), format="parquet").to_table(
+        columns=["source_image_id", "attribute", "strength", "path", "status"]
+    )
+    written = {}
+    for attr in sorted(set(table.column("attribute").to_pylist())):
+        rows = table.filter(pc.equal(table.column("attribute"), attr)).to_pylist()
+        strengths = sorted({r["strength"] for r in rows})
+        sources = list(dict.fromkeys(r["source_image_id"] for r in rows))[:max_rows]
+        ok = {(r["source_image_id"], r["strength"]): run.root / r["path"] for r in rows if r["status"] == "ok"}
+        cells = [[ok.get((src, s)) for s in strengths] for src in sources]
+        path = run.folder(SHEETS) / f"{safe_name(attr)}.png"
+        atomic_write_bytes(path, edit_grid(attr, [strength_label(s) for s in strengths], cells))
+        written[attr] = path
+    return written

@@ -1,4 +1,4 @@
-"""The `align` stage for the shard runner: images -> FFHQ-aligned PNGs + one row per face.
+"""The `align` stage: images -> FFHQ-aligned PNGs + one row per face.
 
 Rows: the face's box, detection score, 68 landmarks and crop quad (all in the upright source image's
 pixels, so an edit of the aligned face can be pasted back), the aligned PNG's path relative to OUT,
@@ -23,11 +23,13 @@ from facebatch.align.ffhq import TRANSFORM_OVERSAMPLE
 from facebatch.align.landmarks import check_name, get_backend
 from facebatch.errors import InputError
 from facebatch.pipeline.images import UnreadableImage, decode, read_bytes
-from facebatch.pipeline.runner import ShardInfo, StageSpec
+from facebatch.pipeline.rundir import ALIGNED
+from facebatch.pipeline.runner import StageSpec
+from facebatch.pipeline.shard_task import ShardInfo
 from facebatch.pipeline.atomic import atomic_write_bytes
 from facebatch.pipeline.table import latent_array_masked, latent_field
 
-STAGE, TABLE, ALIGNED_DIR = "align", "faces", "aligned"
+STAGE, TABLE = "align", "faces"
 _SCALARS = ("image_id", "face_index", "source_path", "file_sha256", "orig_width", "orig_height", "aligned_path",
             "score", "status", "error", "seconds")
 _ARRAYS = {"box": (4,), "landmarks": (68, 2), "quad": (4, 2)}
@@ -46,7 +48,7 @@ def align_schema() -> pa.Schema:
 
 
 def aligned_name(image_id: str, face_index: int) -> str:
-    return f"{ALIGNED_DIR}/{image_id}.png" if face_index == 0 else f"{ALIGNED_DIR}/{image_id}.face{face_index}.png"
+    return f"{ALIGNED}/{image_id}.png" if face_index == 0 else f"{ALIGNED}/{image_id}.face{face_index}.png"
 
 
 def build_align_spec(*, items: list[dict], out_dir: Path, size: int, backend: str, faces: str,
@@ -61,7 +63,7 @@ def build_align_spec(*, items: list[dict], out_dir: Path, size: int, backend: st
               "recipe": {"name": "ffhq", "transform_oversample": TRANSFORM_OVERSAMPLE, "pad": True}}
     return StageSpec(name=STAGE, out_dir=Path(out_dir), table=TABLE, items=items, shard_size=shard_size,
                      config=config, setup=setup_align, process=process_align, schema=align_schema(),
-                     score_columns=("score", "seconds"), side_dirs=(ALIGNED_DIR,), rows_per_item=rows_per_item)
+                     score_columns=("score", "seconds"), side_dirs=(ALIGNED,), rows_per_item=rows_per_item)
 
 
 @dataclass

@@ -1,9 +1,11 @@
-"""The top-k images by score as one picture: caption | target | reconstruction | |difference| per row.
+"""Contact sheets, composed with PIL (a grid with text needs no plotting library; 48 matplotlib axes took seconds).
 
-Targets are re-read from source_path with the pipeline's own loader and centre-cropped to the
-reconstruction's size, as the projector saw them (runs made with --align saw the aligned face,
-so their difference column also shows the alignment). The difference uses one fixed colour
-scale for every row, so rows compare by eye. Composed with PIL, not matplotlib axes: 48 axes took seconds to draw.
+- `edit_grid`: augment's sheet per attribute: rows = source images, columns = strengths.
+- `reconstruction_sheet`: score's top-k images as caption | target | reconstruction | |difference|.
+  Targets are re-read from source_path with the pipeline's own loader and centre-cropped to the
+  reconstruction's size, as the projector saw them (runs made with --align saw the aligned face, so
+  their difference column also shows the alignment). The difference uses one fixed colour scale for
+  every row, so rows compare by eye.
 """
 
 from __future__ import annotations
@@ -11,15 +13,60 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
-from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
+MISSING = (200, 200, 200)
+
+# edit_grid
+CELL_MAX = 128  # px per cell; larger renders are shown downsampled
+LINE = 14  # header text line height (PIL's default bitmap font)
+GRID_HEADER = 2 * LINE + 4  # the title, then one label per column
+
+
+def _grid_cell(path: Path | None, size: int) -> Image.Image:
+    if path is None:
+        return Image.new("RGB", (size, size), MISSING)
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB").resize((size, size), Image.Resampling.BOX)
+    except (OSError, ValueError):
+        return Image.new("RGB", (size, size), MISSING)
+
+
+def edit_grid(title: str, column_labels: Sequence[str], cells: Sequence[Sequence[Path | None]]) -> bytes:
+    """One PNG: `cells[i][j]` is the image of row i, column j (None or unreadable: a grey cell).
+
+    Cells are as large as the first readable image, at most CELL_MAX pixels.
+    """
+    size = CELL_MAX
+    first = next((p for row in cells for p in row if p is not None), None)
+    if first is not None:
+        try:
+            with Image.open(first) as probe:
+                size = min(CELL_MAX, probe.size[0])
+        except (OSError, ValueError):
+            pass
+    sheet = Image.new("RGB", (size * len(column_labels), GRID_HEADER + size * len(cells)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    draw.text((3, 2), title, fill=(0, 0, 0))
+    for j, label in enumerate(column_labels):
+        draw.text((j * size + 3, LINE + 2), label, fill=(0, 0, 0))
+    for i, row in enumerate(cells):
+        for j, path in enumerate(row):
+            sheet.paste(_grid_cell(path, size), (j * size, GRID_HEADER + i * size))
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# reconstruction_sheet
 TILE = 160  # px per image in the sheet (reconstructions are resized to it, up or down)
 CAPTION_WIDTH = 220
 GAP = 4
-HEADER = 22
+SHEET_HEADER = 22
 RIGHT_MARGIN = 28  # room for the colour bar's top label
 DIFF_VMAX = 0.5  # |target - reconstruction| in [0, 1] pixel units mapped to the top colour
 COLUMNS = ("target", "reconstruction", f"|difference|, 0 to {DIFF_VMAX:g}")
@@ -57,12 +104,14 @@ def _read_target(path: Path | None, size: int) -> Image.Image | None:
 
 
 def _difference(target: Image.Image, recon: Image.Image) -> Image.Image:
+    from matplotlib import colormaps
+
     diff = np.abs(np.asarray(target, np.float32) - np.asarray(recon, np.float32)).mean(axis=2) / 255.0
     rgba = colormaps["inferno"](np.clip(diff / DIFF_VMAX, 0.0, 1.0))
     return Image.fromarray((rgba[..., :3] * 255).astype(np.uint8))
 
 
-def _cell(img: Image.Image | None, text: str) -> Image.Image:
+def _labelled_cell(img: Image.Image | None, text: str) -> Image.Image:
     if img is None:
         cell = Image.new("RGB", (TILE, TILE), (235, 235, 235))
         ImageDraw.Draw(cell).multiline_text((8, TILE // 2 - 20), text, fill=(90, 90, 90), font=_font(11))
@@ -79,26 +128,28 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 
 def _colour_bar(width: int) -> Image.Image:
+    from matplotlib import colormaps
+
     ramp = colormaps["inferno"](np.linspace(0.0, 1.0, width))[None, :, :3]
     return Image.fromarray((np.repeat(ramp, 8, axis=0) * 255).astype(np.uint8))
 
 
-def render(rows: list[SheetRow]) -> bytes:
+def reconstruction_sheet(rows: list[SheetRow]) -> bytes:
     """One PNG; missing reconstructions or unreadable targets become grey cells that say so."""
     width = CAPTION_WIDTH + 3 * (TILE + GAP) + RIGHT_MARGIN
-    sheet = Image.new("RGB", (width, HEADER + len(rows) * (TILE + GAP) + 24), "white")
+    sheet = Image.new("RGB", (width, SHEET_HEADER + len(rows) * (TILE + GAP) + 24), "white")
     draw = ImageDraw.Draw(sheet)
     for col, title in enumerate(COLUMNS):
         draw.text((CAPTION_WIDTH + col * (TILE + GAP) + 4, 4), title, fill="black", font=_font(12))
     for i, row in enumerate(rows):
-        top = HEADER + i * (TILE + GAP)
+        top = SHEET_HEADER + i * (TILE + GAP)
         recon = _read_reconstruction(row.reconstruction_path)
         target = _read_target(row.target_path, recon.width if recon is not None else TILE)
         diff = _difference(target, recon) if target is not None and recon is not None and recon.size == target.size else None
         cells = (
-            _cell(target, "target\nunreadable"),
-            _cell(recon, "no reconstruction\n(project with\n--save-reconstructions)"),
-            _cell(diff, "-"),
+            _labelled_cell(target, "target\nunreadable"),
+            _labelled_cell(recon, "no reconstruction\n(project with\n--save-reconstructions)"),
+            _labelled_cell(diff, "-"),
         )
         for col, cell in enumerate(cells):
             sheet.paste(cell, (CAPTION_WIDTH + col * (TILE + GAP), top))

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from facebatch.cli.boundaries_cmd import split_names
+from facebatch.cli.fit_boundaries import split_names
 from facebatch.cli.cluster_options import (
     DeviceOption, DryRunOption, OverwriteOption, QuietOption, RetryErrorsOption, SchedulerFileOption,
     SchedulerOption, ThreadsPerWorkerOption, WorkersOption, cluster_options, report_run, run_shards,
@@ -71,9 +71,8 @@ def augment(
     edited latent's distance is the original's + s (--mode relative) or exactly s (absolute),
     also with --condition (those boundaries' distances do not move) and --layers.
     """
-    from facebatch.edit.augment import build_spec
     from facebatch.pipeline.latents import read_index
-    from facebatch.edit.sheet import write_contact_sheets
+    from facebatch.stages.augment import build_augment_spec, write_contact_sheets
 
     values = parse_strengths(strengths, list(ctx.args))
     attributes = split_names(attr)
@@ -83,7 +82,7 @@ def augment(
         raise InputError("--limit must be at least 1")
     cluster = cluster_options(workers, scheduler, scheduler_file, threads_per_worker, device)
     index = read_index(latents, column)
-    spec = build_spec(index=index, boundaries_path=boundaries, attributes=attributes, strengths=values,
+    spec = build_augment_spec(index=index, boundaries_path=boundaries, attributes=attributes, strengths=values,
                       out_dir=out_dir, generator=generator, conditions=split_names(condition), layers=layers,
                       mode=mode, noise=noise, shard_size=shard_size, batch_size=batch_size, limit=limit, force=force)
     summary = run_shards(spec, cluster, overwrite, retry_errors, dry_run, quiet)

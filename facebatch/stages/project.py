@@ -1,9 +1,10 @@
-"""The `project` stage for the shard runner: images -> W+ latents + reconstruction scores, one row per image.
+"""The `project` stage: images -> W+ latents + reconstruction scores, one row per image.
 
 `setup_project` runs once per worker process (loads G/D from the path, checks the sha256 the client saw,
 builds the projector); `process_project` decodes one shard in batches (the next batch is decoded while
 the current one is optimised) and returns its rows. Results do not depend on shard or batch
 composition: every image draws from its own seed, derived from (run seed, image_id).
+`project_files` runs the same function on a few files in this process (`facebatch invert`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import pyarrow as pa
 from facebatch.invert.scores import SCORE_KEYS
 from facebatch.pipeline.images import UnreadableImage, load_image, save_image
 from facebatch.pipeline.noise_store import NoiseWriter
-from facebatch.pipeline.rundir import NOISE, RECONSTRUCTIONS, RunDir
-from facebatch.pipeline.runner import ShardInfo, StageSpec
+from facebatch.pipeline.rundir import NOISE, RECONSTRUCTIONS
+from facebatch.pipeline.runner import StageSpec
+from facebatch.pipeline.shard_task import ShardInfo
 from facebatch.pipeline.table import latent_array_masked, latent_field
 
 log = logging.getLogger("facebatch.project")
@@ -72,7 +74,8 @@ def build_project_spec(*, items: list[dict], out_dir: Path, nets, projection: di
         name=STAGE, out_dir=Path(out_dir), table=TABLE, items=items, shard_size=shard_size, config=config,
         setup=setup_project, process=process_project,
         # Where the file is and how many images share a batch do not change results: they may change on resume.
-        runtime={"generator_path": str(Path(nets.path).resolve()), "batch_size": int(batch_size)},
+        runtime={"generator_path": str(Path(nets.path).resolve()), "generator_sha256": nets.sha256,
+                 "batch_size": int(batch_size)},
         schema=project_schema(G.num_ws, G.w_dim, aligned=align is not None),
         score_columns=(*SCORE_KEYS, "seconds"), side_dirs=side,
         metadata={"generator_sha256": nets.sha256, "generator": nets.name},
@@ -89,31 +92,46 @@ class ProjectState:
     align: Callable | None
     align_errors: tuple[type[BaseException], ...]
     device: str
+    # In-process callers only (invert): per-image hooks for the pictures and the progress bar.
+    on_image: Callable[[str, Any, Any], None] | None = None  # (image_id, target, reconstruction)
+    on_steps: Callable[[int], None] | None = None  # image-steps done since the last call
+
+
+def project_state(nets, config: dict, device) -> ProjectState:
+    """The worker state for networks already in memory."""
+    from facebatch.invert.presets import ProjectionConfig
+    from facebatch.invert.projector import Projector
+
+    projector = Projector(nets.G, nets.D, config=ProjectionConfig(**config["projection"]), device=str(device))
+    align, align_errors = _aligner(config.get("align"))
+    G = nets.G
+    return ProjectState(projector, config, G.img_resolution, (G.num_ws, G.w_dim), int(config.get("batch_size", 8)),
+                        align, align_errors, str(device))
 
 
 def setup_project(config: dict) -> ProjectState:
     """Once per worker process: the model comes from the path, never through the task graph."""
     import torch
 
-    from facebatch.errors import CheckpointError
-    from facebatch.invert.presets import ProjectionConfig
-    from facebatch.invert.projector import Projector
-    from facebatch.nets.checkpoints import load_networks
-    from facebatch.nets.device import resolve_device
+    from facebatch.stages.common import worker_networks
 
-    if config.get("torch_threads"):
-        torch.set_num_threads(int(config["torch_threads"]))
-    device = resolve_device(config.get("device", "auto"))
-    nets = load_networks(config["generator_path"], device=str(device))
-    expected = config["generator"]["sha256"]
-    if nets.sha256 != expected:  # e.g. a worker host with another file at the same path
-        raise CheckpointError(f"{config['generator_path']} on this worker has sha256 {nets.sha256}, the run uses {expected}")
-    projector = Projector(nets.G, nets.D, config=ProjectionConfig(**config["projection"]), device=str(device))
-    align, align_errors = _aligner(config.get("align"))
+    nets, device = worker_networks({**config, "generator_sha256": config["generator"]["sha256"]})
     log.info("project worker ready: %s on %s (%d torch threads)", nets.name, device, torch.get_num_threads())
-    G = nets.G
-    return ProjectState(projector, config, G.img_resolution, (G.num_ws, G.w_dim), int(config.get("batch_size", 8)),
-                        align, align_errors, str(device))
+    return project_state(nets, config, device)
+
+
+def project_files(items: list[dict], nets, projection: dict, *, seed: int = 0, batch_size: int = 8,
+                  device: Any = "cpu", on_image=None, on_steps=None) -> pa.Table:
+    """The project stage's rows for a few files, computed here with networks already loaded.
+
+    `items` are ``{"image_id", "path"}`` dicts; the rows are exactly those `facebatch project` writes.
+    """
+    config = {"projection": projection, "seed": int(seed), "align": None, "save_reconstructions": False,
+              "save_noise": False, "batch_size": int(batch_size)}
+    state = project_state(nets, config, device)
+    state.on_image, state.on_steps = on_image, on_steps
+    info = ShardInfo(0, "part-00000", 1, Path("."), TABLE, "")
+    return process_project(state, items, info)
 
 
 def _aligner(backend: str | None) -> tuple[Callable | None, tuple[type[BaseException], ...]]:
@@ -231,7 +249,7 @@ def _project_batch(state: ProjectState, loaded: list, rows: _Rows, info: ShardIn
     targets = torch.stack([t for _, t, _ in loaded])
     seeds = [per_image_seed(seed, item["image_id"]) for item, _, _ in loaded]
     start = time.perf_counter()
-    results = _project_halving(state.projector, targets, seeds, 0)
+    results = _project_halving(state.projector, targets, seeds, 0, _step_callback(state, len(seeds)))
     share = (time.perf_counter() - start) / len(loaded)
     for offset, res in results:
         for j in range(res.ws.shape[0]):
@@ -243,18 +261,32 @@ def _project_batch(state: ProjectState, loaded: list, rows: _Rows, info: ShardIn
             rows.set(image_id, error=None, **{k: float(res.scores[k][j]) for k in SCORE_KEYS if k in res.scores},
                      loss=float(res.losses[-1, j]) if len(res.losses) else None, perceptual_backend=res.perceptual_backend,
                      steps=int(res.steps), seconds=share + load_s)
+            if state.on_image is not None:
+                state.on_image(image_id, loaded[offset + j][1], res.reconstructions[j])
             if state.config["save_reconstructions"]:
                 save_image(res.reconstructions[j], info.run.reconstruction(image_id))
             if noise is not None and res.noise is not None:
                 noise.add(image_id, [layer[j].numpy() for layer in res.noise])
 
 
-def _project_halving(projector, targets, seeds, offset: int) -> list[tuple[int, Any]]:
+def _step_callback(state: ProjectState, n_images: int):
+    if state.on_steps is None:
+        return None
+    done = [0]
+
+    def callback(step, total, losses):
+        state.on_steps((step - done[0]) * n_images)
+        done[0] = step
+
+    return callback
+
+
+def _project_halving(projector, targets, seeds, offset: int, callback=None) -> list[tuple[int, Any]]:
     """Out of GPU memory: split the batch and go on rather than lose the shard (results do not depend on B)."""
     import torch
 
     try:
-        return [(offset, projector.project(targets, seeds=seeds))]
+        return [(offset, projector.project(targets, seeds=seeds, callback=callback))]
     except torch.cuda.OutOfMemoryError:
         if len(seeds) == 1:
             raise
@@ -262,4 +294,4 @@ def _project_halving(projector, targets, seeds, offset: int) -> list[tuple[int, 
         half = len(seeds) // 2
         log.warning("out of GPU memory at batch %d; retrying as %d + %d", len(seeds), half, len(seeds) - half)
         return (_project_halving(projector, targets[:half], seeds[:half], offset)
-                + _project_halving(projector, targets[half:], seeds[half:], offset + half))
+                + _project_halving(projector, targets[half:], seeds[half:], offset + half))  # no progress on a retry

@@ -37,7 +37,7 @@ def align(
     other settings in the same OUT are refused unless --overwrite. Read the table with
     pandas.read_parquet(OUT/"faces") or facebatch's read_latent_table.
     """
-    from facebatch.align.stage import build_align_spec
+    from facebatch.stages.align import build_align_spec
     from facebatch.pipeline.cluster import describe, usable_cores
     from facebatch.pipeline.discover import discover_images, no_images
 

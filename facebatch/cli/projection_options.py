@@ -1,0 +1,24 @@
+"""The projection options `project` and `invert` share: --preset, --steps, --set, resolved in one place."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+PresetOption = Annotated[Optional[str], typer.Option("--preset", "-p", help="Projection preset name or YAML file.")]
+StepsOption = Annotated[Optional[int], typer.Option("--steps", help="Override the preset's optimisation steps.")]
+SetOption = Annotated[
+    Optional[list[str]], typer.Option("--set", help="Override any preset setting: key=value (repeatable).")
+]
+GeneratorOption = Annotated[str, typer.Option("--generator", "-g", help="Checkpoint path, registry name or URL.")]
+
+
+def projection_config(preset: str | None, steps: int | None, set_: list[str] | None):
+    """The resolved ProjectionConfig: the preset (default if none), then --set overrides, then --steps."""
+    from facebatch.invert.presets import DEFAULT_PRESET, load_preset, parse_overrides
+
+    overrides = parse_overrides(set_ or [])
+    if steps is not None:
+        overrides["steps"] = steps
+    return load_preset(preset or DEFAULT_PRESET, overrides)

@@ -1,0 +1,98 @@
+"""The `sample` stage: seeds -> z, W+ and (optionally) images, one row per seed.
+
+Seeds follow the official recipe (z = RandomState(seed).randn(z_dim)), so images match NVlabs
+gen_images.py for the same seed, truncation and noise mode. PNGs go to OUT/images/seedNNNNNN.png,
+latents to OUT/latents/part-NNNNN.parquet through the shard runner, so sample resumes, records its
+generator in _run.json (augment finds it there) and runs on a cluster like every other stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from facebatch.errors import InputError
+from facebatch.pipeline.rundir import IMAGES, LATENTS
+from facebatch.pipeline.runner import StageSpec
+from facebatch.pipeline.shard_task import ShardInfo
+from facebatch.pipeline.table import latent_array, latent_field
+
+STAGE = "sample"
+NOISE_MODES = ("const", "random", "none")
+
+
+def seed_image_id(seed: int) -> str:
+    return f"seed{seed:06d}.png"
+
+
+def sample_schema(z_dim: int, num_ws: int, w_dim: int) -> pa.Schema:
+    return pa.schema([
+        pa.field("image_id", pa.string()), pa.field("seed", pa.int64()), pa.field("status", pa.string()),
+        pa.field("error", pa.string()), latent_field("z", (z_dim,)), latent_field("w", (num_ws, w_dim)),
+    ])
+
+
+def build_sample_spec(*, seeds: Sequence[int], out_dir: Path, nets, truncation_psi: float = 1.0,
+                      truncation_cutoff: int | None = None, noise_mode: str = "const", images: bool = True,
+                      shard_size: int = 10000, batch_size: int = 16) -> StageSpec:
+    """The stage as the runner sees it; `nets` is the client's `load_networks` result (for sha and shapes)."""
+    if noise_mode not in NOISE_MODES:
+        raise InputError(f"--noise-mode must be const, random or none, not {noise_mode!r}")
+    if batch_size < 1 or shard_size < 1:
+        raise InputError("--batch-size and --part-size must be at least 1")
+    G = nets.G
+    facts = {"generator": nets.name, "generator_sha256": nets.sha256, "truncation_psi": float(truncation_psi),
+             "truncation_cutoff": truncation_cutoff, "noise_mode": noise_mode}
+    items = [{"image_id": seed_image_id(s), "seed": int(s)} for s in dict.fromkeys(seeds)]
+    return StageSpec(
+        name=STAGE, out_dir=Path(out_dir), table=LATENTS, items=items, shard_size=shard_size,
+        config={**facts, "images": bool(images)}, setup=setup_sample, process=process_sample,
+        runtime={"generator_path": str(Path(nets.path).resolve()), "batch_size": int(batch_size)},
+        schema=sample_schema(G.z_dim, G.num_ws, G.w_dim), side_dirs=(IMAGES,) if images else (),
+        metadata=facts,  # in _run.json and every part's schema: readers find the generator and truncation
+    )
+
+
+@dataclass
+class SampleState:
+    G: Any
+    device: Any
+    config: dict
+
+
+def setup_sample(config: dict) -> SampleState:
+    from facebatch.stages.common import worker_networks
+
+    nets, device = worker_networks(config, with_d=False)
+    return SampleState(nets.G.eval(), device, config)
+
+
+def process_sample(state: SampleState, items: list[dict], info: ShardInfo) -> pa.Table:
+    from facebatch.nets.sampling import sample
+    from facebatch.pipeline.images import save_image
+
+    cfg, G = state.config, state.G
+    seeds = [int(i["seed"]) for i in items]
+    batch = int(cfg.get("batch_size", 16))
+    zs, wss = [], []
+    for start in range(0, len(seeds), batch):
+        chunk = seeds[start : start + batch]
+        z, ws, img = sample(G, chunk, cfg["truncation_psi"], cfg["truncation_cutoff"], cfg["noise_mode"],
+                            device=state.device)
+        if cfg["images"]:
+            for s, im in zip(chunk, img):
+                save_image(im, info.run.folder(IMAGES) / seed_image_id(s))
+        zs.append(z.numpy())
+        wss.append(ws.numpy())
+    n = len(seeds)
+    z_all = np.concatenate(zs) if zs else np.zeros((0, G.z_dim), np.float32)
+    w_all = np.concatenate(wss) if wss else np.zeros((0, G.num_ws, G.w_dim), np.float32)
+    return pa.Table.from_arrays(
+        [pa.array([i["image_id"] for i in items]), pa.array(seeds, pa.int64()), pa.array(["ok"] * n),
+         pa.nulls(n, pa.string()), latent_array(z_all, n, (G.z_dim,)), latent_array(w_all, n, (G.num_ws, G.w_dim))],
+        schema=sample_schema(G.z_dim, G.num_ws, G.w_dim),
+    )
