@@ -38,19 +38,11 @@ ROSINALITY_WEIGHTS = REFERENCE / "rosinality_64_weights.pt"
 
 
 def build_nvlabs_fixture():
-    """(G, D) of the 64-px NVlabs reference fixture, built from its state dicts, eval mode, frozen."""
-    import torch
+    """(G, D) of the 64-px NVlabs reference fixture through the library's own loader (eval mode, frozen)."""
+    from facebatch.nets.checkpoints import load_networks
 
-    from facebatch.nets.stylegan2 import Discriminator, Generator
-
-    ckpt = torch.load(require(NVLABS_WEIGHTS), weights_only=True)
-    G = Generator(**ckpt["G_init_kwargs"])
-    G.load_state_dict(ckpt["G_ema_state_dict"], strict=True)
-    D = Discriminator(**ckpt["D_init_kwargs"])
-    D.load_state_dict(ckpt["D_state_dict"], strict=True)
-    for net in (G, D):
-        net.eval().requires_grad_(False)
-    return G, D
+    nets = load_networks(require(NVLABS_WEIGHTS))
+    return nets.G, nets.D
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +64,32 @@ def nvlabs_D(nvlabs_nets):
 def fixture_generator_path() -> Path:
     """A generator file any `--generator PATH` option accepts (the NVlabs fixture, D included)."""
     return require(NVLABS_WEIGHTS)
+
+
+# Several engineers share a 2-core machine: multi-threaded BLAS or torch under contention runs ~10x slower.
+@pytest.fixture
+def one_blas_thread():
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def restore_torch_threads():
+    """--workers 0 runs set torch's thread count in this process; give the rest of the session its own back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

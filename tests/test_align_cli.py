@@ -111,18 +111,10 @@ def test_unknown_faces_mode_is_one_line_and_exit_2(tmp_path, data_dir):
     assert res.exit_code == 2 and "--faces must be one of largest, all" in res.output and res.output.count("\n") == 1
 
 
-@pytest.fixture
-def _restore_torch_threads():
-    """--workers 0 projects in this process and sets torch's thread count; give the session its own back."""
-    import torch
-
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_project_align_records_the_crop_quad_with_the_latent(tmp_path, data_dir, fixture_generator_path,
-                                                            _restore_torch_threads):
+                                                            restore_torch_threads):
     pytest.importorskip("dlib", reason="the dlib backend needs dlib-bin (the align extra)")
     from facebatch.align import api
     from facebatch.pipeline.latents import read_latent_table

@@ -6,7 +6,6 @@ as float32, so distances agree to ~1e-6 of the latents' magnitude; the tests all
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from facebatch.edit.apply import edit_latents
 from facebatch.edit.boundary import Boundary
@@ -14,11 +13,7 @@ from facebatch.edit.conditional import conditional_normal, edit_step, project_ou
 from facebatch.errors import InputError
 
 
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    # Several engineers share this 2-core machine: multi-threaded BLAS under contention runs ~10x slower.
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 NUM_WS, W_DIM = 8, 32

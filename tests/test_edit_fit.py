@@ -17,18 +17,13 @@ badly chosen penalty reaches.
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from facebatch.edit.boundary import Boundary
 from facebatch.edit.fit import FitSettings, feature_distance, features, fit_boundary, select_samples
 from facebatch.errors import InputError
 
 
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    # Several engineers share this 2-core machine: multi-threaded BLAS under contention runs ~10x slower.
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 D = 512

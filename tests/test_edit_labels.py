@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
 from facebatch.cli.app import app
@@ -18,11 +17,7 @@ runner = CliRunner()
 NUM_WS, W_DIM = 4, 16
 
 
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    # Several engineers share this 2-core machine: multi-threaded BLAS under contention runs ~10x slower.
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def write_latents(out: Path, ids, ws, ok=None, parts=2, sha="ab" * 32):

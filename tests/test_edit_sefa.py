@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
 from facebatch.cli.app import app
@@ -11,11 +10,7 @@ from facebatch.edit.boundaries_io import load_boundaries
 from facebatch.edit.sefa import affine_layers, factorize, sefa_boundaries
 
 
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    # Several engineers share this 2-core machine: multi-threaded BLAS under contention runs ~10x slower.
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 runner = CliRunner()
 

@@ -21,13 +21,7 @@ from facebatch.nets.sampling import z_from_seeds
 FAST = {"w_avg_samples": 2000}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Other engineers' tests share two cores; one thread per test process keeps timings sane.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +120,7 @@ def test_masked_loss_ignores_the_masked_out_region(nvlabs_G, wplus_targets):
 
 @torch.no_grad()
 def test_start_point_is_w_avg_of_10000_official_samples(nvlabs_G, wplus_targets):
-    """ANCHORS 1.1: z = RandomState(123).randn(10000, z_dim); w_avg = mean w; w_std = sqrt(sum((w - w_avg)^2) / 10000)."""
+    """The NVlabs projector's recipe: z = RandomState(123).randn(10000, z_dim); w_avg = mean w; w_std = sqrt(sum((w - w_avg)^2) / 10000)."""
     G = nvlabs_G
     cfg = load_preset("nvlabs", {"steps": 0, "perceptual": "none", "mse_weight": 1.0})
     assert (cfg.w_avg_samples, cfg.w_avg_seed) == (10000, 123)

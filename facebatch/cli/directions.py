@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from facebatch.cli.fit_boundaries import write_boundaries
 from facebatch.cli.console import out
 from facebatch.edit.layers import format_layers
 
@@ -35,11 +34,10 @@ def sefa(
     """
     from facebatch.edit.layers import parse_layers
     from facebatch.edit.sefa import affine_layers, sefa_boundaries
-    from facebatch.errors import InputError
+    from facebatch.edit.boundaries_io import check_writable, write_boundaries
     from facebatch.nets.checkpoints import load_networks
 
-    if out_path.exists() and not (overwrite or update):
-        raise InputError(f"{out_path} exists; pass --update to add to it or --overwrite to replace it")
+    check_writable(out_path, overwrite, update)
     nets = load_networks(generator, device="cpu", with_d=False)
     state = nets.G.state_dict()
     _, num_ws = affine_layers(state)

@@ -9,26 +9,13 @@ import typer
 from rich.table import Table
 
 from facebatch.cli.console import out
-from facebatch.edit.boundaries_io import load_boundaries, save_boundaries
+from facebatch.edit.boundaries_io import check_writable, write_boundaries
 from facebatch.edit.boundary import Boundary
 from facebatch.edit.layers import format_layers
-from facebatch.errors import InputError
 
 
 def split_names(text: Optional[str]) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
-
-
-def write_boundaries(path: Path, new: list[Boundary], run: dict, overwrite: bool, update: bool) -> None:
-    """--update merges into an existing file (same names are replaced); otherwise refuse to clobber one."""
-    if path.exists() and not (overwrite or update):
-        raise InputError(f"{path} exists; pass --update to add to it or --overwrite to replace it")
-    merged = new
-    if update and path.exists():
-        old = load_boundaries(path)
-        names = {b.name for b in new}
-        merged = [b for name, b in old.items() if name not in names] + new
-    save_boundaries(path, merged, run)
 
 
 def _pct(x: Optional[float]) -> str:
@@ -85,8 +72,7 @@ def fit_boundaries(
 
     settings = FitSettings(space=space, chosen_ratio=chosen_ratio, split_ratio=split_ratio, C=C, seed=seed,
                            max_train_rows=max_train_rows)
-    if out_path.exists() and not (overwrite or update):
-        raise InputError(f"{out_path} exists; pass --update to add to it or --overwrite to replace it")
+    check_writable(out_path, overwrite, update)  # before the fit, which may take minutes
     report = fit_from_labels(labels, latents, attrs=split_names(attrs) or None, exclude=split_names(exclude),
                              id_col=id_col, skip_unknown=skip_unknown, settings=settings, layers=layers, column=column)
     run = {"command": "fit-boundaries", "labels": str(labels.resolve()), "latents": str(latents.resolve()),

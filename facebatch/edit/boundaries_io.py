@@ -70,6 +70,23 @@ def save_boundaries(path: Path, boundaries: Iterable[Boundary], run: Mapping | N
     atomic_write_bytes(Path(path), (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode())
 
 
+def check_writable(path: Path, overwrite: bool, update: bool) -> None:
+    """Refuse to clobber an existing boundaries file unless --overwrite (replace) or --update (merge)."""
+    if Path(path).exists() and not (overwrite or update):
+        raise InputError(f"{path} exists; pass --update to add to it or --overwrite to replace it")
+
+
+def write_boundaries(path: Path, new: list[Boundary], run: Mapping, overwrite: bool, update: bool) -> None:
+    """--update merges into an existing file (same names are replaced); otherwise refuse to clobber one."""
+    check_writable(path, overwrite, update)
+    merged = new
+    if update and Path(path).exists():
+        old = load_boundaries(path)
+        names = {b.name for b in new}
+        merged = [b for name, b in old.items() if name not in names] + new
+    save_boundaries(path, merged, run)
+
+
 def load_boundaries(path: Path) -> dict[str, Boundary]:
     path = Path(path)
     if path.is_dir():
