@@ -15,19 +15,18 @@ def pattern(size, phase):
     return torch.stack([torch.sin(5 * x + phase), torch.cos(7 * y - phase), torch.sin(3 * (x + y) + 2 * phase)])[None] * 0.8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CPU is shared with other engineers' tests
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def input_pairs():
+    a = torch.cat([pattern(64, 0.0), pattern(64, 1.0)])
+    b = torch.cat([pattern(64, 0.5), pattern(64, 1.0).flip(-1)])
+    return a, b
 
 
 @pytest.fixture(scope="module")
 def pairs():
-    a = torch.cat([pattern(64, 0.0), pattern(64, 1.0)])
-    b = torch.cat([pattern(64, 0.5), pattern(64, 1.0).flip(-1)])
-    return a, b
+    return input_pairs()
 
 
 def test_stlpips_wheel_ships_trunk_and_heads():
@@ -39,7 +38,7 @@ def test_stlpips_wheel_ships_trunk_and_heads():
 @torch.no_grad()
 def test_stlpips_vgg_matches_the_reference_implementation(pairs):
     # Values from stlpips_pytorch 0.0.2's own LPIPS(net="vgg", variant="shift_tolerant") on these
-    # inputs (run once with its undeclared imports stubbed); our network reads the same file.
+    # inputs, printed by tests/make_stlpips_golden.py (rerun it to regenerate); our network reads the same file.
     dist = build_perceptual("stlpips-vgg")(*pairs)
     assert dist.tolist() == pytest.approx([0.28508251905441284, 0.45155057311058044], abs=1e-5)
 

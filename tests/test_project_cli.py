@@ -34,14 +34,7 @@ FAST = ["--steps", "1", "--set", "w_avg_samples=64", "--set", "perceptual=none",
         "--threads-per-worker", "1"]
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_threads():
-    """--workers 0 runs set torch's thread count in this process; give the rest of the session its own back."""
-    import torch
-
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
 
 def faces(data_dir: Path, dest: Path, n_aligned: int = 3) -> Path:
@@ -150,19 +143,21 @@ def test_interrupted_or_killed_run_leaves_no_partial_file_and_rerun_matches_an_u
     markers = out / "_stats" / "latents"
     try:
         assert _wait_for(lambda: markers.is_dir() and any(markers.glob("*.json")), 240), "no shard finished"
+        # A run that ended on its own would fail the checks below for the wrong reason (exit 0, not 130).
+        assert proc.poll() is None, "the run finished before the signal: too late to test anything"
         os.killpg(proc.pid, sig)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+    done = sorted(p.stem for p in markers.glob("*.json"))
+    assert 0 < len(done) < 5, "the interrupt came too late to test anything"  # first: it explains the rest
     if sig == signal.SIGINT:
         assert proc.returncode == 130, stderr.decode()
         assert b"rerun the same command to resume" in stderr
         assert b"\x1b[" not in stdout + stderr and b"\r" not in stderr  # not a terminal: no bar, no colour codes
     else:
         assert proc.returncode == -signal.SIGKILL
-    done = sorted(p.stem for p in markers.glob("*.json"))
-    assert 0 < len(done) < 5, "the interrupt came too late to test anything"
     visible = sorted(p.stem for p in (out / "latents").iterdir() if not p.name.startswith("."))
     for name in visible:  # every visible part is a whole Parquet file
         assert pq.read_table(out / "latents" / f"{name}.parquet").num_rows == 1
