@@ -1,4 +1,4 @@
-"""Alignment on real photos (../shared/data) with the dlib backend: issue 5's acceptance figures.
+"""Alignment on real photos (the shared test data) with the dlib backend: the figures the README quotes.
 
 Measured with this code (dlib-bin 20.x, the 68-point predictor from face-recognition-models), at 256 px:
   - re-aligning the 38 CelebA-HQ faces moves the eye centres and mouth corners by mean 2.2 px, max 6.7 px
@@ -24,7 +24,7 @@ from conftest import require
 pytest.importorskip("dlib", reason="the dlib backend needs dlib-bin (the align extra)")
 
 from facebatch.align import api  # noqa: E402
-from facebatch.align.evaluate import realignment_shift  # noqa: E402
+from facebatch.align.accuracy import realignment_shift  # noqa: E402
 from facebatch.align.ffhq import roll_degrees, source_to_aligned, keypoints  # noqa: E402
 from facebatch.align.landmarks import get_backend  # noqa: E402
 from facebatch.stages.align import AlignState, process_align  # noqa: E402

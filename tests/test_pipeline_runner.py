@@ -136,7 +136,7 @@ def test_retry_errors_recomputes_only_error_rows(tmp_path):
     frame = pd.read_parquet(tmp_path / "out" / "latents")
     assert frame.set_index("image_id").loc["img/001.png", "error"] == "broken input"
     assert frame["w"].isna().sum() == 2  # error rows keep their place with a null latent
-    # a plain rerun does not touch error rows (img2dataset#452's gap) ...
+    # a plain rerun does not touch error rows (a retry is asked for, never implied) ...
     assert run_stage(spec, HERE, progress=False).images_processed == 0
     fix.write_text("ok now")
     ok_before = pq.read_table(tmp_path / "out" / "latents" / "part-00002.parquet")  # rows 6: no errors

@@ -28,7 +28,7 @@ INSTALL_HINT = "pip install 'facebatch[align]' (dlib-bin and face-recognition-mo
 UPSAMPLE_UP_TO = 640
 DETECT_MAX_SIDE = 2048
 
-# HOG scores are SVM margins (dlib's own cut-off is 0). Measured on ../shared/data: the 34 non-face
+# HOG scores are SVM margins (dlib's own cut-off is 0). Measured on the test photos: the 34 non-face
 # images score at most -0.13 and a mission patch on the astronaut's suit scores +0.12, while the 38
 # CelebA-HQ faces score >= 0.72 and the astronaut's face 1.16; on 1000 CelebA crops a 0.3 cut-off
 # misses 5.1% of faces against 2.7% at 0. See tests/test_align_data.py and the align README section.

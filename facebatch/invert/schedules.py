@@ -1,6 +1,6 @@
 """Learning-rate and latent-noise schedules of the NVlabs projector, as functions of t = step / steps.
 
-Written from the formulas in NVlabs stylegan2-ada-pytorch ``projector.py`` (ANCHORS.md 1.1);
+Written from the formulas in NVlabs stylegan2-ada-pytorch ``projector.py``;
 a ramp length of 0 switches that ramp off, which gives the constant schedules of Image2StyleGAN.
 """
 

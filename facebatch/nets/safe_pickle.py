@@ -5,8 +5,7 @@ where `meta = {type, version, module_src, class_name, state}`: the official load
 Here that name maps to a function that keeps only `class_name` and `state` (parameters, buffers,
 submodules, `_init_kwargs`) and drops the source unread. Every other global the pickle names must
 be on a short allow-list (tensor and numpy rebuilders, a few containers); anything else stops the
-load with the name of the refused global, before it is called. The structure is described in
-../shared/reference/ECOSYSTEM.md, section B4 "State-only unpickler".
+load with the name of the refused global, before it is called.
 """
 
 from __future__ import annotations

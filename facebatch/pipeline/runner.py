@@ -226,7 +226,7 @@ def _execute_here(tasks: list[ShardTask], max_retries: int, finished) -> None:
 def _execute_dask(tasks: list[ShardTask], spec: StageSpec, cluster: ClusterOptions, run_id: str, finished) -> None:
     from distributed import as_completed
 
-    # Unique, prefixed keys: a bare key could be substituted into a string argument equal to it (dask#9969).
+    # Unique, prefixed keys: dask may substitute a bare key into any string argument equal to it.
     keys = [f"facebatch-{spec.name}-{run_id}-{t.info.name}" for t in tasks]
     by_key = dict(zip(keys, tasks))
     with open_client(cluster) as client:

@@ -1,6 +1,6 @@
 """What runs on a worker for one shard: cached stage state, the stage's rows, atomic publish, a small marker.
 
-Only the marker dict travels back to the client (B2: never return big arrays through futures). The part is
+Only the marker dict travels back to the client (big arrays never travel through futures). The part is
 published with a rename before the marker is written, so a marker always means a complete part; a worker
 killed in between leaves a part without a marker, which the next run simply rewrites.
 """

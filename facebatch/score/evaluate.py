@@ -17,9 +17,9 @@ from facebatch import __version__
 from facebatch.errors import InputError
 from facebatch import sheets
 from facebatch.score import plots
-from facebatch.score.directions import DEFAULT_PRIMARY, ERROR_LIKE, POSITIVE_CLASS, TASKS, ScoreSpec, canonical, spec_for
+from facebatch.score.polarity import DEFAULT_PRIMARY, ERROR_LIKE, POSITIVE_CLASS, TASKS, ScoreSpec, canonical, spec_for
 from facebatch.score.flags import FlagSummary, write_flags
-from facebatch.score.labels import JoinedLabels, join_labels
+from facebatch.score.ground_truth import JoinedLabels, join_labels
 from facebatch.score.metrics import distribution, separation
 from facebatch.score.report import write_report
 from facebatch.score.runtable import RunTable, read_run

@@ -202,7 +202,7 @@ def process_project(state: ProjectState, items: list[dict], info: ShardInfo) -> 
         if state.device.startswith("cuda"):
             import torch
 
-            torch.cuda.empty_cache()  # give the cached blocks back between shards (dask-cuda#383)
+            torch.cuda.empty_cache()  # give the cached blocks back between shards: a long-lived worker would hold them
     return rows.table(project_schema(*state.shape, aligned=state.align is not None))
 
 
