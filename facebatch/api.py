@@ -1,0 +1,69 @@
+"""What a notebook user calls: the library functions behind the commands, with plain arguments.
+
+Each is the function the matching command uses, so results are the command's results:
+
+    import facebatch as fb
+    nets = fb.load_generator("stylegan2-ffhq-1024")            # or a checkpoint path
+    table = fb.project_images(["a.jpg", "b.png"], nets, preset="fast")
+    run = fb.read_latents("runs/faces")                          # OUT of `facebatch project` / `sample`
+    report = fb.fit_boundaries("labels.csv", "runs/faces")       # InterFaceGAN, one boundary per column
+    edited = fb.edit_latents(run.latent("w"), report.boundaries[0], 2.0)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from facebatch.edit.apply import edit_latents
+from facebatch.edit.boundaries_io import load_boundaries
+from facebatch.pipeline.latents import LatentTable
+from facebatch.pipeline.latents import read_latent_table as read_latents
+
+__all__ = ["edit_latents", "fit_boundaries", "load_boundaries", "load_generator", "project_images", "read_latents"]
+
+
+def load_generator(spec: str | Path, device: str = "cpu", *, with_d: bool = True):
+    """G (and D when the checkpoint has one) from a registry name, a path or a URL: `Networks`
+    with `.G`, `.D`, `.sha256`. Any supported format; none can run code."""
+    from facebatch.nets.checkpoints import load_networks
+
+    return load_networks(spec, device=device, with_d=with_d)
+
+
+def project_images(images: Sequence[str | Path], generator: Any, *, preset: str | None = None,
+                   overrides: Mapping[str, Any] | None = None, seed: int = 0, batch_size: int = 8,
+                   device: str = "auto") -> LatentTable:
+    """Project image files into W+ with `facebatch project`'s stage function, in this process.
+
+    `generator` is what `load_generator` returns (or anything it accepts). Returns the rows
+    `facebatch project` writes: scores in `.frame`, the W+ codes in `.latent("w")`.
+    """
+    import pyarrow as pa
+
+    from facebatch.invert.presets import DEFAULT_PRESET, load_preset
+    from facebatch.nets.device import resolve_device
+    from facebatch.pipeline.latents import LatentTable
+    from facebatch.pipeline.table import column_to_numpy
+    from facebatch.stages.project import project_files
+
+    dev = resolve_device(device)
+    nets = generator if hasattr(generator, "G") else load_generator(generator, device=str(dev))
+    cfg = load_preset(preset or DEFAULT_PRESET, dict(overrides or {}))
+    paths = [Path(p) for p in images]
+    names = [p.name for p in paths]
+    items = [{"image_id": p.name if names.count(p.name) == 1 else str(p), "path": str(p)} for p in paths]
+    table = project_files(items, nets, cfg.to_dict(), seed=seed, batch_size=batch_size, device=dev)
+    w = column_to_numpy(pa.table({"w": table.column("w")}, schema=pa.schema([table.schema.field("w")])), "w")
+    return LatentTable(frame=table.drop_columns(["w"]).to_pandas(), latents={"w": w})
+
+
+def fit_boundaries(labels: str | Path, latents: str | Path, **options):
+    """InterFaceGAN boundaries from a labels CSV and a latents table, as `facebatch fit-boundaries` fits them.
+
+    Options are `fit_from_labels`'s (attrs, exclude, id_col, settings, layers, ...); returns its report,
+    whose `.boundaries` go to `edit_latents` or `facebatch.edit.boundaries_io.save_boundaries`.
+    """
+    from facebatch.edit.fit_labels import fit_from_labels
+
+    return fit_from_labels(Path(labels), Path(latents), **options)
