@@ -51,8 +51,11 @@ def bench_detect(n: int) -> None:
         for im in images:
             find_faces(im)
         dt = (time.perf_counter() - t0) / len(images)
-        print(f"detect+landmarks  {label:18s} {dt * 1000:8.1f} ms/image  ({len(images)} images, "
-              f"{sum(f > 0 for f in found)} with a face)", flush=True)
+        print(
+            f"detect+landmarks  {label:18s} {dt * 1000:8.1f} ms/image  ({len(images)} images, "
+            f"{sum(f > 0 for f in found)} with a face)",
+            flush=True,
+        )
 
 
 def bench_warp(sizes: list[int], repeats: int) -> None:
@@ -69,10 +72,10 @@ def bench_warp(sizes: list[int], repeats: int) -> None:
 
 
 def bench_stage(n: int, size: int, workers: list[int]) -> None:
-    from facebatch.stages.align import build_align_spec
     from facebatch.pipeline.cluster import ClusterOptions
     from facebatch.pipeline.discover import discover_images
     from facebatch.pipeline.runner import run_stage
+    from facebatch.stages.align import build_align_spec
 
     with tempfile.TemporaryDirectory(prefix="facebatch-align-bench-") as tmp:
         inp = Path(tmp) / "in"
@@ -82,14 +85,24 @@ def bench_stage(n: int, size: int, workers: list[int]) -> None:
         items = discover_images(inp)
         for w in workers:
             out = Path(tmp) / f"out{w}"
-            spec = build_align_spec(items=items, out_dir=out, size=size, backend="dlib", faces="largest",
-                                    min_score=None, shard_size=max(1, len(items) // max(2 * w, 1)))
+            spec = build_align_spec(
+                items=items,
+                out_dir=out,
+                size=size,
+                backend="dlib",
+                faces="largest",
+                min_score=None,
+                shard_size=max(1, len(items) // max(2 * w, 1)),
+            )
             cluster = ClusterOptions(workers=w, threads_per_worker=1, device="cpu")
             t0 = time.perf_counter()
             summary = run_stage(spec, cluster, progress=False)
             wall = time.perf_counter() - t0
-            print(f"stage  workers={w}  {len(items)} CelebA-HQ images at {size} px: {wall:6.1f} s wall, "
-                  f"{len(items) / wall:5.2f} images/s (incl. cluster start), {summary.images_error} errors", flush=True)
+            print(
+                f"stage  workers={w}  {len(items)} CelebA-HQ images at {size} px: {wall:6.1f} s wall, "
+                f"{len(items) / wall:5.2f} images/s (incl. cluster start), {summary.images_error} errors",
+                flush=True,
+            )
 
 
 def main() -> None:

@@ -32,7 +32,9 @@ import numpy as np
 
 D = 512
 FLIP = 0.1
-FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "reference" / "nvlabs_sg2ada_64_weights.pt"
+FIXTURE = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "reference" / "nvlabs_sg2ada_64_weights.pt"
+)
 
 
 def w_like(n_rows: int, seed: int, flip: float = FLIP):
@@ -77,8 +79,11 @@ def _scale_case(args: dict) -> dict:
 
         train, val = train_test_split(np.arange(len(y)), train_size=0.7, stratify=y, random_state=0)
         mean = X[train].mean(0)
-        est = SVC(kernel="linear") if args["estimator"] == "svc-linear" else \
-            SGDClassifier(loss="hinge", alpha=1e-4, max_iter=50, tol=1e-4, random_state=0)
+        est = (
+            SVC(kernel="linear")
+            if args["estimator"] == "svc-linear"
+            else SGDClassifier(loss="hinge", alpha=1e-4, max_iter=50, tol=1e-4, random_state=0)
+        )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             est.fit(X[train] - mean, y[train])
@@ -88,8 +93,9 @@ def _scale_case(args: dict) -> dict:
         acc = float(np.mean(est.predict(X[val] - mean) == y[val]))
     seconds = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return dict(args, seconds=seconds, cos=cos, val_accuracy=acc, peak_rss_mb=rss, data_rss_mb=rss_data,
-                converged=converged)
+    return dict(
+        args, seconds=seconds, cos=cos, val_accuracy=acc, peak_rss_mb=rss, data_rss_mb=rss_data, converged=converged
+    )
 
 
 def part_scale(sizes: list[int], svc_max: int, sgd: bool) -> None:
@@ -97,21 +103,24 @@ def part_scale(sizes: list[int], svc_max: int, sgd: bool) -> None:
     cases += [dict(n=n, estimator="sgd-hinge") for n in sizes if sgd]
     cases += [dict(n=n, estimator="svc-linear") for n in (2000, 5000, 10000, 20000) if n <= svc_max]
     print("\n## scale: fit time on 512-d latents (binary labels, 70% of rows train)\n")
-    print("| estimator | latents | train rows | fit s | RSS before fit MB | peak RSS MB | cos to planted | val acc | converged |")
+    print(
+        "| estimator | latents | train rows | fit s | RSS before fit MB | peak RSS MB | cos to planted | val acc | converged |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     ctx = mp.get_context("spawn")
     for case in cases:
         with ctx.Pool(1) as pool:
             r = pool.apply(_scale_case, (case,))
-        print(f"| {r['estimator']} | {r['n']:,} | {int(0.7 * r['n']):,} | {r['seconds']:.1f} | {r['data_rss_mb']:.0f} | "
-              f"{r['peak_rss_mb']:.0f} | "
-              f"{r['cos']:.3f} | {r['val_accuracy']:.3f} | {r['converged']} |", flush=True)
+        print(
+            f"| {r['estimator']} | {r['n']:,} | {int(0.7 * r['n']):,} | {r['seconds']:.1f} | {r['data_rss_mb']:.0f} | "
+            f"{r['peak_rss_mb']:.0f} | "
+            f"{r['cos']:.3f} | {r['val_accuracy']:.3f} | {r['converged']} |",
+            flush=True,
+        )
 
 
 def part_c(sizes: list[int], seeds: int) -> None:
-    from facebatch.edit.fit import FitSettings, features, fit_boundary
-
-    from facebatch.edit.fit import C_GRID
+    from facebatch.edit.fit import C_GRID, FitSettings, features, fit_boundary
 
     grid = (*C_GRID, 1.0, None)  # None = the default: cross-validated choice
     print(f"\n## C: cosine to the planted normal (mean of {seeds} seeds; val accuracy in brackets)\n")
@@ -152,8 +161,10 @@ def part_space(sizes: list[int], seeds: int, jitter: float) -> None:
     """Which space recovers the edit direction best, measured as cosine in W+ (the space edits happen in)."""
     from facebatch.edit.fit import FitSettings, features, fit_boundary
 
-    print(f"\n## space: W+ codes from the fixture mapping (+{jitter} per-layer jitter, as the fixture's W+ example);"
-          f" cosine of the implied W+ edit to the planted one (val accuracy), mean of {seeds} seeds\n")
+    print(
+        f"\n## space: W+ codes from the fixture mapping (+{jitter} per-layer jitter, as the fixture's W+ example);"
+        f" cosine of the implied W+ edit to the planted one (val accuracy), mean of {seeds} seeds\n"
+    )
     print("| attribute lives in | latents | w (all layers) | w (layers 0-3) | wplus | layer |")
     print("|---|---:|---:|---:|---:|---:|")
     for scenario in ("whole code", "layers 0-3"):
@@ -178,15 +189,28 @@ def part_space(sizes: list[int], seeds: int, jitter: float) -> None:
                 true = np.zeros((num_ws, D))
                 true[rows] = normal
                 true /= np.linalg.norm(true)
-                for key, space, layers in (("w", "w", list(range(num_ws))), ("w03", "w", [0, 1, 2, 3]),
-                                           ("wplus", "wplus", list(range(num_ws))), ("layer", "layer", list(range(num_ws)))):
-                    b = fit_boundary(key, features(ws, space, layers), y, "binary",
-                                     FitSettings(space=space, layers=layers, seed=seed), num_ws=num_ws)
+                for key, space, layers in (
+                    ("w", "w", list(range(num_ws))),
+                    ("w03", "w", [0, 1, 2, 3]),
+                    ("wplus", "wplus", list(range(num_ws))),
+                    ("layer", "layer", list(range(num_ws))),
+                ):
+                    b = fit_boundary(
+                        key,
+                        features(ws, space, layers),
+                        y,
+                        "binary",
+                        FitSettings(space=space, layers=layers, seed=seed),
+                        num_ws=num_ws,
+                    )
                     edit = b.raw_direction()
-                    results[key].append((float(np.sum(edit * true) / np.linalg.norm(edit)),
-                                         b.info["metrics"]["val_accuracy"]))
-            cells = [f"{np.mean([c for c, _ in results[k]]):.3f} ({np.mean([a for _, a in results[k]]):.3f})"
-                     for k in ("w", "w03", "wplus", "layer")]
+                    results[key].append(
+                        (float(np.sum(edit * true) / np.linalg.norm(edit)), b.info["metrics"]["val_accuracy"])
+                    )
+            cells = [
+                f"{np.mean([c for c, _ in results[k]]):.3f} ({np.mean([a for _, a in results[k]]):.3f})"
+                for k in ("w", "w03", "wplus", "layer")
+            ]
             print(f"| {scenario} | {n:,} | " + " | ".join(cells) + " |", flush=True)
 
 
@@ -200,8 +224,11 @@ def main() -> None:
     ap.add_argument("--space-sizes", default="2000,10000")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--jitter", type=float, default=0.3)
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 10k latents for scale (SVC to 2k), C and space at 1k/2k with one seed")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 10k latents for scale (SVC to 2k), C and space at 1k/2k with one seed",
+    )
     args = ap.parse_args()
     if args.quick:
         args.sizes, args.svc_max, args.c_sizes, args.space_sizes, args.seeds = "10000", 2000, "1000", "2000", 1
@@ -213,8 +240,10 @@ def main() -> None:
 
     print("# bench/boundaries.py")
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
-    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
-          f"scikit-learn {sklearn.__version__}, numpy {np.__version__}")
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
+        f"scikit-learn {sklearn.__version__}, numpy {np.__version__}"
+    )
     print(f"settings: {vars(args)}")
     parts = args.parts.split(",")
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731

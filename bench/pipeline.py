@@ -28,7 +28,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "reference" / "nvlabs_sg2ada_64_weights.pt"
+FIXTURE = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "reference" / "nvlabs_sg2ada_64_weights.pt"
+)
 
 
 def synthetic_images(folder: Path, n: int, seed: int = 0) -> None:
@@ -47,14 +49,21 @@ def run_case(images: Path, out: Path, workers: int, args) -> dict:
     from facebatch.pipeline.cluster import ClusterOptions
     from facebatch.pipeline.discover import discover_images
     from facebatch.pipeline.rundir import RunDir
-    from facebatch.stages.project import build_project_spec
     from facebatch.pipeline.runner import run_stage
+    from facebatch.stages.project import build_project_spec
 
     nets = load_networks(args.generator, device="cpu")
     cfg = load_preset(args.preset, {"steps": args.steps, "perceptual": args.perceptual, "w_avg_samples": 1000})
     items = discover_images(images)
-    spec = build_project_spec(items=items, out_dir=out, nets=nets, projection=cfg.to_dict(), seed=0,
-                              shard_size=args.shard_size, batch_size=args.batch_size)
+    spec = build_project_spec(
+        items=items,
+        out_dir=out,
+        nets=nets,
+        projection=cfg.to_dict(),
+        seed=0,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+    )
     cluster = ClusterOptions(workers=workers, threads_per_worker=args.threads_per_worker, device=args.device)
     start = time.perf_counter()
     summary = run_stage(spec, cluster, progress=False)
@@ -67,11 +76,18 @@ def run_case(images: Path, out: Path, workers: int, args) -> dict:
     rss_trend = [max(by_finish[: max(1, round(len(by_finish) * q))]) for q in (0.25, 0.5, 0.75, 1.0)]
     last = max(m["finished_at"] for m in markers)
     return {
-        "images": len(items), "workers": workers, "ok": summary.images_ok, "wall_s": round(wall, 1),
-        "img_per_s_wall": round(len(items) / wall, 3), "img_per_s_steady": round(len(items) / (last - first), 3),
-        "peak_worker_rss_mb": max(m["peak_rss_mb"] for m in markers), "rss_mb_at_25_50_75_100pct_shards": rss_trend,
+        "images": len(items),
+        "workers": workers,
+        "ok": summary.images_ok,
+        "wall_s": round(wall, 1),
+        "img_per_s_wall": round(len(items) / wall, 3),
+        "img_per_s_steady": round(len(items) / (last - first), 3),
+        "peak_worker_rss_mb": max(m["peak_rss_mb"] for m in markers),
+        "rss_mb_at_25_50_75_100pct_shards": rss_trend,
         "steps": args.steps,
-        "batch_size": args.batch_size, "shard_size": args.shard_size, "perceptual": args.perceptual,
+        "batch_size": args.batch_size,
+        "shard_size": args.shard_size,
+        "perceptual": args.perceptual,
     }
 
 
@@ -85,18 +101,26 @@ def main() -> None:
     ap.add_argument("--perceptual", default="stlpips-vgg", help="stlpips-vgg | none ...")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--shard-size", type=int, default=64)
-    ap.add_argument("--threads-per-worker", type=int, default=None, help="torch threads per worker (default cores/workers)")
+    ap.add_argument(
+        "--threads-per-worker", type=int, default=None, help="torch threads per worker (default cores/workers)"
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", action="store_true", help="one JSON line per case instead of a table")
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke run (sizes 16,64, shard 8, batch 8, perceptual none): checks the bench, not a figure to report")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (sizes 16,64, shard 8, batch 8, perceptual none): checks the bench, not a figure to report",
+    )
     args = ap.parse_args()
     if args.quick:
         args.sizes, args.shard_size, args.batch_size, args.perceptual = "16,64", 8, 8, "none"
     print("command: python " + " ".join(shlex.quote(a) for a in sys.argv), flush=True)
-    print(f"settings: sizes {args.sizes}, workers {args.workers}, preset {args.preset}, steps {args.steps}, "
-          f"perceptual {args.perceptual}, batch {args.batch_size}, shard {args.shard_size}, device {args.device}, "
-          f"{os.cpu_count()} cores", flush=True)
+    print(
+        f"settings: sizes {args.sizes}, workers {args.workers}, preset {args.preset}, steps {args.steps}, "
+        f"perceptual {args.perceptual}, batch {args.batch_size}, shard {args.shard_size}, device {args.device}, "
+        f"{os.cpu_count()} cores",
+        flush=True,
+    )
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="facebatch-bench-") as tmp:
@@ -106,17 +130,24 @@ def main() -> None:
             for w in [int(s) for s in args.workers.split(",")]:
                 row = run_case(images, Path(tmp) / f"out{n}-{w}", w, args)
                 rows.append(row)
-                print(json.dumps(row) if args.json else
-                      f"{row['images']:>6} images  {w} worker(s)  wall {row['wall_s']:>7.1f} s  "
-                      f"{row['img_per_s_wall']:>7.3f} img/s wall  {row['img_per_s_steady']:>7.3f} img/s steady  "
-                      f"peak worker RSS {row['peak_worker_rss_mb']:>7.1f} MB  (after 25/50/75/100 % of shards: "
-                      f"{' / '.join(f'{v:.0f}' for v in row['rss_mb_at_25_50_75_100pct_shards'])} MB)", flush=True)
+                print(
+                    json.dumps(row)
+                    if args.json
+                    else f"{row['images']:>6} images  {w} worker(s)  wall {row['wall_s']:>7.1f} s  "
+                    f"{row['img_per_s_wall']:>7.3f} img/s wall  {row['img_per_s_steady']:>7.3f} img/s steady  "
+                    f"peak worker RSS {row['peak_worker_rss_mb']:>7.1f} MB  (after 25/50/75/100 % of shards: "
+                    f"{' / '.join(f'{v:.0f}' for v in row['rss_mb_at_25_50_75_100pct_shards'])} MB)",
+                    flush=True,
+                )
     sizes = sorted({r["images"] for r in rows})
     if len(sizes) > 1:  # streaming check: a worker's peak should not follow the dataset size
         for w in sorted({r["workers"] for r in rows}):
             by = {r["images"]: r["peak_worker_rss_mb"] for r in rows if r["workers"] == w}
-            print(f"peak worker RSS, {w} worker(s): {by[sizes[0]]:.1f} MB at {sizes[0]} images -> "
-                  f"{by[sizes[-1]]:.1f} MB at {sizes[-1]} images ({by[sizes[-1]] - by[sizes[0]]:+.1f} MB)", flush=True)
+            print(
+                f"peak worker RSS, {w} worker(s): {by[sizes[0]]:.1f} MB at {sizes[0]} images -> "
+                f"{by[sizes[-1]]:.1f} MB at {sizes[-1]} images ({by[sizes[-1]] - by[sizes[0]]:+.1f} MB)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

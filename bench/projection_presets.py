@@ -29,7 +29,9 @@ import shlex
 import sys
 from pathlib import Path
 
-FIXTURE = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "reference" / "nvlabs_sg2ada_64_weights.pt"
+FIXTURE = (
+    Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "reference" / "nvlabs_sg2ada_64_weights.pt"
+)
 
 
 def targets(G, n: int):
@@ -41,7 +43,10 @@ def targets(G, n: int):
     with torch.no_grad():
         w_codes = G.mapping(z_from_seeds(range(1000, 1000 + n), G.z_dim))
         mixed = G.mapping(z_from_seeds(range(2000, 2000 + n * G.num_ws), G.z_dim))[:, 0].reshape(n, G.num_ws, G.w_dim)
-        return [(kind, ws, G.synthesis(ws, noise_mode="const")) for kind, ws in (("W samples", w_codes), ("W+ mixed", mixed))]
+        return [
+            (kind, ws, G.synthesis(ws, noise_mode="const"))
+            for kind, ws in (("W samples", w_codes), ("W+ mixed", mixed))
+        ]
 
 
 def budget_overrides(preset: str, steps: int) -> dict:
@@ -84,9 +89,18 @@ def measure(G, preset: str, steps: int, kinds) -> list[dict]:
     rows = []
     for kind in dict.fromkeys(names):
         sel = torch.tensor([n == kind for n in names])
-        rows.append(dict(preset=preset, kind=kind, overrides=over, psnr=full[sel].mean().item(),
-                         psnr_min=full[sel].min().item(), stlpips=lp[sel].mean().item(),
-                         latent_only_psnr=alone[sel].mean().item(), latent_error=rel[sel].mean().item()))
+        rows.append(
+            dict(
+                preset=preset,
+                kind=kind,
+                overrides=over,
+                psnr=full[sel].mean().item(),
+                psnr_min=full[sel].min().item(),
+                stlpips=lp[sel].mean().item(),
+                latent_only_psnr=alone[sel].mean().item(),
+                latent_error=rel[sel].mean().item(),
+            )
+        )
     return rows
 
 
@@ -119,12 +133,21 @@ def main() -> None:
     for preset in a.presets.split(","):
         rows += measure(G, preset, a.steps, kinds)
         console.print(f"  {preset}: done", highlight=False)
-    table = Table(title=f"presets at {a.steps} total steps, {G.img_resolution}px generator, {a.images} targets per kind")
+    table = Table(
+        title=f"presets at {a.steps} total steps, {G.img_resolution}px generator, {a.images} targets per kind"
+    )
     for col in ("preset", "targets", "PSNR dB", "min PSNR", "ST-LPIPS", "latent-only PSNR", "latent error"):
         table.add_column(col, justify="right" if col not in ("preset", "targets") else "left")
     for r in rows:
-        table.add_row(r["preset"], r["kind"], f"{r['psnr']:.2f}", f"{r['psnr_min']:.2f}", f"{r['stlpips']:.4f}",
-                      f"{r['latent_only_psnr']:.2f}", f"{r['latent_error']:.3f}")
+        table.add_row(
+            r["preset"],
+            r["kind"],
+            f"{r['psnr']:.2f}",
+            f"{r['psnr_min']:.2f}",
+            f"{r['stlpips']:.4f}",
+            f"{r['latent_only_psnr']:.2f}",
+            f"{r['latent_error']:.3f}",
+        )
     console.print(table)
     if a.json:
         Path(a.json).write_text(json.dumps(dict(steps=a.steps, images=a.images, rows=rows), indent=2))

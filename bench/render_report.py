@@ -36,8 +36,18 @@ def find_chromium() -> str | None:
 
 
 def _chromium(binary: str, profile: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
-    cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-           "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--virtual-time-budget=10000", *args]
+    cmd = [
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=10000",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -56,7 +66,9 @@ def render(html: Path, png: Path, chromium: str | None = None, timeout: float = 
         png.parent.mkdir(parents=True, exist_ok=True)
         _chromium(binary, profile, f"--window-size={WIDTH},{page_height}", f"--screenshot={png}", url, timeout=timeout)
     result = {
-        "html": str(html), "screenshot": str(png), "page_height": page_height,
+        "html": str(html),
+        "screenshot": str(png),
+        "page_height": page_height,
         "images_loaded": int(loaded.group(1)) if loaded else None,
         "images_total": int(loaded.group(2)) if loaded else None,
     }
@@ -71,9 +83,13 @@ def render(html: Path, png: Path, chromium: str | None = None, timeout: float = 
 
 
 def ok(result: dict) -> bool:
-    return (result.get("images_total") is not None and result["images_total"] > 0
-            and result["images_loaded"] == result["images_total"]
-            and result.get("non_white_fraction", 0.0) > 0.02 and result.get("colour_fraction", 0.0) > 0.005)
+    return (
+        result.get("images_total") is not None
+        and result["images_total"] > 0
+        and result["images_loaded"] == result["images_total"]
+        and result.get("non_white_fraction", 0.0) > 0.02
+        and result.get("colour_fraction", 0.0) > 0.005
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

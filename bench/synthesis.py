@@ -23,7 +23,9 @@ from facebatch.nets.ops import conv2d_resample
 from facebatch.nets.stylegan2 import Generator
 
 
-def grouped_modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_filter=None, demodulate=True, flip_weight=True):
+def grouped_modulated_conv2d(
+    x, weight, styles, noise=None, up=1, padding=0, resample_filter=None, demodulate=True, flip_weight=True
+):
     """The official fused path: one modulated weight per sample, run as a grouped convolution."""
     n = x.shape[0]
     out_ch, in_ch, kh, kw = weight.shape
@@ -35,16 +37,32 @@ def grouped_modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, res
     if up == 1:
         y = F.conv2d(x, w, padding=padding, groups=n)
     else:  # same resampling as ours, grouped
-        outs = [conv2d_resample(x[:, i * in_ch:(i + 1) * in_ch], w[i * out_ch:(i + 1) * out_ch], f=resample_filter, up=up,
-                                padding=padding, flip_weight=flip_weight) for i in range(n)]
+        outs = [
+            conv2d_resample(
+                x[:, i * in_ch : (i + 1) * in_ch],
+                w[i * out_ch : (i + 1) * out_ch],
+                f=resample_filter,
+                up=up,
+                padding=padding,
+                flip_weight=flip_weight,
+            )
+            for i in range(n)
+        ]
         y = torch.cat(outs, dim=1)
     y = y.reshape(n, -1, *y.shape[2:])
     return y + noise if noise is not None else y
 
 
 def build(res: int, device: str) -> Generator:
-    G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=res, img_channels=3,
-                  mapping_kwargs={"num_layers": 8}, synthesis_kwargs={"channel_base": 16384, "channel_max": 512})
+    G = Generator(
+        z_dim=512,
+        c_dim=0,
+        w_dim=512,
+        img_resolution=res,
+        img_channels=3,
+        mapping_kwargs={"num_layers": 8},
+        synthesis_kwargs={"channel_base": 16384, "channel_max": 512},
+    )
     return G.to(device).eval().requires_grad_(False)
 
 
@@ -75,9 +93,13 @@ def main() -> None:
     ap.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     args = ap.parse_args()
     kept = keep_freed_memory()  # what every facebatch command does on CPU (facebatch/nets/cpu_memory.py)
-    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, CUDA {torch.cuda.is_available()}, "
-          f"freed memory kept in process: {kept} (FACEBATCH_GLIBC_MALLOC=default to compare)")
-    impls = [("ours", sg2.modulated_conv2d)] + ([("grouped", grouped_modulated_conv2d)] if args.baseline == "grouped" else [])
+    print(
+        f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, CUDA {torch.cuda.is_available()}, "
+        f"freed memory kept in process: {kept} (FACEBATCH_GLIBC_MALLOC=default to compare)"
+    )
+    impls = [("ours", sg2.modulated_conv2d)] + (
+        [("grouped", grouped_modulated_conv2d)] if args.baseline == "grouped" else []
+    )
     ours_fn = sg2.modulated_conv2d
     print(f"{'device':>6} {'impl':>8} {'res':>4} {'batch':>5} {'s/step':>8} {'s/img':>8} {'img/s':>8}")
     try:

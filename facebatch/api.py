@@ -31,9 +31,16 @@ def load_generator(spec: str | Path, device: str = "cpu", *, with_d: bool = True
     return load_networks(spec, device=device, with_d=with_d)
 
 
-def project_images(images: Sequence[str | Path], generator: Any, *, preset: str | None = None,
-                   overrides: Mapping[str, Any] | None = None, seed: int = 0, batch_size: int = 8,
-                   device: str = "auto") -> LatentTable:
+def project_images(
+    images: Sequence[str | Path],
+    generator: Any,
+    *,
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    device: str = "auto",
+) -> LatentTable:
     """Project image files into W+ with `facebatch project`'s stage function, in this process.
 
     `generator` is what `load_generator` returns (or anything it accepts). Returns the rows

@@ -145,7 +145,11 @@ def reconstruction_sheet(rows: list[SheetRow]) -> bytes:
         top = SHEET_HEADER + i * (TILE + GAP)
         recon = _read_reconstruction(row.reconstruction_path)
         target = _read_target(row.target_path, recon.width if recon is not None else TILE)
-        diff = _difference(target, recon) if target is not None and recon is not None and recon.size == target.size else None
+        diff = (
+            _difference(target, recon)
+            if target is not None and recon is not None and recon.size == target.size
+            else None
+        )
         cells = (
             _labelled_cell(target, "target\nunreadable"),
             _labelled_cell(recon, "no reconstruction\n(project with\n--save-reconstructions)"),

@@ -21,7 +21,6 @@ for name, attr in (("IPython", "embed"), ("torchsummary", "summary")):
     sys.modules.setdefault(name, types.SimpleNamespace(**{attr: lambda *a, **k: None}))
 
 from stlpips_pytorch.stlpips import LPIPS  # noqa: E402
-
 from test_perceptual_backends import input_pairs  # noqa: E402
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import require
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import require
 from facebatch.align import fan_backend
 from facebatch.align.api import check_backend
 from facebatch.cli.app import app
@@ -70,7 +70,9 @@ def test_align_writes_pngs_and_a_row_per_image_and_resumes(tmp_path, data_dir):
     frame = table.frame.set_index("image_id")
     ids = sorted(["broken.jpg", *CELEBA_HQ, "sub/astronaut.png", "sub/chelsea.png"])
     assert frame.index.tolist() == ids
-    assert frame.loc["sub/chelsea.png", "status"] == "error" and "no face found" in frame.loc["sub/chelsea.png", "error"]
+    assert (
+        frame.loc["sub/chelsea.png", "status"] == "error" and "no face found" in frame.loc["sub/chelsea.png", "error"]
+    )
     assert frame.loc["broken.jpg", "status"] == "error" and frame.loc["broken.jpg", "error"]
     ok = frame[frame["status"] == "ok"]
     assert ok.index.tolist() == sorted([*CELEBA_HQ, "sub/astronaut.png"]) and ok["error"].isna().all()
@@ -111,10 +113,9 @@ def test_unknown_faces_mode_is_one_line_and_exit_2(tmp_path, data_dir):
     assert res.exit_code == 2 and "--faces must be one of largest, all" in res.output and res.output.count("\n") == 1
 
 
-
-
-def test_project_align_records_the_crop_quad_with_the_latent(tmp_path, data_dir, fixture_generator_path,
-                                                            restore_torch_threads):
+def test_project_align_records_the_crop_quad_with_the_latent(
+    tmp_path, data_dir, fixture_generator_path, restore_torch_threads
+):
     pytest.importorskip("dlib", reason="the dlib backend needs dlib-bin (the align extra)")
     from facebatch.align import api
     from facebatch.pipeline.latents import read_latent_table
@@ -126,9 +127,29 @@ def test_project_align_records_the_crop_quad_with_the_latent(tmp_path, data_dir,
     os.symlink(require(data_dir / "faces_unaligned" / "astronaut.png"), inp / "astronaut.png")
     os.symlink(require(data_dir / "nonfaces" / "chelsea.png"), inp / "chelsea.png")
     out = tmp_path / "out"
-    res = runner.invoke(app, ["project", str(inp), "-g", str(fixture_generator_path), "-o", str(out), "--align",
-                              "--steps", "1", "--set", "w_avg_samples=64", "--set", "perceptual=none",
-                              "--workers", "0", "--threads-per-worker", "1", "--save-reconstructions"])
+    res = runner.invoke(
+        app,
+        [
+            "project",
+            str(inp),
+            "-g",
+            str(fixture_generator_path),
+            "-o",
+            str(out),
+            "--align",
+            "--steps",
+            "1",
+            "--set",
+            "w_avg_samples=64",
+            "--set",
+            "perceptual=none",
+            "--workers",
+            "0",
+            "--threads-per-worker",
+            "1",
+            "--save-reconstructions",
+        ],
+    )
     assert res.exit_code == 0, res.output
 
     table = read_latent_table(out / "latents")

@@ -17,18 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import require
+from PIL import Image
 
 pytest.importorskip("dlib", reason="the dlib backend needs dlib-bin (the align extra)")
 
 from facebatch.align import api  # noqa: E402
 from facebatch.align.accuracy import realignment_shift  # noqa: E402
-from facebatch.align.ffhq import roll_degrees, source_to_aligned, keypoints  # noqa: E402
+from facebatch.align.ffhq import keypoints, roll_degrees, source_to_aligned  # noqa: E402
 from facebatch.align.landmarks import get_backend  # noqa: E402
-from facebatch.stages.align import AlignState, process_align  # noqa: E402
 from facebatch.pipeline.shard_task import ShardInfo  # noqa: E402
+from facebatch.stages.align import AlignState, process_align  # noqa: E402
 
 SIZE = 256
 
@@ -127,8 +126,14 @@ def test_every_non_face_image_is_an_error_row(data_dir, tmp_path):
 @pytest.mark.slow
 def test_non_faces_score_well_under_the_threshold(data_dir):
     """The 0.3 threshold's margin on the non-face set (the best 'face' in an animal photo scores -0.13)."""
-    best = max((f.score for p in sorted(require(data_dir / "nonfaces").iterdir())
-                for f in api.find_faces(Image.open(p).convert("RGB"), min_score=-0.5)), default=-0.5)
+    best = max(
+        (
+            f.score
+            for p in sorted(require(data_dir / "nonfaces").iterdir())
+            for f in api.find_faces(Image.open(p).convert("RGB"), min_score=-0.5)
+        ),
+        default=-0.5,
+    )
     assert best < 0.0
 
 

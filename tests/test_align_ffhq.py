@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facebatch.align.ffhq import (aligned_to_source, ffhq_quad, keypoints, roll_degrees, source_to_aligned,
-                                  warp_quad)
+from facebatch.align.ffhq import aligned_to_source, ffhq_quad, keypoints, roll_degrees, source_to_aligned, warp_quad
 
 
 def landmarks(eye_l, eye_r, mouth_l, mouth_r) -> np.ndarray:
@@ -63,8 +62,11 @@ def test_source_and_aligned_coordinates_are_inverse():
     for size in (64, 257, 1024):
         np.testing.assert_allclose(aligned_to_source(source_to_aligned(pts, quad, size), quad, size), pts, atol=1e-9)
     # the quad's corners are the aligned image's outer pixel edges
-    np.testing.assert_allclose(source_to_aligned(quad[[0, 3, 2, 1]], quad, 100), [[-0.5, -0.5], [99.5, -0.5],
-                                                                                  [99.5, 99.5], [-0.5, 99.5]], atol=1e-9)
+    np.testing.assert_allclose(
+        source_to_aligned(quad[[0, 3, 2, 1]], quad, 100),
+        [[-0.5, -0.5], [99.5, -0.5], [99.5, 99.5], [-0.5, 99.5]],
+        atol=1e-9,
+    )
 
 
 def blobs(shape, centres, sigma):
@@ -79,9 +81,9 @@ def blobs(shape, centres, sigma):
 
 def centroid(gray: np.ndarray, near: np.ndarray, radius: int) -> np.ndarray:
     x0, y0 = np.rint(near).astype(int)
-    win = gray[y0 - radius:y0 + radius + 1, x0 - radius:x0 + radius + 1].astype(np.float64)
+    win = gray[y0 - radius : y0 + radius + 1, x0 - radius : x0 + radius + 1].astype(np.float64)
     win = np.clip(win - 0.1 * win.max(), 0, None)  # ignore the faint tails of the Lanczos ringing
-    yy, xx = np.mgrid[y0 - radius:y0 + radius + 1, x0 - radius:x0 + radius + 1]
+    yy, xx = np.mgrid[y0 - radius : y0 + radius + 1, x0 - radius : x0 + radius + 1]
     return np.array([(win * xx).sum(), (win * yy).sum()]) / win.sum()
 
 

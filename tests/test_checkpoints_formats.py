@@ -8,19 +8,27 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from conftest import REFERENCE, require
+from safetensors.torch import save_file
+from test_checkpoints_pickle import _SystemCall
+
 from facebatch.errors import CheckpointError
 from facebatch.nets.checkpoints import load_networks, sniff
 from facebatch.nets.native_format import read_native, write_native
 from facebatch.nets.stylegan2 import Discriminator, Generator
-from test_checkpoints_pickle import _SystemCall
 
-G_KWARGS = dict(z_dim=16, c_dim=0, w_dim=16, img_resolution=8, img_channels=3, mapping_kwargs=dict(num_layers=2),
-                synthesis_kwargs=dict(channel_base=64, channel_max=16, conv_clamp=256, resample_filter=(1, 3, 3, 1)))
-D_KWARGS = dict(c_dim=0, img_resolution=8, img_channels=3, channel_base=64, channel_max=16,
-                epilogue_kwargs=dict(mbstd_group_size=2))
+G_KWARGS = dict(
+    z_dim=16,
+    c_dim=0,
+    w_dim=16,
+    img_resolution=8,
+    img_channels=3,
+    mapping_kwargs=dict(num_layers=2),
+    synthesis_kwargs=dict(channel_base=64, channel_max=16, conv_clamp=256, resample_filter=(1, 3, 3, 1)),
+)
+D_KWARGS = dict(
+    c_dim=0, img_resolution=8, img_channels=3, channel_base=64, channel_max=16, epilogue_kwargs=dict(mbstd_group_size=2)
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +49,14 @@ def same_outputs(a, b, n=3) -> bool:
 
 def test_native_round_trip_gives_the_same_generator_and_discriminator(tmp_path, nets):
     G, D = nets
-    path = write_native(tmp_path / "g.safetensors", G_KWARGS, G.state_dict(), D_KWARGS, D.state_dict(),
-                        extra={"nada": {"target": "pixar"}})
+    path = write_native(
+        tmp_path / "g.safetensors",
+        G_KWARGS,
+        G.state_dict(),
+        D_KWARGS,
+        D.state_dict(),
+        extra={"nada": {"target": "pixar"}},
+    )
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp file may be left behind"
     raw = read_native(path)
     assert raw.extra == {"nada": {"target": "pixar"}}
@@ -71,8 +85,16 @@ def test_format_comes_from_the_bytes_not_the_extension(tmp_path, nets):
 def test_pre_zip_torch_save_files_load_through_torch_weights_only(tmp_path, nets):
     G, D = nets
     legacy = tmp_path / "old.pt"
-    torch.save({"G_init_kwargs": G_KWARGS, "G_ema_state_dict": G.state_dict(), "D_init_kwargs": D_KWARGS,
-                "D_state_dict": D.state_dict()}, legacy, _use_new_zipfile_serialization=False)
+    torch.save(
+        {
+            "G_init_kwargs": G_KWARGS,
+            "G_ema_state_dict": G.state_dict(),
+            "D_init_kwargs": D_KWARGS,
+            "D_state_dict": D.state_dict(),
+        },
+        legacy,
+        _use_new_zipfile_serialization=False,
+    )
     assert sniff(legacy) == "pickle"
     loaded = load_networks(legacy)
     assert loaded.format == "nvlabs-state-dict" and loaded.D is not None and same_outputs(loaded.G, G)
@@ -103,7 +125,9 @@ def test_rosinality_export_without_d_explains_what_is_missing(tmp_path, rosinali
     torch.save({"g_ema": rosinality_ckpt["g_ema"], "latent_avg": rosinality_ckpt["latent_avg"]}, tmp_path / "e4e.pt")
     loaded = load_networks(tmp_path / "e4e.pt")
     assert loaded.D is None
-    with pytest.raises(CheckpointError, match="AnoGAN scoring needs a discriminator; .*rosinality exports often drop it"):
+    with pytest.raises(
+        CheckpointError, match="AnoGAN scoring needs a discriminator; .*rosinality exports often drop it"
+    ):
         loaded.require_d("AnoGAN scoring")
 
 
@@ -115,15 +139,26 @@ def test_torch_save_with_a_code_payload_is_refused(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p, G: torch.save({"model": G.state_dict()}, p), r"keys \['model'\]; expected a rosinality"),
-    (lambda p, G: torch.save({"G_init_kwargs": G_KWARGS, "G_ema_state_dict": {**G.state_dict(), "extra.w": torch.ones(1)}}, p),
-     r"generator weights do not fit .*unexpected \['extra.w'\]"),
-    (lambda p, G: torch.save({"G_init_kwargs": {**G_KWARGS, "img_resolution": 16}, "G_ema_state_dict": G.state_dict()}, p),
-     r"generator weights do not fit .*missing \['synthesis.b16"),
-    (lambda p, G: save_file({"w": torch.ones(2)}, str(p)), "safetensors file without a facebatch config"),
-    (lambda p, G: p.write_bytes(json.dumps({"G": 1}).encode()), "not a checkpoint facebatch can read"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p, G: torch.save({"model": G.state_dict()}, p), r"keys \['model'\]; expected a rosinality"),
+        (
+            lambda p, G: torch.save(
+                {"G_init_kwargs": G_KWARGS, "G_ema_state_dict": {**G.state_dict(), "extra.w": torch.ones(1)}}, p
+            ),
+            r"generator weights do not fit .*unexpected \['extra.w'\]",
+        ),
+        (
+            lambda p, G: torch.save(
+                {"G_init_kwargs": {**G_KWARGS, "img_resolution": 16}, "G_ema_state_dict": G.state_dict()}, p
+            ),
+            r"generator weights do not fit .*missing \['synthesis.b16",
+        ),
+        (lambda p, G: save_file({"w": torch.ones(2)}, str(p)), "safetensors file without a facebatch config"),
+        (lambda p, G: p.write_bytes(json.dumps({"G": 1}).encode()), "not a checkpoint facebatch can read"),
+    ],
+)
 def test_readable_files_that_are_not_our_networks_give_one_clear_error(tmp_path, nets, make, message):
     path = tmp_path / "ckpt.bin"
     make(path, nets[0])
@@ -134,8 +169,10 @@ def test_readable_files_that_are_not_our_networks_give_one_clear_error(tmp_path,
 
 def test_truncated_native_and_zip_files_are_refused(tmp_path, nets):
     G, _ = nets
-    for name, writer in (("n.safetensors", lambda p: write_native(p, G_KWARGS, G.state_dict())),
-                         ("z.pt", lambda p: torch.save({"G_init_kwargs": G_KWARGS, "G_ema_state_dict": G.state_dict()}, p))):
+    for name, writer in (
+        ("n.safetensors", lambda p: write_native(p, G_KWARGS, G.state_dict())),
+        ("z.pt", lambda p: torch.save({"G_init_kwargs": G_KWARGS, "G_ema_state_dict": G.state_dict()}, p)),
+    ):
         full = tmp_path / name
         writer(full)
         cut = tmp_path / f"cut-{name}"

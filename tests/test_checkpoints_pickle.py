@@ -25,10 +25,25 @@ from facebatch.errors import CheckpointError
 from facebatch.nets.checkpoints import load_networks
 from facebatch.nets.stylegan2 import Discriminator, Generator
 
-G_KWARGS = dict(z_dim=32, c_dim=0, w_dim=32, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=2),
-                synthesis_kwargs=dict(channel_base=256, channel_max=32, num_fp16_res=0, conv_clamp=256))
-D_KWARGS = dict(c_dim=0, img_resolution=16, img_channels=3, architecture="resnet", channel_base=256, channel_max=32,
-                conv_clamp=256, epilogue_kwargs=dict(mbstd_group_size=4))
+G_KWARGS = dict(
+    z_dim=32,
+    c_dim=0,
+    w_dim=32,
+    img_resolution=16,
+    img_channels=3,
+    mapping_kwargs=dict(num_layers=2),
+    synthesis_kwargs=dict(channel_base=256, channel_max=32, num_fp16_res=0, conv_clamp=256),
+)
+D_KWARGS = dict(
+    c_dim=0,
+    img_resolution=16,
+    img_channels=3,
+    architecture="resnet",
+    channel_base=256,
+    channel_max=32,
+    conv_clamp=256,
+    epilogue_kwargs=dict(mbstd_group_size=4),
+)
 FAKE_MODULES = ("torch_utils", "torch_utils.persistence", "dnnlib", "dnnlib.util")
 
 
@@ -77,6 +92,7 @@ def write_official_pickle(path, snapshot: dict, kwargs: dict, marker, protocol=4
     """Pickle `snapshot` as torch_utils.persistence would: each nn.Module -> _reconstruct_persistent_obj(meta)."""
     source = f"import os\nopen({str(marker)!r}, 'w').write('exec ran')\nos.system('touch {marker}.system')\n"
     with fake_nvlabs_modules() as (reconstruct, EasyDict):
+
         class Pickler(pickle.Pickler):
             def reducer_override(self, obj):
                 if not isinstance(obj, nn.Module):
@@ -141,7 +157,9 @@ def test_pickle_without_discriminator_says_so_when_one_is_needed(tmp_path, nets)
     path = official_pickle(tmp_path, nets[0], None)
     loaded = load_networks(path)
     assert loaded.D is None
-    with pytest.raises(CheckpointError, match=r"anomaly scoring needs a discriminator; .*network-snapshot.pkl has none"):
+    with pytest.raises(
+        CheckpointError, match=r"anomaly scoring needs a discriminator; .*network-snapshot.pkl has none"
+    ):
         loaded.require_d("anomaly scoring")
 
 
@@ -165,11 +183,14 @@ class _PlainModule(nn.Module):
     """A module pickled the ordinary way (copyreg + its class): code the allow-list must not import."""
 
 
-@pytest.mark.parametrize("payload, refused", [
-    (_SystemCall, r"(posix|os|nt)\.system"),
-    (_EvalCall, r"(__builtin__|builtins)\.eval"),
-    (lambda marker: _PlainModule(), r"copyreg\._reconstructor|test_checkpoints_pickle\._PlainModule"),
-])
+@pytest.mark.parametrize(
+    "payload, refused",
+    [
+        (_SystemCall, r"(posix|os|nt)\.system"),
+        (_EvalCall, r"(__builtin__|builtins)\.eval"),
+        (lambda marker: _PlainModule(), r"copyreg\._reconstructor|test_checkpoints_pickle\._PlainModule"),
+    ],
+)
 def test_pickle_importing_anything_else_is_refused_and_nothing_runs(tmp_path, payload, refused):
     marker = tmp_path / "MARKER"
     path = tmp_path / "evil.pkl"
@@ -184,8 +205,13 @@ def test_cli_refuses_an_os_system_pickle_with_one_line_and_exit_2(tmp_path):
     evil = tmp_path / "ffhq.pkl"
     evil.write_bytes(pickle.dumps({"G_ema": _SystemCall(marker)}))
     dst = tmp_path / "out.safetensors"
-    proc = subprocess.run([sys.executable, "-m", "facebatch", "models", "convert", str(evil), str(dst)],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "400"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "facebatch", "models", "convert", str(evil), str(dst)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "400"},
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "system" in lines[0], proc.stderr
@@ -226,11 +252,18 @@ def test_tensorflow_era_pickle_points_to_the_official_converter(tmp_path):
 
 def test_conditional_and_stylegan3_pickles_are_rejected_clearly(tmp_path, nets):
     G, _ = nets
-    cond = write_official_pickle(tmp_path / "cond.pkl", dict(G_ema=G), {id(G): {**G_KWARGS, "c_dim": 10}}, tmp_path / "M")
+    cond = write_official_pickle(
+        tmp_path / "cond.pkl", dict(G_ema=G), {id(G): {**G_KWARGS, "c_dim": 10}}, tmp_path / "M"
+    )
     with pytest.raises(CheckpointError, match=r"class-conditional generator \(c_dim=10\)"):
         load_networks(cond)
-    sg3 = write_official_pickle(tmp_path / "sg3.pkl", dict(G_ema=G), {id(G): G_KWARGS}, tmp_path / "M",
-                                class_names={id(G.synthesis.b4): "SynthesisInput"})
+    sg3 = write_official_pickle(
+        tmp_path / "sg3.pkl",
+        dict(G_ema=G),
+        {id(G): G_KWARGS},
+        tmp_path / "M",
+        class_names={id(G.synthesis.b4): "SynthesisInput"},
+    )
     with pytest.raises(CheckpointError, match="StyleGAN3"):
         load_networks(sg3)
     assert not (tmp_path / "M").exists()

@@ -12,7 +12,6 @@ from facebatch.edit.boundary import Boundary
 from facebatch.edit.conditional import conditional_normal, edit_step, project_out
 from facebatch.errors import InputError
 
-
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
@@ -66,17 +65,17 @@ def test_absolute_mode_sets_the_distance(ws, space):
         np.testing.assert_allclose(b.distance(edit_latents(ws, b, target, mode="absolute")), target, atol=1e-4)
 
 
-
 @pytest.mark.parametrize("mode", ["relative", "absolute"])
 def test_one_strength_per_row_equals_each_row_edited_alone(ws, mode):
     """augment edits a shard's rows of one attribute in one call, each at its own strength."""
     b = boundary("a", "wplus", [0, 2, 4], 3)
     strengths = np.array([-3.0, 1.5, 3.0, -1.5, 0.0])
     together = edit_latents(ws, b, strengths, mode=mode)
-    alone = np.concatenate([edit_latents(ws[i:i + 1], b, float(s), mode=mode) for i, s in enumerate(strengths)])
+    alone = np.concatenate([edit_latents(ws[i : i + 1], b, float(s), mode=mode) for i, s in enumerate(strengths)])
     np.testing.assert_array_equal(together, alone)
     expected = strengths if mode == "absolute" else b.distance(ws) + strengths
     np.testing.assert_allclose(b.distance(together), expected, atol=1e-4)
+
 
 def test_conditional_direction_is_orthogonal_to_every_condition():
     rng = np.random.default_rng(3)

@@ -11,12 +11,12 @@ from typer.testing import CliRunner
 from facebatch.cli.app import app
 from facebatch.edit.boundaries_io import save_boundaries
 from facebatch.edit.boundary import Boundary
-from facebatch.sheets import GRID_HEADER as HEADER
 from facebatch.nets.cache import sha256_of
 from facebatch.pipeline.images import tensor_to_pil
+from facebatch.pipeline.latents import read_latent_table
 from facebatch.pipeline.noise_store import NoiseWriter
 from facebatch.pipeline.table import atomic_write_table, latent_array_masked, latent_field, with_run_metadata
-from facebatch.pipeline.latents import read_latent_table
+from facebatch.sheets import GRID_HEADER as HEADER
 
 runner = CliRunner()
 
@@ -34,18 +34,42 @@ def run_dir(tmp_path_factory, nvlabs_G, fixture_generator_path):
     ok = np.array([True, True, False, True])
     ids = ["a/0.jpg", "a/1.jpg", "broken.jpg", "b/3.jpg"]
     shape = (G.num_ws, G.w_dim)
-    schema = with_run_metadata(pa.schema([pa.field("image_id", pa.string()), pa.field("status", pa.string()),
-                                          pa.field("error", pa.string()), latent_field("w", shape)]),
-                               {"generator_sha256": sha})
-    table = pa.Table.from_arrays([pa.array(ids), pa.array(["ok" if o else "error" for o in ok]),
-                                  pa.array([None if o else "unreadable" for o in ok], pa.string()),
-                                  latent_array_masked(ws, ok, shape)], schema=schema)
+    schema = with_run_metadata(
+        pa.schema(
+            [
+                pa.field("image_id", pa.string()),
+                pa.field("status", pa.string()),
+                pa.field("error", pa.string()),
+                latent_field("w", shape),
+            ]
+        ),
+        {"generator_sha256": sha},
+    )
+    table = pa.Table.from_arrays(
+        [
+            pa.array(ids),
+            pa.array(["ok" if o else "error" for o in ok]),
+            pa.array([None if o else "unreadable" for o in ok], pa.string()),
+            latent_array_masked(ws, ok, shape),
+        ],
+        schema=schema,
+    )
     atomic_write_table(tmp / "OUT" / "latents" / "part-00000.parquet", table)
     rng = np.random.default_rng(1)
     unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
     bounds = [
-        Boundary("age", "w", list(range(G.num_ws)), G.num_ws, unit(rng.standard_normal(G.w_dim)), 0.3, generator_sha256=sha),
-        Boundary("gender", "w", list(range(G.num_ws)), G.num_ws, unit(rng.standard_normal(G.w_dim)), -0.1, generator_sha256=sha),
+        Boundary(
+            "age", "w", list(range(G.num_ws)), G.num_ws, unit(rng.standard_normal(G.w_dim)), 0.3, generator_sha256=sha
+        ),
+        Boundary(
+            "gender",
+            "w",
+            list(range(G.num_ws)),
+            G.num_ws,
+            unit(rng.standard_normal(G.w_dim)),
+            -0.1,
+            generator_sha256=sha,
+        ),
         Boundary("other_gan", "w", [0], G.num_ws, unit(rng.standard_normal(G.w_dim)), 0.0, generator_sha256="cd" * 32),
     ]
     save_boundaries(tmp / "B.json", bounds)
@@ -53,8 +77,20 @@ def run_dir(tmp_path_factory, nvlabs_G, fixture_generator_path):
 
 
 def augment(tmp, *args):
-    return runner.invoke(app, ["augment", "--latents", str(tmp / "OUT"), "--boundaries", str(tmp / "B.json"),
-                               "--workers", "0", "-q", *map(str, args)])
+    return runner.invoke(
+        app,
+        [
+            "augment",
+            "--latents",
+            str(tmp / "OUT"),
+            "--boundaries",
+            str(tmp / "B.json"),
+            "--workers",
+            "0",
+            "-q",
+            *map(str, args),
+        ],
+    )
 
 
 def assert_same_png(png, expected):
@@ -73,8 +109,22 @@ def render(G, w, noise=None):
 def test_augment_writes_images_manifest_and_sheet(run_dir, nvlabs_G, fixture_generator_path):
     tmp, ws, ok, ids, bounds = run_dir
     aug = tmp / "AUG"
-    res = augment(tmp, "--attr", "age", "--strengths", "-2", "1.5", "--condition", "gender", "-g",
-                  fixture_generator_path, "--out", aug, "--shard-size", "4")
+    res = augment(
+        tmp,
+        "--attr",
+        "age",
+        "--strengths",
+        "-2",
+        "1.5",
+        "--condition",
+        "gender",
+        "-g",
+        fixture_generator_path,
+        "--out",
+        aug,
+        "--shard-size",
+        "4",
+    )
     assert res.exit_code == 0, res.output
     manifest = read_latent_table(aug / "manifest")
     frame, edited = manifest.frame, manifest.latent("w")
@@ -100,16 +150,44 @@ def test_augment_writes_images_manifest_and_sheet(run_dir, nvlabs_G, fixture_gen
     # A rerun resumes (nothing to do); other settings in the same OUT are refused.
     part = aug / "manifest" / "part-00000.parquet"
     stamp = part.stat().st_mtime_ns
-    again = augment(tmp, "--attr", "age", "--strengths", "-2", "1.5", "--condition", "gender", "-g",
-                    fixture_generator_path, "--out", aug, "--shard-size", "4")
+    again = augment(
+        tmp,
+        "--attr",
+        "age",
+        "--strengths",
+        "-2",
+        "1.5",
+        "--condition",
+        "gender",
+        "-g",
+        fixture_generator_path,
+        "--out",
+        aug,
+        "--shard-size",
+        "4",
+    )
     assert again.exit_code == 0, again.output
     assert part.stat().st_mtime_ns == stamp
     # An interrupted run (shard 1 never finished: no marker) redoes only that shard, and the sheet is whole again.
     (aug / "_stats" / "manifest" / "part-00001.json").unlink()
     (aug / "manifest" / "part-00001.parquet").unlink()
     (aug / "contact_sheets" / "age.png").unlink()
-    resumed = augment(tmp, "--attr", "age", "--strengths", "-2", "1.5", "--condition", "gender", "-g",
-                      fixture_generator_path, "--out", aug, "--shard-size", "4")
+    resumed = augment(
+        tmp,
+        "--attr",
+        "age",
+        "--strengths",
+        "-2",
+        "1.5",
+        "--condition",
+        "gender",
+        "-g",
+        fixture_generator_path,
+        "--out",
+        aug,
+        "--shard-size",
+        "4",
+    )
     assert resumed.exit_code == 0, resumed.output
     assert part.stat().st_mtime_ns == stamp
     assert read_latent_table(aug / "manifest").frame.image_id.tolist() == frame.image_id.tolist()
@@ -122,15 +200,28 @@ def test_saved_noise_is_used(run_dir, nvlabs_G, fixture_generator_path):
     tmp, ws, ok, ids, _ = run_dir
     G = nvlabs_G
     rng = np.random.default_rng(5)
-    maps = {i: [rng.standard_normal((1, r, r)).astype(np.float32) for r in G.synthesis.noise_resolutions]
-            for i, o in zip(ids, ok) if o}
+    maps = {
+        i: [rng.standard_normal((1, r, r)).astype(np.float32) for r in G.synthesis.noise_resolutions]
+        for i, o in zip(ids, ok)
+        if o
+    }
     writer = NoiseWriter(tmp / "OUT" / "noise" / "part-00000.npz")
     for i, m in maps.items():
         writer.add(i, m)
     writer.publish()
     try:
-        res = augment(tmp, "--attr", "age", "--strengths=-1", "--limit", "1", "-g", fixture_generator_path,
-                      "--out", tmp / "AUG_NOISE")
+        res = augment(
+            tmp,
+            "--attr",
+            "age",
+            "--strengths=-1",
+            "--limit",
+            "1",
+            "-g",
+            fixture_generator_path,
+            "--out",
+            tmp / "AUG_NOISE",
+        )
         assert res.exit_code == 0, res.output
         manifest = read_latent_table(tmp / "AUG_NOISE" / "manifest")
         assert len(manifest.frame) == 1
@@ -151,8 +242,19 @@ def test_user_errors_exit_2(run_dir, fixture_generator_path):
     assert res.exit_code == 2 and "--force" in res.output
     res = augment(tmp, "--attr", "age", "--strengths", "-1", "x", "-g", fixture_generator_path, "--out", tmp / "X")
     assert res.exit_code == 2 and "unexpected argument 'x'" in res.output
-    res = augment(tmp, "--attr", "age", "--condition", "age,gender", "--layers", "0-99", "-g", fixture_generator_path,
-                  "--out", tmp / "X")
+    res = augment(
+        tmp,
+        "--attr",
+        "age",
+        "--condition",
+        "age,gender",
+        "--layers",
+        "0-99",
+        "-g",
+        fixture_generator_path,
+        "--out",
+        tmp / "X",
+    )
     assert res.exit_code == 2 and "out of range" in res.output
     assert not (tmp / "X" / "manifest").exists()
 
@@ -161,9 +263,29 @@ def test_user_errors_exit_2(run_dir, fixture_generator_path):
 def test_augment_on_a_local_dask_worker(run_dir, fixture_generator_path):
     """The stage's setup/process travel to a real worker process (top-level functions, no model pickled)."""
     tmp = run_dir[0]
-    res = runner.invoke(app, ["augment", "--latents", str(tmp / "OUT"), "--boundaries", str(tmp / "B.json"), "-q",
-                              "--workers", "1", "--attr", "age,gender", "--strengths", "-1,1", "-g",
-                              str(fixture_generator_path), "--out", str(tmp / "AUG_DASK"), "--shard-size", "5"])
+    res = runner.invoke(
+        app,
+        [
+            "augment",
+            "--latents",
+            str(tmp / "OUT"),
+            "--boundaries",
+            str(tmp / "B.json"),
+            "-q",
+            "--workers",
+            "1",
+            "--attr",
+            "age,gender",
+            "--strengths",
+            "-1,1",
+            "-g",
+            str(fixture_generator_path),
+            "--out",
+            str(tmp / "AUG_DASK"),
+            "--shard-size",
+            "5",
+        ],
+    )
     assert res.exit_code == 0, res.output
     frame = pd.read_parquet(tmp / "AUG_DASK" / "manifest", columns=["image_id", "status"])
     assert len(frame) == 3 * 2 * 2 and set(frame.status) == {"ok"}
@@ -182,22 +304,65 @@ def test_noise_saved_by_project_is_found_per_part(tmp_path, data_dir, nvlabs_G, 
     for src in sorted((data_dir / "faces_aligned").glob("*.jpg"))[:2]:
         (inp / src.name).symlink_to(src)
     out, aug = tmp_path / "OUT", tmp_path / "AUG"
-    res = runner.invoke(app, ["project", str(inp), "-g", str(fixture_generator_path), "-o", str(out), "--steps", "1",
-                              "--set", "w_avg_samples=64", "--set", "perceptual=none", "--set",
-                              "noise_optimization=joint", "--save-noise", "--shard-size", "1", "--workers", "0", "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "project",
+            str(inp),
+            "-g",
+            str(fixture_generator_path),
+            "-o",
+            str(out),
+            "--steps",
+            "1",
+            "--set",
+            "w_avg_samples=64",
+            "--set",
+            "perceptual=none",
+            "--set",
+            "noise_optimization=joint",
+            "--save-noise",
+            "--shard-size",
+            "1",
+            "--workers",
+            "0",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert len(list((out / "noise").glob("part-*.npz"))) == 2
     bounds = tmp_path / "B.json"
     direction = np.random.default_rng(3).standard_normal(nvlabs_G.w_dim)
-    save_boundaries(bounds, [Boundary("d", "w", list(range(nvlabs_G.num_ws)), nvlabs_G.num_ws,
-                                      direction / np.linalg.norm(direction), 0.0)])
-    res = runner.invoke(app, ["augment", "--latents", str(out), "--boundaries", str(bounds), "--attr", "d",
-                              "--strengths=2", "--workers", "0", "-q", "--out", str(aug)])  # generator from OUT/_run.json
+    save_boundaries(
+        bounds,
+        [Boundary("d", "w", list(range(nvlabs_G.num_ws)), nvlabs_G.num_ws, direction / np.linalg.norm(direction), 0.0)],
+    )
+    res = runner.invoke(
+        app,
+        [
+            "augment",
+            "--latents",
+            str(out),
+            "--boundaries",
+            str(bounds),
+            "--attr",
+            "d",
+            "--strengths=2",
+            "--workers",
+            "0",
+            "-q",
+            "--out",
+            str(aug),
+        ],
+    )  # generator from OUT/_run.json
     assert res.exit_code == 0, res.output
     manifest = read_latent_table(aug / "manifest")
     assert len(manifest.frame) == 2 and set(manifest.frame.status) == {"ok"}
     for k, row in manifest.frame.iterrows():
-        (part,) = [p for p in (out / "noise").glob("part-*.npz")
-                   if row.source_image_id in {n.rsplit("/noise", 1)[0] for n in np.load(p).files}]
+        (part,) = [
+            p
+            for p in (out / "noise").glob("part-*.npz")
+            if row.source_image_id in {n.rsplit("/noise", 1)[0] for n in np.load(p).files}
+        ]
         noise = [torch.from_numpy(m[None]) for m in read_noise(part, row.source_image_id)]
         assert_same_png(np.asarray(Image.open(aug / row.path)), render(nvlabs_G, manifest.latent("w")[k], noise))

@@ -22,7 +22,6 @@ from facebatch.edit.boundary import Boundary
 from facebatch.edit.fit import FitSettings, feature_distance, features, fit_boundary, select_samples
 from facebatch.errors import InputError
 
-
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 

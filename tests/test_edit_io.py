@@ -15,8 +15,16 @@ def some_boundaries():
     n = rng.standard_normal(512)
     rows = rng.standard_normal((3, 512))
     return [
-        Boundary("age", "w", list(range(14)), 14, n / np.linalg.norm(n), -0.123456789012345, generator_sha256="ab" * 32,
-                 info={"metrics": {"val_accuracy": 0.9}, "counts": {"train_positive": 3}}),
+        Boundary(
+            "age",
+            "w",
+            list(range(14)),
+            14,
+            n / np.linalg.norm(n),
+            -0.123456789012345,
+            generator_sha256="ab" * 32,
+            info={"metrics": {"val_accuracy": 0.9}, "counts": {"train_positive": 3}},
+        ),
         Boundary("smile", "wplus", [0, 1, 2], 14, rows / np.linalg.norm(rows), 1e-300, info={"x": [1, None]}),
         Boundary("pose", "layer", [4, 5, 9], 14, rows / np.linalg.norm(rows, axis=1, keepdims=True), [0.1, -2.0, 3e10]),
         Boundary("sefa_00", "w", [2, 3], 14, rows[0] / np.linalg.norm(rows[0]), 0.0, method="sefa"),
@@ -31,8 +39,14 @@ def test_round_trip_is_bit_exact(tmp_path):
     assert list(back) == [b.name for b in original]
     for b in original:
         got = back[b.name]
-        assert (got.space, got.layers, got.num_ws, got.method, got.generator_sha256, got.info) == \
-               (b.space, b.layers, b.num_ws, b.method, b.generator_sha256, b.info)
+        assert (got.space, got.layers, got.num_ws, got.method, got.generator_sha256, got.info) == (
+            b.space,
+            b.layers,
+            b.num_ws,
+            b.method,
+            b.generator_sha256,
+            b.info,
+        )
         np.testing.assert_array_equal(got.normal, b.normal)
         np.testing.assert_array_equal(got.intercept, b.intercept)
     doc = json.loads(path.read_text())  # plain JSON, readable without facebatch
@@ -47,8 +61,11 @@ def test_round_trip_is_bit_exact(tmp_path):
         ('{"hello": 1}', "not a facebatch boundaries file"),
         ('{"format": "facebatch-boundaries", "version": 99, "boundaries": {}}', "version 99"),
         ('{"format": "facebatch-boundaries", "version": 1, "boundaries": {"a": {"space": "w"}}}', "malformed"),
-        ('{"format": "facebatch-boundaries", "version": 1, "boundaries": {"a": {"space": "w", "layers": [0], '
-         '"num_ws": 1, "normal": [1, 0], "intercept": [0, 1]}}}', "do not fit"),
+        (
+            '{"format": "facebatch-boundaries", "version": 1, "boundaries": {"a": {"space": "w", "layers": [0], '
+            '"num_ws": 1, "normal": [1, 0], "intercept": [0, 1]}}}',
+            "do not fit",
+        ),
     ],
 )
 def test_bad_files_are_refused(tmp_path, content, message):
@@ -60,7 +77,9 @@ def test_bad_files_are_refused(tmp_path, content, message):
 
 def test_unknown_names_list_what_the_file_has(tmp_path):
     save_boundaries(tmp_path / "b.json", some_boundaries())
-    with pytest.raises(InputError, match="unknown attribute 'beard': the boundaries file has age, pose, sefa_00, smile"):
+    with pytest.raises(
+        InputError, match="unknown attribute 'beard': the boundaries file has age, pose, sefa_00, smile"
+    ):
         pick(load_boundaries(tmp_path / "b.json"), ["age", "beard"])
     with pytest.raises(InputError, match="no boundaries file"):
         load_boundaries(tmp_path / "missing.json")

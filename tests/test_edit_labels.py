@@ -24,15 +24,24 @@ def write_latents(out: Path, ids, ws, ok=None, parts=2, sha="ab" * 32):
     """A `project`-like OUT/latents folder in the shared Parquet convention."""
     ok = np.ones(len(ids), bool) if ok is None else np.asarray(ok)
     schema = with_run_metadata(
-        pa.schema([pa.field("image_id", pa.string()), pa.field("status", pa.string()), pa.field("error", pa.string()),
-                   latent_field("w", (NUM_WS, W_DIM))]),
+        pa.schema(
+            [
+                pa.field("image_id", pa.string()),
+                pa.field("status", pa.string()),
+                pa.field("error", pa.string()),
+                latent_field("w", (NUM_WS, W_DIM)),
+            ]
+        ),
         {"generator_sha256": sha},
     )
     for p, rows in enumerate(np.array_split(np.arange(len(ids)), parts)):
         table = pa.Table.from_arrays(
-            [pa.array([ids[i] for i in rows]), pa.array(["ok" if ok[i] else "error" for i in rows]),
-             pa.array([None if ok[i] else "boom" for i in rows], pa.string()),
-             latent_array_masked(ws[rows], ok[rows], (NUM_WS, W_DIM))],
+            [
+                pa.array([ids[i] for i in rows]),
+                pa.array(["ok" if ok[i] else "error" for i in rows]),
+                pa.array([None if ok[i] else "boom" for i in rows], pa.string()),
+                latent_array_masked(ws[rows], ok[rows], (NUM_WS, W_DIM)),
+            ],
             schema=schema,
         )
         atomic_write_table(out / "latents" / f"part-{p:05d}.parquet", table)
@@ -67,11 +76,14 @@ def test_fit_boundaries_end_to_end(planted_run):
     tmp, ids, smile, normal = planted_run
     # Shuffled rows, -1/+1 labels (CelebA style), a continuous score, absolute paths for half the ids.
     order = np.random.default_rng(1).permutation(len(ids))
-    rows = [(f"/data/set/{ids[i]}" if i % 2 else ids[i], 1 if smile[i] > 0 else -1, round(float(smile[i]), 4), 3)
-            for i in order]
+    rows = [
+        (f"/data/set/{ids[i]}" if i % 2 else ids[i], 1 if smile[i] > 0 else -1, round(float(smile[i]), 4), 3)
+        for i in order
+    ]
     labels = write_csv(tmp / "labels.csv", ["image_id", "smile", "smile_score", "identity"], rows)
-    res = fit(labels, "--latents", tmp / "OUT", "--out", tmp / "b.json", "--exclude", "identity",
-              "--chosen-ratio", "0.2")
+    res = fit(
+        labels, "--latents", tmp / "OUT", "--out", tmp / "b.json", "--exclude", "identity", "--chosen-ratio", "0.2"
+    )
     assert res.exit_code == 0, res.output
     assert "1 skipped (latent is an error row)" in " ".join(res.output.split())
     b = load_boundaries(tmp / "b.json")
@@ -142,8 +154,13 @@ def test_existing_output_needs_update_or_overwrite(planted_run):
 
 
 def test_label_kinds(tmp_path):
-    df = read_labels(write_csv(tmp_path / "k.csv", ["image_id", "a", "b", "c", "d"],
-                               [("x", "TRUE", -1, 0.5, ""), ("y", "false", 1, 2, 1), ("z", "true", 1, 3, 0)]))
+    df = read_labels(
+        write_csv(
+            tmp_path / "k.csv",
+            ["image_id", "a", "b", "c", "d"],
+            [("x", "TRUE", -1, 0.5, ""), ("y", "false", 1, 2, 1), ("z", "true", 1, 3, 0)],
+        )
+    )
     a, b, c, d = (parse_attribute(df, n) for n in "abcd")
     assert (a.kind, b.kind, c.kind, d.kind) == ("binary", "binary", "continuous", "binary")
     np.testing.assert_array_equal(a.values, [1, 0, 1])

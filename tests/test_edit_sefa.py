@@ -9,7 +9,6 @@ from facebatch.cli.app import app
 from facebatch.edit.boundaries_io import load_boundaries
 from facebatch.edit.sefa import affine_layers, factorize, sefa_boundaries
 
-
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 runner = CliRunner()
@@ -20,8 +19,11 @@ def rows_read_by_each_affine(G) -> dict[str, int]:
     seen, hooks = {}, []
     for name, module in G.named_modules():
         if name.startswith("synthesis.") and name.endswith(".affine"):
-            hooks.append(module.register_forward_hook(
-                lambda m, inp, out, name=name: seen.__setitem__(name, int(round(inp[0][0, 0].item())))))
+            hooks.append(
+                module.register_forward_hook(
+                    lambda m, inp, out, name=name: seen.__setitem__(name, int(round(inp[0][0, 0].item())))
+                )
+            )
     ws = torch.arange(G.num_ws, dtype=torch.float32)[None, :, None].repeat(1, 1, G.w_dim)
     with torch.no_grad():
         G.synthesis(ws, noise_mode="const")
@@ -70,14 +72,16 @@ def test_layer_choice_and_torgb_switch(nvlabs_G):
 
 def test_cli_writes_sefa_in_the_boundaries_format(tmp_path, fixture_generator_path):
     out = tmp_path / "sefa.json"
-    res = runner.invoke(app, ["directions", "sefa", "-g", str(fixture_generator_path), "-k", "4", "--layers", "0-3",
-                              "--out", str(out)])
+    res = runner.invoke(
+        app, ["directions", "sefa", "-g", str(fixture_generator_path), "-k", "4", "--layers", "0-3", "--out", str(out)]
+    )
     assert res.exit_code == 0, res.output
     loaded = load_boundaries(out)
     assert list(loaded) == ["sefa_00", "sefa_01", "sefa_02", "sefa_03"]
     assert loaded["sefa_00"].layers == [0, 1, 2, 3] and len(loaded["sefa_00"].generator_sha256) == 64
     again = runner.invoke(app, ["directions", "sefa", "-g", str(fixture_generator_path), "--out", str(out)])
     assert again.exit_code == 2 and "--update" in again.output
-    bad = runner.invoke(app, ["directions", "sefa", "-g", str(fixture_generator_path), "-k", "0", "--out",
-                              str(tmp_path / "x.json")])
+    bad = runner.invoke(
+        app, ["directions", "sefa", "-g", str(fixture_generator_path), "-k", "0", "--out", str(tmp_path / "x.json")]
+    )
     assert bad.exit_code == 2 and "-k must be between 1 and 512" in bad.output

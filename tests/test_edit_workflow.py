@@ -48,8 +48,27 @@ def test_sample_classify_fit_augment(tmp_path, fixture_generator_path):
     # floor allows one more miss for float differences across machines, and the edit check below is the real test.
     assert b.info["metrics"]["val_accuracy"] >= 0.75
 
-    invoke("augment", "--latents", samples, "--boundaries", bounds, "--attr", "brightness", "--strengths", "-3", "3",
-           "--limit", 4, "-g", fixture_generator_path, "--workers", 0, "-q", "--out", aug)
+    invoke(
+        "augment",
+        "--latents",
+        samples,
+        "--boundaries",
+        bounds,
+        "--attr",
+        "brightness",
+        "--strengths",
+        "-3",
+        "3",
+        "--limit",
+        4,
+        "-g",
+        fixture_generator_path,
+        "--workers",
+        0,
+        "-q",
+        "--out",
+        aug,
+    )
     manifest = pd.read_parquet(aug / "manifest")
     assert len(manifest) == 4 * 2 and set(manifest.status) == {"ok"}
     np.testing.assert_allclose(manifest.distance_after - manifest.distance_before, manifest.strength, atol=1e-4)

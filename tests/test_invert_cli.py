@@ -19,9 +19,30 @@ def test_invert_writes_target_and_reconstruction_side_by_side(tmp_path, fixture_
     coffee = data_dir / "nonfaces" / "coffee.png"
     face = data_dir / "faces_aligned" / "ref_female_015248.jpg"
     out = tmp_path / "out"
-    res = runner.invoke(app, ["invert", str(face), str(coffee), str(broken), "-g", str(fixture_generator_path),
-                              "--preset", "fast", "--steps", "2", "--set", "perceptual=none", "--set", "w_avg_samples=1000", "--out", str(out),
-                              "--device", "cpu", "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "invert",
+            str(face),
+            str(coffee),
+            str(broken),
+            "-g",
+            str(fixture_generator_path),
+            "--preset",
+            "fast",
+            "--steps",
+            "2",
+            "--set",
+            "perceptual=none",
+            "--set",
+            "w_avg_samples=1000",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "-q",
+        ],
+    )
     assert res.exit_code == 1, res.output  # one unreadable file: the others are done, the run reports failure
     assert "PSNR" in res.output and "broken.jpg: not an image file" in res.output and "could not be read" in res.output
 
@@ -42,13 +63,28 @@ def test_invert_writes_target_and_reconstruction_side_by_side(tmp_path, fixture_
 
 
 def test_invert_missing_image_is_one_line_exit_2(tmp_path, fixture_generator_path):
-    res = runner.invoke(app, ["invert", str(tmp_path / "nope.png"), "-g", str(fixture_generator_path), "--out", str(tmp_path)])
+    res = runner.invoke(
+        app, ["invert", str(tmp_path / "nope.png"), "-g", str(fixture_generator_path), "--out", str(tmp_path)]
+    )
     assert res.exit_code == 2 and "no such image file" in res.output and "Traceback" not in res.output
 
 
 def test_invert_nvlabs_offline_names_the_missing_vgg_file(tmp_path, monkeypatch, fixture_generator_path, data_dir):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    res = runner.invoke(app, ["invert", str(data_dir / "nonfaces" / "coffee.png"), "-g", str(fixture_generator_path),
-                              "--preset", "nvlabs", "--out", str(tmp_path / "out"), "--device", "cpu"])
+    res = runner.invoke(
+        app,
+        [
+            "invert",
+            str(data_dir / "nonfaces" / "coffee.png"),
+            "-g",
+            str(fixture_generator_path),
+            "--preset",
+            "nvlabs",
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 2 and "vgg16-397923af.pth" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "out").exists()

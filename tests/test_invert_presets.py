@@ -68,7 +68,9 @@ def test_zero_ramp_lengths_give_a_constant_lr():
 
 
 def test_overrides_are_typed_from_command_line_strings():
-    cfg = load_preset("nvlabs", parse_overrides(["steps=25", "lr=0.02", "noise_renormalize=false", "perceptual=none", "mse_weight=1"]))
+    cfg = load_preset(
+        "nvlabs", parse_overrides(["steps=25", "lr=0.02", "noise_renormalize=false", "perceptual=none", "mse_weight=1"])
+    )
     assert (cfg.steps, cfg.lr, cfg.noise_renormalize, cfg.perceptual, cfg.mse_weight) == (25, 0.02, False, "none", 1.0)
     assert cfg.to_dict()["steps"] == 25
 

@@ -8,8 +8,8 @@ from known W+ codes, which a working optimiser must approach and a broken one ca
 import numpy as np
 import pytest
 import torch
-
 from conftest import REFERENCE, require
+
 from facebatch.errors import InputError
 from facebatch.invert.presets import load_preset
 from facebatch.invert.projector import Projector, w_stats
@@ -178,12 +178,17 @@ def quality_runs(nvlabs_G, mixed_targets):
     kw = dict(perceptual="none", perceptual_weight=0.0, mse_weight=1.0, lr=0.1, lr_rampup=0.05, lr_rampdown=0.25)
     start = project(nvlabs_G, targets, seeds, "image2stylegan", steps=0, **kw)
     w = project(nvlabs_G, targets, seeds, "image2stylegan", latent_space="w", steps=QUALITY_STEPS, **kw)
-    wplus = project(nvlabs_G, targets, seeds, "image2stylegan++", steps=QUALITY_STEPS, noise_steps=NOISE_STEPS,
-                    noise_lr=0.1, **kw)
+    wplus = project(
+        nvlabs_G, targets, seeds, "image2stylegan++", steps=QUALITY_STEPS, noise_steps=NOISE_STEPS, noise_lr=0.1, **kw
+    )
     with torch.no_grad():
         before_noise = nvlabs_G.synthesis(wplus.ws, noise_mode="const")  # the W+ phase's own result
-    return dict(start=psnr(start.reconstructions, targets), w=psnr(w.reconstructions, targets),
-                wplus=psnr(before_noise, targets), noise=psnr(wplus.reconstructions, targets))
+    return dict(
+        start=psnr(start.reconstructions, targets),
+        w=psnr(w.reconstructions, targets),
+        wplus=psnr(before_noise, targets),
+        noise=psnr(wplus.reconstructions, targets),
+    )
 
 
 def test_projection_recovers_generator_samples(quality_runs):

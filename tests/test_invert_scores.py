@@ -57,8 +57,9 @@ def test_anomaly_score_combines_residuals_with_lambda(images, nvlabs_D):
 def test_scores_do_not_depend_on_batch_mates(images, nvlabs_D):
     x, y = images
     full = score_pairs(x, y, D=nvlabs_D, perceptual="stlpips-vgg")
-    swapped_mates = score_pairs(torch.cat([x[:1], -x[1:]]), torch.cat([y[:1], y[1:].flip(-1)]), D=nvlabs_D,
-                                perceptual="stlpips-vgg")
+    swapped_mates = score_pairs(
+        torch.cat([x[:1], -x[1:]]), torch.cat([y[:1], y[1:].flip(-1)]), D=nvlabs_D, perceptual="stlpips-vgg"
+    )
     alone = score_pairs(x[:1], y[:1], D=nvlabs_D, perceptual="stlpips-vgg")
     for key in SCORE_KEYS:
         assert swapped_mates[key][0] == pytest.approx(full[key][0], rel=1e-5), key

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import REFERENCE, require
+
 from facebatch.nets.rosinality import convert_rosinality
 from facebatch.nets.stylegan2 import Discriminator, Generator
 
@@ -40,7 +40,11 @@ def test_nvlabs_mapping(nvlabs_G, nv_io, psi, key):
 @torch.no_grad()
 @pytest.mark.parametrize(
     "ws_key,mode,img_key",
-    [("ws_psi1", "const", "img_const_psi1"), ("ws_psi07", "none", "img_none_psi07"), ("ws_wplus", "const", "img_const_wplus")],
+    [
+        ("ws_psi1", "const", "img_const_psi1"),
+        ("ws_psi07", "none", "img_none_psi07"),
+        ("ws_wplus", "const", "img_const_wplus"),
+    ],
 )
 def test_nvlabs_synthesis(nvlabs_G, nv_io, ws_key, mode, img_key):
     img = nvlabs_G.synthesis(nv_io[ws_key], noise_mode=mode)
@@ -118,8 +122,15 @@ def test_discriminator_features_do_not_depend_on_batch(nvlabs_D, nv_io):
 @torch.no_grad()
 @pytest.mark.parametrize("res", [4, 8, 32])
 def test_any_resolution_builds_and_renders(res):
-    G = Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=res, img_channels=3,
-                  mapping_kwargs={"num_layers": 2}, synthesis_kwargs={"channel_base": 256, "channel_max": 16})
+    G = Generator(
+        z_dim=32,
+        c_dim=0,
+        w_dim=32,
+        img_resolution=res,
+        img_channels=3,
+        mapping_kwargs={"num_layers": 2},
+        synthesis_kwargs={"channel_base": 256, "channel_max": 16},
+    )
     assert G.num_ws == 2 * (res.bit_length() - 1) - 2
     img = G(torch.randn(2, 32), noise_mode="random")
     assert img.shape == (2, 3, res, res) and torch.isfinite(img).all()

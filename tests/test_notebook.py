@@ -1,12 +1,10 @@
 """The quickstart notebook runs end to end: every code cell, in order, as a user's kernel would."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-
-from conftest import REFERENCE, DATA, require
+from conftest import DATA, REFERENCE, require
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
 

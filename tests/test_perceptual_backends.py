@@ -12,7 +12,10 @@ from facebatch.nets.perceptual import build_perceptual, stlpips_weights_path, to
 
 def pattern(size, phase):
     y, x = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
-    return torch.stack([torch.sin(5 * x + phase), torch.cos(7 * y - phase), torch.sin(3 * (x + y) + 2 * phase)])[None] * 0.8
+    return (
+        torch.stack([torch.sin(5 * x + phase), torch.cos(7 * y - phase), torch.sin(3 * (x + y) + 2 * phase)])[None]
+        * 0.8
+    )
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -70,7 +73,9 @@ def torch_home(tmp_path, monkeypatch):
     perceptual._cached.cache_clear()
 
 
-@pytest.mark.parametrize("backend,file", [("lpips-vgg", "vgg16-397923af.pth"), ("lpips-alex", "alexnet-owt-7be5be79.pth")])
+@pytest.mark.parametrize(
+    "backend,file", [("lpips-vgg", "vgg16-397923af.pth"), ("lpips-alex", "alexnet-owt-7be5be79.pth")]
+)
 def test_lpips_without_the_trunk_file_names_it(torch_home, backend, file):
     tmp_path = torch_home
     with pytest.raises(ModelNotAvailable) as exc:

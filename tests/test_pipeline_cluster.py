@@ -12,6 +12,7 @@ from facebatch.pipeline.cluster import ClusterOptions, describe, local_layout
 @pytest.fixture
 def machine(monkeypatch):
     """Pretend to be a host with `cores` CPU cores and `gpus` CUDA devices."""
+
     def set_machine(cores: int, gpus: int, visible: str | None = None):
         monkeypatch.setattr(cluster_module, "usable_cores", lambda: cores)
         monkeypatch.setattr(cluster_module, "cuda_device_count", lambda: gpus)
@@ -19,6 +20,7 @@ def machine(monkeypatch):
             monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
         else:
             monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+
     return set_machine
 
 

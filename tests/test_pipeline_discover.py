@@ -17,8 +17,19 @@ def touch(path):
 
 
 def test_recursive_case_insensitive_sorted_relative_ids(tmp_path):
-    for name in ["b/z.JPG", "a.png", "b/c/d.TiFf", "e.webp", "f.bmp", "g.jpeg", "h.tif", "notes.txt", "x.gif",
-                 ".hidden.png", ".cache/y.png"]:
+    for name in [
+        "b/z.JPG",
+        "a.png",
+        "b/c/d.TiFf",
+        "e.webp",
+        "f.bmp",
+        "g.jpeg",
+        "h.tif",
+        "notes.txt",
+        "x.gif",
+        ".hidden.png",
+        ".cache/y.png",
+    ]:
         touch(tmp_path / name)
     items = discover_images(tmp_path)
     assert [i["image_id"] for i in items] == ["a.png", "b/c/d.TiFf", "b/z.JPG", "e.webp", "f.bmp", "g.jpeg", "h.tif"]

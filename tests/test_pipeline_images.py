@@ -24,7 +24,12 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
 def raw_png(width: int, height: int, bit_depth: int, color_type: int, rows: bytes) -> bytes:
     """A PNG written by hand: PIL cannot write 16-bit RGB, and a bomb header needs no pixel data."""
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(rows)) + png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(rows))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def save(img: Image.Image, path: Path, **kw) -> Path:
@@ -34,7 +39,7 @@ def save(img: Image.Image, path: Path, **kw) -> Path:
 
 def pixels(t: torch.Tensor) -> np.ndarray:
     """[3,H,W] in [-1,1] -> HxWx3 uint8-scale floats."""
-    return ((t.permute(1, 2, 0).numpy() + 1) * 127.5)
+    return (t.permute(1, 2, 0).numpy() + 1) * 127.5
 
 
 def test_rgb_square_round_trips_through_save_and_load(tmp_path):
@@ -81,7 +86,9 @@ def test_grayscale_palette_rgba_and_cmyk_convert(tmp_path):
     rgba = Image.new("RGBA", (SIZE, SIZE), (200, 0, 0, 0))  # fully transparent red -> the white background
     rgba.paste((0, 0, 200, 255), (0, 0, SIZE // 2, SIZE))  # left half opaque blue
     p = pixels(load_image(save(rgba, tmp_path / "a.png"), SIZE)[0])
-    assert np.allclose(p[:, : SIZE // 2 - 1], (0, 0, 200), atol=0.01) and np.allclose(p[:, SIZE // 2 + 1 :], 255, atol=0.01)
+    assert np.allclose(p[:, : SIZE // 2 - 1], (0, 0, 200), atol=0.01) and np.allclose(
+        p[:, SIZE // 2 + 1 :], 255, atol=0.01
+    )
     cmyk = Image.new("RGB", (SIZE, SIZE), (30, 120, 220)).convert("CMYK")
     p = pixels(load_image(save(cmyk, tmp_path / "c.jpg", quality=100), SIZE)[0])
     assert np.abs(p - (30, 120, 220)).max() < 6  # colour survives (JPEG rounding only)
@@ -98,12 +105,15 @@ def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
     assert np.allclose(pixels(load_image(path, 4)[0])[0, 0], (255, 64, 0), atol=1)
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("empty.jpg", b"", "empty file"),
-    ("text.png", b"this is not an image\n" * 10, "not an image"),
-    ("truncated.jpg", None, "corrupt"),
-    ("bomb.png", raw_png(30000, 30000, 1, 0, b"\x00" * 10), "decompression"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty.jpg", b"", "empty file"),
+        ("text.png", b"this is not an image\n" * 10, "not an image"),
+        ("truncated.jpg", None, "corrupt"),
+        ("bomb.png", raw_png(30000, 30000, 1, 0, b"\x00" * 10), "decompression"),
+    ],
+)
 def test_unreadable_files_raise_with_a_clear_message(tmp_path, name, content, message):
     if content is None:  # a real JPEG cut in half
         buf = io.BytesIO()

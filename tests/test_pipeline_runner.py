@@ -15,15 +15,21 @@ import pyarrow.parquet as pq
 import pytest
 
 from facebatch.errors import InputError
+from facebatch.pipeline.latents import read_latent_table
 from facebatch.pipeline.runner import ClusterOptions, StageSpec, run_stage
 from facebatch.pipeline.table import latent_array_masked, latent_field
-from facebatch.pipeline.latents import read_latent_table
 
 SHAPE = (2, 3)
-SCHEMA = pa.schema([
-    pa.field("image_id", pa.string()), pa.field("status", pa.string()), pa.field("error", pa.string()),
-    pa.field("value", pa.float64()), latent_field("w", SHAPE), pa.field("pid", pa.int64()),
-])
+SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string()),
+        pa.field("status", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("value", pa.float64()),
+        latent_field("w", SHAPE),
+        pa.field("pid", pa.int64()),
+    ]
+)
 
 
 def fake_setup(config: dict) -> dict:
@@ -51,18 +57,32 @@ def fake_process(state: dict, items: list[dict], info) -> pa.Table:
     n = len(items)
     latents = np.stack([np.full(SHAPE, v if v is not None else 0.0, np.float32) for v in values])
     return pa.Table.from_arrays(
-        [pa.array([i["image_id"] for i in items]), pa.array(["ok" if ok else "error" for ok in rows_ok]),
-         pa.array(errors, pa.string()), pa.array(values, pa.float64()),
-         latent_array_masked(latents, np.array(rows_ok), SHAPE), pa.array([os.getpid()] * n, pa.int64())],
+        [
+            pa.array([i["image_id"] for i in items]),
+            pa.array(["ok" if ok else "error" for ok in rows_ok]),
+            pa.array(errors, pa.string()),
+            pa.array(values, pa.float64()),
+            latent_array_masked(latents, np.array(rows_ok), SHAPE),
+            pa.array([os.getpid()] * n, pa.int64()),
+        ],
         schema=SCHEMA,
     )
 
 
 def make_spec(out: Path, n: int = 10, shard_size: int = 3, offset: float = 0.0, **item_extra) -> StageSpec:
     items = [{"image_id": f"img/{i:03d}.png", "index": i, **item_extra} for i in range(n)]
-    return StageSpec(name="fake", out_dir=out, table="latents", items=items, shard_size=shard_size,
-                     config={"offset": offset, "seed": 7}, setup=fake_setup, process=fake_process, schema=SCHEMA,
-                     score_columns=["value"])
+    return StageSpec(
+        name="fake",
+        out_dir=out,
+        table="latents",
+        items=items,
+        shard_size=shard_size,
+        config={"offset": offset, "seed": 7},
+        setup=fake_setup,
+        process=fake_process,
+        schema=SCHEMA,
+        score_columns=["value"],
+    )
 
 
 HERE = ClusterOptions(workers=0)
@@ -74,10 +94,14 @@ def test_run_writes_parts_markers_and_readable_table(tmp_path):
     assert summary.complete and summary.images_ok == 10 and summary.shards == 4
     parts = sorted(p.name for p in (tmp_path / "latents").iterdir())
     assert parts == [f"part-{i:05d}.parquet" for i in range(4)]  # nothing else in the table folder
-    assert sorted(p.name for p in (tmp_path / "_stats" / "latents").iterdir()) == [f"part-{i:05d}.json" for i in range(4)]
+    assert sorted(p.name for p in (tmp_path / "_stats" / "latents").iterdir()) == [
+        f"part-{i:05d}.json" for i in range(4)
+    ]
     assert (tmp_path / "_SUCCESS").exists()
     run = json.loads((tmp_path / "_run.json").read_text())
-    assert run["seed"] == 7 and run["status"] == "complete" and run["plan"] == {"items": 10, "shard_size": 3, "shards": 4}
+    assert (
+        run["seed"] == 7 and run["status"] == "complete" and run["plan"] == {"items": 10, "shard_size": 3, "shards": 4}
+    )
     # every reader the design names reads the folder as is
     frame = pd.read_parquet(tmp_path / "latents")
     assert frame["image_id"].tolist() == [f"img/{i:03d}.png" for i in range(10)]
@@ -239,13 +263,17 @@ def test_an_existing_cluster_by_address_or_scheduler_file_is_used_and_left_runni
     """How users go past one machine: the runner connects, runs, and closes only its own client."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        by_address = run_stage(make_spec(tmp_path / "a"), ClusterOptions(scheduler=cluster.scheduler_address),
-                               progress=False)
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        by_address = run_stage(
+            make_spec(tmp_path / "a"), ClusterOptions(scheduler=cluster.scheduler_address), progress=False
+        )
         client.write_scheduler_file(str(tmp_path / "scheduler.json"))
-        by_file = run_stage(make_spec(tmp_path / "b"), ClusterOptions(scheduler_file=tmp_path / "scheduler.json"),
-                            progress=False)
+        by_file = run_stage(
+            make_spec(tmp_path / "b"), ClusterOptions(scheduler_file=tmp_path / "scheduler.json"), progress=False
+        )
         assert client.submit(sum, [1, 2]).result() == 3  # the user's cluster survives the run
         workers = set(client.scheduler_info()["workers"])
     assert by_address.complete and by_file.complete and by_address.images_ok == by_file.images_ok == 10
@@ -266,6 +294,7 @@ def test_only_small_markers_travel_back_to_the_client(tmp_path, monkeypatch):
         def record(task, marker, error):
             seen.setdefault(len(task.items), []).append(marker)
             finished(task, marker, error)
+
         original(tasks, max_retries, record)
 
     monkeypatch.setattr(runner_module, "_execute_here", spy)
@@ -297,7 +326,10 @@ def test_a_shard_that_kills_every_worker_fails_alone_and_the_rest_is_kept(tmp_pa
     assert summary.shards_failed == 1 and summary.failures[0][0] == "part-00001"
     assert "died repeatedly" in summary.failures[0][1]
     assert summary.images_ok == 4 and not summary.complete and not (tmp_path / "out" / "_SUCCESS").exists()
-    assert sorted(p.name for p in (tmp_path / "out" / "latents").iterdir()) == ["part-00000.parquet", "part-00002.parquet"]
+    assert sorted(p.name for p in (tmp_path / "out" / "latents").iterdir()) == [
+        "part-00000.parquet",
+        "part-00002.parquet",
+    ]
 
 
 class _LostFuture:
@@ -314,10 +346,23 @@ def test_a_marker_lost_with_its_worker_is_read_from_disk_when_this_run_wrote_it(
     from facebatch.pipeline.shard_task import ShardInfo, ShardTask, run_shard
 
     items = make_spec(tmp_path).items[:3]
-    task = ShardTask(stage="fake", info=ShardInfo(0, "part-00000", 1, tmp_path, "latents", "c"), items=items,
-                     ids_hash="h", setup=fake_setup, process=fake_process, setup_config={"offset": 0.0},
-                     state_key="k", run_metadata={}, schema=SCHEMA, run_id="run-a")
+    task = ShardTask(
+        stage="fake",
+        info=ShardInfo(0, "part-00000", 1, tmp_path, "latents", "c"),
+        items=items,
+        ids_hash="h",
+        setup=fake_setup,
+        process=fake_process,
+        setup_config={"offset": 0.0},
+        state_key="k",
+        run_metadata={},
+        schema=SCHEMA,
+        run_id="run-a",
+    )
     published = run_shard(task)
     assert _outcome(_LostFuture(), task) == (published, None)
     task.run_id = "run-b"  # a marker an earlier run left proves nothing about this one
-    assert _outcome(_LostFuture(), task) == (None, "the worker computing this shard died repeatedly (killed or out of memory)")
+    assert _outcome(_LostFuture(), task) == (
+        None,
+        "the worker computing this shard died repeatedly (killed or out of memory)",
+    )

@@ -18,20 +18,30 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from test_pipeline_images import raw_png
 from typer.testing import CliRunner
 
 from facebatch.cli.app import app
-from facebatch.pipeline.noise_store import read_noise
-from facebatch.stages.project import per_image_seed
-from facebatch.pipeline.table import run_metadata
 from facebatch.pipeline.latents import read_latent_table
-from test_pipeline_images import raw_png
+from facebatch.pipeline.noise_store import read_noise
+from facebatch.pipeline.table import run_metadata
+from facebatch.stages.project import per_image_seed
 
 runner = CliRunner()
 # One step, a small w_avg estimate, no perceptual net, one torch thread (5-10x faster than two on a shared
 # 2-core box): the pipeline is under test, not the projector.
-FAST = ["--steps", "1", "--set", "w_avg_samples=64", "--set", "perceptual=none", "--batch-size", "2",
-        "--threads-per-worker", "1"]
+FAST = [
+    "--steps",
+    "1",
+    "--set",
+    "w_avg_samples=64",
+    "--set",
+    "perceptual=none",
+    "--batch-size",
+    "2",
+    "--threads-per-worker",
+    "1",
+]
 
 
 pytestmark = pytest.mark.usefixtures("restore_torch_threads")
@@ -56,13 +66,21 @@ def test_end_to_end_on_a_local_dask_cluster(tmp_path, data_dir, fixture_generato
     inp = faces(data_dir, tmp_path / "in")
     (inp / "empty.jpg").write_bytes(b"")
     out = tmp_path / "out"
-    res = project(["--workers", "1", "--shard-size", "2", "--seed", "3", "--save-reconstructions"],
-                  fixture_generator_path, inp, out)
+    res = project(
+        ["--workers", "1", "--shard-size", "2", "--seed", "3", "--save-reconstructions"],
+        fixture_generator_path,
+        inp,
+        out,
+    )
     assert res.exit_code == 0, res.output
     assert "computed now" in res.output and "wall time" in res.output
     assert "\x1b[" not in res.output and "\r" not in res.output  # CliRunner is no terminal: no bar, no colour
 
-    ids = ["empty.jpg", *sorted(p.name for p in (data_dir / "faces_aligned").glob("*.jpg"))[:3], "unaligned/astronaut.png"]
+    ids = [
+        "empty.jpg",
+        *sorted(p.name for p in (data_dir / "faces_aligned").glob("*.jpg"))[:3],
+        "unaligned/astronaut.png",
+    ]
     ids = sorted(ids)
     frame = pd.read_parquet(out / "latents")
     assert frame["image_id"].tolist() == ids
@@ -95,8 +113,12 @@ def test_end_to_end_on_a_local_dask_cluster(tmp_path, data_dir, fixture_generato
         with Image.open(out / "reconstructions" / f"{image_id}.png") as im:
             assert im.size == (64, 64)
 
-    again = project(["--workers", "0", "--shard-size", "2", "--seed", "3", "--save-reconstructions"],
-                    fixture_generator_path, inp, out)  # another cluster shape may resume the same run
+    again = project(
+        ["--workers", "0", "--shard-size", "2", "--seed", "3", "--save-reconstructions"],
+        fixture_generator_path,
+        inp,
+        out,
+    )  # another cluster shape may resume the same run
     assert again.exit_code == 0, again.output
     assert json.loads((out / "_run.json").read_text())["summary"]["images_processed"] == 0
     other = project(["--shard-size", "2", "--seed", "4", "--save-reconstructions"], fixture_generator_path, inp, out)
@@ -131,13 +153,30 @@ def _wait_for(predicate, timeout: float) -> bool:
 @pytest.mark.slow  # three runs, one a subprocess with its own cluster: ~1-3 min on 2 busy cores, per signal
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_interrupted_or_killed_run_leaves_no_partial_file_and_rerun_matches_an_uninterrupted_run(
-        tmp_path, data_dir, fixture_generator_path, sig):
+    tmp_path, data_dir, fixture_generator_path, sig
+):
     """Ctrl-C: exit 130 and a clean record. kill -9 (client, nanny and worker at once): nothing to clean up
     with, yet the rerun must still see only whole parts and finish the job."""
     inp = faces(data_dir, tmp_path / "in", n_aligned=4)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "facebatch", "project", str(inp), "-g", str(fixture_generator_path), "-o", str(out),
-           *FAST, "--steps", "2", "--workers", "1", "--shard-size", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "facebatch",
+        "project",
+        str(inp),
+        "-g",
+        str(fixture_generator_path),
+        "-o",
+        str(out),
+        *FAST,
+        "--steps",
+        "2",
+        "--workers",
+        "1",
+        "--shard-size",
+        "1",
+    ]
     # Own session, signal to the whole group: what a terminal's Ctrl-C does (workers get it too).
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     markers = out / "_stats" / "latents"
@@ -171,8 +210,9 @@ def test_interrupted_or_killed_run_leaves_no_partial_file_and_rerun_matches_an_u
     assert summary["shards_skipped"] == len(done) and summary["images_processed"] == 5 - len(done)
     # an uninterrupted run with another shard and batch layout gives the same rows and latents
     ref = tmp_path / "ref"
-    straight = project(["--steps", "2", "--workers", "0", "--shard-size", "4", "--batch-size", "3"],
-                       fixture_generator_path, inp, ref)
+    straight = project(
+        ["--steps", "2", "--workers", "0", "--shard-size", "4", "--batch-size", "3"], fixture_generator_path, inp, ref
+    )
     assert straight.exit_code == 0, straight.output
     a, b = read_latent_table(out / "latents"), read_latent_table(ref / "latents")
     assert a.frame["image_id"].is_unique and a.frame["image_id"].tolist() == b.frame["image_id"].tolist()
@@ -231,8 +271,12 @@ def test_broken_files_become_error_rows_and_retry_errors_recomputes_only_them(tm
 def test_save_noise_writes_one_npz_per_shard(tmp_path, data_dir, fixture_generator_path, nvlabs_G):
     inp = faces(data_dir, tmp_path / "in", n_aligned=2)
     out = tmp_path / "out"
-    res = project(["--workers", "0", "--shard-size", "2", "--set", "noise_optimization=joint", "--save-noise"],
-                  fixture_generator_path, inp, out)
+    res = project(
+        ["--workers", "0", "--shard-size", "2", "--set", "noise_optimization=joint", "--save-noise"],
+        fixture_generator_path,
+        inp,
+        out,
+    )
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (out / "noise").iterdir()) == ["part-00000.npz", "part-00001.npz"]
     maps = read_noise(out / "noise" / "part-00001.npz", "unaligned/astronaut.png")
@@ -256,7 +300,9 @@ def test_quiet_prints_nothing(tmp_path, data_dir, fixture_generator_path):
     assert pd.read_parquet(tmp_path / "q" / "latents")["status"].tolist() == ["ok", "ok"]
 
 
-def test_align_projects_the_aligned_face_and_a_faceless_image_is_an_error_row(tmp_path, data_dir, fixture_generator_path):
+def test_align_projects_the_aligned_face_and_a_faceless_image_is_an_error_row(
+    tmp_path, data_dir, fixture_generator_path
+):
     pytest.importorskip("dlib", reason="the dlib backend needs dlib-bin (the align extra)")
     inp = tmp_path / "in"
     inp.mkdir()
@@ -274,13 +320,16 @@ def test_align_projects_the_aligned_face_and_a_faceless_image_is_an_error_row(tm
     assert json.loads((tmp_path / "out" / "_run.json").read_text())["config"]["align"] == "dlib"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--scheduler", "tcp://127.0.0.1:1", "--scheduler-file", "x.json"], "not both"),
-    (["--shard-size", "0"], "--shard-size"),
-    (["--batch-size", "0"], "--batch-size"),
-    (["--set", "steps"], "key=value"),
-    (["--align", "--align-backend", "nope"], "unknown landmark backend"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--scheduler", "tcp://127.0.0.1:1", "--scheduler-file", "x.json"], "not both"),
+        (["--shard-size", "0"], "--shard-size"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--set", "steps"], "key=value"),
+        (["--align", "--align-backend", "nope"], "unknown landmark backend"),
+    ],
+)
 def test_bad_options_exit_2_with_one_line(tmp_path, fixture_generator_path, args, message):
     (tmp_path / "in").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "in" / "a.png")

@@ -11,18 +11,27 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_checkpoints_pickle import run_cli  # one in-process CLI runner for both files
 
 from facebatch.errors import CheckpointError, ModelNotAvailable
 from facebatch.nets import cache, registry
 from facebatch.nets.checkpoints import load_networks
 from facebatch.nets.native_format import write_native
 from facebatch.nets.stylegan2 import Generator
-from test_checkpoints_pickle import run_cli  # one in-process CLI runner for both files
 
-G_KWARGS = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=4, img_channels=3, mapping_kwargs=dict(num_layers=1),
-                synthesis_kwargs=dict(channel_base=32, channel_max=8))
-NVLABS_HOSTS = ("https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/",
-                "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/")
+G_KWARGS = dict(
+    z_dim=8,
+    c_dim=0,
+    w_dim=8,
+    img_resolution=4,
+    img_channels=3,
+    mapping_kwargs=dict(num_layers=1),
+    synthesis_kwargs=dict(channel_base=32, channel_max=8),
+)
+NVLABS_HOSTS = (
+    "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/",
+    "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -81,7 +90,9 @@ def server():
 @pytest.fixture(scope="module")
 def checkpoint_bytes(tmp_path_factory) -> bytes:
     torch.manual_seed(3)
-    path = write_native(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", G_KWARGS, Generator(**G_KWARGS).state_dict())
+    path = write_native(
+        tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", G_KWARGS, Generator(**G_KWARGS).state_dict()
+    )
     return path.read_bytes()
 
 
@@ -98,8 +109,12 @@ def leftovers(folder: Path) -> list[str]:
 
 def test_registry_names_the_required_official_checkpoints():
     models = registry.models()
-    for name, res in (("ffhq-1024-ada", 1024), ("stylegan2-ffhq-1024", 1024), ("stylegan2-ffhq-512", 512),
-                      ("stylegan2-ffhq-256", 256)):
+    for name, res in (
+        ("ffhq-1024-ada", 1024),
+        ("stylegan2-ffhq-1024", 1024),
+        ("stylegan2-ffhq-512", 512),
+        ("stylegan2-ffhq-256", 256),
+    ):
         assert models[name].resolution == res
     paths = set()
     for entry in models.values():
@@ -162,7 +177,9 @@ def test_wrong_sha256_is_refused_and_leaves_nothing(monkeypatch, server, checkpo
 def test_concurrent_workers_download_once(monkeypatch, server, checkpoint_bytes):
     server.files["/tiny.safetensors"] = checkpoint_bytes
     server.delay = 0.3  # keep the first download open while the others arrive
-    entry = register(monkeypatch, "tiny-4", f"{server.base}/tiny.safetensors", hashlib.sha256(checkpoint_bytes).hexdigest())
+    entry = register(
+        monkeypatch, "tiny-4", f"{server.base}/tiny.safetensors", hashlib.sha256(checkpoint_bytes).hexdigest()
+    )
     results, errors = [], []
 
     def worker():

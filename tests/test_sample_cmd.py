@@ -29,8 +29,25 @@ def test_z_follows_the_official_recipe():
 
 
 def test_sample_writes_images_and_matching_latents_then_resumes(tmp_path, fixture_generator_path, nvlabs_G):
-    args = ["sample", "-g", str(fixture_generator_path), "--out", str(tmp_path), "-n", "5", "--seed", "3",
-            "--truncation", "0.7", "--part-size", "2", "--batch-size", "2", "--device", "cpu"]
+    args = [
+        "sample",
+        "-g",
+        str(fixture_generator_path),
+        "--out",
+        str(tmp_path),
+        "-n",
+        "5",
+        "--seed",
+        "3",
+        "--truncation",
+        "0.7",
+        "--part-size",
+        "2",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     tab = read_latent_table(tmp_path / "latents")
@@ -56,10 +73,12 @@ def test_sample_writes_images_and_matching_latents_then_resumes(tmp_path, fixtur
 
 
 def test_run_file_names_the_generator_so_augment_needs_no_generator_flag(tmp_path, fixture_generator_path):
-    from facebatch.stages.augment import resolve_generator
     from facebatch.pipeline.latents import read_index
+    from facebatch.stages.augment import resolve_generator
 
-    result = CliRunner().invoke(app, ["sample", "-g", str(fixture_generator_path), "-n", "2", "--out", str(tmp_path / "s"), "-q"])
+    result = CliRunner().invoke(
+        app, ["sample", "-g", str(fixture_generator_path), "-n", "2", "--out", str(tmp_path / "s"), "-q"]
+    )
     assert result.exit_code == 0, result.output
     path, sha = resolve_generator(None, read_index(tmp_path / "s", "w"))
     assert path == fixture_generator_path.resolve()

@@ -15,8 +15,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from typer.testing import CliRunner
 
 from facebatch.cli.app import app
-from facebatch.pipeline.table import atomic_write_table, latent_array, latent_field, with_run_metadata
 from facebatch.pipeline.latents import read_latent_table
+from facebatch.pipeline.table import atomic_write_table, latent_array, latent_field, with_run_metadata
 
 runner = CliRunner()
 STRINGS = ("image_id", "source_path", "status", "error", "perceptual_backend")
@@ -39,8 +39,12 @@ def make_run(root: Path, n_pos=30, n_neg=50, n_err=3, sep=1.5, seed=0, parts=2, 
         "status": np.where(ok, "ok", "error").tolist(),
         "error": [None if k else "cannot identify image file" for k in ok],
         "perceptual_backend": ["stlpips-vgg"] * n,
-        "mse": mse, "psnr": 10 * np.log10(4 / mse), "ssim": 1 - 2 * mse, "l1": np.sqrt(mse),
-        "perceptual": np.sqrt(mse) + rng.normal(0, 0.05, n), "d_residual": np.full(n, np.nan),
+        "mse": mse,
+        "psnr": 10 * np.log10(4 / mse),
+        "ssim": 1 - 2 * mse,
+        "l1": np.sqrt(mse),
+        "perceptual": np.sqrt(mse) + rng.normal(0, 0.05, n),
+        "d_residual": np.full(n, np.nan),
         "anomaly_score": np.sqrt(mse),
     }
     cols["source_path"] = [str(root / "src" / i) for i in cols["image_id"]]
@@ -64,8 +68,14 @@ def make_run(root: Path, n_pos=30, n_neg=50, n_err=3, sep=1.5, seed=0, parts=2, 
     return root
 
 
-def write_labels(path: Path, run: Path, column="is_anomalous", value=lambda image_id: int(image_id.startswith("pos/")),
-                 id_column="image_id", ids=None) -> Path:
+def write_labels(
+    path: Path,
+    run: Path,
+    column="is_anomalous",
+    value=lambda image_id: int(image_id.startswith("pos/")),
+    id_column="image_id",
+    ids=None,
+) -> Path:
     frame = read_latent_table(run / "latents", columns=["image_id"]).frame
     ids = list(frame.image_id) if ids is None else ids
     pd.DataFrame({id_column: ids, column: [value(i) for i in ids]}).to_csv(path, index=False)
@@ -106,7 +116,7 @@ def test_without_labels_distributions_and_the_most_anomalous_images(run_dir, tmp
     top = [row["image_id"] for row in m["top_k"]]
     assert top == list(frame.sort_values("anomaly_score", ascending=False).image_id[:5])
     html = (tmp_path / "rep" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 2 and "src=\"http" not in html  # self-contained
+    assert html.count("data:image/png;base64,") == 2 and 'src="http' not in html  # self-contained
     sheet = Image.open(tmp_path / "rep" / "contact_sheet.png")
     assert sheet.height > 5 * 160
 
@@ -136,8 +146,9 @@ def test_with_labels_auroc_and_ap_are_sklearns_on_the_right_side(run_dir, tmp_pa
 def test_fake_task_flips_the_direction_from_the_label_column(run_dir, tmp_path):
     # Label the well-reconstructed images as fake: GAN samples project better than photos.
     labels = write_labels(tmp_path / "labels.csv", run_dir, column="is_fake", value=lambda i: int(i.startswith("neg/")))
-    res = score(run_dir, "--labels", labels, "--report", tmp_path / "rep", "--bootstrap", "0", "--score", "mse",
-                "--top-k", "0")
+    res = score(
+        run_dir, "--labels", labels, "--report", tmp_path / "rep", "--bootstrap", "0", "--score", "mse", "--top-k", "0"
+    )
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
     assert m["task"] == "fake" and m["positive_class"] == "fake" and m["primary_score"] == "mse"
@@ -150,8 +161,21 @@ def test_fake_task_flips_the_direction_from_the_label_column(run_dir, tmp_path):
 
 def test_higher_is_overrides_the_direction(run_dir, tmp_path):
     labels = write_labels(tmp_path / "labels.csv", run_dir)
-    res = score(run_dir, "--labels", labels, "--report", tmp_path / "rep", "--bootstrap", "0", "--score", "mse",
-                "--higher-is", "negative", "--top-k", "0")
+    res = score(
+        run_dir,
+        "--labels",
+        labels,
+        "--report",
+        tmp_path / "rep",
+        "--bootstrap",
+        "0",
+        "--score",
+        "mse",
+        "--higher-is",
+        "negative",
+        "--top-k",
+        "0",
+    )
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
     y = ok_rows(run_dir).image_id.str.startswith("pos/").astype(int)
@@ -164,8 +188,20 @@ def test_fit_threshold_then_apply_it_to_an_unlabelled_run(tmp_path):
     test = make_run(tmp_path / "test", seed=2, images=False)
     latents_before = digest(val / "latents")
     labels = write_labels(tmp_path / "labels.csv", val)
-    res = score(val, "--labels", labels, "--fit-threshold", "--threshold-rule", "fpr", "--target-fpr", "0.1",
-                "--bootstrap", "0", "--top-k", "0")
+    res = score(
+        val,
+        "--labels",
+        labels,
+        "--fit-threshold",
+        "--threshold-rule",
+        "fpr",
+        "--target-fpr",
+        "0.1",
+        "--bootstrap",
+        "0",
+        "--top-k",
+        "0",
+    )
     assert res.exit_code == 0, res.output
     assert digest(val / "latents") == latents_before  # the projection output is never rewritten
     fitted = json.loads((val / "report" / "threshold.json").read_text())
@@ -179,8 +215,15 @@ def test_fit_threshold_then_apply_it_to_an_unlabelled_run(tmp_path):
     negatives = scored[~scored.image_id.str.startswith("pos/")]
     assert negatives.is_anomalous.astype(bool).mean() <= 0.1  # the FPR promise, on the data it was fitted on
 
-    res = score(test, "--threshold-from", val / "report" / "threshold.json", "--top-k", "0", "--flags-out",
-                tmp_path / "test_flags")
+    res = score(
+        test,
+        "--threshold-from",
+        val / "report" / "threshold.json",
+        "--top-k",
+        "0",
+        "--flags-out",
+        tmp_path / "test_flags",
+    )
     assert res.exit_code == 0, res.output
     applied = read_latent_table(tmp_path / "test_flags").frame
     ok = applied[applied.status == "ok"]
@@ -189,8 +232,18 @@ def test_fit_threshold_then_apply_it_to_an_unlabelled_run(tmp_path):
 
     res = score(test, "--threshold", "0.05", "--score", "psnr", "--top-k", "0", "--flags-out", tmp_path / "test_flags")
     assert res.exit_code == 2 and "--overwrite" in res.output
-    res = score(test, "--threshold", "25", "--score", "psnr", "--top-k", "0", "--flags-out", tmp_path / "test_flags",
-                "--overwrite")
+    res = score(
+        test,
+        "--threshold",
+        "25",
+        "--score",
+        "psnr",
+        "--top-k",
+        "0",
+        "--flags-out",
+        tmp_path / "test_flags",
+        "--overwrite",
+    )
     assert res.exit_code == 0, res.output
     by_psnr = read_latent_table(tmp_path / "test_flags").frame.query("status == 'ok'")
     assert (by_psnr.is_anomalous == (by_psnr.psnr <= 25)).all()  # lower psnr = anomalous
@@ -200,8 +253,19 @@ def test_bootstrap_intervals_are_seeded_through_the_cli(run_dir, tmp_path):
     labels = write_labels(tmp_path / "labels.csv", run_dir)
 
     def intervals(seed, name):
-        res = score(run_dir, "--labels", labels, "--report", tmp_path / name, "--bootstrap", "100", "--seed", seed,
-                    "--top-k", "0")
+        res = score(
+            run_dir,
+            "--labels",
+            labels,
+            "--report",
+            tmp_path / name,
+            "--bootstrap",
+            "100",
+            "--seed",
+            seed,
+            "--top-k",
+            "0",
+        )
         assert res.exit_code == 0, res.output
         m = json.loads((tmp_path / name / "metrics.json").read_text())
         assert m["bootstrap"]["seed"] == seed and m["bootstrap"]["n_resamples"] == 100
@@ -214,8 +278,21 @@ def test_bootstrap_intervals_are_seeded_through_the_cli(run_dir, tmp_path):
 
 def test_fake_flags_column(run_dir, tmp_path):
     latents_before = digest(run_dir / "latents")
-    res = score(run_dir, "--task", "fake", "--threshold", "0.01", "--score", "mse", "--top-k", "0",
-                "--flags-out", tmp_path / "flags", "--report", tmp_path / "rep")
+    res = score(
+        run_dir,
+        "--task",
+        "fake",
+        "--threshold",
+        "0.01",
+        "--score",
+        "mse",
+        "--top-k",
+        "0",
+        "--flags-out",
+        tmp_path / "flags",
+        "--report",
+        tmp_path / "rep",
+    )
     assert res.exit_code == 0, res.output
     flags = read_latent_table(tmp_path / "flags").frame.query("status == 'ok'")
     assert (flags.is_fake == (flags.mse <= 0.01)).all() and "is_anomalous" not in flags
@@ -224,10 +301,27 @@ def test_fake_flags_column(run_dir, tmp_path):
 
 def test_labels_by_path_by_word_and_covering_more_images(run_dir, tmp_path):
     ids = [f"/data/set/{i}" for i in ok_rows(run_dir).image_id] + ["/data/set/elsewhere/a.png"]
-    by_path = write_labels(tmp_path / "paths.csv", run_dir, id_column="path", ids=ids,
-                           column="label", value=lambda p: "anomalous" if "/pos/" in p else "normal")
-    res = score(run_dir, "--labels", by_path, "--positive-label", "anomalous", "--report", tmp_path / "rep",
-                "--bootstrap", "0", "--top-k", "0")
+    by_path = write_labels(
+        tmp_path / "paths.csv",
+        run_dir,
+        id_column="path",
+        ids=ids,
+        column="label",
+        value=lambda p: "anomalous" if "/pos/" in p else "normal",
+    )
+    res = score(
+        run_dir,
+        "--labels",
+        by_path,
+        "--positive-label",
+        "anomalous",
+        "--report",
+        tmp_path / "rep",
+        "--bootstrap",
+        "0",
+        "--top-k",
+        "0",
+    )
     assert res.exit_code == 0, res.output
     labels = json.loads((tmp_path / "rep" / "metrics.json").read_text())["labels"]
     assert labels["joined"] == 80 and labels["positives"] == 30 and labels["unknown_ids"] == 1
@@ -243,7 +337,12 @@ def _bad(tmp_path, name, text):
     "name, text, extra, message",
     [
         ("nojoin.csv", "image_id,is_anomalous\nx/1.png,1\ny/2.png,0\n", [], "no row of"),
-        ("nocol.csv", "image_id,is_anomalous\npos/img000.png,1\n", ["--label-column", "is_fake"], "no column 'is_fake'"),
+        (
+            "nocol.csv",
+            "image_id,is_anomalous\npos/img000.png,1\n",
+            ["--label-column", "is_fake"],
+            "no column 'is_fake'",
+        ),
         ("multi.csv", "image_id,label\npos/img000.png,0\npos/img001.png,1\nneg/img040.png,2\n", [], "not binary"),
         ("one.csv", "image_id,is_anomalous\npos/img000.png,1\npos/img001.png,1\n", [], "one class only"),
         ("words.csv", "image_id,label\npos/img000.png,fake\nneg/img040.png,real\n", [], "--positive-label"),

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import DATA, REPO, require
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from conftest import DATA, REPO, require
 from facebatch.cli.app import app
 from facebatch.pipeline.latents import read_latent_table
 from facebatch.score.polarity import ERROR_LIKE
@@ -35,16 +35,40 @@ def invoke(*args):
 def protocol(tmp_path_factory, fixture_generator_path):
     photos = sorted(require(DATA / "faces_aligned").glob("*.jpg"))[:N_EACH]
     root = tmp_path_factory.mktemp("fake_protocol")
-    invoke("sample", "-g", fixture_generator_path, "--out", root / "samples", "-n", N_EACH, "--seed", 0, "--device", "cpu")
+    invoke(
+        "sample", "-g", fixture_generator_path, "--out", root / "samples", "-n", N_EACH, "--seed", 0, "--device", "cpu"
+    )
     # One input tree, one projection run: both classes see the same preset, crop and resize.
-    for src, folder in [(p, "fake") for p in sorted((root / "samples" / "images").glob("*.png"))] + [(p, "real") for p in photos]:
+    for src, folder in [(p, "fake") for p in sorted((root / "samples" / "images").glob("*.png"))] + [
+        (p, "real") for p in photos
+    ]:
         (root / "input" / folder).mkdir(parents=True, exist_ok=True)
         shutil.copy(src, root / "input" / folder / src.name)
     out = root / "OUT"
-    invoke("project", root / "input", "-g", fixture_generator_path, "--out", out, "--preset", "fast", "--steps", 8,
-           "--set", "perceptual=none", "--workers", 0, "--device", "cpu", "--save-reconstructions", "--quiet")
+    invoke(
+        "project",
+        root / "input",
+        "-g",
+        fixture_generator_path,
+        "--out",
+        out,
+        "--preset",
+        "fast",
+        "--steps",
+        8,
+        "--set",
+        "perceptual=none",
+        "--workers",
+        0,
+        "--device",
+        "cpu",
+        "--save-reconstructions",
+        "--quiet",
+    )
     ids = read_latent_table(out / "latents", columns=["image_id"]).frame.image_id
-    pd.DataFrame({"image_id": ids, "is_fake": ids.str.startswith("fake/").astype(int)}).to_csv(root / "labels.csv", index=False)
+    pd.DataFrame({"image_id": ids, "is_fake": ids.str.startswith("fake/").astype(int)}).to_csv(
+        root / "labels.csv", index=False
+    )
     res = invoke("score", out, "--labels", root / "labels.csv", "--report", root / "report", "--bootstrap", 200)
     return {"root": root, "out": out, "report": root / "report", "output": res.output}
 

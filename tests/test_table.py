@@ -7,6 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 
+from facebatch.pipeline.latents import read_latent_table
 from facebatch.pipeline.table import (
     atomic_write_table,
     latent_array_masked,
@@ -14,7 +15,6 @@ from facebatch.pipeline.table import (
     run_metadata,
     with_run_metadata,
 )
-from facebatch.pipeline.latents import read_latent_table
 
 
 def _write(tmp_path, n=6, shape=(10, 16)):

@@ -16,8 +16,17 @@ from facebatch.errors import FacebatchError, InputError
 
 FACE_MODES = ("largest", "all")
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "FACE_MODES", "AlignedFace", "NoFaceFound", "align_for_projection",
-           "check_backend", "detect_and_align", "find_faces"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
+    "FACE_MODES",
+    "AlignedFace",
+    "NoFaceFound",
+    "align_for_projection",
+    "check_backend",
+    "detect_and_align",
+    "find_faces",
+]
 
 
 class NoFaceFound(FacebatchError):
@@ -47,8 +56,13 @@ def find_faces(image: Image.Image, backend: str = DEFAULT_BACKEND, min_score: fl
     return sorted(faces, key=lambda f: -f.area)
 
 
-def detect_and_align(image: Image.Image, size: int, backend: str = DEFAULT_BACKEND, faces: str = "largest",
-                     min_score: float | None = None) -> list[AlignedFace]:
+def detect_and_align(
+    image: Image.Image,
+    size: int,
+    backend: str = DEFAULT_BACKEND,
+    faces: str = "largest",
+    min_score: float | None = None,
+) -> list[AlignedFace]:
     """FFHQ-aligned size x size crops of the largest face or of every face; raises NoFaceFound."""
     if faces not in FACE_MODES:
         raise InputError(f"faces must be one of {', '.join(FACE_MODES)}, not {faces!r}")
@@ -57,7 +71,9 @@ def detect_and_align(image: Image.Image, size: int, backend: str = DEFAULT_BACKE
     found = find_faces(image, backend, min_score)
     if not found:
         threshold = get_backend(backend).default_min_score if min_score is None else min_score
-        raise NoFaceFound(f"no face found ({backend} detector, score >= {threshold:g}, image {image.width}x{image.height})")
+        raise NoFaceFound(
+            f"no face found ({backend} detector, score >= {threshold:g}, image {image.width}x{image.height})"
+        )
     if faces == "largest":
         found = found[:1]
     rgb = image.convert("RGB")
@@ -68,7 +84,9 @@ def detect_and_align(image: Image.Image, size: int, backend: str = DEFAULT_BACKE
     return aligned
 
 
-def align_for_projection(image: Image.Image, size: int, backend: str = DEFAULT_BACKEND) -> tuple[Image.Image, np.ndarray]:
+def align_for_projection(
+    image: Image.Image, size: int, backend: str = DEFAULT_BACKEND
+) -> tuple[Image.Image, np.ndarray]:
     """The largest face, aligned: (size x size RGB image, quad [4, 2] in source pixels) for `project --align`."""
     face = detect_and_align(image, size, backend, faces="largest")[0]
     return face.image, face.quad

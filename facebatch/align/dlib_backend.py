@@ -65,8 +65,15 @@ class DlibBackend:
         rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
         height, width = rgb.shape[:2]
         scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
-        small = rgb if scale == 1.0 else np.asarray(
-            Image.fromarray(rgb).resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR))
+        small = (
+            rgb
+            if scale == 1.0
+            else np.asarray(
+                Image.fromarray(rgb).resize(
+                    (max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR
+                )
+            )
+        )
         upsample = 1 if max(small.shape[:2]) <= UPSAMPLE_UP_TO else 0
         found = []
         with self._lock:

@@ -45,15 +45,18 @@ def ensure_models() -> Path:
     if missing and offline():
         raise ModelNotAvailable(
             f"face-alignment needs {' and '.join(missing)} in {folder} and downloads are off (FACEBATCH_OFFLINE); "
-            f"copy them there from a machine that has them, or use --backend dlib")
+            f"copy them there from a machine that has them, or use --backend dlib"
+        )
     for name in missing:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             download_url_to_file(MODEL_URLS[name], str(folder / name), progress=False)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
-            raise ModelNotAvailable(f"face-alignment model {name} is not in {folder} and downloading "
-                                    f"{MODEL_URLS[name]} failed ({reason}); copy it there, or use --backend dlib") from None
+            raise ModelNotAvailable(
+                f"face-alignment model {name} is not in {folder} and downloading "
+                f"{MODEL_URLS[name]} failed ({reason}); copy it there, or use --backend dlib"
+            ) from None
     return folder
 
 
@@ -65,8 +68,10 @@ class FanBackend:
         try:
             import face_alignment
         except ImportError:
-            raise ModelNotAvailable("the face-alignment backend needs the face-alignment package: "
-                                    "pip install face-alignment (or use --backend dlib)") from None
+            raise ModelNotAvailable(
+                "the face-alignment backend needs the face-alignment package: "
+                "pip install face-alignment (or use --backend dlib)"
+            ) from None
         ensure_models()
         kwargs = dict(device=device, face_detector="sfd")
         # torch.compile (face-alignment >= 1.5's default) costs minutes on CPU for one image's worth of work.

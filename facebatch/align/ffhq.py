@@ -47,8 +47,9 @@ def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:
     return np.stack([centre - x - y, centre - x + y, centre + x + y, centre + x - y])
 
 
-def warp_quad(image: Image.Image, quad: np.ndarray, size: int, *, pad: bool = True,
-              transform_size: int | None = None) -> Image.Image:
+def warp_quad(
+    image: Image.Image, quad: np.ndarray, size: int, *, pad: bool = True, transform_size: int | None = None
+) -> Image.Image:
     """Sample the square `quad` of `image` into a size x size RGB image, FFHQ's shrink/crop/pad/transform."""
     if size < 1:
         raise ValueError(f"output size must be positive, got {size}")
@@ -60,28 +61,41 @@ def warp_quad(image: Image.Image, quad: np.ndarray, size: int, *, pad: bool = Tr
     # Shrink: a square far larger than the output is first downsampled as a whole (fast, anti-aliased).
     shrink = int(np.floor(qsize / size * 0.5))
     if shrink > 1:
-        img = img.resize((int(np.rint(img.width / shrink)), int(np.rint(img.height / shrink))), Image.Resampling.LANCZOS)
+        img = img.resize(
+            (int(np.rint(img.width / shrink)), int(np.rint(img.height / shrink))), Image.Resampling.LANCZOS
+        )
         quad /= shrink
         qsize /= shrink
 
     # Crop to the square's bounding box plus a border.
     border = max(int(np.rint(qsize * 0.1)), 3)
     lo, hi = np.floor(quad.min(axis=0)).astype(int), np.ceil(quad.max(axis=0)).astype(int)
-    crop = (max(lo[0] - border, 0), max(lo[1] - border, 0), min(hi[0] + border, img.width), min(hi[1] + border, img.height))
+    crop = (
+        max(lo[0] - border, 0),
+        max(lo[1] - border, 0),
+        min(hi[0] + border, img.width),
+        min(hi[1] + border, img.height),
+    )
     if crop[2] - crop[0] < img.width or crop[3] - crop[1] < img.height:
         img = img.crop(crop)
         quad -= crop[:2]
 
     # Pad where the square (plus border) leaves the image.
     lo, hi = np.floor(quad.min(axis=0)).astype(int), np.ceil(quad.max(axis=0)).astype(int)
-    pads = (max(border - lo[0], 0), max(border - lo[1], 0), max(hi[0] - img.width + border, 0), max(hi[1] - img.height + border, 0))
+    pads = (
+        max(border - lo[0], 0),
+        max(border - lo[1], 0),
+        max(hi[0] - img.width + border, 0),
+        max(hi[1] - img.height + border, 0),
+    )
     if pad and max(pads) > border - 4:
         pads = tuple(int(p) for p in np.maximum(pads, int(np.rint(qsize * 0.3))))
         img = _blurred_reflection(img, pads, qsize)
         quad += pads[:2]
 
-    out = img.transform((transform_size, transform_size), Image.Transform.QUAD, tuple((quad + 0.5).flatten()),
-                        Image.Resampling.BILINEAR)
+    out = img.transform(
+        (transform_size, transform_size), Image.Transform.QUAD, tuple((quad + 0.5).flatten()), Image.Resampling.BILINEAR
+    )
     if size < transform_size:
         out = out.resize((size, size), Image.Resampling.LANCZOS)
     return out
@@ -103,7 +117,9 @@ def _blurred_reflection(img: Image.Image, pads: tuple[int, int, int, int], qsize
     h, w, _ = arr.shape
     yy, xx, _ = np.ogrid[:h, :w, :1]
     xx, yy = xx.astype(np.float32), yy.astype(np.float32)
-    mask = np.maximum(1.0 - np.minimum(xx / left, (w - 1 - xx) / right), 1.0 - np.minimum(yy / top, (h - 1 - yy) / bottom))
+    mask = np.maximum(
+        1.0 - np.minimum(xx / left, (w - 1 - xx) / right), 1.0 - np.minimum(yy / top, (h - 1 - yy) / bottom)
+    )
     arr += (blurred - arr) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
     arr += (np.median(arr, axis=(0, 1)) - arr) * np.clip(mask, 0.0, 1.0)
     return Image.fromarray(np.uint8(np.clip(np.rint(arr), 0, 255)), "RGB")

@@ -8,21 +8,44 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from facebatch.cli.cluster_options import (DryRunOption, OverwriteOption, QuietOption, RetryErrorsOption,
-                                           SchedulerFileOption, SchedulerOption, cluster_options, report_run, run_shards)
+from facebatch.cli.cluster_options import (
+    DryRunOption,
+    OverwriteOption,
+    QuietOption,
+    RetryErrorsOption,
+    SchedulerFileOption,
+    SchedulerOption,
+    cluster_options,
+    report_run,
+    run_shards,
+)
 from facebatch.cli.console import out
 
 
 def align(
     input_dir: Annotated[Path, typer.Argument(help="Folder of images (searched recursively) or one image file.")],
     out_dir: Annotated[Path, typer.Argument(help="Output folder: aligned/ PNGs, faces/ Parquet parts, _run.json.")],
-    size: Annotated[int, typer.Option("--size", "-s", help="Side of the aligned square in pixels (FFHQ: 1024).")] = 1024,
+    size: Annotated[
+        int, typer.Option("--size", "-s", help="Side of the aligned square in pixels (FFHQ: 1024).")
+    ] = 1024,
     backend: Annotated[str, typer.Option("--backend", help="Landmark backend: dlib | face-alignment.")] = "dlib",
-    faces: Annotated[str, typer.Option("--faces", help="largest: one face per image; all: every face found.")] = "largest",
-    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Detection score threshold (default: the backend's; dlib 0.3).")] = None,
-    shard_size: Annotated[int, typer.Option("--shard-size", help="Images per shard (= per Parquet part; the unit of resume).")] = 256,
+    faces: Annotated[
+        str, typer.Option("--faces", help="largest: one face per image; all: every face found.")
+    ] = "largest",
+    min_score: Annotated[
+        Optional[float],
+        typer.Option("--min-score", help="Detection score threshold (default: the backend's; dlib 0.3)."),
+    ] = None,
+    shard_size: Annotated[
+        int, typer.Option("--shard-size", help="Images per shard (= per Parquet part; the unit of resume).")
+    ] = 256,
     # Its own --workers: landmarks and warps are single-threaded CPU work, so the default is one worker per core.
-    workers: Annotated[Optional[int], typer.Option("--workers", "-w", help="Local worker processes (default: one per core); 0 = no Dask, in this process.")] = None,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            "--workers", "-w", help="Local worker processes (default: one per core); 0 = no Dask, in this process."
+        ),
+    ] = None,
     scheduler: SchedulerOption = None,
     scheduler_file: SchedulerFileOption = None,
     overwrite: OverwriteOption = False,
@@ -37,18 +60,30 @@ def align(
     other settings in the same OUT are refused unless --overwrite. Read the table with
     pandas.read_parquet(OUT/"faces") or facebatch's read_latent_table.
     """
-    from facebatch.stages.align import build_align_spec
     from facebatch.pipeline.cluster import describe, usable_cores
     from facebatch.pipeline.discover import discover_images, no_images
+    from facebatch.stages.align import build_align_spec
 
     remote = bool(scheduler or scheduler_file)
-    cluster = cluster_options(workers if workers is not None or remote else usable_cores(), scheduler, scheduler_file,
-                              threads_per_worker=None if remote else 1, device="cpu")
+    cluster = cluster_options(
+        workers if workers is not None or remote else usable_cores(),
+        scheduler,
+        scheduler_file,
+        threads_per_worker=None if remote else 1,
+        device="cpu",
+    )
     items = discover_images(input_dir, exclude=[out_dir])
     if not items:
         raise no_images(input_dir)
-    spec = build_align_spec(items=items, out_dir=out_dir, size=size, backend=backend, faces=faces,
-                            min_score=min_score, shard_size=shard_size)
+    spec = build_align_spec(
+        items=items,
+        out_dir=out_dir,
+        size=size,
+        backend=backend,
+        faces=faces,
+        min_score=min_score,
+        shard_size=shard_size,
+    )
     summary = run_shards(spec, cluster, overwrite, retry_errors, dry_run, quiet)
     if dry_run:
         out.print(_plan_table(input_dir, spec, summary, describe(cluster), overwrite))
@@ -62,10 +97,17 @@ def _plan_table(input_dir: Path, spec, summary, where: str, overwrite: bool) -> 
     table.add_column(style="bold")
     table.add_column()
     table.add_row("images", f"{summary.images} in {summary.shards} shards of {spec.shard_size}")
-    table.add_row("resume", "--overwrite: everything is recomputed" if overwrite else
-                  f"{summary.shards_skipped} shards done ({summary.images_skipped} images), skipped")
+    table.add_row(
+        "resume",
+        "--overwrite: everything is recomputed"
+        if overwrite
+        else f"{summary.shards_skipped} shards done ({summary.images_skipped} images), skipped",
+    )
     table.add_row("to compute", f"{summary.shards_run} shards, {summary.images_todo} images")
-    table.add_row("alignment", f"FFHQ recipe, {cfg['size']} px, {cfg['faces']} face(s), {cfg['backend']} landmarks, "
-                               f"detection score >= {cfg['min_score']:g}")
+    table.add_row(
+        "alignment",
+        f"FFHQ recipe, {cfg['size']} px, {cfg['faces']} face(s), {cfg['backend']} landmarks, "
+        f"detection score >= {cfg['min_score']:g}",
+    )
     table.add_row("runs on", where)
     return table

@@ -7,13 +7,24 @@ from typing import Annotated, Optional
 
 import typer
 
-from facebatch.cli.fit_boundaries import split_names
 from facebatch.cli.cluster_options import (
-    DeviceOption, DryRunOption, OverwriteOption, QuietOption, RetryErrorsOption, SchedulerFileOption,
-    SchedulerOption, ThreadsPerWorkerOption, WorkersOption, cluster_options, report_run, run_shards,
+    DeviceOption,
+    DryRunOption,
+    OverwriteOption,
+    QuietOption,
+    RetryErrorsOption,
+    SchedulerFileOption,
+    SchedulerOption,
+    ThreadsPerWorkerOption,
+    WorkersOption,
+    cluster_options,
+    report_run,
+    run_shards,
 )
 from facebatch.cli.console import out
+from facebatch.cli.fit_boundaries import split_names
 from facebatch.errors import InputError
+
 DEFAULT_STRENGTHS = "-3,-1.5,1.5,3"
 # Lets `--strengths -3 -1.5 1.5 3` work: click reads only "-3" as the option's value and would take
 # "-1.5" for an unknown option; with these settings the rest arrive in ctx.args, in order.
@@ -30,7 +41,9 @@ def parse_strengths(text: str, extra: list[str]) -> list[float]:
             try:
                 values.append(float(part))
             except ValueError:
-                raise InputError(f"unexpected argument {part!r} (strengths are numbers: --strengths -3 -1.5 1.5 3)") from None
+                raise InputError(
+                    f"unexpected argument {part!r} (strengths are numbers: --strengths -3 -1.5 1.5 3)"
+                ) from None
     if not values:
         raise InputError("--strengths is empty")
     return values
@@ -38,28 +51,57 @@ def parse_strengths(text: str, extra: list[str]) -> list[float]:
 
 def augment(
     ctx: typer.Context,
-    latents: Annotated[Path, typer.Option("--latents", "-l", help="OUT of `facebatch project`/`sample` (or its latents/).")],
-    boundaries: Annotated[Path, typer.Option("--boundaries", "-B", help="Boundaries file from fit-boundaries or directions.")],
+    latents: Annotated[
+        Path, typer.Option("--latents", "-l", help="OUT of `facebatch project`/`sample` (or its latents/).")
+    ],
+    boundaries: Annotated[
+        Path, typer.Option("--boundaries", "-B", help="Boundaries file from fit-boundaries or directions.")
+    ],
     attr: Annotated[str, typer.Option("--attr", "-a", help="Boundary name(s) to edit along, comma-separated.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder: images/, manifest/, contact_sheets/.")],
-    strengths: Annotated[str, typer.Option("--strengths", "-s", help="Edit sizes in units of the boundary's signed distance (latent units: its normal has length 1), "
-                                                                        "relative by default (see --mode), e.g. -3 -1.5 1.5 3 or -3,-1.5,1.5,3.")] = DEFAULT_STRENGTHS,
-    condition: Annotated[Optional[str], typer.Option("--condition", "-c", help="Boundaries to hold fixed, comma-separated.")] = None,
-    layers: Annotated[Optional[str], typer.Option("--layers", help="W+ layers the edit may move, e.g. 0-7 (default: the boundary's).")] = None,
-    mode: Annotated[str, typer.Option("--mode", help="relative: each latent's distance += s (same change for every image) | absolute: distance = s (every image to one level, InterFaceGAN's W-code rule).")] = "relative",
-    generator: Annotated[Optional[str], typer.Option("--generator", "-g", help="Checkpoint (default: the one the latents' run used).")] = None,
-    noise: Annotated[str, typer.Option("--noise", help="auto (saved noise maps when the project run kept them) | saved | const.")] = "auto",
+    strengths: Annotated[
+        str,
+        typer.Option(
+            "--strengths",
+            "-s",
+            help="Edit sizes in units of the boundary's signed distance (latent units: its normal has length 1), "
+            "relative by default (see --mode), e.g. -3 -1.5 1.5 3 or -3,-1.5,1.5,3.",
+        ),
+    ] = DEFAULT_STRENGTHS,
+    condition: Annotated[
+        Optional[str], typer.Option("--condition", "-c", help="Boundaries to hold fixed, comma-separated.")
+    ] = None,
+    layers: Annotated[
+        Optional[str], typer.Option("--layers", help="W+ layers the edit may move, e.g. 0-7 (default: the boundary's).")
+    ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="relative: each latent's distance += s (same change for every image) | absolute: distance = s (every image to one level, InterFaceGAN's W-code rule).",
+        ),
+    ] = "relative",
+    generator: Annotated[
+        Optional[str], typer.Option("--generator", "-g", help="Checkpoint (default: the one the latents' run used).")
+    ] = None,
+    noise: Annotated[
+        str, typer.Option("--noise", help="auto (saved noise maps when the project run kept them) | saved | const.")
+    ] = "auto",
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N ok latents (a preview).")] = None,
     sheet_rows: Annotated[int, typer.Option("--sheet-rows", help="Source images per contact sheet.")] = 16,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images rendered together on a worker.")] = 8,
-    shard_size: Annotated[int, typer.Option("--shard-size", help="Edited images per shard (= per manifest part).")] = 256,
+    shard_size: Annotated[
+        int, typer.Option("--shard-size", help="Edited images per shard (= per manifest part).")
+    ] = 256,
     workers: WorkersOption = None,
     scheduler: SchedulerOption = None,
     scheduler_file: SchedulerFileOption = None,
     threads_per_worker: ThreadsPerWorkerOption = None,
     device: DeviceOption = "auto",
     column: Annotated[str, typer.Option("--column", help="Latent column of the table.")] = "w",
-    force: Annotated[bool, typer.Option("--force", help="Edit even if latents, boundaries and generator sha256 differ.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Edit even if latents, boundaries and generator sha256 differ.")
+    ] = False,
     overwrite: OverwriteOption = False,
     retry_errors: RetryErrorsOption = False,
     dry_run: DryRunOption = False,
@@ -82,14 +124,29 @@ def augment(
         raise InputError("--limit must be at least 1")
     cluster = cluster_options(workers, scheduler, scheduler_file, threads_per_worker, device)
     index = read_index(latents, column)
-    spec = build_augment_spec(index=index, boundaries_path=boundaries, attributes=attributes, strengths=values,
-                      out_dir=out_dir, generator=generator, conditions=split_names(condition), layers=layers,
-                      mode=mode, noise=noise, shard_size=shard_size, batch_size=batch_size, limit=limit, force=force)
+    spec = build_augment_spec(
+        index=index,
+        boundaries_path=boundaries,
+        attributes=attributes,
+        strengths=values,
+        out_dir=out_dir,
+        generator=generator,
+        conditions=split_names(condition),
+        layers=layers,
+        mode=mode,
+        noise=noise,
+        shard_size=shard_size,
+        batch_size=batch_size,
+        limit=limit,
+        force=force,
+    )
     summary = run_shards(spec, cluster, overwrite, retry_errors, dry_run, quiet)
     if dry_run:
-        out.print(f"plan: {summary.images} edits ({len(attributes)} attribute(s) x {len(values)} strengths) in "
-                  f"{summary.shards} shards; {summary.shards_skipped} done, {summary.images_todo} to render; "
-                  f"noise {'saved' if spec.config['use_saved_noise'] else 'const'}")
+        out.print(
+            f"plan: {summary.images} edits ({len(attributes)} attribute(s) x {len(values)} strengths) in "
+            f"{summary.shards} shards; {summary.shards_skipped} done, {summary.images_todo} to render; "
+            f"noise {'saved' if spec.config['use_saved_noise'] else 'const'}"
+        )
         return
     sheets = write_contact_sheets(out_dir, max_rows=sheet_rows) if summary.images_ok else {}
     if not quiet:

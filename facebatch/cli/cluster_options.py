@@ -18,29 +18,62 @@ from facebatch.errors import RunFailed
 
 MAX_FAILURES_SHOWN = 5
 
-WorkersOption = Annotated[Optional[int], typer.Option(
-    "--workers", "-w", help="Local worker processes (default: one per GPU, else cores/4); 0 = no Dask, in this process.")]
-SchedulerOption = Annotated[Optional[str], typer.Option(
-    "--scheduler", envvar="DASK_SCHEDULER_ADDRESS", help="Use a running Dask cluster, e.g. tcp://host:8786.")]
-SchedulerFileOption = Annotated[Optional[Path], typer.Option(
-    "--scheduler-file", help="Use a running Dask cluster by its scheduler file.")]
-ThreadsPerWorkerOption = Annotated[Optional[int], typer.Option(
-    "--threads-per-worker", help="Torch threads per worker (default: cores / workers on a local cluster).")]
-DeviceOption = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N (cuda fails if no GPU is visible).")]
+WorkersOption = Annotated[
+    Optional[int],
+    typer.Option(
+        "--workers",
+        "-w",
+        help="Local worker processes (default: one per GPU, else cores/4); 0 = no Dask, in this process.",
+    ),
+]
+SchedulerOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--scheduler", envvar="DASK_SCHEDULER_ADDRESS", help="Use a running Dask cluster, e.g. tcp://host:8786."
+    ),
+]
+SchedulerFileOption = Annotated[
+    Optional[Path], typer.Option("--scheduler-file", help="Use a running Dask cluster by its scheduler file.")
+]
+ThreadsPerWorkerOption = Annotated[
+    Optional[int],
+    typer.Option(
+        "--threads-per-worker", help="Torch threads per worker (default: cores / workers on a local cluster)."
+    ),
+]
+DeviceOption = Annotated[
+    str, typer.Option("--device", help="auto | cpu | cuda | cuda:N (cuda fails if no GPU is visible).")
+]
 
-OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Delete this stage's earlier outputs in OUT and start again.")]
-RetryErrorsOption = Annotated[bool, typer.Option("--retry-errors", help="Also recompute the rows that ended with status 'error'.")]
-DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the plan (what would run, what is done) and exit.")]
+OverwriteOption = Annotated[
+    bool, typer.Option("--overwrite", help="Delete this stage's earlier outputs in OUT and start again.")
+]
+RetryErrorsOption = Annotated[
+    bool, typer.Option("--retry-errors", help="Also recompute the rows that ended with status 'error'.")
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Print the plan (what would run, what is done) and exit.")
+]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")]
 
 
-def cluster_options(workers: int | None = None, scheduler: str | None = None, scheduler_file: Path | None = None,
-                    threads_per_worker: int | None = None, device: str = "auto"):
+def cluster_options(
+    workers: int | None = None,
+    scheduler: str | None = None,
+    scheduler_file: Path | None = None,
+    threads_per_worker: int | None = None,
+    device: str = "auto",
+):
     """Validated ClusterOptions: a bad combination is a one-line user error before anything is loaded."""
     from facebatch.pipeline.cluster import ClusterOptions  # keeps `facebatch --help` free of the pipeline imports
 
-    cluster = ClusterOptions(workers=workers, scheduler=scheduler, scheduler_file=scheduler_file,
-                             threads_per_worker=threads_per_worker, device=device)
+    cluster = ClusterOptions(
+        workers=workers,
+        scheduler=scheduler,
+        scheduler_file=scheduler_file,
+        threads_per_worker=threads_per_worker,
+        device=device,
+    )
     cluster.validate()
     return cluster
 
@@ -50,8 +83,15 @@ def run_shards(spec, cluster, overwrite: bool, retry_errors: bool, dry_run: bool
     from facebatch.pipeline.runner import run_stage
 
     try:
-        return run_stage(spec, cluster, overwrite=overwrite, retry_errors=retry_errors, dry_run=dry_run,
-                         progress=not quiet, console=err)
+        return run_stage(
+            spec,
+            cluster,
+            overwrite=overwrite,
+            retry_errors=retry_errors,
+            dry_run=dry_run,
+            progress=not quiet,
+            console=err,
+        )
     except KeyboardInterrupt:
         err.print("interrupted: finished shards are kept; rerun the same command to resume", highlight=False)
         raise
@@ -66,4 +106,6 @@ def report_run(summary, quiet: bool) -> None:
     if summary.failures:
         for shard, message in summary.failures[:MAX_FAILURES_SHOWN]:
             err.print(f"[red]shard {shard} failed:[/] {message}", highlight=False, soft_wrap=True)
-        raise RunFailed(f"{len(summary.failures)} of {summary.shards} shards failed; rerun the same command to retry them")
+        raise RunFailed(
+            f"{len(summary.failures)} of {summary.shards} shards failed; rerun the same command to retry them"
+        )

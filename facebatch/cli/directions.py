@@ -11,8 +11,9 @@ from rich.table import Table
 from facebatch.cli.console import out
 from facebatch.edit.layers import format_layers
 
-app = typer.Typer(help="Label-free editing directions (SeFa), usable by `facebatch augment` like boundaries.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Label-free editing directions (SeFa), usable by `facebatch augment` like boundaries.", no_args_is_help=True
+)
 
 
 @app.command("sefa")
@@ -20,11 +21,17 @@ def sefa(
     generator: Annotated[str, typer.Option("--generator", "-g", help="Registry name or checkpoint path.")],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Boundaries file to write (JSON).")],
     k: Annotated[int, typer.Option("-k", "--k", help="How many directions (largest eigenvalues first).")] = 10,
-    layers: Annotated[Optional[str], typer.Option("--layers", help="W+ layers to factorise, e.g. 0-3 (default: all).")] = None,
-    include_torgb: Annotated[bool, typer.Option("--include-torgb", help="Also use the ToRGB affines that share a layer with a conv.")] = False,
+    layers: Annotated[
+        Optional[str], typer.Option("--layers", help="W+ layers to factorise, e.g. 0-3 (default: all).")
+    ] = None,
+    include_torgb: Annotated[
+        bool, typer.Option("--include-torgb", help="Also use the ToRGB affines that share a layer with a conv.")
+    ] = False,
     prefix: Annotated[str, typer.Option("--prefix", help="Names are <prefix>_00, <prefix>_01, ...")] = "sefa",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing boundaries file.")] = False,
-    update: Annotated[bool, typer.Option("--update", help="Add to an existing file, replacing same-named entries.")] = False,
+    update: Annotated[
+        bool, typer.Option("--update", help="Add to an existing file, replacing same-named entries.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """SeFa: eigenvectors of the style-modulation weights (closed form, no labels, under a second).
@@ -32,9 +39,9 @@ def sefa(
     Each direction is a unit W vector applied to the chosen layers; its "distance" is the
     coordinate of a latent along it, so augment strengths are steps in latent units.
     """
+    from facebatch.edit.boundaries_io import check_writable, write_boundaries
     from facebatch.edit.layers import parse_layers
     from facebatch.edit.sefa import affine_layers, sefa_boundaries
-    from facebatch.edit.boundaries_io import check_writable, write_boundaries
     from facebatch.nets.checkpoints import load_networks
 
     check_writable(out_path, overwrite, update)
@@ -42,10 +49,17 @@ def sefa(
     state = nets.G.state_dict()
     _, num_ws = affine_layers(state)
     rows = parse_layers(layers, num_ws)
-    found = sefa_boundaries(state, k=k, w_rows=rows, include_torgb=include_torgb, generator_sha256=nets.sha256,
-                            prefix=prefix)
-    run = {"command": "directions sefa", "generator": nets.name, "generator_sha256": nets.sha256,
-           "layers": format_layers(rows), "k": k, "include_torgb": include_torgb}
+    found = sefa_boundaries(
+        state, k=k, w_rows=rows, include_torgb=include_torgb, generator_sha256=nets.sha256, prefix=prefix
+    )
+    run = {
+        "command": "directions sefa",
+        "generator": nets.name,
+        "generator_sha256": nets.sha256,
+        "layers": format_layers(rows),
+        "k": k,
+        "include_torgb": include_torgb,
+    }
     write_boundaries(out_path, found, run, overwrite, update)
     if quiet:
         return
@@ -53,6 +67,8 @@ def sefa(
     for col in ("name", "eigenvalue", "share", "layers"):
         table.add_column(col, justify="right" if col in ("eigenvalue", "share") else "left")
     for b in found:
-        table.add_row(b.name, f"{b.info['eigenvalue']:.4g}", f"{100 * b.info['explained']:.2f}%", format_layers(b.layers))
+        table.add_row(
+            b.name, f"{b.info['eigenvalue']:.4g}", f"{100 * b.info['explained']:.2f}%", format_layers(b.layers)
+        )
     out.print(table)
     out.print(f"{len(found[0].info['affines'])} affine layers factorised")

@@ -23,18 +23,41 @@ def _pct(x: Optional[float]) -> str:
 
 
 def boundaries_table(boundaries: list[Boundary], title: str) -> Table:
-    table = Table(title=title, title_justify="left", header_style="bold",
-                  caption="accuracies: train, validation, balanced validation, unselected middle (scores only; "
-                          "InterFaceGAN's midpoint labels); middle rho: rank correlation of distance and score")
-    for col in ("attribute", "labels", "space", "layers", "train +/-", "C", "train", "val", "val bal.", "middle",
-                "middle rho", "s"):
+    table = Table(
+        title=title,
+        title_justify="left",
+        header_style="bold",
+        caption="accuracies: train, validation, balanced validation, unselected middle (scores only; "
+        "InterFaceGAN's midpoint labels); middle rho: rank correlation of distance and score",
+    )
+    for col in (
+        "attribute",
+        "labels",
+        "space",
+        "layers",
+        "train +/-",
+        "C",
+        "train",
+        "val",
+        "val bal.",
+        "middle",
+        "middle rho",
+        "s",
+    ):
         table.add_column(col, justify="left" if col in ("attribute", "labels", "space", "layers") else "right")
     for b in boundaries:
         m, c, fit = b.info["metrics"], b.info["counts"], b.info["fit"]
         table.add_row(
-            b.name, b.info["label_kind"], b.space, format_layers(b.layers),
-            f"{c['train_positive']}/{c['train_negative']}", f"{fit['C']:g}", _pct(m["train_accuracy"]), _pct(m["val_accuracy"]),
-            _pct(m["val_balanced_accuracy"]), _pct(m["remaining_accuracy"]),
+            b.name,
+            b.info["label_kind"],
+            b.space,
+            format_layers(b.layers),
+            f"{c['train_positive']}/{c['train_negative']}",
+            f"{fit['C']:g}",
+            _pct(m["train_accuracy"]),
+            _pct(m["val_accuracy"]),
+            _pct(m["val_balanced_accuracy"]),
+            _pct(m["remaining_accuracy"]),
             "-" if m.get("remaining_spearman") is None else f"{m['remaining_spearman']:.2f}",
             f"{fit['seconds']:.2f}" + ("" if fit["converged"] else " (!)"),
         )
@@ -43,22 +66,51 @@ def boundaries_table(boundaries: list[Boundary], title: str) -> Table:
 
 def fit_boundaries(
     labels: Annotated[Path, typer.Argument(help="CSV with an image_id (or path) column and one column per attribute.")],
-    latents: Annotated[Path, typer.Option("--latents", "-l", help="OUT of `facebatch project`/`sample`, or its latents/ folder.")],
+    latents: Annotated[
+        Path, typer.Option("--latents", "-l", help="OUT of `facebatch project`/`sample`, or its latents/ folder.")
+    ],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Boundaries file to write (JSON).")],
-    attrs: Annotated[Optional[str], typer.Option("--attrs", "-a", help="Comma-separated attribute columns (default: all).")] = None,
-    exclude: Annotated[Optional[str], typer.Option("--exclude", help="Columns that are not attributes (e.g. identity).")] = None,
-    space: Annotated[str, typer.Option("--space", help="w (mean over --layers; default: best recovery in the planted study, scales to 500k) | wplus (flattened) | layer (one SVM per layer).")] = "w",
-    layers: Annotated[Optional[str], typer.Option("--layers", help="W+ layers the boundary reads, e.g. 0-7 (default: all).")] = None,
-    id_col: Annotated[Optional[str], typer.Option("--id-column", help="Column holding image ids (default: image_id/path/file...).")] = None,
-    skip_unknown: Annotated[bool, typer.Option("--skip-unknown", help="Ignore label rows that match no latent.")] = False,
-    chosen_ratio: Annotated[float, typer.Option("--chosen-ratio", help="Continuous scores: top/bottom share per side (<=1) or count.")] = 0.02,
-    split_ratio: Annotated[float, typer.Option("--split-ratio", help="Training share of the selected rows; the rest validates.")] = 0.7,
-    C: Annotated[Optional[float], typer.Option("-C", help="SVM penalty on RMS-scaled latents (default: cross-validated).")] = None,
-    max_train_rows: Annotated[Optional[int], typer.Option("--max-train-rows", help="Train on a stratified subsample of at most N rows (memory).")] = None,
+    attrs: Annotated[
+        Optional[str], typer.Option("--attrs", "-a", help="Comma-separated attribute columns (default: all).")
+    ] = None,
+    exclude: Annotated[
+        Optional[str], typer.Option("--exclude", help="Columns that are not attributes (e.g. identity).")
+    ] = None,
+    space: Annotated[
+        str,
+        typer.Option(
+            "--space",
+            help="w (mean over --layers; default: best recovery in the planted study, scales to 500k) | wplus (flattened) | layer (one SVM per layer).",
+        ),
+    ] = "w",
+    layers: Annotated[
+        Optional[str], typer.Option("--layers", help="W+ layers the boundary reads, e.g. 0-7 (default: all).")
+    ] = None,
+    id_col: Annotated[
+        Optional[str], typer.Option("--id-column", help="Column holding image ids (default: image_id/path/file...).")
+    ] = None,
+    skip_unknown: Annotated[
+        bool, typer.Option("--skip-unknown", help="Ignore label rows that match no latent.")
+    ] = False,
+    chosen_ratio: Annotated[
+        float, typer.Option("--chosen-ratio", help="Continuous scores: top/bottom share per side (<=1) or count.")
+    ] = 0.02,
+    split_ratio: Annotated[
+        float, typer.Option("--split-ratio", help="Training share of the selected rows; the rest validates.")
+    ] = 0.7,
+    C: Annotated[
+        Optional[float], typer.Option("-C", help="SVM penalty on RMS-scaled latents (default: cross-validated).")
+    ] = None,
+    max_train_rows: Annotated[
+        Optional[int],
+        typer.Option("--max-train-rows", help="Train on a stratified subsample of at most N rows (memory)."),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the train/validation split.")] = 0,
     column: Annotated[str, typer.Option("--column", help="Latent column of the table.")] = "w",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing boundaries file.")] = False,
-    update: Annotated[bool, typer.Option("--update", help="Add to an existing file, replacing same-named boundaries.")] = False,
+    update: Annotated[
+        bool, typer.Option("--update", help="Add to an existing file, replacing same-named boundaries.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Fit one linear SVM boundary per attribute (InterFaceGAN) and write them to a boundaries file.
@@ -70,14 +122,30 @@ def fit_boundaries(
     from facebatch.edit.fit import FitSettings
     from facebatch.edit.fit_labels import fit_from_labels
 
-    settings = FitSettings(space=space, chosen_ratio=chosen_ratio, split_ratio=split_ratio, C=C, seed=seed,
-                           max_train_rows=max_train_rows)
+    settings = FitSettings(
+        space=space, chosen_ratio=chosen_ratio, split_ratio=split_ratio, C=C, seed=seed, max_train_rows=max_train_rows
+    )
     check_writable(out_path, overwrite, update)  # before the fit, which may take minutes
-    report = fit_from_labels(labels, latents, attrs=split_names(attrs) or None, exclude=split_names(exclude),
-                             id_col=id_col, skip_unknown=skip_unknown, settings=settings, layers=layers, column=column)
-    run = {"command": "fit-boundaries", "labels": str(labels.resolve()), "latents": str(latents.resolve()),
-           "label_rows": report.label_rows, "matched": report.matched, "unknown": report.unknown,
-           "not_ok": report.not_ok}
+    report = fit_from_labels(
+        labels,
+        latents,
+        attrs=split_names(attrs) or None,
+        exclude=split_names(exclude),
+        id_col=id_col,
+        skip_unknown=skip_unknown,
+        settings=settings,
+        layers=layers,
+        column=column,
+    )
+    run = {
+        "command": "fit-boundaries",
+        "labels": str(labels.resolve()),
+        "latents": str(latents.resolve()),
+        "label_rows": report.label_rows,
+        "matched": report.matched,
+        "unknown": report.unknown,
+        "not_ok": report.not_ok,
+    }
     write_boundaries(out_path, report.boundaries, run, overwrite, update)
     if quiet:
         return

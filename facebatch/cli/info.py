@@ -28,7 +28,9 @@ def info() -> None:
             table.add_row(f"cuda:{i}", torch.cuda.get_device_name(i))
     else:
         table.add_row("device", f"cpu ({torch.get_num_threads()} threads), no CUDA device visible")
-    table.add_row("cache dir", f"{cache.cache_dir()}" + (" (offline: FACEBATCH_OFFLINE is set)" if cache.offline() else ""))
+    table.add_row(
+        "cache dir", f"{cache.cache_dir()}" + (" (offline: FACEBATCH_OFFLINE is set)" if cache.offline() else "")
+    )
     cached = {entry.cache_path(): entry.name for entry in registry.models().values() if entry.is_cached()}
     others = [p for p in cache.cached_files() if p not in cached]
     table.add_row("cached models", ", ".join(cached.values()) or "none (see `facebatch models list`)")

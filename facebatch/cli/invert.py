@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -16,8 +16,15 @@ from facebatch.cli.projection_options import GeneratorOption, PresetOption, SetO
 from facebatch.errors import InputError, RunFailed
 
 # score key -> column header (short, so the table fits 80 columns)
-SHOWN_SCORES = {"psnr": "PSNR", "ssim": "SSIM", "perceptual": "percep", "mse": "MSE", "l1": "L1",
-                "d_residual": "D res", "anomaly_score": "anomaly"}
+SHOWN_SCORES = {
+    "psnr": "PSNR",
+    "ssim": "SSIM",
+    "perceptual": "percep",
+    "mse": "MSE",
+    "l1": "L1",
+    "d_residual": "D res",
+    "anomaly_score": "anomaly",
+}
 
 
 def _json_row(row: dict) -> dict:
@@ -32,12 +39,16 @@ def _score_cell(value: float | None) -> str:
 def invert(
     images: Annotated[list[Path], typer.Argument(help="Image files to project.")],
     generator: GeneratorOption,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for <name>.png (target | reconstruction), "
-                                                             "scores.json and latents/.")],
+    out_dir: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Folder for <name>.png (target | reconstruction), scores.json and latents/."),
+    ],
     preset: PresetOption = None,
     steps: StepsOption = None,
     set_: SetOption = None,
-    seed: Annotated[int, typer.Option("--seed", help="Run seed; each image's seed derives from it and the file name.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Run seed; each image's seed derives from it and the file name.")
+    ] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images optimised together.")] = 8,
     device: DeviceOption = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -79,19 +90,45 @@ def invert(
         save_image(torch.cat([target, reconstruction.clamp(-1, 1)], dim=2), png)
         outputs[image_id] = str(png)
 
-    progress = Progress(TextColumn("[bold]invert"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=quiet)
+    progress = Progress(
+        TextColumn("[bold]invert"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=quiet,
+    )
     with progress:
         task = progress.add_task("steps", total=cfg.total_steps * len(items))
-        table = project_files(items, nets, cfg.to_dict(), seed=seed, batch_size=batch_size, device=dev,
-                              on_image=side_by_side, on_steps=lambda n: progress.advance(task, n))
+        table = project_files(
+            items,
+            nets,
+            cfg.to_dict(),
+            seed=seed,
+            batch_size=batch_size,
+            device=dev,
+            on_image=side_by_side,
+            on_steps=lambda n: progress.advance(task, n),
+        )
 
     atomic_write_table(RunDir(out_dir).part("part-00000"), table)
-    ordered = [{**_json_row(row), "output": outputs.get(row["image_id"])} for row in table.drop_columns(["w"]).to_pylist()]
-    atomic_write_json(out_dir / "scores.json", {
-        "facebatch": __version__, "generator": nets.name, "generator_sha256": nets.sha256, "seed": seed,
-        "perceptual_backend": cfg.perceptual, "config": cfg.to_dict(), "images": ordered,
-    })
+    ordered = [
+        {**_json_row(row), "output": outputs.get(row["image_id"])} for row in table.drop_columns(["w"]).to_pylist()
+    ]
+    atomic_write_json(
+        out_dir / "scores.json",
+        {
+            "facebatch": __version__,
+            "generator": nets.name,
+            "generator_sha256": nets.sha256,
+            "seed": seed,
+            "perceptual_backend": cfg.perceptual,
+            "config": cfg.to_dict(),
+            "images": ordered,
+        },
+    )
     table = Table(title=f"{cfg.name}: {cfg.total_steps} steps, perceptual {cfg.perceptual}", title_justify="left")
     table.add_column("image", overflow="fold")
     for header in SHOWN_SCORES.values():

@@ -12,8 +12,9 @@ from facebatch.cli.console import out
 from facebatch.errors import CheckpointError, InputError, ModelNotAvailable, RunFailed
 from facebatch.nets import cache, registry
 
-app = typer.Typer(help="Known pretrained checkpoints, the download cache, verification and conversion.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Known pretrained checkpoints, the download cache, verification and conversion.", no_args_is_help=True
+)
 
 
 def _sha_status(entry: registry.ModelEntry) -> str:
@@ -34,8 +35,13 @@ def list_models() -> None:
     for entry in registry.models().values():
         cached = entry.is_cached()
         rel = str(entry.cache_path().relative_to(root))
-        table.add_row(entry.name, str(entry.resolution), "[green]yes[/]" if cached else "no",
-                      rel if cached else f"[dim]{rel}[/]", _sha_status(entry))
+        table.add_row(
+            entry.name,
+            str(entry.resolution),
+            "[green]yes[/]" if cached else "no",
+            rel if cached else f"[dim]{rel}[/]",
+            _sha_status(entry),
+        )
     out.print(table)
 
 
@@ -119,5 +125,9 @@ def convert(
         write_native(dst, raw.g_kwargs, G.state_dict(), raw.d_kwargs, D.state_dict() if D is not None else None, extra)
     except OSError as exc:
         raise CheckpointError(f"cannot write {dst}: {exc.strerror or exc}") from None
-    out.print(f"wrote {dst} ({kind} -> facebatch-safetensors, {G.img_resolution}px, "
-              f"{'with' if D is not None else 'without'} D)  sha256 {cache.sha256_of(dst)}", highlight=False, soft_wrap=True)
+    out.print(
+        f"wrote {dst} ({kind} -> facebatch-safetensors, {G.img_resolution}px, "
+        f"{'with' if D is not None else 'without'} D)  sha256 {cache.sha256_of(dst)}",
+        highlight=False,
+        soft_wrap=True,
+    )

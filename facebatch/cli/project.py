@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -35,17 +35,27 @@ def project(
     steps: StepsOption = None,
     set_: SetOption = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images optimised together on a worker.")] = 8,
-    seed: Annotated[int, typer.Option("--seed", help="Run seed; each image's seed derives from it and its image_id.")] = 0,
-    shard_size: Annotated[int, typer.Option("--shard-size", help="Images per shard (= per Parquet part; the unit of resume).")] = 256,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Run seed; each image's seed derives from it and its image_id.")
+    ] = 0,
+    shard_size: Annotated[
+        int, typer.Option("--shard-size", help="Images per shard (= per Parquet part; the unit of resume).")
+    ] = 256,
     workers: WorkersOption = None,
     scheduler: SchedulerOption = None,
     scheduler_file: SchedulerFileOption = None,
     threads_per_worker: ThreadsPerWorkerOption = None,
     device: DeviceOption = "auto",
-    align: Annotated[bool, typer.Option("--align", help="FFHQ-align faces (landmarks) instead of a centre crop.")] = False,
+    align: Annotated[
+        bool, typer.Option("--align", help="FFHQ-align faces (landmarks) instead of a centre crop.")
+    ] = False,
     align_backend: Annotated[str, typer.Option("--align-backend", help="Landmark backend for --align.")] = "dlib",
-    save_reconstructions: Annotated[bool, typer.Option("--save-reconstructions", help="Write OUT/reconstructions/<image_id>.png.")] = False,
-    save_noise: Annotated[bool, typer.Option("--save-noise", help="Write optimised noise maps to OUT/noise/part-NNNNN.npz (large).")] = False,
+    save_reconstructions: Annotated[
+        bool, typer.Option("--save-reconstructions", help="Write OUT/reconstructions/<image_id>.png.")
+    ] = False,
+    save_noise: Annotated[
+        bool, typer.Option("--save-noise", help="Write optimised noise maps to OUT/noise/part-NNNNN.npz (large).")
+    ] = False,
     overwrite: OverwriteOption = False,
     retry_errors: RetryErrorsOption = False,
     dry_run: DryRunOption = False,
@@ -76,9 +86,18 @@ def project(
         raise no_images(input_dir)
     nets = load_networks(generator, device="cpu")  # here only for its sha256 and shapes; fails early on a bad file
     build_perceptual(cfg.perceptual, "cpu")  # a missing perceptual weight file fails here, not on every worker
-    spec = build_project_spec(items=items, out_dir=out_dir, nets=nets, projection=cfg.to_dict(), seed=seed,
-                              shard_size=shard_size, batch_size=batch_size, align=align_backend if align else None,
-                              save_reconstructions=save_reconstructions, save_noise=save_noise)
+    spec = build_project_spec(
+        items=items,
+        out_dir=out_dir,
+        nets=nets,
+        projection=cfg.to_dict(),
+        seed=seed,
+        shard_size=shard_size,
+        batch_size=batch_size,
+        align=align_backend if align else None,
+        save_reconstructions=save_reconstructions,
+        save_noise=save_noise,
+    )
     summary = run_shards(spec, cluster, overwrite, retry_errors, dry_run, quiet)
     if dry_run:
         out.print(_plan_table(input_dir, spec, nets, cfg, summary, describe(cluster), overwrite))
@@ -100,18 +119,30 @@ def _plan_table(input_dir, spec, nets, cfg, summary, where: str, overwrite: bool
     table.add_column(style="bold")
     table.add_column()
     table.add_row("images", f"{summary.images} in {summary.shards} shards of {spec.shard_size}")
-    done = "--overwrite: everything is recomputed" if overwrite else \
-        f"{summary.shards_skipped} shards done ({summary.images_skipped} images), skipped"
+    done = (
+        "--overwrite: everything is recomputed"
+        if overwrite
+        else f"{summary.shards_skipped} shards done ({summary.images_skipped} images), skipped"
+    )
     table.add_row("resume", done)
     table.add_row("to compute", f"{summary.shards_run} shards, {summary.images_todo} images")
     table.add_row("generator", f"{nets.name} ({nets.format}, {nets.G.img_resolution} px, sha256 {nets.sha256[:16]}...)")
-    table.add_row("projection", f"preset {cfg.name}: {cfg.latent_space}, {cfg.total_steps} steps, perceptual {cfg.perceptual}, "
-                                f"noise {cfg.noise_optimization}")
+    table.add_row(
+        "projection",
+        f"preset {cfg.name}: {cfg.latent_space}, {cfg.total_steps} steps, perceptual {cfg.perceptual}, "
+        f"noise {cfg.noise_optimization}",
+    )
     table.add_row("seed", str(spec.config["seed"]))
     table.add_row("batch size", str(spec.runtime["batch_size"]))
     table.add_row("runs on", where)
-    extras = [name for name, on in (("reconstructions", spec.config["save_reconstructions"]),
-                                    ("noise maps", spec.config["save_noise"]),
-                                    (f"aligned with {spec.config['align']}", spec.config["align"])) if on]
+    extras = [
+        name
+        for name, on in (
+            ("reconstructions", spec.config["save_reconstructions"]),
+            ("noise maps", spec.config["save_noise"]),
+            (f"aligned with {spec.config['align']}", spec.config["align"]),
+        )
+        if on
+    ]
     table.add_row("also writes", ", ".join(extras) or "-")
     return table

@@ -44,15 +44,26 @@ def sample(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder: images/ and latents/.")],
     n: Annotated[int, typer.Option("-n", help="How many samples (seeds --seed .. --seed+n-1).")] = 16,
     seed: Annotated[int, typer.Option("--seed", help="First seed.")] = 0,
-    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Explicit seeds, e.g. 0-99,123 (overrides -n/--seed).")] = None,
+    seeds: Annotated[
+        Optional[str], typer.Option("--seeds", help="Explicit seeds, e.g. 0-99,123 (overrides -n/--seed).")
+    ] = None,
     truncation: Annotated[float, typer.Option("--truncation", "--trunc", help="Truncation psi (1 = none).")] = 1.0,
-    truncation_cutoff: Annotated[Optional[int], typer.Option("--truncation-cutoff", help="Truncate only the first K layers.")] = None,
+    truncation_cutoff: Annotated[
+        Optional[int], typer.Option("--truncation-cutoff", help="Truncate only the first K layers.")
+    ] = None,
     noise_mode: Annotated[str, typer.Option("--noise-mode", help="const | random | none")] = "const",
-    images: Annotated[bool, typer.Option("--images/--no-images", help="Write PNGs (off for latent-only runs of 100k+).")] = True,
+    images: Annotated[
+        bool, typer.Option("--images/--no-images", help="Write PNGs (off for latent-only runs of 100k+).")
+    ] = True,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b")] = 16,
-    part_size: Annotated[int, typer.Option("--part-size", "--shard-size", help="Rows per Parquet part (= per shard; the unit of resume).")] = 10000,
+    part_size: Annotated[
+        int,
+        typer.Option("--part-size", "--shard-size", help="Rows per Parquet part (= per shard; the unit of resume)."),
+    ] = 10000,
     # Its own --workers default: sampling is one forward pass per image, so a cluster rarely pays for its start.
-    workers: Annotated[int, typer.Option("--workers", "-w", help="Local worker processes; 0 (default) = in this process.")] = 0,
+    workers: Annotated[
+        int, typer.Option("--workers", "-w", help="Local worker processes; 0 (default) = in this process.")
+    ] = 0,
     scheduler: SchedulerOption = None,
     scheduler_file: SchedulerFileOption = None,
     threads_per_worker: ThreadsPerWorkerOption = None,
@@ -74,15 +85,27 @@ def sample(
     remote = bool(scheduler or scheduler_file)
     cluster = cluster_options(None if remote else workers, scheduler, scheduler_file, threads_per_worker, device)
     nets = load_networks(generator, device="cpu", with_d=False)  # here only for its sha256 and shapes
-    spec = build_sample_spec(seeds=seed_list, out_dir=out_dir, nets=nets, truncation_psi=truncation,
-                             truncation_cutoff=truncation_cutoff, noise_mode=noise_mode, images=images,
-                             shard_size=part_size, batch_size=batch_size)
+    spec = build_sample_spec(
+        seeds=seed_list,
+        out_dir=out_dir,
+        nets=nets,
+        truncation_psi=truncation,
+        truncation_cutoff=truncation_cutoff,
+        noise_mode=noise_mode,
+        images=images,
+        shard_size=part_size,
+        batch_size=batch_size,
+    )
     summary = run_shards(spec, cluster, overwrite, False, dry_run, quiet)
     if dry_run:
-        out.print(f"plan: {summary.images} samples in {summary.shards} parts; {summary.shards_skipped} done, "
-                  f"{summary.images_todo} to draw")
+        out.print(
+            f"plan: {summary.images} samples in {summary.shards} parts; {summary.shards_skipped} done, "
+            f"{summary.images_todo} to draw"
+        )
         return
     if not quiet:
-        out.print(f"{summary.images} samples ({summary.images_processed} new) from {nets.name} -> {out_dir} "
-                  f"[{'images + ' if images else ''}latents]")
+        out.print(
+            f"{summary.images} samples ({summary.images_processed} new) from {nets.name} -> {out_dir} "
+            f"[{'images + ' if images else ''}latents]"
+        )
     report_run(summary, quiet=True)

@@ -19,8 +19,16 @@ from facebatch.errors import InputError
 MODES = ("relative", "absolute")
 
 
-def edit_latents(ws: np.ndarray, boundary: Boundary, strength: float | np.ndarray, *, conditions: Sequence[Boundary] = (),
-                 layers: Sequence[int] | None = None, mode: str = "relative", step: np.ndarray | None = None) -> np.ndarray:
+def edit_latents(
+    ws: np.ndarray,
+    boundary: Boundary,
+    strength: float | np.ndarray,
+    *,
+    conditions: Sequence[Boundary] = (),
+    layers: Sequence[int] | None = None,
+    mode: str = "relative",
+    step: np.ndarray | None = None,
+) -> np.ndarray:
     """Edited copy of ws (N, num_ws, w_dim), float32. Pass a precomputed ``step`` to skip recomputing it.
 
     ``strength`` is one number for every row or one per row (N,).

@@ -49,7 +49,9 @@ def boundary_from_dict(name: str, d: Mapping) -> Boundary:
             info=dict(d.get("info") or {}),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"boundary {name!r} in the boundaries file is malformed ({type(exc).__name__}: {exc})") from None
+        raise InputError(
+            f"boundary {name!r} in the boundaries file is malformed ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def save_boundaries(path: Path, boundaries: Iterable[Boundary], run: Mapping | None = None) -> None:
@@ -98,7 +100,7 @@ def load_boundaries(path: Path) -> dict[str, Boundary]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path} is not a facebatch boundaries file (not JSON: {exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise InputError(f"{path} is not a facebatch boundaries file (no \"format\": \"{FORMAT}\")")
+        raise InputError(f'{path} is not a facebatch boundaries file (no "format": "{FORMAT}")')
     if int(doc.get("version", 0)) > VERSION:
         raise InputError(f"{path} has boundaries format version {doc['version']}; this facebatch reads up to {VERSION}")
     return {name: boundary_from_dict(name, d) for name, d in doc.get("boundaries", {}).items()}
@@ -109,6 +111,8 @@ def pick(boundaries: Mapping[str, Boundary], names: Iterable[str], what: str = "
     out = []
     for name in names:
         if name not in boundaries:
-            raise InputError(f"unknown {what} {name!r}: the boundaries file has {', '.join(sorted(boundaries)) or 'none'}")
+            raise InputError(
+                f"unknown {what} {name!r}: the boundaries file has {', '.join(sorted(boundaries)) or 'none'}"
+            )
         out.append(boundaries[name])
     return out

@@ -40,8 +40,14 @@ class Boundary:
         if self.space not in SPACES:
             raise InputError(f"boundary {self.name!r}: unknown space {self.space!r} (use one of {', '.join(SPACES)})")
         self.layers = [int(i) for i in self.layers]
-        if not self.layers or sorted(set(self.layers)) != self.layers or not 0 <= self.layers[0] <= self.layers[-1] < self.num_ws:
-            raise InputError(f"boundary {self.name!r}: layers {self.layers} are not sorted unique indices below {self.num_ws}")
+        if (
+            not self.layers
+            or sorted(set(self.layers)) != self.layers
+            or not 0 <= self.layers[0] <= self.layers[-1] < self.num_ws
+        ):
+            raise InputError(
+                f"boundary {self.name!r}: layers {self.layers} are not sorted unique indices below {self.num_ws}"
+            )
         self.normal = np.asarray(self.normal, dtype=np.float64)
         self.intercept = np.asarray(self.intercept, dtype=np.float64)
         want_normal = (self.normal.shape[-1],) if self.space == "w" else (len(self.layers), self.normal.shape[-1])

@@ -42,7 +42,9 @@ def conditional_normal(primal: np.ndarray, conditions: Sequence[np.ndarray]) -> 
     return (rest / norm).reshape(primal.shape)
 
 
-def edit_step(boundary: Boundary, conditions: Sequence[Boundary] = (), layers: Sequence[int] | None = None) -> np.ndarray:
+def edit_step(
+    boundary: Boundary, conditions: Sequence[Boundary] = (), layers: Sequence[int] | None = None
+) -> np.ndarray:
     """W+ displacement (num_ws, w_dim) that moves ``boundary``'s signed distance by exactly 1.
 
     Only rows in ``layers`` (default: the boundary's own) move. Each condition's signed distance
@@ -68,5 +70,7 @@ def edit_step(boundary: Boundary, conditions: Sequence[Boundary] = (), layers: S
         raw = rest
     gain = float(np.sum(raw * boundary.gradient()))
     if abs(gain) < 1e-12:
-        raise InputError(f"the selected layers do not touch {boundary.name!r}'s layers {boundary.layers}: nothing to edit")
+        raise InputError(
+            f"the selected layers do not touch {boundary.name!r}'s layers {boundary.layers}: nothing to edit"
+        )
     return raw / gain

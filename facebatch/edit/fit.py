@@ -116,14 +116,14 @@ def select_samples(values: np.ndarray, kind: str, settings: FitSettings, name: s
             f"attribute {name!r}: --chosen-ratio {r:g} of {n} labelled latents keeps {chosen} per side, too few to "
             "train and validate; label more latents or raise --chosen-ratio"
         )
-    pos, neg = order[:chosen].copy(), order[n - chosen:].copy()
+    pos, neg = order[:chosen].copy(), order[n - chosen :].copy()
     rng.shuffle(pos)
     rng.shuffle(neg)
     y = np.full(len(values), np.nan)
     y[pos], y[neg] = 1.0, 0.0
     train = np.sort(np.concatenate([pos[:n_train], neg[:n_train]]))
     val = np.sort(np.concatenate([pos[n_train:], neg[n_train:]]))
-    remaining = order[chosen:n - chosen]
+    remaining = order[chosen : n - chosen]
     threshold = (values[order[0]] + values[order[-1]]) / 2  # InterFaceGAN's middle-set labelling rule
     remaining_y = (values[remaining] >= threshold).astype(float)
     return Selection(train, val, y, np.sort(remaining), remaining_y[np.argsort(remaining)])
@@ -162,8 +162,9 @@ def choose_C(X: np.ndarray, y: np.ndarray, settings: FitSettings) -> tuple[float
         keep, _ = train_test_split(np.arange(len(y)), train_size=n_max, stratify=y, random_state=settings.seed)
         X, y = X[np.sort(keep)], y[np.sort(keep)]
     Xs, _, _ = _prepare(X.reshape(len(X), -1))
-    folds = StratifiedKFold(n_splits=min(CV_FOLDS, int(min(np.bincount(y.astype(int))))), shuffle=True,
-                            random_state=settings.seed)
+    folds = StratifiedKFold(
+        n_splits=min(CV_FOLDS, int(min(np.bincount(y.astype(int))))), shuffle=True, random_state=settings.seed
+    )
     scores = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -235,8 +236,15 @@ def feature_distance(boundary: Boundary, X: np.ndarray) -> np.ndarray:
     return X.astype(np.float64) @ boundary.normal.ravel() + float(boundary.intercept)
 
 
-def fit_boundary(name: str, X: np.ndarray, values: np.ndarray, kind: str, settings: FitSettings, num_ws: int,
-                 generator_sha256: str | None = None) -> Boundary:
+def fit_boundary(
+    name: str,
+    X: np.ndarray,
+    values: np.ndarray,
+    kind: str,
+    settings: FitSettings,
+    num_ws: int,
+    generator_sha256: str | None = None,
+) -> Boundary:
     """X: ``features(ws, settings.space, layers)`` of the candidate rows; values: their labels (NaN = unlabelled).
 
     Taking features rather than W+ codes lets the caller stream a large table and keep only the
@@ -246,8 +254,9 @@ def fit_boundary(name: str, X: np.ndarray, values: np.ndarray, kind: str, settin
     layers = list(range(num_ws)) if settings.layers is None else list(settings.layers)
     sel = select_samples(values, kind, settings, name)
     if settings.max_train_rows is not None and len(sel.train) > settings.max_train_rows:
-        keep, _ = train_test_split(sel.train, train_size=settings.max_train_rows, stratify=sel.y[sel.train],
-                                   random_state=settings.seed)
+        keep, _ = train_test_split(
+            sel.train, train_size=settings.max_train_rows, stratify=sel.y[sel.train], random_state=settings.seed
+        )
         sel.train = np.sort(keep)
     check_memory(len(sel.train), X[0].size, name)
     t0 = time.perf_counter()
@@ -266,8 +275,16 @@ def fit_boundary(name: str, X: np.ndarray, values: np.ndarray, kind: str, settin
         if settings.space == "wplus":
             normal = normal.reshape(len(layers), -1)
     seconds = time.perf_counter() - t0
-    boundary = Boundary(name=name, space=settings.space, layers=layers, num_ws=num_ws, normal=normal,
-                        intercept=intercept, method="svm", generator_sha256=generator_sha256)
+    boundary = Boundary(
+        name=name,
+        space=settings.space,
+        layers=layers,
+        num_ws=num_ws,
+        normal=normal,
+        intercept=intercept,
+        method="svm",
+        generator_sha256=generator_sha256,
+    )
     d = feature_distance(boundary, X)
     y = sel.y
     metrics = {
@@ -294,7 +311,16 @@ def fit_boundary(name: str, X: np.ndarray, values: np.ndarray, kind: str, settin
         "label_kind": kind,
         "metrics": metrics,
         "counts": counts,
-        "fit": {**asdict(settings), "C": C, "C_search": search, "layers": layers, "estimator": "sklearn.svm.LinearSVC", "loss": "squared_hinge",
-                "class_weight": "balanced", "converged": converged, "seconds": round(seconds, 3)},
+        "fit": {
+            **asdict(settings),
+            "C": C,
+            "C_search": search,
+            "layers": layers,
+            "estimator": "sklearn.svm.LinearSVC",
+            "loss": "squared_hinge",
+            "class_weight": "balanced",
+            "converged": converged,
+            "seconds": round(seconds, 3),
+        },
     }
     return boundary

@@ -11,9 +11,9 @@ import numpy as np
 from facebatch.edit.boundary import Boundary
 from facebatch.edit.fit import FitSettings, features, fit_boundary
 from facebatch.edit.labels import attribute_names, id_column, join_ids, parse_attribute, read_labels
-from facebatch.pipeline.latents import gather, read_index
 from facebatch.edit.layers import parse_layers
 from facebatch.errors import InputError
+from facebatch.pipeline.latents import gather, read_index
 
 
 @dataclass
@@ -26,9 +26,18 @@ class FitReport:
     generator_sha256: str | None
 
 
-def fit_from_labels(labels_path: Path, latents_path: Path, *, attrs: Sequence[str] | None = None,
-                    exclude: Sequence[str] = (), id_col: str | None = None, skip_unknown: bool = False,
-                    settings: FitSettings | None = None, layers: str | None = None, column: str = "w") -> FitReport:
+def fit_from_labels(
+    labels_path: Path,
+    latents_path: Path,
+    *,
+    attrs: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    id_col: str | None = None,
+    skip_unknown: bool = False,
+    settings: FitSettings | None = None,
+    layers: str | None = None,
+    column: str = "w",
+) -> FitReport:
     """Every check on the labels runs before the latents are read, and every attribute is fitted
     before anything is written: a bad column never leaves a half-made boundaries file."""
     settings = replace(settings or FitSettings())
@@ -50,8 +59,11 @@ def fit_from_labels(labels_path: Path, latents_path: Path, *, attrs: Sequence[st
     X = gather(index, rows[label_rows], lambda ws: features(ws, settings.space, settings.layers))
     boundaries = []
     for attr in parsed:
-        boundaries.append(fit_boundary(attr.name, X, attr.values[label_rows], attr.kind, settings,
-                                       index.num_ws, index.generator_sha256))
+        boundaries.append(
+            fit_boundary(
+                attr.name, X, attr.values[label_rows], attr.kind, settings, index.num_ws, index.generator_sha256
+            )
+        )
     return FitReport(
         boundaries=boundaries,
         label_rows=len(df),

@@ -59,7 +59,9 @@ def id_column(df: pd.DataFrame, requested: str | None) -> str:
     )
 
 
-def attribute_names(df: pd.DataFrame, id_col: str, attrs: Sequence[str] | None, exclude: Sequence[str] = ()) -> list[str]:
+def attribute_names(
+    df: pd.DataFrame, id_col: str, attrs: Sequence[str] | None, exclude: Sequence[str] = ()
+) -> list[str]:
     available = [c for c in df.columns if c != id_col and c not in exclude]
     if attrs:
         missing = [a for a in attrs if a not in df.columns or a == id_col]

@@ -45,7 +45,9 @@ def affine_layers(state: Mapping[str, object]) -> tuple[list[AffineLayer], int]:
         if m:
             found.setdefault(int(m.group(1)), {})[m.group(2)] = key
     if not found:
-        raise InputError("the generator has no synthesis.b*.conv*.affine.weight tensors (not an NVlabs-named StyleGAN2)")
+        raise InputError(
+            "the generator has no synthesis.b*.conv*.affine.weight tensors (not an NVlabs-named StyleGAN2)"
+        )
     layers, w_idx = [], 0
     for res in sorted(found):
         block = found[res]
@@ -61,18 +63,16 @@ def affine_layers(state: Mapping[str, object]) -> tuple[list[AffineLayer], int]:
 
 def chosen_affines(layers: list[AffineLayer], num_ws: int, w_rows: list[int], include_torgb: bool) -> list[AffineLayer]:
     last = num_ws - 1
-    return [
-        a for a in layers
-        if a.w_index in w_rows and (a.kind != "torgb" or include_torgb or a.w_index == last)
-    ]
+    return [a for a in layers if a.w_index in w_rows and (a.kind != "torgb" or include_torgb or a.w_index == last)]
 
 
 def _as_numpy(t) -> np.ndarray:
     return t.detach().cpu().double().numpy() if hasattr(t, "detach") else np.asarray(t, dtype=np.float64)
 
 
-def factorize(state: Mapping[str, object], w_rows: list[int] | None = None, include_torgb: bool = False
-              ) -> tuple[np.ndarray, np.ndarray, list[AffineLayer], int]:
+def factorize(
+    state: Mapping[str, object], w_rows: list[int] | None = None, include_torgb: bool = False
+) -> tuple[np.ndarray, np.ndarray, list[AffineLayer], int]:
     """Eigenvalues (descending), directions as rows (unit, orthonormal), the affines used, num_ws."""
     layers, num_ws = affine_layers(state)
     rows = list(range(num_ws)) if w_rows is None else list(w_rows)
@@ -90,8 +90,14 @@ def factorize(state: Mapping[str, object], w_rows: list[int] | None = None, incl
     return values, directions, used, num_ws
 
 
-def sefa_boundaries(state: Mapping[str, object], k: int = 10, w_rows: list[int] | None = None,
-                    include_torgb: bool = False, generator_sha256: str | None = None, prefix: str = "sefa") -> list[Boundary]:
+def sefa_boundaries(
+    state: Mapping[str, object],
+    k: int = 10,
+    w_rows: list[int] | None = None,
+    include_torgb: bool = False,
+    generator_sha256: str | None = None,
+    prefix: str = "sefa",
+) -> list[Boundary]:
     """The top-k directions as W-space boundaries over the chosen rows (intercept 0: a coordinate, not a classifier)."""
     values, directions, used, num_ws = factorize(state, w_rows, include_torgb)
     if not 1 <= k <= len(directions):

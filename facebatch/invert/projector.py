@@ -51,10 +51,16 @@ def w_stats(G, samples: int = 10000, seed: int = 123, device="cpu") -> tuple[tor
     cache = _W_STATS.setdefault(G, {})
     if (samples, seed) not in cache:
         z = np.random.RandomState(seed).randn(samples, G.z_dim)
-        w = torch.cat([
-            G.mapping(torch.from_numpy(chunk).float().to(device), None)[:, :1, :].cpu()
-            for chunk in np.array_split(z, max(1, samples // 2000))
-        ]).numpy().astype(np.float32)
+        w = (
+            torch.cat(
+                [
+                    G.mapping(torch.from_numpy(chunk).float().to(device), None)[:, :1, :].cpu()
+                    for chunk in np.array_split(z, max(1, samples // 2000))
+                ]
+            )
+            .numpy()
+            .astype(np.float32)
+        )
         w_avg = np.mean(w, axis=0, keepdims=True)  # [1, 1, w_dim]
         w_std = float((np.sum((w - w_avg) ** 2) / samples) ** 0.5)
         cache[(samples, seed)] = (torch.from_numpy(w_avg), w_std)
@@ -112,13 +118,17 @@ class Projector:
             loss = loss + mse_weight * masked_mse(images, targets, masks)
         if perceptual_weight and self.perceptual is not None:
             masked = images * masks if masks is not None else images
-            loss = loss + perceptual_weight * self.perceptual.distance_features(self.perceptual.features(masked), target_feats)
+            loss = loss + perceptual_weight * self.perceptual.distance_features(
+                self.perceptual.features(masked), target_feats
+            )
         return loss
 
     def _check(self, targets, seeds, masks) -> None:
         R = self.G.img_resolution
         if targets.ndim != 4 or tuple(targets.shape[1:]) != (3, R, R):
-            raise InputError(f"targets must be [B, 3, {R}, {R}] (the generator's resolution), got {list(targets.shape)}")
+            raise InputError(
+                f"targets must be [B, 3, {R}, {R}] (the generator's resolution), got {list(targets.shape)}"
+            )
         if len(seeds) != targets.shape[0]:
             raise InputError(f"one seed per image: {len(seeds)} seeds for {targets.shape[0]} images")
         if masks is not None and tuple(masks.shape) != (targets.shape[0], 1, R, R):
@@ -147,8 +157,13 @@ class Projector:
                 callback(offset + step + 1, total, row)
 
     # -- the public call ----------------------------------------------------------------------
-    def project(self, targets: torch.Tensor, seeds: Sequence[int], masks: torch.Tensor | None = None,
-                callback: Callback | None = None) -> ProjectionResult:
+    def project(
+        self,
+        targets: torch.Tensor,
+        seeds: Sequence[int],
+        masks: torch.Tensor | None = None,
+        callback: Callback | None = None,
+    ) -> ProjectionResult:
         """Project a batch of [B,3,R,R] images in [-1, 1]; `masks` [B,1,R,R] restrict the loss to 1-pixels."""
         cfg = self.config
         self._check(targets, seeds, masks)
@@ -191,8 +206,9 @@ class Projector:
 
                 def noise_loss(t: float) -> torch.Tensor:
                     images = self._synth(ws, noise)
-                    loss = self._image_loss(images, targets, target_feats, masks, cfg.noise_mse_weight,
-                                            cfg.noise_perceptual_weight)
+                    loss = self._image_loss(
+                        images, targets, target_feats, masks, cfg.noise_mse_weight, cfg.noise_perceptual_weight
+                    )
                     if cfg.noise_regularize:
                         loss = loss + cfg.noise_regularize * noise_regularizer(noise)
                     return loss

@@ -18,7 +18,6 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterator
 
 from filelock import FileLock
 
@@ -90,12 +89,23 @@ def ensure_file(url: str, dest: Path, sha256: str | None = None, *, progress: bo
     return download(url, dest, sha256, progress=progress)
 
 
-def download(url: str, dest: Path, sha256: str | None = None, *, force: bool = False, progress: bool = True,
-             timeout: float = 60.0) -> Path:
+def download(
+    url: str,
+    dest: Path,
+    sha256: str | None = None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    timeout: float = 60.0,
+) -> Path:
     """Download `url` to `dest` once across processes: lock, re-check, stream to a temp file, verify, rename."""
     dest = Path(dest)
     if offline():
-        raise not_available(url, dest, ("" if dest.is_file() else "model not in the cache and ") + "downloads are off (FACEBATCH_OFFLINE is set)")
+        raise not_available(
+            url,
+            dest,
+            ("" if dest.is_file() else "model not in the cache and ") + "downloads are off (FACEBATCH_OFFLINE is set)",
+        )
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -107,7 +117,8 @@ def download(url: str, dest: Path, sha256: str | None = None, *, force: bool = F
             digest = _stream(url, tmp, dest, timeout, progress)
             if sha256 and digest != sha256.lower():
                 raise CheckpointError(
-                    f"sha256 mismatch for {url}: expected {sha256.lower()}, got {digest}; the download was discarded")
+                    f"sha256 mismatch for {url}: expected {sha256.lower()}, got {digest}; the download was discarded"
+                )
         atomic_write_bytes(sidecar_path(dest), f"{digest}  {dest.name}\n".encode())
         _HASHES[(str(dest.resolve()), dest.stat().st_size, dest.stat().st_mtime_ns)] = digest
     return dest
@@ -141,8 +152,13 @@ def _progress_bar(label: str, total: int | None, enabled: bool):
     from rich.console import Console
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
-    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
+    with Progress(
+        *Progress.get_default_columns(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
         task = bar.add_task(f"downloading {label}", total=total)
         yield lambda n: bar.advance(task, n)
 
@@ -152,5 +168,8 @@ def cached_files() -> list[Path]:
     root = models_dir()
     if not root.is_dir():
         return []
-    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
-                  and p.suffix not in (".lock", ".sha256"))
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and p.suffix not in (".lock", ".sha256")
+    )

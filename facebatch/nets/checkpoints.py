@@ -39,7 +39,9 @@ class Networks:
 
     def require_d(self, purpose: str) -> torch.nn.Module:
         if self.D is None:
-            raise CheckpointError(f"{purpose} needs a discriminator; {self.path} has none (rosinality exports often drop it)")
+            raise CheckpointError(
+                f"{purpose} needs a discriminator; {self.path} has none (rosinality exports often drop it)"
+            )
         return self.D
 
 
@@ -56,14 +58,18 @@ def sniff(path: Path) -> str:
         if 0 < header_len <= size - 8:
             return "safetensors"
         if header_len < 1 << 27:  # a plausible header length that runs past the end of the file
-            raise CheckpointError(f"{path}: truncated safetensors file (header says {header_len} bytes, file has {size})")
+            raise CheckpointError(
+                f"{path}: truncated safetensors file (header says {header_len} bytes, file has {size})"
+            )
     if head[:4] == b"PK\x03\x04":
         return "zip"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return "pickle"
     what = "an empty file" if size == 0 else f"{size} bytes starting {head[:8].hex()}"
-    raise CheckpointError(f"{path} is not a checkpoint facebatch can read ({what}); expected an NVlabs .pkl, a "
-                          "rosinality .pt, an NVlabs state-dict export or a facebatch .safetensors")
+    raise CheckpointError(
+        f"{path} is not a checkpoint facebatch can read ({what}); expected an NVlabs .pkl, a "
+        "rosinality .pt, an NVlabs state-dict export or a facebatch .safetensors"
+    )
 
 
 def read_checkpoint(path: Path) -> tuple[str, RawNetworks]:
@@ -95,8 +101,10 @@ def _from_torch_save(path: Path) -> tuple[str, RawNetworks]:
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         what = f"imports {found.group(1)}" if found else "needs more than tensors and containers"
-        raise CheckpointError(f"{path}: refused to load: the file {what}, which torch's weights-only loader does not "
-                              "allow (checkpoints are data; nothing in the file was run)") from None
+        raise CheckpointError(
+            f"{path}: refused to load: the file {what}, which torch's weights-only loader does not "
+            "allow (checkpoints are data; nothing in the file was run)"
+        ) from None
     except (RuntimeError, EOFError, ValueError, OSError, AttributeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: truncated or corrupt torch checkpoint ({first})") from None
@@ -108,12 +116,17 @@ def _from_torch_save(path: Path) -> tuple[str, RawNetworks]:
         return "rosinality", _wrap_errors(path, lambda: RawNetworks(*convert_rosinality(ckpt)))
     if "G_ema_state_dict" in ckpt and "G_init_kwargs" in ckpt:
         d_ok = ckpt.get("D_state_dict") is not None and ckpt.get("D_init_kwargs") is not None
-        return "nvlabs-state-dict", RawNetworks(dict(ckpt["G_init_kwargs"]), dict(ckpt["G_ema_state_dict"]),
-                                                dict(ckpt["D_init_kwargs"]) if d_ok else None,
-                                                dict(ckpt["D_state_dict"]) if d_ok else None)
+        return "nvlabs-state-dict", RawNetworks(
+            dict(ckpt["G_init_kwargs"]),
+            dict(ckpt["G_ema_state_dict"]),
+            dict(ckpt["D_init_kwargs"]) if d_ok else None,
+            dict(ckpt["D_state_dict"]) if d_ok else None,
+        )
     keys = sorted(map(str, ckpt))[:8]
-    raise CheckpointError(f"{path}: a torch.save dict with keys {keys}; expected a rosinality checkpoint (g_ema) "
-                          "or an NVlabs state-dict export (G_init_kwargs, G_ema_state_dict)")
+    raise CheckpointError(
+        f"{path}: a torch.save dict with keys {keys}; expected a rosinality checkpoint (g_ema) "
+        "or an NVlabs state-dict export (G_init_kwargs, G_ema_state_dict)"
+    )
 
 
 def build(path: Path, kind: str, kwargs: dict, state: dict, cls: type) -> torch.nn.Module:
@@ -126,11 +139,13 @@ def build(path: Path, kind: str, kwargs: dict, state: dict, cls: type) -> torch.
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         missing, unexpected = _key_diff(net.state_dict(), state)
-        detail = "; ".join(part for part in (f"missing {missing}" if missing else "",
-                                             f"unexpected {unexpected}" if unexpected else "") if part)
+        detail = "; ".join(
+            part
+            for part in (f"missing {missing}" if missing else "", f"unexpected {unexpected}" if unexpected else "")
+            if part
+        )
         shape = str(exc).strip().splitlines()[-1].strip()
-        raise CheckpointError(f"{path}: its {kind} weights do not fit a StyleGAN2 {kind} "
-                              f"({detail or shape})") from None
+        raise CheckpointError(f"{path}: its {kind} weights do not fit a StyleGAN2 {kind} ({detail or shape})") from None
     net.eval().requires_grad_(False)
     return net
 
@@ -176,12 +191,15 @@ def verify_pinned(path: Path, name: str, digest: str) -> None:
         return
     expected = entry.expected_sha256()
     if expected and expected != digest:
-        raise CheckpointError(f"cached {name} at {path} has sha256 {digest}, expected {expected}; "
-                              f"delete it or run `facebatch models fetch {name} --force`")
+        raise CheckpointError(
+            f"cached {name} at {path} has sha256 {digest}, expected {expected}; "
+            f"delete it or run `facebatch models fetch {name} --force`"
+        )
 
 
-def load_networks(spec: str | Path, device: str | torch.device = "cpu", *, with_d: bool = True,
-                  expect_sha256: str | None = None) -> Networks:
+def load_networks(
+    spec: str | Path, device: str | torch.device = "cpu", *, with_d: bool = True, expect_sha256: str | None = None
+) -> Networks:
     """Load G (G_ema for NVlabs pickles) and D if present, ready for inference on `device`.
 
     `expect_sha256`: the file must hash to this (a worker host may hold another file at the same path).
@@ -195,5 +213,13 @@ def load_networks(spec: str | Path, device: str | torch.device = "cpu", *, with_
     if not with_d:
         raw.d_kwargs = raw.d_state = None
     G, D = build_networks(path, raw)
-    return Networks(G=G.to(device), D=D.to(device) if D is not None else None, sha256=digest, path=path,
-                    format=kind, name=name, g_kwargs=raw.g_kwargs, d_kwargs=raw.d_kwargs)
+    return Networks(
+        G=G.to(device),
+        D=D.to(device) if D is not None else None,
+        sha256=digest,
+        path=path,
+        format=kind,
+        name=name,
+        g_kwargs=raw.g_kwargs,
+        d_kwargs=raw.d_kwargs,
+    )

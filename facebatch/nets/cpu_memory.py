@@ -37,10 +37,12 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # musl and others have no mallopt
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    ok = all((
-        mallopt(_M_MMAP_MAX, 0),                 # big blocks come from the heap, which is reused
-        mallopt(_M_TRIM_THRESHOLD, 2**31 - 1),   # and is not trimmed back after each step
-        mallopt(_M_TOP_PAD, 64 << 20),           # grow it in 64 MiB steps, not page by page
-    ))
+    ok = all(
+        (
+            mallopt(_M_MMAP_MAX, 0),  # big blocks come from the heap, which is reused
+            mallopt(_M_TRIM_THRESHOLD, 2**31 - 1),  # and is not trimmed back after each step
+            mallopt(_M_TOP_PAD, 64 << 20),  # grow it in 64 MiB steps, not page by page
+        )
+    )
     _applied = bool(ok)
     return _applied

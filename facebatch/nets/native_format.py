@@ -36,16 +36,28 @@ class RawNetworks:
     extra: dict = field(default_factory=dict)
 
 
-def write_native(path: Path, g_kwargs: dict, g_state: dict, d_kwargs: dict | None = None, d_state: dict | None = None,
-                 extra: dict | None = None) -> Path:
+def write_native(
+    path: Path,
+    g_kwargs: dict,
+    g_state: dict,
+    d_kwargs: dict | None = None,
+    d_state: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
     """Write atomically; `extra` (e.g. source file and sha256, NADA settings) is kept in the config."""
     if (d_kwargs is None) != (d_state is None):
         raise ValueError("pass both D kwargs and D state dict, or neither")
     tensors = {f"G.{k}": v.detach().to("cpu").contiguous().clone() for k, v in g_state.items()}
     if d_state is not None:
         tensors.update({f"D.{k}": v.detach().to("cpu").contiguous().clone() for k, v in d_state.items()})
-    config = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "facebatch_version": __version__,
-              "G_init_kwargs": g_kwargs, "D_init_kwargs": d_kwargs, "extra": extra or {}}
+    config = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "facebatch_version": __version__,
+        "G_init_kwargs": g_kwargs,
+        "D_init_kwargs": d_kwargs,
+        "extra": extra or {},
+    }
     path = Path(path)
     with atomic_output(path) as tmp:
         save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(config, sort_keys=True, default=str)})
@@ -57,8 +69,10 @@ def read_native(path: Path) -> RawNetworks:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             meta = fh.metadata() or {}
             if META_KEY not in meta:
-                raise CheckpointError(f"{path}: a safetensors file without a facebatch config (its metadata has "
-                                      f"{sorted(meta) or 'nothing'}); facebatch cannot tell the architecture")
+                raise CheckpointError(
+                    f"{path}: a safetensors file without a facebatch config (its metadata has "
+                    f"{sorted(meta) or 'nothing'}); facebatch cannot tell the architecture"
+                )
             config = json.loads(meta[META_KEY])
             tensors = {name: fh.get_tensor(name) for name in fh.keys()}
     except SafetensorError as exc:
@@ -66,12 +80,19 @@ def read_native(path: Path) -> RawNetworks:
     except json.JSONDecodeError:
         raise CheckpointError(f"{path}: the facebatch config in the safetensors metadata is not valid JSON") from None
     if config.get("format") != FORMAT_NAME or int(config.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format {config.get('format')!r} v{config.get('format_version')} is not one this "
-                              f"facebatch {__version__} reads ({FORMAT_NAME} v{FORMAT_VERSION})")
+        raise CheckpointError(
+            f"{path}: format {config.get('format')!r} v{config.get('format_version')} is not one this "
+            f"facebatch {__version__} reads ({FORMAT_NAME} v{FORMAT_VERSION})"
+        )
     g_state = {k[2:]: v for k, v in tensors.items() if k.startswith("G.")}
     d_state = {k[2:]: v for k, v in tensors.items() if k.startswith("D.")}
     if not g_state or not isinstance(config.get("G_init_kwargs"), dict):
         raise CheckpointError(f"{path}: no generator in this facebatch checkpoint")
     d_kwargs = config.get("D_init_kwargs")
-    return RawNetworks(config["G_init_kwargs"], g_state, d_kwargs if d_state else None, d_state or None,
-                       extra=config.get("extra") or {})
+    return RawNetworks(
+        config["G_init_kwargs"],
+        g_state,
+        d_kwargs if d_state else None,
+        d_state or None,
+        extra=config.get("extra") or {},
+    )

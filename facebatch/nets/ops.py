@@ -52,7 +52,9 @@ def downsample2d(x: torch.Tensor, f: torch.Tensor, down: int = 2) -> torch.Tenso
     return upfirdn2d(x, f, down=down, padding=(p0, p1, p0, p1))
 
 
-def bias_act(x: torch.Tensor, b: torch.Tensor | None, act: str = "linear", gain: float | None = None, clamp: float | None = None):
+def bias_act(
+    x: torch.Tensor, b: torch.Tensor | None, act: str = "linear", gain: float | None = None, clamp: float | None = None
+):
     """Add bias (along dim 1), activate, scale, clamp: the official fused op, unfused."""
     if b is not None:
         x = x + b.reshape([1, -1] + [1] * (x.ndim - 2))
@@ -105,7 +107,17 @@ def conv2d_resample(x, w, f=None, up: int = 1, down: int = 1, padding: int = 0, 
     raise NotImplementedError(f"conv2d_resample(up={up}, down={down}) is not needed by StyleGAN2")
 
 
-def modulated_conv2d(x, weight, styles, noise=None, up: int = 1, padding: int = 0, resample_filter=None, demodulate=True, flip_weight=True):
+def modulated_conv2d(
+    x,
+    weight,
+    styles,
+    noise=None,
+    up: int = 1,
+    padding: int = 0,
+    resample_filter=None,
+    demodulate=True,
+    flip_weight=True,
+):
     """Per-sample modulated conv as scale -> shared conv -> per-sample demodulation.
 
     The official code folds styles into a per-sample weight and runs a grouped conv, which is slow

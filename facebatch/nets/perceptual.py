@@ -93,7 +93,7 @@ def stlpips_weights_path() -> Path:
 def _build_stlpips_vgg() -> LpipsDistance:
     state = torch.load(stlpips_weights_path(), map_location="cpu", weights_only=True)
     trunk = ShiftTolerantVGG16()
-    trunk.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}, strict=True)
+    trunk.load_state_dict({k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}, strict=True)
     lins = [state[f"lin{k}.model.1.weight"] for k in range(5)]
     return LpipsDistance("stlpips-vgg", trunk, lins, state["scaling_layer.shift"], state["scaling_layer.scale"])
 

@@ -40,9 +40,15 @@ def generator_from_rosinality(g: dict, latent_avg: torch.Tensor | None) -> tuple
     channels = {4: g["input.input"].shape[1]}
     for level in range(n_convs // 2):
         channels[8 * 2**level] = g[f"convs.{2 * level}.conv.weight"].shape[1]
-    kwargs = dict(z_dim=z_dim, c_dim=0, w_dim=w_dim, img_resolution=resolution, img_channels=3,
-                  mapping_kwargs=dict(num_layers=n_mlp),
-                  synthesis_kwargs=dict(channels=channels, conv_clamp=None))
+    kwargs = dict(
+        z_dim=z_dim,
+        c_dim=0,
+        w_dim=w_dim,
+        img_resolution=resolution,
+        img_channels=3,
+        mapping_kwargs=dict(num_layers=n_mlp),
+        synthesis_kwargs=dict(channels=channels, conv_clamp=None),
+    )
 
     sd: dict[str, torch.Tensor] = {}
     for i in range(n_mlp):
@@ -86,8 +92,15 @@ def discriminator_from_rosinality(d: dict) -> tuple[dict, dict]:
     for j in range(1, n_blocks + 1):
         channels[resolution // 2**j] = d[f"convs.{j}.conv2.1.weight"].shape[0]
     group = 4
-    kwargs = dict(c_dim=0, img_resolution=resolution, img_channels=3, architecture="resnet", conv_clamp=None,
-                  channels=channels, epilogue_kwargs=dict(mbstd_group_size=group, mbstd_num_channels=1))
+    kwargs = dict(
+        c_dim=0,
+        img_resolution=resolution,
+        img_channels=3,
+        architecture="resnet",
+        conv_clamp=None,
+        channels=channels,
+        epilogue_kwargs=dict(mbstd_group_size=group, mbstd_num_channels=1),
+    )
 
     sd = {
         f"b{resolution}.fromrgb.weight": d["convs.0.0.weight"],

@@ -79,7 +79,9 @@ def _allow_list() -> dict[tuple[str, str], Any]:
         ("dnnlib", "EasyDict"): AttrDict,
     }
     for builtins_name in ("builtins", "__builtin__"):  # protocol-2 pickles say __builtin__
-        allowed.update({(builtins_name, n): obj for n, obj in (("set", set), ("frozenset", frozenset), ("bytearray", bytearray))})
+        allowed.update(
+            {(builtins_name, n): obj for n, obj in (("set", set), ("frozenset", frozenset), ("bytearray", bytearray))}
+        )
     for sub, names in (("multiarray", ("scalar", "_reconstruct")), ("numeric", ("_frombuffer",))):
         for name in names:
             fn = _numpy_attr(name, f"numpy._core.{sub}", f"numpy.core.{sub}")
@@ -100,10 +102,14 @@ class StateOnlyUnpickler(pickle.Unpickler):
         if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)
         if module.startswith("dnnlib.tflib"):
-            raise CheckpointError("this is a TensorFlow-era StyleGAN pickle; convert it first with NVlabs "
-                                  "stylegan2-ada-pytorch `legacy.py --source=OLD.pkl --dest=NEW.pkl`")
-        raise CheckpointError(f"refused to load: the pickle imports {module}.{name}, which is not on the allow-list "
-                              "of tensor/array rebuilders (checkpoints are data; nothing in the file was run)")
+            raise CheckpointError(
+                "this is a TensorFlow-era StyleGAN pickle; convert it first with NVlabs "
+                "stylegan2-ada-pytorch `legacy.py --source=OLD.pkl --dest=NEW.pkl`"
+            )
+        raise CheckpointError(
+            f"refused to load: the pickle imports {module}.{name}, which is not on the allow-list "
+            "of tensor/array rebuilders (checkpoints are data; nothing in the file was run)"
+        )
 
     def persistent_load(self, pid: Any) -> Any:
         raise CheckpointError("refused to load: the pickle uses persistent ids (not an NVlabs network pickle)")
@@ -164,7 +170,9 @@ def flat_state_dict(stub: ModuleStub, prefix: str = "") -> dict[str, torch.Tenso
 
 def init_kwargs(stub: ModuleStub) -> dict:
     if stub.state.get("_init_args"):
-        raise CheckpointError(f"{stub.class_name} was built with positional arguments; only keyword init_kwargs are supported")
+        raise CheckpointError(
+            f"{stub.class_name} was built with positional arguments; only keyword init_kwargs are supported"
+        )
     kwargs = stub.state.get("_init_kwargs")
     if not isinstance(kwargs, dict):
         raise CheckpointError(f"{stub.class_name} has no stored init_kwargs (not an NVlabs persistent network)")
@@ -184,7 +192,9 @@ def networks_from_pickle(obj: Any) -> tuple[dict, dict, dict | None, dict | None
         raise CheckpointError("this is a StyleGAN3 (alias-free) generator; facebatch supports StyleGAN2 networks only")
     g_kwargs = init_kwargs(gen)
     if g_kwargs.get("c_dim", 0):
-        raise CheckpointError(f"class-conditional generator (c_dim={g_kwargs['c_dim']}); only unconditional models are supported")
+        raise CheckpointError(
+            f"class-conditional generator (c_dim={g_kwargs['c_dim']}); only unconditional models are supported"
+        )
     disc = obj.get("D")
     d_kwargs = d_sd = None
     if isinstance(disc, ModuleStub):

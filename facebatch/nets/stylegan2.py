@@ -28,14 +28,23 @@ from facebatch.nets.ops import (
 )
 
 # Keyword arguments of the official constructors that only choose a speed path.
-_PERF_ONLY = {"num_fp16_res", "use_fp16", "fp16_channels_last", "channels_last", "fused_modconv_default", "conv_clamp_fp16"}
+_PERF_ONLY = {
+    "num_fp16_res",
+    "use_fp16",
+    "fp16_channels_last",
+    "channels_last",
+    "fused_modconv_default",
+    "conv_clamp_fp16",
+}
 
 
 def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
 
 
-def channel_table(resolutions: Sequence[int], channel_base: int, channel_max: int, channels: dict | None) -> dict[int, int]:
+def channel_table(
+    resolutions: Sequence[int], channel_base: int, channel_max: int, channels: dict | None
+) -> dict[int, int]:
     if channels:
         return {int(r): int(c) for r, c in channels.items()}
     return {r: min(channel_base // r, channel_max) for r in resolutions}
@@ -61,8 +70,19 @@ class FullyConnectedLayer(nn.Module):
 class MappingNetwork(nn.Module):
     """z -> w through an MLP with a 100x lower learning rate; keeps w_avg for truncation."""
 
-    def __init__(self, z_dim, c_dim, w_dim, num_ws, num_layers=8, embed_features=None, layer_features=None,
-                 activation="lrelu", lr_multiplier=0.01, w_avg_beta=0.995):
+    def __init__(
+        self,
+        z_dim,
+        c_dim,
+        w_dim,
+        num_ws,
+        num_layers=8,
+        embed_features=None,
+        layer_features=None,
+        activation="lrelu",
+        lr_multiplier=0.01,
+        w_avg_beta=0.995,
+    ):
         super().__init__()
         if c_dim:
             raise ValueError("conditional generators (c_dim > 0) are not supported")
@@ -70,7 +90,13 @@ class MappingNetwork(nn.Module):
         layer_features = w_dim if layer_features is None else layer_features
         features = [z_dim] + [layer_features] * (num_layers - 1) + [w_dim]
         for idx in range(num_layers):
-            setattr(self, f"fc{idx}", FullyConnectedLayer(features[idx], features[idx + 1], activation=activation, lr_multiplier=lr_multiplier))
+            setattr(
+                self,
+                f"fc{idx}",
+                FullyConnectedLayer(
+                    features[idx], features[idx + 1], activation=activation, lr_multiplier=lr_multiplier
+                ),
+            )
         self.register_buffer("w_avg", torch.zeros([w_dim]))
 
     def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None):
@@ -90,8 +116,19 @@ class MappingNetwork(nn.Module):
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv (+2x upsample) + noise + bias + lrelu."""
 
-    def __init__(self, in_channels, out_channels, w_dim, resolution, kernel_size=3, up=1, use_noise=True,
-                 activation="lrelu", resample_filter=(1, 3, 3, 1), conv_clamp=None):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        w_dim,
+        resolution,
+        kernel_size=3,
+        up=1,
+        use_noise=True,
+        activation="lrelu",
+        resample_filter=(1, 3, 3, 1),
+        conv_clamp=None,
+    ):
         super().__init__()
         self.resolution, self.up, self.use_noise = resolution, up, use_noise
         self.activation, self.conv_clamp = activation, conv_clamp
@@ -112,11 +149,22 @@ class SynthesisLayer(nn.Module):
             if noise is not None:
                 injected = noise * self.noise_strength
             elif noise_mode == "random":
-                injected = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
+                injected = (
+                    torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device)
+                    * self.noise_strength
+                )
             elif noise_mode == "const":
                 injected = self.noise_const * self.noise_strength
-        x = modulated_conv2d(x, self.weight, styles, noise=injected, up=self.up, padding=self.padding,
-                             resample_filter=self.resample_filter, flip_weight=(self.up == 1))
+        x = modulated_conv2d(
+            x,
+            self.weight,
+            styles,
+            noise=injected,
+            up=self.up,
+            padding=self.padding,
+            resample_filter=self.resample_filter,
+            flip_weight=(self.up == 1),
+        )
         return bias_act(x, self.bias, act=self.activation, gain=self.act_gain, clamp=self.conv_clamp)
 
 
@@ -138,8 +186,19 @@ class ToRGBLayer(nn.Module):
 class SynthesisBlock(nn.Module):
     """One resolution: (const or 2x-up conv0) + conv1 + toRGB, 'skip' architecture."""
 
-    def __init__(self, in_channels, out_channels, w_dim, resolution, img_channels, is_last, architecture="skip",
-                 resample_filter=(1, 3, 3, 1), conv_clamp=None, **layer_kwargs):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        w_dim,
+        resolution,
+        img_channels,
+        is_last,
+        architecture="skip",
+        resample_filter=(1, 3, 3, 1),
+        conv_clamp=None,
+        **layer_kwargs,
+    ):
         super().__init__()
         if architecture != "skip":
             raise ValueError(f"generator architecture {architecture!r} is not supported (official configs use 'skip')")
@@ -150,10 +209,20 @@ class SynthesisBlock(nn.Module):
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
         else:
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2,
-                                        resample_filter=resample_filter, conv_clamp=conv_clamp, **layer_kwargs)
+            self.conv0 = SynthesisLayer(
+                in_channels,
+                out_channels,
+                w_dim,
+                resolution,
+                up=2,
+                resample_filter=resample_filter,
+                conv_clamp=conv_clamp,
+                **layer_kwargs,
+            )
             self.num_conv += 1
-        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp, **layer_kwargs)
+        self.conv1 = SynthesisLayer(
+            out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp, **layer_kwargs
+        )
         self.num_conv += 1
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
         self.num_torgb = 1
@@ -178,7 +247,9 @@ class SynthesisBlock(nn.Module):
 
 
 class SynthesisNetwork(nn.Module):
-    def __init__(self, w_dim, img_resolution, img_channels, channel_base=32768, channel_max=512, channels=None, **block_kwargs):
+    def __init__(
+        self, w_dim, img_resolution, img_channels, channel_base=32768, channel_max=512, channels=None, **block_kwargs
+    ):
         super().__init__()
         log2 = int(np.log2(img_resolution))
         if img_resolution < 4 or 2**log2 != img_resolution:
@@ -221,15 +292,29 @@ class SynthesisNetwork(nn.Module):
 
 
 class Generator(nn.Module):
-    def __init__(self, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs=None, synthesis_kwargs=None, **extra_synthesis_kwargs):
+    def __init__(
+        self,
+        z_dim,
+        c_dim,
+        w_dim,
+        img_resolution,
+        img_channels,
+        mapping_kwargs=None,
+        synthesis_kwargs=None,
+        **extra_synthesis_kwargs,
+    ):
         super().__init__()
         # stylegan2-ada-pytorch stores synthesis_kwargs nested; the stylegan3 repo passes them flat.
         synthesis_kwargs = {**(synthesis_kwargs or {}), **extra_synthesis_kwargs}
         self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
-        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels, **synthesis_kwargs)
+        self.synthesis = SynthesisNetwork(
+            w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels, **synthesis_kwargs
+        )
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **(mapping_kwargs or {}))
+        self.mapping = MappingNetwork(
+            z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **(mapping_kwargs or {})
+        )
 
     def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None, noise_mode="const", noise=None):
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
@@ -237,8 +322,19 @@ class Generator(nn.Module):
 
 
 class Conv2dLayer(nn.Module):
-    def __init__(self, in_channels, out_channels, kernel_size, bias=True, activation="linear", up=1, down=1,
-                 resample_filter=(1, 3, 3, 1), conv_clamp=None, **_perf):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        bias=True,
+        activation="linear",
+        up=1,
+        down=1,
+        resample_filter=(1, 3, 3, 1),
+        conv_clamp=None,
+        **_perf,
+    ):
         super().__init__()
         self.activation, self.up, self.down, self.conv_clamp = activation, up, down, conv_clamp
         self.register_buffer("resample_filter", setup_filter(resample_filter))
@@ -249,15 +345,33 @@ class Conv2dLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None
 
     def forward(self, x, gain=1.0):
-        x = conv2d_resample(x, self.weight * self.weight_gain, f=self.resample_filter, up=self.up, down=self.down,
-                            padding=self.padding, flip_weight=(self.up == 1))
+        x = conv2d_resample(
+            x,
+            self.weight * self.weight_gain,
+            f=self.resample_filter,
+            up=self.up,
+            down=self.down,
+            padding=self.padding,
+            flip_weight=(self.up == 1),
+        )
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias, act=self.activation, gain=self.act_gain * gain, clamp=clamp)
 
 
 class DiscriminatorBlock(nn.Module):
-    def __init__(self, in_channels, tmp_channels, out_channels, resolution, img_channels, architecture="resnet",
-                 activation="lrelu", resample_filter=(1, 3, 3, 1), conv_clamp=None, **_perf):
+    def __init__(
+        self,
+        in_channels,
+        tmp_channels,
+        out_channels,
+        resolution,
+        img_channels,
+        architecture="resnet",
+        activation="lrelu",
+        resample_filter=(1, 3, 3, 1),
+        conv_clamp=None,
+        **_perf,
+    ):
         super().__init__()
         if architecture not in ("orig", "skip", "resnet"):
             raise ValueError(f"unknown discriminator architecture {architecture!r}")
@@ -269,7 +383,9 @@ class DiscriminatorBlock(nn.Module):
         self.conv0 = Conv2dLayer(tmp_channels, tmp_channels, kernel_size=3, **kw)
         self.conv1 = Conv2dLayer(tmp_channels, out_channels, kernel_size=3, down=2, **kw)
         if architecture == "resnet":
-            self.skip = Conv2dLayer(tmp_channels, out_channels, kernel_size=1, bias=False, down=2, resample_filter=resample_filter)
+            self.skip = Conv2dLayer(
+                tmp_channels, out_channels, kernel_size=1, bias=False, down=2, resample_filter=resample_filter
+            )
 
     def forward(self, x, img):
         if self.in_channels == 0 or self.architecture == "skip":
@@ -305,14 +421,26 @@ class MinibatchStdLayer(nn.Module):
 
 
 class DiscriminatorEpilogue(nn.Module):
-    def __init__(self, in_channels, cmap_dim, resolution, img_channels, architecture="resnet", mbstd_group_size=4,
-                 mbstd_num_channels=1, activation="lrelu", conv_clamp=None):
+    def __init__(
+        self,
+        in_channels,
+        cmap_dim,
+        resolution,
+        img_channels,
+        architecture="resnet",
+        mbstd_group_size=4,
+        mbstd_num_channels=1,
+        activation="lrelu",
+        conv_clamp=None,
+    ):
         super().__init__()
         self.architecture = architecture
         if architecture == "skip":
             self.fromrgb = Conv2dLayer(img_channels, in_channels, kernel_size=1, activation=activation)
         self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels) if mbstd_num_channels > 0 else None
-        self.conv = Conv2dLayer(in_channels + mbstd_num_channels, in_channels, kernel_size=3, activation=activation, conv_clamp=conv_clamp)
+        self.conv = Conv2dLayer(
+            in_channels + mbstd_num_channels, in_channels, kernel_size=3, activation=activation, conv_clamp=conv_clamp
+        )
         self.fc = FullyConnectedLayer(in_channels * resolution**2, in_channels, activation=activation)
         self.out = FullyConnectedLayer(in_channels, 1 if not cmap_dim else cmap_dim)
 
@@ -329,9 +457,22 @@ class DiscriminatorEpilogue(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, c_dim, img_resolution, img_channels, architecture="resnet", channel_base=32768, channel_max=512,
-                 num_fp16_res=0, conv_clamp=None, cmap_dim=None, block_kwargs=None, mapping_kwargs=None,
-                 epilogue_kwargs=None, channels=None):
+    def __init__(
+        self,
+        c_dim,
+        img_resolution,
+        img_channels,
+        architecture="resnet",
+        channel_base=32768,
+        channel_max=512,
+        num_fp16_res=0,
+        conv_clamp=None,
+        cmap_dim=None,
+        block_kwargs=None,
+        mapping_kwargs=None,
+        epilogue_kwargs=None,
+        channels=None,
+    ):
         super().__init__()
         if c_dim:
             raise ValueError("conditional discriminators (c_dim > 0) are not supported")
@@ -343,11 +484,26 @@ class Discriminator(nn.Module):
         block_kwargs = {k: v for k, v in (block_kwargs or {}).items() if k not in _PERF_ONLY | {"freeze_layers"}}
         for res in self.block_resolutions:
             in_channels = ch[res] if res < img_resolution else 0
-            block = DiscriminatorBlock(in_channels, ch[res], ch[res // 2], res, img_channels, architecture=architecture,
-                                       conv_clamp=conv_clamp, **block_kwargs)
+            block = DiscriminatorBlock(
+                in_channels,
+                ch[res],
+                ch[res // 2],
+                res,
+                img_channels,
+                architecture=architecture,
+                conv_clamp=conv_clamp,
+                **block_kwargs,
+            )
             setattr(self, f"b{res}", block)
-        self.b4 = DiscriminatorEpilogue(ch[4], cmap_dim=0, resolution=4, img_channels=img_channels,
-                                        architecture=architecture, conv_clamp=conv_clamp, **(epilogue_kwargs or {}))
+        self.b4 = DiscriminatorEpilogue(
+            ch[4],
+            cmap_dim=0,
+            resolution=4,
+            img_channels=img_channels,
+            architecture=architecture,
+            conv_clamp=conv_clamp,
+            **(epilogue_kwargs or {}),
+        )
 
     def _blocks(self, img):
         x = None

@@ -114,7 +114,9 @@ def _local_cluster(opts: ClusterOptions):
         if opts.memory_limit:
             from distributed.worker_memory import parse_memory_limit
 
-            options["memory_limit"] = parse_memory_limit(opts.memory_limit, 1, workers, logger=logging.getLogger(__name__))
+            options["memory_limit"] = parse_memory_limit(
+                opts.memory_limit, 1, workers, logger=logging.getLogger(__name__)
+            )
         specs[i] = {"cls": Nanny, "options": options}
     scheduler = {"cls": Scheduler, "options": dict(host="127.0.0.1", dashboard_address=":0", dashboard=_has_bokeh())}
     # Ignore SIGINT while the worker processes are spawned: they inherit it, so a Ctrl-C in the
@@ -127,8 +129,9 @@ def _local_threads_cluster(opts: ClusterOptions):
     from distributed import LocalCluster
 
     workers, _, _ = local_layout(opts)
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=False, dashboard_address=None,
-                        silence_logs=40)
+    return LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=False, dashboard_address=None, silence_logs=40
+    )
 
 
 def _has_bokeh() -> bool:

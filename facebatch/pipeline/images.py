@@ -46,7 +46,9 @@ def decode(data: bytes, target: int | None = None) -> tuple[Image.Image, tuple[i
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             if img.width * img.height > MAX_PIXELS:
-                raise UnreadableImage(f"{img.width}x{img.height} pixels exceeds the decompression-bomb limit ({MAX_PIXELS})")
+                raise UnreadableImage(
+                    f"{img.width}x{img.height} pixels exceeds the decompression-bomb limit ({MAX_PIXELS})"
+                )
             swapped = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap the axes
             original = (img.height, img.width) if swapped else (img.width, img.height)
             if target and img.format == "JPEG" and img.mode in ("RGB", "L"):

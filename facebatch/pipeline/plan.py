@@ -14,7 +14,17 @@ from typing import Any, Mapping, Sequence
 
 from facebatch.errors import InputError
 
-VERSIONED_PACKAGES = ("facebatch", "torch", "torchvision", "numpy", "pillow", "pyarrow", "pandas", "dask", "distributed")
+VERSIONED_PACKAGES = (
+    "facebatch",
+    "torch",
+    "torchvision",
+    "numpy",
+    "pillow",
+    "pyarrow",
+    "pandas",
+    "dask",
+    "distributed",
+)
 
 
 def canonical_json(obj: Any) -> str:

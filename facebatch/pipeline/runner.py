@@ -45,7 +45,9 @@ class StageSpec:
     side_dirs: Sequence[str] = ()  # OUT subfolders the stage writes (removed by --overwrite)
     metadata: dict = field(default_factory=dict)  # extra run facts for _run.json and the schema (generator sha256)
     max_retries: int = 1  # extra tries for a shard whose task raised (a dead worker is retried by Dask itself)
-    rows_per_item: str = "one"  # "many": process may return 0..n rows per item (align --faces all), grouped in item order
+    rows_per_item: str = (
+        "one"  # "many": process may return 0..n rows per item (align --faces all), grouped in item order
+    )
 
 
 @dataclass
@@ -58,8 +60,16 @@ class _Prepared:
     retry: list[Shard]
 
 
-def run_stage(spec: StageSpec, cluster: ClusterOptions, *, overwrite: bool = False, retry_errors: bool = False,
-              dry_run: bool = False, progress: bool = True, console: Console | None = None) -> RunSummary:
+def run_stage(
+    spec: StageSpec,
+    cluster: ClusterOptions,
+    *,
+    overwrite: bool = False,
+    retry_errors: bool = False,
+    dry_run: bool = False,
+    progress: bool = True,
+    console: Console | None = None,
+) -> RunSummary:
     """Run (or resume) a stage; returns the summary. Raises InputError on a refused resume, re-raises Ctrl-C."""
     cluster.validate()
     run_dir = RunDir(Path(spec.out_dir), spec.table)
@@ -110,8 +120,12 @@ def _prepare(spec: StageSpec, run_dir: RunDir, *, overwrite: bool, retry_errors:
     done, todo, retry = {}, [], []
     for shard in shards:
         m = markers.get(shard.name)
-        finished = (m is not None and m.get("config_hash") == chash and m.get("ids_hash") == shard.ids_hash
-                    and run_dir.part(shard.name).exists())
+        finished = (
+            m is not None
+            and m.get("config_hash") == chash
+            and m.get("ids_hash") == shard.ids_hash
+            and run_dir.part(shard.name).exists()
+        )
         if not finished:
             todo.append(shard)
         elif retry_errors and m.get("error", 0) > 0:
@@ -127,7 +141,9 @@ def _check_resumable(spec: StageSpec, run_dir: RunDir, chash: str, phash: str) -
     hint = "use --overwrite to replace it, or another --out"
     if previous is None:
         if any(run_dir.table_dir.glob("*.parquet")) or any(run_dir.stats_dir.glob("*.json")):
-            raise InputError(f"{run_dir.table_dir} holds parts that no facebatch run recorded (no {run_dir.run_file.name}); {hint}")
+            raise InputError(
+                f"{run_dir.table_dir} holds parts that no facebatch run recorded (no {run_dir.run_file.name}); {hint}"
+            )
         return
     if (previous.get("stage"), previous.get("table")) != (spec.name, spec.table):
         raise InputError(f"{run_dir.root} holds a '{previous.get('stage')}' run ({previous.get('table')}); {hint}")
@@ -163,17 +179,26 @@ def _run_record(spec: StageSpec, run_dir: RunDir, prep: _Prepared, cluster: Clus
     }
 
 
-def _tasks(spec: StageSpec, cluster: ClusterOptions, run_dir: RunDir, prep: _Prepared, work: list[Shard],
-           run_id: str) -> list[ShardTask]:
+def _tasks(
+    spec: StageSpec, cluster: ClusterOptions, run_dir: RunDir, prep: _Prepared, work: list[Shard], run_id: str
+) -> list[ShardTask]:
     # torch_threads reaches setup too: env vars cannot set it in this process (--workers 0) or on remote workers.
     runtime = {"device": cluster.device, "torch_threads": cluster.threads_per_worker, **spec.runtime}
     setup_config = {**spec.config, **runtime}
-    meta = {"stage": spec.name, "config": spec.config, "config_hash": prep.config_hash, "versions": versions(), **spec.metadata}
+    meta = {
+        "stage": spec.name,
+        "config": spec.config,
+        "config_hash": prep.config_hash,
+        "versions": versions(),
+        **spec.metadata,
+    }
     retry = {s.name for s in prep.retry}
     return [
         ShardTask(
             stage=spec.name,
-            info=ShardInfo(s.shard_id, s.name, len(prep.shards), run_dir.root, spec.table, prep.config_hash, s.name in retry),
+            info=ShardInfo(
+                s.shard_id, s.name, len(prep.shards), run_dir.root, spec.table, prep.config_hash, s.name in retry
+            ),
             items=list(spec.items[s.start : s.stop]),
             ids_hash=s.ids_hash,
             setup=spec.setup,
@@ -273,8 +298,15 @@ def _describe(exc: BaseException | None) -> str:
     return f"{name}: {exc}"
 
 
-def _summary(spec: StageSpec, run_dir: RunDir, prep: _Prepared, markers: dict[str, dict], failures, started,
-             dry_run: bool = False) -> RunSummary:
+def _summary(
+    spec: StageSpec,
+    run_dir: RunDir,
+    prep: _Prepared,
+    markers: dict[str, dict],
+    failures,
+    started,
+    dry_run: bool = False,
+) -> RunSummary:
     work = {s.name for s in prep.todo + prep.retry}
     new = [m for name, m in markers.items() if name in work]
     size = {s.name: len(s) for s in prep.shards}

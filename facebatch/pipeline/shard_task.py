@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from facebatch.pipeline.cluster import worker_device
 from facebatch.pipeline.atomic import atomic_write_json
+from facebatch.pipeline.cluster import worker_device
 from facebatch.pipeline.rundir import RunDir
 from facebatch.pipeline.table import atomic_write_table, with_run_metadata
 
@@ -113,7 +113,9 @@ def _stage_rows(task: ShardTask, state: Any, items: list[dict]) -> pa.Table:
     got = table.column("image_id").to_pylist()
     ok = set(got) == set(ids) if task.rows_per_item == "many" else sorted(got) == sorted(ids)
     if not ok:
-        raise RuntimeError(f"stage {task.stage!r} returned rows for {len(got)} ids, expected exactly the {len(ids)} of the shard")
+        raise RuntimeError(
+            f"stage {task.stage!r} returned rows for {len(got)} ids, expected exactly the {len(ids)} of the shard"
+        )
     return _in_item_order(table, ids)
 
 
@@ -148,8 +150,11 @@ def score_stats(table: pa.Table, columns: Sequence[str]) -> dict[str, dict]:
         vals = ok.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
         vals = vals[np.isfinite(vals)]
         stats[name] = {
-            "n": int(vals.size), "sum": float(vals.sum()), "sumsq": float(np.square(vals).sum()),
-            "min": float(vals.min()) if vals.size else None, "max": float(vals.max()) if vals.size else None,
+            "n": int(vals.size),
+            "sum": float(vals.sum()),
+            "sumsq": float(np.square(vals).sum()),
+            "min": float(vals.min()) if vals.size else None,
+            "max": float(vals.max()) if vals.size else None,
         }
     return stats
 

@@ -83,14 +83,20 @@ def summary_table(summary: RunSummary) -> Table:
     table.add_row("images", str(summary.images), f"{summary.shards} shards")
     table.add_row("ok", str(summary.images_ok), "")
     table.add_row("error", str(summary.images_error), "rows with status 'error'" if summary.images_error else "")
-    table.add_row("computed now", str(summary.images_processed),
-                  f"{summary.shards_run} shards" + (f", {summary.images_retried} retried rows" if summary.images_retried else ""))
+    table.add_row(
+        "computed now",
+        str(summary.images_processed),
+        f"{summary.shards_run} shards" + (f", {summary.images_retried} retried rows" if summary.images_retried else ""),
+    )
     if summary.shards_skipped:
         table.add_row("already done", str(summary.images_skipped), f"{summary.shards_skipped} shards skipped")
     if summary.shards_failed:
         table.add_row("failed shards", str(summary.shards_failed), "rerun the same command to retry them")
-    table.add_row("wall time", f"{summary.wall_seconds:.1f} s",
-                  f"{summary.images_per_second:.2f} images/s" if summary.images_processed else "")
+    table.add_row(
+        "wall time",
+        f"{summary.wall_seconds:.1f} s",
+        f"{summary.images_per_second:.2f} images/s" if summary.images_processed else "",
+    )
     for name, s in summary.scores.items():
         table.add_row(name, f"{s.mean:.4g} ± {s.std:.2g}", f"min {s.min:.4g}  max {s.max:.4g}  (n={s.n})")
     return table

@@ -13,14 +13,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from facebatch import __version__
+from facebatch import __version__, sheets
 from facebatch.errors import InputError
-from facebatch import sheets
 from facebatch.score import plots
-from facebatch.score.polarity import DEFAULT_PRIMARY, ERROR_LIKE, POSITIVE_CLASS, TASKS, ScoreSpec, canonical, spec_for
 from facebatch.score.flags import FlagSummary, write_flags
 from facebatch.score.ground_truth import JoinedLabels, join_labels
 from facebatch.score.metrics import distribution, separation
+from facebatch.score.polarity import DEFAULT_PRIMARY, ERROR_LIKE, POSITIVE_CLASS, TASKS, ScoreSpec, canonical, spec_for
 from facebatch.score.report import write_report
 from facebatch.score.runtable import RunTable, read_run
 from facebatch.score.thresholds import RULES, Threshold, at_fpr, at_threshold, best_f1, fpr_key
@@ -57,8 +56,15 @@ class ScoreResult:
 
 
 def _validate(opts: ScoreOptions) -> None:
-    chosen = [name for name, on in (("--threshold", opts.threshold is not None), ("--fit-threshold", opts.fit_threshold),
-                                    ("--threshold-from", opts.threshold_file is not None)) if on]
+    chosen = [
+        name
+        for name, on in (
+            ("--threshold", opts.threshold is not None),
+            ("--fit-threshold", opts.fit_threshold),
+            ("--threshold-from", opts.threshold_file is not None),
+        )
+        if on
+    ]
     if len(chosen) > 1:
         raise InputError(f"{' and '.join(chosen)} exclude each other: give one")
     if opts.fit_threshold and opts.labels is None:
@@ -87,8 +93,11 @@ def _task(opts: ScoreOptions, fixed: Threshold | None, labels: JoinedLabels | No
     return "anomaly", "default; pass --task fake for fake detection"
 
 
-def _specs(run: RunTable, ok: pd.DataFrame, opts: ScoreOptions, task: str, fixed: Threshold | None) -> dict[str, ScoreSpec]:
+def _specs(
+    run: RunTable, ok: pd.DataFrame, opts: ScoreOptions, task: str, fixed: Threshold | None
+) -> dict[str, ScoreSpec]:
     """Primary score first, then every other score the run has; directions resolved."""
+
     def has_values(name: str) -> bool:
         return bool(np.isfinite(ok[name].to_numpy(dtype=np.float64)).any())
 
@@ -101,9 +110,13 @@ def _specs(run: RunTable, ok: pd.DataFrame, opts: ScoreOptions, task: str, fixed
         requested = [fixed.score] + [s for s in requested if s != fixed.score]
     for name in requested:
         if name not in run.numeric_columns:
-            raise InputError(f"the run has no numeric score column {name!r} (has: {', '.join(run.numeric_columns) or 'none'})")
+            raise InputError(
+                f"the run has no numeric score column {name!r} (has: {', '.join(run.numeric_columns) or 'none'})"
+            )
         if not has_values(name):
-            raise InputError(f"score {name!r} has no finite value in the run's ok rows (d_residual needs a generator with D)")
+            raise InputError(
+                f"score {name!r} has no finite value in the run's ok rows (d_residual needs a generator with D)"
+            )
     available = [name for name in ERROR_LIKE if name in run.numeric_columns and has_values(name)]
     if not requested and not available:
         raise InputError(
@@ -119,8 +132,12 @@ def _specs(run: RunTable, ok: pd.DataFrame, opts: ScoreOptions, task: str, fixed
 
 def _evaluate_score(spec: ScoreSpec, values: np.ndarray, y: np.ndarray | None, opts: ScoreOptions) -> dict:
     finite = np.isfinite(values)
-    entry = {**spec.to_dict(), "n": int(finite.sum()), "n_missing": int((~finite).sum()),
-             "distribution": distribution(values[finite])}
+    entry = {
+        **spec.to_dict(),
+        "n": int(finite.sum()),
+        "n_missing": int((~finite).sum()),
+        "distribution": distribution(values[finite]),
+    }
     if y is None:
         return entry
     mask = finite & ~np.isnan(y)
@@ -140,8 +157,12 @@ def _evaluate_score(spec: ScoreSpec, values: np.ndarray, y: np.ndarray | None, o
 
 def _labels_summary(labels: JoinedLabels, y_ok: np.ndarray) -> dict:
     known = ~np.isnan(y_ok)
-    return {**labels.summary(), "labelled_ok_rows": int(known.sum()), "positives": int((y_ok[known] == 1).sum()),
-            "negatives": int((y_ok[known] == 0).sum())}
+    return {
+        **labels.summary(),
+        "labelled_ok_rows": int(known.sum()),
+        "positives": int((y_ok[known] == 1).sum()),
+        "negatives": int((y_ok[known] == 0).sum()),
+    }
 
 
 def _check_primary_labels(values: np.ndarray, y: np.ndarray, positive_class: str) -> None:
@@ -168,13 +189,24 @@ def _top_k(run: RunTable, ok: pd.DataFrame, spec: ScoreSpec, y: np.ndarray | Non
         if label is not None:
             caption += f"\n{spec.positive_class if label else 'not ' + spec.positive_class}"
         source = ok["source_path"].iloc[i] if "source_path" in ok else None
-        rows.append(sheets.SheetRow(image_id, caption, Path(source) if isinstance(source, str) else None,
-                                           run.reconstruction_path(image_id)))
+        rows.append(
+            sheets.SheetRow(
+                image_id, caption, Path(source) if isinstance(source, str) else None, run.reconstruction_path(image_id)
+            )
+        )
     return listed, rows
 
 
-def _threshold(opts: ScoreOptions, fixed: Threshold | None, spec: ScoreSpec, task: str, run: RunTable, y,
-               values, points: dict | None) -> tuple[Threshold | None, dict | None]:
+def _threshold(
+    opts: ScoreOptions,
+    fixed: Threshold | None,
+    spec: ScoreSpec,
+    task: str,
+    run: RunTable,
+    y,
+    values,
+    points: dict | None,
+) -> tuple[Threshold | None, dict | None]:
     """The threshold to apply (if any) and the labelled operating point to show.
 
     `points` are the primary score's operating points from _evaluate_score (None without labels).
@@ -208,7 +240,9 @@ def evaluate(opts: ScoreOptions) -> ScoreResult:
         raise InputError(f"the run has no rows with status ok ({len(run.frame)} rows, all errors): nothing to score")
     labels = None
     if opts.labels is not None:
-        labels = join_labels(opts.labels, run.frame["image_id"].astype(str).tolist(), opts.label_column, opts.positive_label)
+        labels = join_labels(
+            opts.labels, run.frame["image_id"].astype(str).tolist(), opts.label_column, opts.positive_label
+        )
     y = labels.y[ok_mask] if labels is not None else None
     task, task_source = _task(opts, fixed, labels)
     specs = _specs(run, ok, opts, task, fixed)
@@ -224,29 +258,45 @@ def evaluate(opts: ScoreOptions) -> ScoreResult:
     top, sheet_rows = _top_k(run, ok, primary, y, opts.top_k)
 
     report_dir = Path(opts.report_dir) if opts.report_dir is not None else run.root / "report"
-    notes = [f"{run.n_error} row(s) with status error were skipped (not scored)." if run.n_error else
-             "No row had status error."]
-    notes += [f"{name}: {s['n_missing']} ok row(s) without a finite value were left out."
-              for name, s in scores.items() if s["n_missing"]]
+    notes = [
+        f"{run.n_error} row(s) with status error were skipped (not scored)."
+        if run.n_error
+        else "No row had status error."
+    ]
+    notes += [
+        f"{name}: {s['n_missing']} ok row(s) without a finite value were left out."
+        for name, s in scores.items()
+        if s["n_missing"]
+    ]
     if "perceptual_backend" in ok and ok["perceptual_backend"].notna().any():
         backends = ", ".join(sorted(map(str, ok["perceptual_backend"].dropna().unique())))
         notes.append(f"perceptual distance backend: {backends}.")
-    notes.append("Targets in the contact sheet are source images centre-cropped to the reconstruction's size; "
-                 "runs projected with --align saw the aligned face instead.")
+    notes.append(
+        "Targets in the contact sheet are source images centre-cropped to the reconstruction's size; "
+        "runs projected with --align saw the aligned face instead."
+    )
     if task == "fake":
-        notes.append("Reconstruction error also tracks how simple an image is: project real and generated images with "
-                     "the same preset and preprocessing, and report AUROC/AP rather than accuracy at an uncalibrated cut.")
+        notes.append(
+            "Reconstruction error also tracks how simple an image is: project real and generated images with "
+            "the same preset and preprocessing, and report AUROC/AP rather than accuracy at an uncalibrated cut."
+        )
     metrics = {
         "facebatch": __version__,
         "source": {"run": str(run.root), "table": str(run.table_path), "generator_sha256": run.generator_sha256()},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
-        "task": task, "task_source": task_source, "positive_class": POSITIVE_CLASS[task],
+        "task": task,
+        "task_source": task_source,
+        "positive_class": POSITIVE_CLASS[task],
         "rows": {"total": len(run.frame), "ok": int(ok_mask.sum()), "skipped_error": run.n_error},
         "labels": _labels_summary(labels, y) if labels is not None else None,
         "primary_score": primary.name,
         "scores": scores,
-        "bootstrap": {"n_resamples": opts.n_bootstrap, "seed": opts.seed, "level": 0.95,
-                      "method": "percentile, stratified (each class resampled on its own)"},
+        "bootstrap": {
+            "n_resamples": opts.n_bootstrap,
+            "seed": opts.seed,
+            "level": 0.95,
+            "method": "percentile, stratified (each class resampled on its own)",
+        },
         "operating_point": point,
         "threshold": threshold.to_dict() if threshold is not None else None,
         "flags": flags.to_dict() if flags is not None else None,
@@ -268,8 +318,11 @@ def _figures(ok, specs, y, threshold, point, primary, sheet_rows) -> dict[str, b
     for name, spec in specs.items():
         values = ok[name].to_numpy(dtype=np.float64)
         keep = np.isfinite(values) & (~np.isnan(y) if y is not None else True)
-        cut = threshold.value if threshold is not None and name == threshold.score else (
-            point["threshold"] if point is not None and name == primary.name else None)
+        cut = (
+            threshold.value
+            if threshold is not None and name == threshold.score
+            else (point["threshold"] if point is not None and name == primary.name else None)
+        )
         labels = y[keep].astype(int) if y is not None else None
         panels.append(plots.Panel(spec, values[keep], labels, cut))
         if labels is not None and len(np.unique(labels)) == 2:  # the primary always has both (checked)

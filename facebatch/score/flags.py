@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 
 from facebatch import __version__
 from facebatch.errors import InputError
-from facebatch.pipeline.table import atomic_write_table, with_run_metadata
 from facebatch.pipeline.latents import parquet_files
+from facebatch.pipeline.table import atomic_write_table, with_run_metadata
 from facebatch.score.runtable import PART_COLUMN, RunTable
 from facebatch.score.thresholds import Threshold
 
@@ -78,8 +78,13 @@ def _part_table(frame, threshold: Threshold, meta: dict) -> pa.Table:
 def write_flags(run: RunTable, threshold: Threshold, dest: Path | None = None, overwrite: bool = False) -> FlagSummary:
     dest = Path(dest) if dest is not None else default_destination(run)
     _check_destination(run, dest, overwrite)
-    meta = {"stage": "score-flags", "threshold": threshold.to_dict(), "source_table": str(run.table_path),
-            "generator_sha256": run.generator_sha256(), "facebatch": __version__}
+    meta = {
+        "stage": "score-flags",
+        "threshold": threshold.to_dict(),
+        "source_table": str(run.table_path),
+        "generator_sha256": run.generator_sha256(),
+        "facebatch": __version__,
+    }
     written, flagged, unscored = set(), 0, 0
     for part, frame in run.frame.groupby(PART_COLUMN, sort=True):
         table = _part_table(frame, threshold, meta)

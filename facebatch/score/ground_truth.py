@@ -31,8 +31,14 @@ class JoinedLabels:
     n_unknown: int  # label rows that match no image of the run
 
     def summary(self) -> dict:
-        return {"file": str(self.path), "column": self.column, "id_column": self.id_column,
-                "label_rows": self.n_label_rows, "joined": self.n_joined, "unknown_ids": self.n_unknown}
+        return {
+            "file": str(self.path),
+            "column": self.column,
+            "id_column": self.id_column,
+            "label_rows": self.n_label_rows,
+            "joined": self.n_joined,
+            "unknown_ids": self.n_unknown,
+        }
 
 
 def pick_column(df: pd.DataFrame, id_col: str, requested: str | None) -> str:
@@ -63,7 +69,9 @@ def _binary(df: pd.DataFrame, column: str, positive: str | None) -> np.ndarray:
     values = np.full(len(df), np.nan)
     if positive is not None:
         if positive.strip().lower() not in distinct:
-            raise InputError(f"--positive-label {positive!r} is not a value of {column!r} (values: {', '.join(distinct)})")
+            raise InputError(
+                f"--positive-label {positive!r} is not a value of {column!r} (values: {', '.join(distinct)})"
+            )
         values[present.to_numpy()] = (raw[present].str.lower() == positive.strip().lower()).to_numpy(dtype=float)
         return values
     try:
@@ -90,9 +98,18 @@ def join_labels(csv_path: Path, image_ids, column: str | None = None, positive: 
     if not joined.any():
         raise InputError(
             f"no row of {csv_path} joins the run: its {id_col} values (e.g. {label_ids[0]!r}) match no image_id "
-            f"(e.g. {image_ids[0]!r})" if len(image_ids) else f"the run has no rows to join {csv_path} to"
+            f"(e.g. {image_ids[0]!r})"
+            if len(image_ids)
+            else f"the run has no rows to join {csv_path} to"
         )
     y = np.full(len(image_ids), np.nan)
     y[rows[joined]] = values[keep][joined]
-    return JoinedLabels(y=y, path=Path(csv_path), column=col, id_column=id_col, n_label_rows=int(keep.sum()),
-                        n_joined=int(joined.sum()), n_unknown=int((~joined).sum()))
+    return JoinedLabels(
+        y=y,
+        path=Path(csv_path),
+        column=col,
+        id_column=id_col,
+        n_label_rows=int(keep.sum()),
+        n_joined=int(joined.sum()),
+        n_unknown=int((~joined).sum()),
+    )

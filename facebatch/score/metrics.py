@@ -55,8 +55,15 @@ def bootstrap_ci(pos: np.ndarray, neg: np.ndarray, n_resamples: int, seed: int) 
         return None
     batch = max(1, _BATCH_VALUES // (len(pos) + len(neg)))
     res = stats.bootstrap(
-        (pos, neg), auroc_ap, n_resamples=n_resamples, vectorized=False, paired=False, method="percentile",
-        confidence_level=CI_LEVEL, batch=batch, rng=np.random.default_rng(seed),
+        (pos, neg),
+        auroc_ap,
+        n_resamples=n_resamples,
+        vectorized=False,
+        paired=False,
+        method="percentile",
+        confidence_level=CI_LEVEL,
+        batch=batch,
+        rng=np.random.default_rng(seed),
     )
     low, high = res.confidence_interval
     return {"auroc": [float(low[0]), float(high[0])], "average_precision": [float(low[1]), float(high[1])]}

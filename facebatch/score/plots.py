@@ -51,8 +51,9 @@ def histograms(panels: Sequence[Panel], class_names: Sequence[str] = ("negative"
     nrows = math.ceil(len(panels) / ncols)
     fig = Figure(figsize=(5.4 * ncols, 3.3 * nrows))
     # Fixed margins, not constrained/tight layout: those redraw the figure several times.
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.6 / (3.3 * nrows), top=1 - 0.35 / (3.3 * nrows),
-                        wspace=0.22, hspace=0.55)
+    fig.subplots_adjust(
+        left=0.08, right=0.98, bottom=0.6 / (3.3 * nrows), top=1 - 0.35 / (3.3 * nrows), wspace=0.22, hspace=0.55
+    )
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, panel in zip(axes, panels):
         values = np.asarray(panel.values, dtype=np.float64)
@@ -61,17 +62,23 @@ def histograms(panels: Sequence[Panel], class_names: Sequence[str] = ("negative"
             ax.hist(values, bins=bins, color="tab:gray", alpha=0.85)
         else:
             for cls in (0, 1):
-                ax.hist(values[panel.y == cls], bins=bins, alpha=0.55, color=CLASS_COLOURS[cls],
-                        label=f"{class_names[cls]} (n={int((panel.y == cls).sum())})")
+                ax.hist(
+                    values[panel.y == cls],
+                    bins=bins,
+                    alpha=0.55,
+                    color=CLASS_COLOURS[cls],
+                    label=f"{class_names[cls]} (n={int((panel.y == cls).sum())})",
+                )
         if panel.threshold is not None:
-            ax.axvline(panel.threshold, color="black", linestyle="--", linewidth=1.2,
-                       label=f"threshold {panel.threshold:.4g}")
+            ax.axvline(
+                panel.threshold, color="black", linestyle="--", linewidth=1.2, label=f"threshold {panel.threshold:.4g}"
+            )
         if panel.y is not None or panel.threshold is not None:
             ax.legend(fontsize=7)
         ax.set_xlabel(panel.spec.name)
         ax.set_ylabel("images")
         ax.set_title(panel.spec.describe(), fontsize=9)
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     return png_bytes(fig, tight=False)
 
@@ -101,8 +108,13 @@ def roc(curves: Curves, primary: str, point: tuple[float, float] | None = None) 
     ax.plot([0, 1], [0, 1], color="gray", linestyle=":", linewidth=1, label="chance (AUROC 0.5)")
     for name, (y, oriented) in curves.items():
         fpr, tpr, _ = roc_curve(y, oriented)
-        ax.plot(fpr, tpr, linewidth=2.4 if name == primary else 1.0, zorder=3 if name == primary else 2,
-                label=f"{name} (AUROC {roc_auc_score(y, oriented):.3f})")
+        ax.plot(
+            fpr,
+            tpr,
+            linewidth=2.4 if name == primary else 1.0,
+            zorder=3 if name == primary else 2,
+            label=f"{name} (AUROC {roc_auc_score(y, oriented):.3f})",
+        )
     return _finish(fig, ax, point, "lower right")
 
 
@@ -113,7 +125,12 @@ def precision_recall(curves: Curves, primary: str, point: tuple[float, float] | 
     ax.axhline(prevalence, color="gray", linestyle=":", linewidth=1, label=f"chance (AP {prevalence:.3f})")
     for name, (y, oriented) in curves.items():
         precision, recall, _ = precision_recall_curve(y, oriented)
-        ax.step(recall, precision, where="post", linewidth=2.4 if name == primary else 1.0,
-                zorder=3 if name == primary else 2,
-                label=f"{name} (AP {average_precision_score(y, oriented):.3f})")
+        ax.step(
+            recall,
+            precision,
+            where="post",
+            linewidth=2.4 if name == primary else 1.0,
+            zorder=3 if name == primary else 2,
+            label=f"{name} (AP {average_precision_score(y, oriented):.3f})",
+        )
     return _finish(fig, ax, point, "lower left")

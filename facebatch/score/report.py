@@ -147,8 +147,10 @@ def data_uri(png: bytes) -> str:
 def render_html(metrics: dict, figures: dict[str, bytes]) -> str:
     template = _environment().from_string(TEMPLATE)
     return template.render(
-        m=metrics, figs={name: data_uri(png) for name, png in figures.items()},
-        quantile_keys=[f"{q:g}" for q in QUANTILES], fpr_key=fpr_key(metrics["config"]["target_fpr"]),
+        m=metrics,
+        figs={name: data_uri(png) for name, png in figures.items()},
+        quantile_keys=[f"{q:g}" for q in QUANTILES],
+        fpr_key=fpr_key(metrics["config"]["target_fpr"]),
     )
 
 

@@ -54,5 +54,10 @@ def read_run(run: Path) -> RunTable:
         raise InputError(f"{source.files[0]} has no image_id column: not a facebatch table")
     numeric = [c for c in source.scalar_numeric_columns() if c not in ID_COLUMNS]
     columns = [c for c in ID_COLUMNS if c in source.schema.names] + numeric
-    return RunTable(run=source.run, table_path=source.path, frame=source.scalars(columns), numeric_columns=numeric,
-                    metadata=source.metadata)
+    return RunTable(
+        run=source.run,
+        table_path=source.path,
+        frame=source.scalars(columns),
+        numeric_columns=numeric,
+        metadata=source.metadata,
+    )

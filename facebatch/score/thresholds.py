@@ -58,7 +58,11 @@ class OperatingPoint:
             "threshold": value,
             "rule": f"{spec.positive_class} when {spec.name} {spec.comparison} {value:.6g}",
             "confusion_matrix": {"tn": self.tn, "fp": self.fp, "fn": self.fn, "tp": self.tp},
-            "tpr": self.tpr, "fpr": self.fpr, "precision": self.precision, "f1": self.f1, "accuracy": self.accuracy,
+            "tpr": self.tpr,
+            "fpr": self.fpr,
+            "precision": self.precision,
+            "f1": self.f1,
+            "accuracy": self.accuracy,
         }
 
 
@@ -134,9 +138,17 @@ class Threshold:
         if isinstance(data, dict) and isinstance(data.get("threshold"), dict):
             data = data["threshold"]
         try:
-            threshold = cls(score=str(data["score"]), value=float(data["value"]), higher_is=str(data["higher_is"]),
-                            task=str(data["task"]), rule=str(data.get("rule", "given")), fitted_on=data.get("fitted_on"))
+            threshold = cls(
+                score=str(data["score"]),
+                value=float(data["value"]),
+                higher_is=str(data["higher_is"]),
+                task=str(data["task"]),
+                rule=str(data.get("rule", "given")),
+                fitted_on=data.get("fitted_on"),
+            )
         except (KeyError, TypeError, ValueError):
-            raise InputError(f"{path} is not a facebatch threshold file (needs score, value, higher_is, task)") from None
+            raise InputError(
+                f"{path} is not a facebatch threshold file (needs score, value, higher_is, task)"
+            ) from None
         threshold.spec  # validates task and direction
         return threshold

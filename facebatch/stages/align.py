@@ -22,48 +22,85 @@ from facebatch.align.api import FACE_MODES, NoFaceFound, detect_and_align
 from facebatch.align.ffhq import TRANSFORM_OVERSAMPLE
 from facebatch.align.landmarks import check_name, get_backend
 from facebatch.errors import InputError
+from facebatch.pipeline.atomic import atomic_write_bytes
 from facebatch.pipeline.images import UnreadableImage, decode, read_bytes
 from facebatch.pipeline.rundir import ALIGNED
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
-from facebatch.pipeline.atomic import atomic_write_bytes
 from facebatch.pipeline.table import latent_array_masked, latent_field
 
 STAGE, TABLE = "align", "faces"
-_SCALARS = ("image_id", "face_index", "source_path", "file_sha256", "orig_width", "orig_height", "aligned_path",
-            "score", "status", "error", "seconds")
+_SCALARS = (
+    "image_id",
+    "face_index",
+    "source_path",
+    "file_sha256",
+    "orig_width",
+    "orig_height",
+    "aligned_path",
+    "score",
+    "status",
+    "error",
+    "seconds",
+)
 _ARRAYS = {"box": (4,), "landmarks": (68, 2), "quad": (4, 2)}
 
 
 def align_schema() -> pa.Schema:
-    return pa.schema([
-        pa.field("image_id", pa.string()), pa.field("face_index", pa.int32()),
-        pa.field("source_path", pa.string()), pa.field("file_sha256", pa.string()),
-        pa.field("orig_width", pa.int32()), pa.field("orig_height", pa.int32()),
-        pa.field("aligned_path", pa.string()),  # relative to OUT
-        latent_field("box", _ARRAYS["box"]), pa.field("score", pa.float64()),
-        latent_field("landmarks", _ARRAYS["landmarks"]), latent_field("quad", _ARRAYS["quad"]),
-        pa.field("status", pa.string()), pa.field("error", pa.string()), pa.field("seconds", pa.float64()),
-    ])
+    return pa.schema(
+        [
+            pa.field("image_id", pa.string()),
+            pa.field("face_index", pa.int32()),
+            pa.field("source_path", pa.string()),
+            pa.field("file_sha256", pa.string()),
+            pa.field("orig_width", pa.int32()),
+            pa.field("orig_height", pa.int32()),
+            pa.field("aligned_path", pa.string()),  # relative to OUT
+            latent_field("box", _ARRAYS["box"]),
+            pa.field("score", pa.float64()),
+            latent_field("landmarks", _ARRAYS["landmarks"]),
+            latent_field("quad", _ARRAYS["quad"]),
+            pa.field("status", pa.string()),
+            pa.field("error", pa.string()),
+            pa.field("seconds", pa.float64()),
+        ]
+    )
 
 
 def aligned_name(image_id: str, face_index: int) -> str:
     return f"{ALIGNED}/{image_id}.png" if face_index == 0 else f"{ALIGNED}/{image_id}.face{face_index}.png"
 
 
-def build_align_spec(*, items: list[dict], out_dir: Path, size: int, backend: str, faces: str,
-                     min_score: float | None, shard_size: int) -> StageSpec:
+def build_align_spec(
+    *, items: list[dict], out_dir: Path, size: int, backend: str, faces: str, min_score: float | None, shard_size: int
+) -> StageSpec:
     if faces not in FACE_MODES:
         raise InputError(f"--faces must be one of {', '.join(FACE_MODES)}, not {faces!r}")
     if size < 1:
         raise InputError(f"--size must be a positive number of pixels, not {size}")
     rows_per_item = "many" if faces == "all" else "one"
     threshold = get_backend(check_name(backend)).default_min_score if min_score is None else float(min_score)
-    config = {"size": int(size), "backend": backend, "faces": faces, "min_score": threshold,
-              "recipe": {"name": "ffhq", "transform_oversample": TRANSFORM_OVERSAMPLE, "pad": True}}
-    return StageSpec(name=STAGE, out_dir=Path(out_dir), table=TABLE, items=items, shard_size=shard_size,
-                     config=config, setup=setup_align, process=process_align, schema=align_schema(),
-                     score_columns=("score", "seconds"), side_dirs=(ALIGNED,), rows_per_item=rows_per_item)
+    config = {
+        "size": int(size),
+        "backend": backend,
+        "faces": faces,
+        "min_score": threshold,
+        "recipe": {"name": "ffhq", "transform_oversample": TRANSFORM_OVERSAMPLE, "pad": True},
+    }
+    return StageSpec(
+        name=STAGE,
+        out_dir=Path(out_dir),
+        table=TABLE,
+        items=items,
+        shard_size=shard_size,
+        config=config,
+        setup=setup_align,
+        process=process_align,
+        schema=align_schema(),
+        score_columns=("score", "seconds"),
+        side_dirs=(ALIGNED,),
+        rows_per_item=rows_per_item,
+    )
 
 
 @dataclass
@@ -102,8 +139,19 @@ def _align_item(state: AlignState, item: dict, out_dir: Path) -> list[dict]:
         buf = io.BytesIO()
         face.image.save(buf, format="PNG")
         atomic_write_bytes(Path(out_dir) / rel, buf.getvalue())
-        rows.append({**base, "face_index": face.face_index, "aligned_path": rel, "box": face.box, "score": face.score,
-                     "landmarks": face.landmarks, "quad": face.quad, "status": "ok", "error": None})
+        rows.append(
+            {
+                **base,
+                "face_index": face.face_index,
+                "aligned_path": rel,
+                "box": face.box,
+                "score": face.score,
+                "landmarks": face.landmarks,
+                "quad": face.quad,
+                "status": "ok",
+                "error": None,
+            }
+        )
     seconds = (time.perf_counter() - start) / len(rows)
     return [{**row, "seconds": seconds} for row in rows]
 

@@ -55,7 +55,9 @@ def noise_file(latents_file: Path) -> Path:
     return RunDir.of_part(latents_file).noise_part(latents_file.stem)
 
 
-def plan_items(index: LatentIndex, attributes: Sequence[str], strengths: Sequence[float], limit: int | None = None) -> list[dict]:
+def plan_items(
+    index: LatentIndex, attributes: Sequence[str], strengths: Sequence[float], limit: int | None = None
+) -> list[dict]:
     rows = np.flatnonzero(index.ok)
     if limit is not None:
         rows = rows[:limit]
@@ -75,21 +77,23 @@ def plan_items(index: LatentIndex, attributes: Sequence[str], strengths: Sequenc
 
 
 def manifest_schema(num_ws: int, w_dim: int) -> pa.Schema:
-    return pa.schema([
-        pa.field("image_id", pa.string()),
-        pa.field("source_image_id", pa.string()),
-        pa.field("attribute", pa.string()),
-        pa.field("strength", pa.float64()),
-        pa.field("mode", pa.string()),
-        pa.field("condition", pa.list_(pa.string())),
-        pa.field("layers", pa.string()),
-        pa.field("distance_before", pa.float64()),
-        pa.field("distance_after", pa.float64()),
-        pa.field("path", pa.string()),
-        pa.field("status", pa.string()),
-        pa.field("error", pa.string()),
-        latent_field("w", (num_ws, w_dim)),
-    ])
+    return pa.schema(
+        [
+            pa.field("image_id", pa.string()),
+            pa.field("source_image_id", pa.string()),
+            pa.field("attribute", pa.string()),
+            pa.field("strength", pa.float64()),
+            pa.field("mode", pa.string()),
+            pa.field("condition", pa.list_(pa.string())),
+            pa.field("layers", pa.string()),
+            pa.field("distance_before", pa.float64()),
+            pa.field("distance_after", pa.float64()),
+            pa.field("path", pa.string()),
+            pa.field("status", pa.string()),
+            pa.field("error", pa.string()),
+            latent_field("w", (num_ws, w_dim)),
+        ]
+    )
 
 
 def setup_augment(config: dict) -> dict[str, Any]:
@@ -105,8 +109,7 @@ def setup_augment(config: dict) -> dict[str, Any]:
         conds = [c for c in conditions if c.name != attr]
         steps[attr] = edit_step(b, conds, config["edit_layers"])
         targets[attr] = b
-    return {"G": nets.G.eval(), "device": device, "steps": steps,
-            "boundaries": targets, "config": config}
+    return {"G": nets.G.eval(), "device": device, "steps": steps, "boundaries": targets, "config": config}
 
 
 def _noise_for(state: dict, part: str, source_id: str) -> list[np.ndarray] | None:
@@ -131,8 +134,13 @@ def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table
     # One read per source latent, even though each appears once per attribute and strength.
     sources = list(dict.fromkeys((i["part"], i["row"]) for i in items))
     files = sorted({p for p, _ in sources})
-    src_ws = read_rows([Path(f) for f in files], cfg["latent_column"], tuple(cfg["latent_shape"]),
-                       np.array([files.index(p) for p, _ in sources]), np.array([r for _, r in sources]))
+    src_ws = read_rows(
+        [Path(f) for f in files],
+        cfg["latent_column"],
+        tuple(cfg["latent_shape"]),
+        np.array([files.index(p) for p, _ in sources]),
+        np.array([r for _, r in sources]),
+    )
     where = {key: n for n, key in enumerate(sources)}
 
     n = len(items)
@@ -163,14 +171,16 @@ def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table
             errors[k] = f"{type(exc).__name__}: {exc}"
     batch = int(cfg.get("batch_size", 8))
     for start in range(0, len(todo), batch):
-        chunk = todo[start:start + batch]
+        chunk = todo[start : start + batch]
         ks = [k for k, _ in chunk]
         try:
             ws_t = torch.from_numpy(edited[ks]).to(state["device"])
             with torch.no_grad():
                 if chunk[0][1] is not None:
-                    noise = [torch.from_numpy(np.stack([nz[layer] for _, nz in chunk])).to(state["device"])
-                             for layer in range(len(chunk[0][1]))]
+                    noise = [
+                        torch.from_numpy(np.stack([nz[layer] for _, nz in chunk])).to(state["device"])
+                        for layer in range(len(chunk[0][1]))
+                    ]
                     img = G.synthesis(ws_t, noise=noise)
                 else:
                     img = G.synthesis(ws_t, noise_mode="const")
@@ -218,7 +228,10 @@ def resolve_generator(spec: str | None, index: LatentIndex) -> tuple[Path, str]:
 
     if spec is None:
         # the run's recorded file first, then what `sample` records: a registry name or file stem
-        candidates = [RunDir.of_part(index.files[0]).generator_path(), index.metadata.get("generator")]  # `sample` records a registry name or file stem
+        candidates = [
+            RunDir.of_part(index.files[0]).generator_path(),
+            index.metadata.get("generator"),
+        ]  # `sample` records a registry name or file stem
         for candidate in filter(None, candidates):
             try:
                 path, _ = resolve(candidate)
@@ -237,18 +250,35 @@ def check_generator(sha: str, index: LatentIndex, boundaries: Sequence, force: b
     if force:
         return
     if index.generator_sha256 and index.generator_sha256 != sha:
-        raise InputError(f"the latents were made with generator {index.generator_sha256[:12]}, --generator is "
-                         f"{sha[:12]}; pass --force to edit anyway")
+        raise InputError(
+            f"the latents were made with generator {index.generator_sha256[:12]}, --generator is "
+            f"{sha[:12]}; pass --force to edit anyway"
+        )
     for b in boundaries:
         if b.generator_sha256 and b.generator_sha256 != sha:
-            raise InputError(f"boundary {b.name!r} was fitted for generator {b.generator_sha256[:12]}, --generator is "
-                             f"{sha[:12]}; pass --force to use it anyway")
+            raise InputError(
+                f"boundary {b.name!r} was fitted for generator {b.generator_sha256[:12]}, --generator is "
+                f"{sha[:12]}; pass --force to use it anyway"
+            )
 
 
-def build_augment_spec(*, index: LatentIndex, boundaries_path: Path, attributes: Sequence[str], strengths: Sequence[float],
-               out_dir: Path, generator: str | None, conditions: Sequence[str] = (), layers: str | None = None,
-               mode: str = "relative", noise: str = "auto", shard_size: int = 256, batch_size: int = 8,
-               limit: int | None = None, force: bool = False):
+def build_augment_spec(
+    *,
+    index: LatentIndex,
+    boundaries_path: Path,
+    attributes: Sequence[str],
+    strengths: Sequence[float],
+    out_dir: Path,
+    generator: str | None,
+    conditions: Sequence[str] = (),
+    layers: str | None = None,
+    mode: str = "relative",
+    noise: str = "auto",
+    shard_size: int = 256,
+    batch_size: int = 8,
+    limit: int | None = None,
+    force: bool = False,
+):
     """Validate everything a user can get wrong here, in the driver, before any worker starts."""
     from facebatch.edit.apply import MODES
     from facebatch.edit.layers import format_layers, parse_layers

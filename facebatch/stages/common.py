@@ -19,6 +19,7 @@ def worker_networks(config: dict, *, with_d: bool = True) -> tuple[Any, Any]:
     if config.get("torch_threads"):
         torch.set_num_threads(int(config["torch_threads"]))
     device = resolve_device(config.get("device") or "auto")
-    nets = load_networks(config["generator_path"], device=str(device), with_d=with_d,
-                         expect_sha256=config["generator_sha256"])
+    nets = load_networks(
+        config["generator_path"], device=str(device), with_d=with_d, expect_sha256=config["generator_sha256"]
+    )
     return nets, device

@@ -41,28 +41,51 @@ def per_image_seed(seed: int, image_id: str) -> int:
 
 def project_schema(num_ws: int, w_dim: int, aligned: bool = False) -> pa.Schema:
     fields = [
-        pa.field("image_id", pa.string()), pa.field("source_path", pa.string()), pa.field("file_sha256", pa.string()),
-        pa.field("orig_width", pa.int32()), pa.field("orig_height", pa.int32()),
-        pa.field("status", pa.string()), pa.field("error", pa.string()),
+        pa.field("image_id", pa.string()),
+        pa.field("source_path", pa.string()),
+        pa.field("file_sha256", pa.string()),
+        pa.field("orig_width", pa.int32()),
+        pa.field("orig_height", pa.int32()),
+        pa.field("status", pa.string()),
+        pa.field("error", pa.string()),
         latent_field("w", (num_ws, w_dim)),
         *[pa.field(k, pa.float64()) for k in SCORE_KEYS],
         pa.field("loss", pa.float64()),  # the optimiser's last per-image loss
-        pa.field("perceptual_backend", pa.string()), pa.field("steps", pa.int32()),
-        pa.field("seconds", pa.float64()), pa.field("seed", pa.int64()),
+        pa.field("perceptual_backend", pa.string()),
+        pa.field("steps", pa.int32()),
+        pa.field("seconds", pa.float64()),
+        pa.field("seed", pa.int64()),
     ]
     if aligned:
         fields.append(latent_field("quad", (4, 2)))  # FFHQ crop quad in original-image pixels
     return pa.schema(fields)
 
 
-def build_project_spec(*, items: list[dict], out_dir: Path, nets, projection: dict, seed: int, shard_size: int,
-                       batch_size: int, align: str | None = None, save_reconstructions: bool = False,
-                       save_noise: bool = False) -> StageSpec:
+def build_project_spec(
+    *,
+    items: list[dict],
+    out_dir: Path,
+    nets,
+    projection: dict,
+    seed: int,
+    shard_size: int,
+    batch_size: int,
+    align: str | None = None,
+    save_reconstructions: bool = False,
+    save_noise: bool = False,
+) -> StageSpec:
     """The stage as the runner sees it; `nets` is the client's `load_networks` result (for sha and shapes)."""
     G = nets.G
     config = {
-        "generator": {"name": nets.name, "sha256": nets.sha256, "format": nets.format, "resolution": G.img_resolution,
-                      "num_ws": G.num_ws, "w_dim": G.w_dim, "has_discriminator": nets.D is not None},
+        "generator": {
+            "name": nets.name,
+            "sha256": nets.sha256,
+            "format": nets.format,
+            "resolution": G.img_resolution,
+            "num_ws": G.num_ws,
+            "w_dim": G.w_dim,
+            "has_discriminator": nets.D is not None,
+        },
         "projection": projection,
         "seed": int(seed),
         "align": align,
@@ -71,13 +94,23 @@ def build_project_spec(*, items: list[dict], out_dir: Path, nets, projection: di
     }
     side = [d for d, on in ((RECONSTRUCTIONS, save_reconstructions), (NOISE, save_noise)) if on]
     return StageSpec(
-        name=STAGE, out_dir=Path(out_dir), table=TABLE, items=items, shard_size=shard_size, config=config,
-        setup=setup_project, process=process_project,
+        name=STAGE,
+        out_dir=Path(out_dir),
+        table=TABLE,
+        items=items,
+        shard_size=shard_size,
+        config=config,
+        setup=setup_project,
+        process=process_project,
         # Where the file is and how many images share a batch do not change results: they may change on resume.
-        runtime={"generator_path": str(Path(nets.path).resolve()), "generator_sha256": nets.sha256,
-                 "batch_size": int(batch_size)},
+        runtime={
+            "generator_path": str(Path(nets.path).resolve()),
+            "generator_sha256": nets.sha256,
+            "batch_size": int(batch_size),
+        },
         schema=project_schema(G.num_ws, G.w_dim, aligned=align is not None),
-        score_columns=(*SCORE_KEYS, "seconds"), side_dirs=side,
+        score_columns=(*SCORE_KEYS, "seconds"),
+        side_dirs=side,
         metadata={"generator_sha256": nets.sha256, "generator": nets.name},
     )
 
@@ -105,8 +138,16 @@ def project_state(nets, config: dict, device) -> ProjectState:
     projector = Projector(nets.G, nets.D, config=ProjectionConfig(**config["projection"]), device=str(device))
     align, align_errors = _aligner(config.get("align"))
     G = nets.G
-    return ProjectState(projector, config, G.img_resolution, (G.num_ws, G.w_dim), int(config.get("batch_size", 8)),
-                        align, align_errors, str(device))
+    return ProjectState(
+        projector,
+        config,
+        G.img_resolution,
+        (G.num_ws, G.w_dim),
+        int(config.get("batch_size", 8)),
+        align,
+        align_errors,
+        str(device),
+    )
 
 
 def setup_project(config: dict) -> ProjectState:
@@ -120,14 +161,29 @@ def setup_project(config: dict) -> ProjectState:
     return project_state(nets, config, device)
 
 
-def project_files(items: list[dict], nets, projection: dict, *, seed: int = 0, batch_size: int = 8,
-                  device: Any = "cpu", on_image=None, on_steps=None) -> pa.Table:
+def project_files(
+    items: list[dict],
+    nets,
+    projection: dict,
+    *,
+    seed: int = 0,
+    batch_size: int = 8,
+    device: Any = "cpu",
+    on_image=None,
+    on_steps=None,
+) -> pa.Table:
     """The project stage's rows for a few files, computed here with networks already loaded.
 
     `items` are ``{"image_id", "path"}`` dicts; the rows are exactly those `facebatch project` writes.
     """
-    config = {"projection": projection, "seed": int(seed), "align": None, "save_reconstructions": False,
-              "save_noise": False, "batch_size": int(batch_size)}
+    config = {
+        "projection": projection,
+        "seed": int(seed),
+        "align": None,
+        "save_reconstructions": False,
+        "save_noise": False,
+        "batch_size": int(batch_size),
+    }
     state = project_state(nets, config, device)
     state.on_image, state.on_steps = on_image, on_steps
     info = ShardInfo(0, "part-00000", 1, Path("."), TABLE, "")
@@ -151,9 +207,21 @@ class _Rows:
     def __init__(self, items: list[dict], shape: tuple[int, int], aligned: bool, seed: int):
         self.index = {item["image_id"]: n for n, item in enumerate(items)}
         n = len(items)
-        self.cols: dict[str, list] = {k: [None] * n for k in (
-            "file_sha256", "orig_width", "orig_height", "error", *SCORE_KEYS, "loss", "perceptual_backend", "steps",
-            "seconds", "seed")}
+        self.cols: dict[str, list] = {
+            k: [None] * n
+            for k in (
+                "file_sha256",
+                "orig_width",
+                "orig_height",
+                "error",
+                *SCORE_KEYS,
+                "loss",
+                "perceptual_backend",
+                "steps",
+                "seconds",
+                "seed",
+            )
+        }
         self.status = ["error"] * n
         self.w = np.zeros((n, *shape), np.float32)
         self.quad = np.zeros((n, 4, 2), np.float32) if aligned else None
@@ -258,9 +326,15 @@ def _project_batch(state: ProjectState, loaded: list, rows: _Rows, info: ShardIn
             n = rows.index[image_id]
             rows.status[n] = "ok"
             rows.w[n] = res.ws[j].numpy()
-            rows.set(image_id, error=None, **{k: float(res.scores[k][j]) for k in SCORE_KEYS if k in res.scores},
-                     loss=float(res.losses[-1, j]) if len(res.losses) else None, perceptual_backend=res.perceptual_backend,
-                     steps=int(res.steps), seconds=share + load_s)
+            rows.set(
+                image_id,
+                error=None,
+                **{k: float(res.scores[k][j]) for k in SCORE_KEYS if k in res.scores},
+                loss=float(res.losses[-1, j]) if len(res.losses) else None,
+                perceptual_backend=res.perceptual_backend,
+                steps=int(res.steps),
+                seconds=share + load_s,
+            )
             if state.on_image is not None:
                 state.on_image(image_id, loaded[offset + j][1], res.reconstructions[j])
             if state.config["save_reconstructions"]:
@@ -293,5 +367,6 @@ def _project_halving(projector, targets, seeds, offset: int, callback=None) -> l
         torch.cuda.empty_cache()
         half = len(seeds) // 2
         log.warning("out of GPU memory at batch %d; retrying as %d + %d", len(seeds), half, len(seeds) - half)
-        return (_project_halving(projector, targets[:half], seeds[:half], offset)
-                + _project_halving(projector, targets[half:], seeds[half:], offset + half))  # no progress on a retry
+        return _project_halving(projector, targets[:half], seeds[:half], offset) + _project_halving(
+            projector, targets[half:], seeds[half:], offset + half
+        )  # no progress on a retry

@@ -30,29 +30,56 @@ def seed_image_id(seed: int) -> str:
 
 
 def sample_schema(z_dim: int, num_ws: int, w_dim: int) -> pa.Schema:
-    return pa.schema([
-        pa.field("image_id", pa.string()), pa.field("seed", pa.int64()), pa.field("status", pa.string()),
-        pa.field("error", pa.string()), latent_field("z", (z_dim,)), latent_field("w", (num_ws, w_dim)),
-    ])
+    return pa.schema(
+        [
+            pa.field("image_id", pa.string()),
+            pa.field("seed", pa.int64()),
+            pa.field("status", pa.string()),
+            pa.field("error", pa.string()),
+            latent_field("z", (z_dim,)),
+            latent_field("w", (num_ws, w_dim)),
+        ]
+    )
 
 
-def build_sample_spec(*, seeds: Sequence[int], out_dir: Path, nets, truncation_psi: float = 1.0,
-                      truncation_cutoff: int | None = None, noise_mode: str = "const", images: bool = True,
-                      shard_size: int = 10000, batch_size: int = 16) -> StageSpec:
+def build_sample_spec(
+    *,
+    seeds: Sequence[int],
+    out_dir: Path,
+    nets,
+    truncation_psi: float = 1.0,
+    truncation_cutoff: int | None = None,
+    noise_mode: str = "const",
+    images: bool = True,
+    shard_size: int = 10000,
+    batch_size: int = 16,
+) -> StageSpec:
     """The stage as the runner sees it; `nets` is the client's `load_networks` result (for sha and shapes)."""
     if noise_mode not in NOISE_MODES:
         raise InputError(f"--noise-mode must be const, random or none, not {noise_mode!r}")
     if batch_size < 1 or shard_size < 1:
         raise InputError("--batch-size and --part-size must be at least 1")
     G = nets.G
-    facts = {"generator": nets.name, "generator_sha256": nets.sha256, "truncation_psi": float(truncation_psi),
-             "truncation_cutoff": truncation_cutoff, "noise_mode": noise_mode}
+    facts = {
+        "generator": nets.name,
+        "generator_sha256": nets.sha256,
+        "truncation_psi": float(truncation_psi),
+        "truncation_cutoff": truncation_cutoff,
+        "noise_mode": noise_mode,
+    }
     items = [{"image_id": seed_image_id(s), "seed": int(s)} for s in dict.fromkeys(seeds)]
     return StageSpec(
-        name=STAGE, out_dir=Path(out_dir), table=LATENTS, items=items, shard_size=shard_size,
-        config={**facts, "images": bool(images)}, setup=setup_sample, process=process_sample,
+        name=STAGE,
+        out_dir=Path(out_dir),
+        table=LATENTS,
+        items=items,
+        shard_size=shard_size,
+        config={**facts, "images": bool(images)},
+        setup=setup_sample,
+        process=process_sample,
         runtime={"generator_path": str(Path(nets.path).resolve()), "batch_size": int(batch_size)},
-        schema=sample_schema(G.z_dim, G.num_ws, G.w_dim), side_dirs=(IMAGES,) if images else (),
+        schema=sample_schema(G.z_dim, G.num_ws, G.w_dim),
+        side_dirs=(IMAGES,) if images else (),
         metadata=facts,  # in _run.json and every part's schema: readers find the generator and truncation
     )
 
@@ -81,8 +108,9 @@ def process_sample(state: SampleState, items: list[dict], info: ShardInfo) -> pa
     zs, wss = [], []
     for start in range(0, len(seeds), batch):
         chunk = seeds[start : start + batch]
-        z, ws, img = sample(G, chunk, cfg["truncation_psi"], cfg["truncation_cutoff"], cfg["noise_mode"],
-                            device=state.device)
+        z, ws, img = sample(
+            G, chunk, cfg["truncation_psi"], cfg["truncation_cutoff"], cfg["noise_mode"], device=state.device
+        )
         if cfg["images"]:
             for s, im in zip(chunk, img):
                 save_image(im, info.run.folder(IMAGES) / seed_image_id(s))
@@ -92,7 +120,13 @@ def process_sample(state: SampleState, items: list[dict], info: ShardInfo) -> pa
     z_all = np.concatenate(zs) if zs else np.zeros((0, G.z_dim), np.float32)
     w_all = np.concatenate(wss) if wss else np.zeros((0, G.num_ws, G.w_dim), np.float32)
     return pa.Table.from_arrays(
-        [pa.array([i["image_id"] for i in items]), pa.array(seeds, pa.int64()), pa.array(["ok"] * n),
-         pa.nulls(n, pa.string()), latent_array(z_all, n, (G.z_dim,)), latent_array(w_all, n, (G.num_ws, G.w_dim))],
+        [
+            pa.array([i["image_id"] for i in items]),
+            pa.array(seeds, pa.int64()),
+            pa.array(["ok"] * n),
+            pa.nulls(n, pa.string()),
+            latent_array(z_all, n, (G.z_dim,)),
+            latent_array(w_all, n, (G.num_ws, G.w_dim)),
+        ],
         schema=sample_schema(G.z_dim, G.num_ws, G.w_dim),
     )
