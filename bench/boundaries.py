@@ -104,7 +104,8 @@ def part_scale(sizes: list[int], svc_max: int, sgd: bool) -> None:
     cases += [dict(n=n, estimator="svc-linear") for n in (2000, 5000, 10000, 20000) if n <= svc_max]
     print("\n## scale: fit time on 512-d latents (binary labels, 70% of rows train)\n")
     print(
-        "| estimator | latents | train rows | fit s | RSS before fit MB | peak RSS MB | cos to planted | val acc | converged |"
+        "| estimator | latents | train rows | fit s | RSS before fit MB | peak RSS MB | cos to planted | val acc "
+        "| converged |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     ctx = mp.get_context("spawn")

@@ -35,7 +35,10 @@ FIXTURE = (
 
 
 def targets(G, n: int):
-    """(name, true W+ codes, images) for n W samples and n style-mixed W+ samples (seeds disjoint from any projection seed)."""
+    """(name, true W+ codes, images) for n W samples and n style-mixed W+ samples.
+
+    Their seeds are disjoint from any projection seed.
+    """
     import torch
 
     from facebatch.nets.sampling import z_from_seeds

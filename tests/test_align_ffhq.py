@@ -27,7 +27,8 @@ LEVEL = landmarks((100, 100), (160, 100), (110, 170), (150, 170))  # eyes 60 apa
 
 def test_quad_of_a_level_face_follows_the_ffhq_constants():
     quad = ffhq_quad(LEVEL)
-    # eye-to-eye 60 -> 2 * 60 = 120; eye-to-mouth 70 -> 1.8 * 70 = 126 wins: half side 126, centre 10% down to the mouth.
+    # eye-to-eye 60 -> 2 * 60 = 120; eye-to-mouth 70 -> 1.8 * 70 = 126 wins: half side 126,
+    # centre 10% down to the mouth.
     centre = np.array([130.0, 100.0 + 0.1 * 70])
     half = 126.0
     np.testing.assert_allclose(quad, centre + half * np.array([[-1, -1], [-1, 1], [1, 1], [1, -1]]), atol=1e-9)

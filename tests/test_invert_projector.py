@@ -120,7 +120,8 @@ def test_masked_loss_ignores_the_masked_out_region(nvlabs_G, wplus_targets):
 
 @torch.no_grad()
 def test_start_point_is_w_avg_of_10000_official_samples(nvlabs_G, wplus_targets):
-    """The NVlabs projector's recipe: z = RandomState(123).randn(10000, z_dim); w_avg = mean w; w_std = sqrt(sum((w - w_avg)^2) / 10000)."""
+    """The NVlabs projector's recipe: z = RandomState(123).randn(10000, z_dim); w_avg = mean w;
+    w_std = sqrt(sum((w - w_avg)^2) / 10000)."""
     G = nvlabs_G
     cfg = load_preset("nvlabs", {"steps": 0, "perceptual": "none", "mse_weight": 1.0})
     assert (cfg.w_avg_samples, cfg.w_avg_seed) == (10000, 123)

@@ -78,7 +78,8 @@ def augment(
         str,
         typer.Option(
             "--mode",
-            help="relative: each latent's distance += s (same change for every image) | absolute: distance = s (every image to one level, InterFaceGAN's W-code rule).",
+            help="relative: each latent's distance += s (same change for every image) | "
+            "absolute: distance = s (every image to one level, InterFaceGAN's W-code rule).",
         ),
     ] = "relative",
     generator: Annotated[

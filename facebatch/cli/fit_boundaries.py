@@ -80,7 +80,8 @@ def fit_boundaries(
         str,
         typer.Option(
             "--space",
-            help="w (mean over --layers; default: best recovery in the planted study, scales to 500k) | wplus (flattened) | layer (one SVM per layer).",
+            help="w (mean over --layers; default: best recovery in the planted study, scales to 500k) | "
+            "wplus (flattened) | layer (one SVM per layer).",
         ),
     ] = "w",
     layers: Annotated[

@@ -159,7 +159,8 @@ def score(
 ) -> None:
     """Evaluate reconstruction scores of a projection run: distributions and the most anomalous images; with labels,
     AUROC/AP with bootstrap intervals, thresholds, ROC/PR curves. Writes REPORT/report.html and metrics.json;
-    --threshold/--fit-threshold/--threshold-from also write a flags table (is_anomalous / is_fake) beside the latents."""
+    --threshold/--fit-threshold/--threshold-from also write a flags table (is_anomalous / is_fake) beside the
+    latents."""
     from facebatch.score.evaluate import ScoreOptions, evaluate
 
     opts = ScoreOptions(

@@ -83,7 +83,8 @@ class Boundary:
     def check_latents(self, ws: np.ndarray) -> None:
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise InputError(
-                f"boundary {self.name!r} is for latents of shape [{self.num_ws}, {self.w_dim}], got {list(ws.shape[1:])}"
+                f"boundary {self.name!r} is for latents of shape [{self.num_ws}, {self.w_dim}], "
+                f"got {list(ws.shape[1:])}"
             )
 
     def distance(self, ws: np.ndarray) -> np.ndarray:

@@ -208,7 +208,8 @@ def check_memory(n_train: int, n_features: int, name: str) -> None:
     if need > 0.8 * available:
         fits = int(0.8 * available / (n_features * BYTES_PER_TRAIN_VALUE))
         raise InputError(
-            f"attribute {name!r}: training on {n_train:,} rows of {n_features:,} features needs ~{need / 2**30:.1f} GB, "
+            f"attribute {name!r}: training on {n_train:,} rows of {n_features:,} features "
+            f"needs ~{need / 2**30:.1f} GB, "
             f"{available / 2**30:.1f} GB is free; pass --max-train-rows {fits:,} or fit in the w space"
         )
 

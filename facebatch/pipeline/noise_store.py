@@ -1,4 +1,4 @@
-"""Per-shard noise maps (`RunDir.noise_part`: OUT/noise/part-NNNNN.npz), one entry per image and layer, streamed batch by batch.
+"""Per-shard noise maps (`RunDir.noise_part`: OUT/noise/part-NNNNN.npz), one entry per image and layer.
 
 Noise maps are big (about 11 MB per image at 1024 px), so a shard's maps are never all in memory:
 entries are appended to an open zip as batches finish. The file is an ordinary `.npz`
@@ -23,7 +23,10 @@ def entry_name(image_id: str, layer: int) -> str:
 
 
 class NoiseWriter:
-    """Streams into the atomic writer's temp file and publishes it on `publish`; entries of `keep_from` are copied first (retries)."""
+    """Streams into the atomic writer's temp file and publishes it on `publish`.
+
+    Entries of `keep_from` are copied first (a retry keeps the maps of the rows it does not redo).
+    """
 
     def __init__(self, path: Path, keep_from: Path | None = None, drop_ids: Iterable[str] = ()):
         self.path = Path(path)

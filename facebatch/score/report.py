@@ -38,7 +38,8 @@ tr.primary td { font-weight: bold; background: #fffbe6; }
 generator sha256 <code>{{ m.source.generator_sha256 or "unknown" }}</code> &middot; facebatch {{ m.facebatch }}</p>
 
 <h2>Summary</h2>
-<p class="direction">Task: <b>{{ m.task }}</b> detection; positive class = <b>{{ m.positive_class }}</b> ({{ m.task_source }}).
+<p class="direction">Task: <b>{{ m.task }}</b> detection; positive class = <b>{{ m.positive_class }}</b> ({{
+m.task_source }}).
 Primary score <b>{{ m.primary_score }}</b>: {{ m.scores[m.primary_score].direction }}.</p>
 <table>
 <tr><th class="l">rows in the run</th><td>{{ m.rows.total }}</td></tr>
@@ -46,7 +47,8 @@ Primary score <b>{{ m.primary_score }}</b>: {{ m.scores[m.primary_score].directi
 <tr><th class="l">skipped: status error</th><td>{{ m.rows.skipped_error }}</td></tr>
 {% if m.labels %}
 <tr><th class="l">labels file</th><td>{{ m.labels.file }} (column <code>{{ m.labels.column }}</code>)</td></tr>
-<tr><th class="l">ok rows with a label</th><td>{{ m.labels.labelled_ok_rows }} ({{ m.labels.positives }} {{ m.positive_class }}, {{ m.labels.negatives }} not)</td></tr>
+<tr><th class="l">ok rows with a label</th><td>{{ m.labels.labelled_ok_rows }} ({{ m.labels.positives }} {{
+m.positive_class }}, {{ m.labels.negatives }} not)</td></tr>
 <tr><th class="l">label rows matching no image</th><td>{{ m.labels.unknown_ids }}</td></tr>
 {% endif %}
 </table>
@@ -57,7 +59,8 @@ Primary score <b>{{ m.primary_score }}</b>: {{ m.scores[m.primary_score].directi
 <tr><th class="l">score</th><th class="l">direction</th><th>n</th><th>AUROC [95% CI]</th><th>AP [95% CI]</th>
 <th>TPR at FPR &le; {{ m.config.target_fpr }}</th><th>best F1</th></tr>
 {% for name, s in m.scores.items() %}{% if s.auroc %}
-<tr class="{{ 'primary' if name == m.primary_score else '' }}"><td class="l">{{ name }}</td><td class="l">{{ s.direction }}</td>
+<tr class="{{ 'primary' if name == m.primary_score else '' }}"><td class="l">{{ name }}</td><td class="l">{{ s.direction
+}}</td>
 <td>{{ s.labelled }}</td><td>{{ s.auroc.value | num3 }} {{ s.auroc.ci95 | ci }}</td>
 <td>{{ s.average_precision.value | num3 }} {{ s.average_precision.ci95 | ci }}</td>
 <td>{{ s.operating_points[fpr_key].tpr | num3 }}</td><td>{{ s.operating_points["best-f1"].f1 | num3 }}</td></tr>
@@ -66,24 +69,30 @@ Primary score <b>{{ m.primary_score }}</b>: {{ m.scores[m.primary_score].directi
 {% endif %}{% endfor %}
 </table>
 <p class="note">AP chance level = prevalence = {{ m.scores[m.primary_score].average_precision.chance | num3 }}.
-Intervals: percentile bootstrap, {{ m.bootstrap.n_resamples }} stratified resamples (each class resampled on its own), seed {{ m.bootstrap.seed }}.</p>
+Intervals: percentile bootstrap, {{ m.bootstrap.n_resamples }} stratified resamples (each class resampled on its own),
+seed {{ m.bootstrap.seed }}.</p>
 {% else %}
-<p class="note">No labels given: distributions only. Pass <code>--labels labels.csv</code> for AUROC, AP and thresholds.</p>
+<p class="note">No labels given: distributions only. Pass <code>--labels labels.csv</code> for AUROC, AP and
+thresholds.</p>
 {% endif %}
 
 <h2>Distributions</h2>
 <table>
-<tr><th class="l">score</th><th>n</th><th>missing</th><th>mean</th>{% for q in quantile_keys %}<th>q{{ q }}</th>{% endfor %}</tr>
+<tr><th class="l">score</th><th>n</th><th>missing</th><th>mean</th>{% for q in quantile_keys %}<th>q{{ q }}</th>{%
+endfor %}</tr>
 {% for name, s in m.scores.items() %}
-<tr class="{{ 'primary' if name == m.primary_score else '' }}"><td class="l">{{ name }}</td><td>{{ s.n }}</td><td>{{ s.n_missing }}</td>
-<td>{{ s.distribution.mean | num }}</td>{% for q in quantile_keys %}<td>{{ s.distribution.quantiles[q] | num }}</td>{% endfor %}</tr>
+<tr class="{{ 'primary' if name == m.primary_score else '' }}"><td class="l">{{ name }}</td><td>{{ s.n }}</td><td>{{
+s.n_missing }}</td>
+<td>{{ s.distribution.mean | num }}</td>{% for q in quantile_keys %}<td>{{ s.distribution.quantiles[q] | num }}</td>{%
+endfor %}</tr>
 {% endfor %}
 </table>
 <div class="figs"><img alt="histogram of each score" src="{{ figs.histograms }}"></div>
 
 {% if "roc" in figs %}
 <h2>ROC and precision-recall</h2>
-<div class="figs"><img alt="ROC curves" src="{{ figs.roc }}"><img alt="precision-recall curves" src="{{ figs.pr }}"></div>
+<div class="figs"><img alt="ROC curves" src="{{ figs.roc }}"><img alt="precision-recall curves"
+src="{{ figs.pr }}"></div>
 {% endif %}
 
 {% if m.operating_point %}
@@ -91,10 +100,13 @@ Intervals: percentile bootstrap, {{ m.bootstrap.n_resamples }} stratified resamp
 <p>{{ m.operating_point.name }}: <b>{{ m.operating_point.rule }}</b></p>
 <table>
 <tr><th></th><th>predicted not {{ m.positive_class }}</th><th>predicted {{ m.positive_class }}</th></tr>
-<tr><th class="l">actually not {{ m.positive_class }}</th><td>{{ m.operating_point.confusion_matrix.tn }}</td><td>{{ m.operating_point.confusion_matrix.fp }}</td></tr>
-<tr><th class="l">actually {{ m.positive_class }}</th><td>{{ m.operating_point.confusion_matrix.fn }}</td><td>{{ m.operating_point.confusion_matrix.tp }}</td></tr>
+<tr><th class="l">actually not {{ m.positive_class }}</th><td>{{ m.operating_point.confusion_matrix.tn }}</td><td>{{
+m.operating_point.confusion_matrix.fp }}</td></tr>
+<tr><th class="l">actually {{ m.positive_class }}</th><td>{{ m.operating_point.confusion_matrix.fn }}</td><td>{{
+m.operating_point.confusion_matrix.tp }}</td></tr>
 </table>
-<p>TPR {{ m.operating_point.tpr | num3 }} &middot; FPR {{ m.operating_point.fpr | num3 }} &middot; precision {{ m.operating_point.precision | num3 }} &middot;
+<p>TPR {{ m.operating_point.tpr | num3 }} &middot; FPR {{ m.operating_point.fpr | num3 }} &middot; precision {{
+m.operating_point.precision | num3 }} &middot;
 F1 {{ m.operating_point.f1 | num3 }} &middot; accuracy {{ m.operating_point.accuracy | num3 }}</p>
 {% endif %}
 {% if m.threshold %}
