@@ -11,9 +11,9 @@ __all__ = ["edit_latents", "fit_boundaries", "load_boundaries", "load_generator"
 
 def __getattr__(name: str):
     if name in __all__:
-        from facebatch import api
+        from facebatch import public
 
-        return getattr(api, name)
+        return getattr(public, name)
     raise AttributeError(f"module 'facebatch' has no attribute {name!r}")
 
 
