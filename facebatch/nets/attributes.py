@@ -70,15 +70,11 @@ def _build_convnet(num_outputs: int, widths: list[int], dropout: float = 0.0) ->
     return nn.Sequential(*layers)
 
 
-def _build_resnet(num_outputs: int, layers: list[int], stem: str = "imagenet") -> nn.Module:
-    """torchvision's ResNet with BasicBlocks; stem 'imagenet' is its 7x7/2 conv + max-pool, 'small' a 3x3/1 conv +
-    max-pool (feature maps 2x larger, for small inputs)."""
+def _build_resnet(num_outputs: int, layers: list[int]) -> nn.Module:
+    """torchvision's ResNet with BasicBlocks and its own stem (7x7/2 conv + max-pool: 16x16 maps at 64 px)."""
     from torchvision.models.resnet import BasicBlock, ResNet
 
-    net = ResNet(BasicBlock, layers, num_classes=num_outputs)
-    if stem == "small":
-        net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-    return net
+    return ResNet(BasicBlock, layers, num_classes=num_outputs)
 
 
 def _build_mobilenet(num_outputs: int, width_mult: float = 1.0) -> nn.Module:
@@ -88,10 +84,9 @@ def _build_mobilenet(num_outputs: int, width_mult: float = 1.0) -> nn.Module:
 
 
 ARCHITECTURES: dict[str, tuple[dict[str, Callable[[Any], bool]], Callable[..., nn.Module]]] = {
-    "convnet": ({"widths": lambda v: _int_list(v, 1, 6, 4, 1024),
+    "convnet": ({"widths": lambda v: _int_list(v, 1, 5, 4, 512),
                  "dropout": lambda v: type(v) in (int, float) and 0.0 <= v < 1.0}, _build_convnet),
-    "resnet": ({"layers": lambda v: _int_list(v, 4, 4, 1, 4),
-                "stem": lambda v: v in ("imagenet", "small")}, _build_resnet),
+    "resnet": ({"layers": lambda v: _int_list(v, 4, 4, 1, 4)}, _build_resnet),
     "mobilenet_v3_small": ({"width_mult": lambda v: type(v) in (int, float) and 0.25 <= v <= 2.0}, _build_mobilenet),
 }  # fmt: skip
 
@@ -123,7 +118,7 @@ class AttributePredictor(nn.Module):
     """`predictor(images)`: [N, 3, H, W] in [-1, 1], any H and W -> probabilities [N, len(attributes)].
 
     Non-square inputs are centre-cropped to a square (as facebatch's image loader does), then resized
-    to `resolution` with antialiased bilinear filtering. Everything is differentiable; `logits()` gives
+    to `resolution` with antialiased bicubic filtering. Everything is differentiable; `logits()` gives
     the pre-sigmoid scores (better behaved as a loss).
     """
 
@@ -151,8 +146,10 @@ class AttributePredictor(nn.Module):
             top, left = (h - side) // 2, (w - side) // 2
             images = images[..., top : top + side, left : left + side]
         if images.shape[-1] != self.resolution:
-            images = F.interpolate(images, size=(self.resolution, self.resolution), mode="bilinear",
-                                   align_corners=False, antialias=True)  # fmt: skip
+            # antialiased bicubic: closest to the Lanczos the training images went through (numbers in the card)
+            images = F.interpolate(
+                images, size=(self.resolution, self.resolution), mode="bicubic", align_corners=False, antialias=True
+            )
         return images
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:

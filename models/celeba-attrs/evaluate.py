@@ -23,16 +23,29 @@ sys.path.insert(0, str(HERE))
 
 
 def noise_images(kind: str, n: int, seed: int, size: int = 64) -> torch.Tensor:
-    """'uniform': i.i.d. pixels in [-1, 1]; 'smooth': 4x4..16x16 uniform noise, bicubic-upsampled (blobs)."""
+    """'uniform': i.i.d. pixels in [-1, 1]; 'smooth': 8x8 uniform noise, bicubic-upsampled (colour blobs)."""
     gen = torch.Generator().manual_seed(seed)
     if kind == "uniform":
         return torch.rand(n, 3, size, size, generator=gen) * 2 - 1
-    out = []
-    for i in range(n):
-        low = 4 * 2 ** (i % 3)
-        x = torch.rand(1, 3, low, low, generator=gen) * 2 - 1
-        out.append(F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1))
-    return torch.cat(out)
+    low = torch.rand(n, 3, 8, 8, generator=gen) * 2 - 1
+    return F.interpolate(low, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+@torch.no_grad()
+def test_protocol(predictor, generator: Path) -> dict:
+    """Exactly what tests/test_attributes_predictor.py does: 64 samples, then 64 uniform and 64 smooth noise images."""
+    from facebatch.nets.checkpoints import load_networks
+
+    G = load_networks(generator, with_d=False).G
+    gen = torch.Generator().manual_seed(0)
+    samples = G(torch.randn(64, G.z_dim, generator=gen), None, noise_mode="const").clamp(-1, 1)
+    noise = torch.rand(64, 3, 64, 64, generator=gen) * 2 - 1
+    smooth = F.interpolate(torch.rand(64, 3, 8, 8, generator=gen) * 2 - 1, size=64, mode="bicubic").clamp(-1, 1)
+    m = predictor.index("Male")
+    return {
+        name: confident(predictor(x)[:, m])
+        for name, x in (("generator", samples), ("uniform_noise", noise), ("smooth_noise", smooth))
+    }
 
 
 @torch.no_grad()
@@ -113,7 +126,8 @@ def main() -> None:
         "male_accuracy_when_confident": round(float(((pm[conf] > 0.5) == ym[conf]).mean()), 4),
         "male_accuracy_all": round(float(((pm > 0.5) == ym).mean()), 4),
         "first64_val_auroc": subset,
-        "generated": {"generator": str(args.generator.name),
+        "test_protocol_64_confident_male_call": test_protocol(predictor, args.generator),
+        "generated": {"generator_file": str(args.generator.name),
                       "generator_sha256": hashlib.sha256(args.generator.read_bytes()).hexdigest(),
                       "seed": args.seed, "z": "torch.randn(n, z_dim, generator=manual_seed(seed)), noise_mode=const",
                       **generated},
