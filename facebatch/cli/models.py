@@ -30,16 +30,17 @@ def list_models() -> None:
     root = cache.models_dir()
     table = Table(title=f"models (paths under {root})")
     table.add_column("name", no_wrap=True)
-    for col in ("res", "cached", "path", "sha256"):
+    for col in ("kind", "res", "cached", "path", "sha256"):
         table.add_column(col, overflow="fold")
     for entry in registry.models().values():
         cached = entry.is_cached()
-        rel = str(entry.cache_path().relative_to(root))
+        shown = "built in" if entry.builtin else str(entry.cache_path().relative_to(root))
         table.add_row(
             entry.name,
+            entry.kind,
             str(entry.resolution),
             "[green]yes[/]" if cached else "no",
-            rel if cached else f"[dim]{rel}[/]",
+            shown if cached else f"[dim]{shown}[/]",
             _sha_status(entry),
         )
     out.print(table)

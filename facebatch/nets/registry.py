@@ -1,8 +1,10 @@
-"""Named official checkpoints (models.json) and where each one lives in the cache.
+"""Named checkpoints (models.json): official downloads in the cache, and the small built-in models.
 
 A name is a promise of a URL, a resolution and, where someone hashed the real file, a sha256.
 Entries without a pinned sha256 are trusted on first download: the hash is recorded beside
 the file and `facebatch models verify` compares later reads against it.
+A built-in entry (`builtin`: a path inside the facebatch.models package) ships with facebatch,
+is always pinned, and needs no download; `boundaries` names the editing directions fitted for it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import urlparse
 
+from facebatch.errors import CheckpointError, ModelNotAvailable
 from facebatch.nets import cache
 
 
@@ -28,6 +31,9 @@ class ModelEntry:
     description: str = ""
     source: str = ""
     license: str = ""
+    kind: str = "generator"  # generator | attribute-predictor
+    builtin: str | None = None  # path inside the facebatch.models package
+    boundaries: str | None = None  # built-in boundaries file fitted for this generator (same package)
 
     @property
     def filename(self) -> str:
@@ -35,7 +41,12 @@ class ModelEntry:
 
     def cache_path(self) -> Path:
         """Where the file is (or will be) cached: one folder per name keeps the upstream file name."""
+        if self.builtin:
+            return builtin_path(self.builtin)
         return cache.models_dir() / self.name / self.filename
+
+    def boundaries_path(self) -> Path | None:
+        return builtin_path(self.boundaries) if self.boundaries else None
 
     def is_cached(self) -> bool:
         return self.cache_path().is_file()
@@ -45,9 +56,30 @@ class ModelEntry:
         return self.sha256 or cache.read_sidecar(self.cache_path())
 
     def fetch(self, *, force: bool = False, progress: bool = True) -> Path:
+        if self.builtin:
+            return self._checked_builtin()
         if force:
             return cache.download(self.url, self.cache_path(), self.sha256, force=True, progress=progress)
         return cache.ensure_file(self.url, self.cache_path(), self.sha256, progress=progress)
+
+
+    def _checked_builtin(self) -> Path:
+        """The packaged file, refused when it no longer matches its pin (a damaged or edited install)."""
+        path = self.cache_path()
+        if not path.is_file():
+            raise ModelNotAvailable(f"built-in model {self.name} is missing from this install (expected {path})")
+        digest = cache.sha256_of(path)
+        if digest != self.sha256:
+            raise CheckpointError(
+                f"built-in model {self.name} at {path} does not match its pinned sha256 ({digest[:12]} != "
+                f"{str(self.sha256)[:12]}); reinstall facebatch"
+            )
+        return path
+
+
+def builtin_path(relative: str) -> Path:
+    """A file of the facebatch.models package (the repository's models/ folder)."""
+    return Path(str(resources.files("facebatch.models").joinpath(relative)))
 
 
 @lru_cache(maxsize=1)
