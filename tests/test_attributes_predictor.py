@@ -60,8 +60,11 @@ def test_round_trip_same_outputs(tmp_path):
 
 
 def write_with_config(path, config, tensors=None):
-    tensors = tensors if tensors is not None else {k: v.contiguous() for k, v in tiny().net.state_dict().items()
-                                                   if not k.endswith("num_batches_tracked")}  # fmt: skip
+    tensors = (
+        tensors
+        if tensors is not None
+        else {k: v.contiguous() for k, v in tiny().net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    )
     save_file(tensors, str(path), metadata={META_KEY: config if isinstance(config, str) else json.dumps(config)})
     return path
 
@@ -70,16 +73,33 @@ def good_config() -> dict:
     return tiny().config()
 
 
-@pytest.mark.parametrize("change", [
-    {"architecture": 7}, {"architecture": "os.system"}, {"architecture": "__import__"},
-    {"arch_kwargs": {"widths": [8, 16], "evil": 1}}, {"arch_kwargs": {"widths": "8,16"}},
-    {"arch_kwargs": {"widths": [100_000, 100_000]}}, {"arch_kwargs": {"widths": [8] * 1000}},
-    {"arch_kwargs": []}, {"arch_kwargs": {"widths": [8.0, 16.0]}}, {"arch_kwargs": {"widths": [True, 16]}},
-    {"resolution": 10**9}, {"resolution": "64"}, {"resolution": 64.5},
-    {"attributes": "Male"}, {"attributes": [1, 2]}, {"attributes": ["a"] * 10**5}, {"attributes": ["Male", "Male"]},
-    {"format": "facebatch-stylegan2"}, {"format_version": 99}, {"format_version": "1"}, {"training": []},
-    {"arch_kwargs": {"widths": [16, 32]}},  # valid config, but the tensors do not fit it
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"architecture": 7},
+        {"architecture": "os.system"},
+        {"architecture": "__import__"},
+        {"arch_kwargs": {"widths": [8, 16], "evil": 1}},
+        {"arch_kwargs": {"widths": "8,16"}},
+        {"arch_kwargs": {"widths": [100_000, 100_000]}},
+        {"arch_kwargs": {"widths": [8] * 1000}},
+        {"arch_kwargs": []},
+        {"arch_kwargs": {"widths": [8.0, 16.0]}},
+        {"arch_kwargs": {"widths": [True, 16]}},
+        {"resolution": 10**9},
+        {"resolution": "64"},
+        {"resolution": 64.5},
+        {"attributes": "Male"},
+        {"attributes": [1, 2]},
+        {"attributes": ["a"] * 10**5},
+        {"attributes": ["Male", "Male"]},
+        {"format": "facebatch-stylegan2"},
+        {"format_version": 99},
+        {"format_version": "1"},
+        {"training": []},
+        {"arch_kwargs": {"widths": [16, 32]}},  # valid config, but the tensors do not fit it
+    ],
+)
 def test_bad_config_is_a_checkpoint_error(tmp_path, change):
     path = write_with_config(tmp_path / "bad.safetensors", {**good_config(), **change})
     with pytest.raises(CheckpointError) as err:
@@ -102,14 +122,20 @@ def test_broken_files_are_checkpoint_errors(tmp_path):
         "json_list": lambda p: write_with_config(p, "[1, 2]"),
         "no_config": lambda p: save_file({"x": torch.zeros(1)}, str(p)),
         "missing_tensor": lambda p: write_with_config(p, good_config(), {"0.weight": torch.zeros(8, 3, 3, 3)}),
-        "nan_weights": lambda p: write_with_config(p, good_config(), {
-            k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
-            for k, v in tiny().net.state_dict().items() if not k.endswith("num_batches_tracked")}),
+        "nan_weights": lambda p: write_with_config(
+            p,
+            good_config(),
+            {
+                k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                for k, v in tiny().net.state_dict().items()
+                if not k.endswith("num_batches_tracked")
+            },
+        ),
         "truncated": lambda p: p.write_bytes(good.read_bytes()[:-100]),
         "huge_header": lambda p: p.write_bytes(struct.pack("<Q", 2**60) + b"{}"),
         "empty": lambda p: p.write_bytes(b""),
         "pickle": lambda p: torch.save({"a": 1}, p),
-    }  # fmt: skip
+    }
     for name, make in cases.items():
         path = tmp_path / f"{name}.safetensors"
         make(path)

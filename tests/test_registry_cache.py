@@ -117,13 +117,14 @@ def test_registry_names_the_required_official_checkpoints():
     ):
         assert models[name].resolution == res
     paths = set()
-    for entry in models.values():
+    downloads = [e for e in models.values() if not e.builtin]
+    for entry in downloads:
         assert entry.url.startswith(NVLABS_HOSTS) and entry.url.endswith(".pkl"), entry
         assert str(entry.resolution) in entry.name and entry.resolution & (entry.resolution - 1) == 0
         assert entry.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
         assert entry.format == "nvlabs-pickle" and entry.license
         paths.add(entry.cache_path())
-    assert len(paths) == len(models), "two names must never share a cache file"
+    assert len(paths) == len(downloads), "two names must never share a cache file"
 
 
 def test_cache_dir_precedence(monkeypatch, tmp_path):
@@ -242,3 +243,24 @@ def test_models_cli_fetch_list_verify_and_tamper(monkeypatch, server, checkpoint
         load_networks("tiny-4")
     code, _, err = run_cli(["models", "verify", str(entry.cache_path()), "--sha256", "ab" * 32], capsys)
     assert code == 1 and "--sha256" in err
+
+
+def test_builtin_models_are_pinned_and_load_without_download(monkeypatch, tmp_path):
+    monkeypatch.setenv("FACEBATCH_CACHE_DIR", str(tmp_path / "cache"))
+    builtins = {e.name: e for e in registry.models().values() if e.builtin}
+    assert {"celeba64", "celeba-attrs"} <= set(builtins)
+    for entry in builtins.values():
+        assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256) and entry.license
+        assert entry.fetch() == entry.cache_path() and cache.sha256_of(entry.cache_path()) == entry.sha256
+    nets = load_networks("celeba64", with_d=False)
+    assert nets.G.img_resolution == 64 and nets.G.num_ws == 10
+    assert not (tmp_path / "cache").exists()  # nothing was downloaded or cached
+
+
+def test_a_builtin_model_that_no_longer_matches_its_pin_is_refused(monkeypatch, tmp_path):
+    real = registry.get("celeba64")
+    damaged = tmp_path / "celeba64.safetensors"
+    damaged.write_bytes(real.cache_path().read_bytes()[:-1] + b"\0")
+    monkeypatch.setattr(registry, "builtin_path", lambda rel: damaged)
+    with pytest.raises(CheckpointError, match="does not match its pinned sha256"):
+        real.fetch()

@@ -36,13 +36,47 @@ RESOLUTION_BOUNDS = (16, 512)
 
 # The 40 CelebA attributes in the order of list_attr_celeba.txt (and ../shared's attributes.csv).
 CELEBA_ATTRIBUTES = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips", "Big_Nose",
-    "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin", "Eyeglasses",
-    "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes",
-    "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks", "Sideburns", "Smiling",
-    "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick", "Wearing_Necklace",
-    "Wearing_Necktie", "Young",
-)  # fmt: skip
+    "5_o_Clock_Shadow",
+    "Arched_Eyebrows",
+    "Attractive",
+    "Bags_Under_Eyes",
+    "Bald",
+    "Bangs",
+    "Big_Lips",
+    "Big_Nose",
+    "Black_Hair",
+    "Blond_Hair",
+    "Blurry",
+    "Brown_Hair",
+    "Bushy_Eyebrows",
+    "Chubby",
+    "Double_Chin",
+    "Eyeglasses",
+    "Goatee",
+    "Gray_Hair",
+    "Heavy_Makeup",
+    "High_Cheekbones",
+    "Male",
+    "Mouth_Slightly_Open",
+    "Mustache",
+    "Narrow_Eyes",
+    "No_Beard",
+    "Oval_Face",
+    "Pale_Skin",
+    "Pointy_Nose",
+    "Receding_Hairline",
+    "Rosy_Cheeks",
+    "Sideburns",
+    "Smiling",
+    "Straight_Hair",
+    "Wavy_Hair",
+    "Wearing_Earrings",
+    "Wearing_Hat",
+    "Wearing_Lipstick",
+    "Wearing_Necklace",
+    "Wearing_Necktie",
+    "Young",
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -51,8 +85,11 @@ CELEBA_ATTRIBUTES = (
 
 
 def _int_list(value: Any, min_len: int, max_len: int, lo: int, hi: int) -> bool:
-    return (isinstance(value, list) and min_len <= len(value) <= max_len
-            and all(type(v) is int and lo <= v <= hi for v in value))  # fmt: skip
+    return (
+        isinstance(value, list)
+        and min_len <= len(value) <= max_len
+        and all(type(v) is int and lo <= v <= hi for v in value)
+    )
 
 
 def _build_convnet(num_outputs: int, widths: list[int], dropout: float = 0.0) -> nn.Module:
@@ -84,11 +121,16 @@ def _build_mobilenet(num_outputs: int, width_mult: float = 1.0) -> nn.Module:
 
 
 ARCHITECTURES: dict[str, tuple[dict[str, Callable[[Any], bool]], Callable[..., nn.Module]]] = {
-    "convnet": ({"widths": lambda v: _int_list(v, 1, 5, 4, 512),
-                 "dropout": lambda v: type(v) in (int, float) and 0.0 <= v < 1.0}, _build_convnet),
+    "convnet": (
+        {
+            "widths": lambda v: _int_list(v, 1, 5, 4, 512),
+            "dropout": lambda v: type(v) in (int, float) and 0.0 <= v < 1.0,
+        },
+        _build_convnet,
+    ),
     "resnet": ({"layers": lambda v: _int_list(v, 4, 4, 1, 4)}, _build_resnet),
     "mobilenet_v3_small": ({"width_mult": lambda v: type(v) in (int, float) and 0.25 <= v <= 2.0}, _build_mobilenet),
-}  # fmt: skip
+}
 
 
 def build_network(architecture: str, kwargs: dict, num_outputs: int) -> nn.Module:
@@ -103,8 +145,9 @@ def build_network(architecture: str, kwargs: dict, num_outputs: int) -> nn.Modul
         raise ValueError(f"unknown {architecture} kwargs {unknown} (allowed: {sorted(schema)})")
     bad = sorted(key for key, value in kwargs.items() if not schema[key](value))
     if bad:
-        raise ValueError(f"{architecture} kwargs out of range or of the wrong type: "
-                         f"{', '.join(f'{k}={kwargs[k]!r}' for k in bad)}")  # fmt: skip
+        raise ValueError(
+            f"{architecture} kwargs out of range or of the wrong type: {', '.join(f'{k}={kwargs[k]!r}' for k in bad)}"
+        )
     try:
         return builder(num_outputs, **kwargs)
     except TypeError as exc:  # a required kwarg missing
@@ -122,8 +165,14 @@ class AttributePredictor(nn.Module):
     the pre-sigmoid scores (better behaved as a loss).
     """
 
-    def __init__(self, architecture: str, arch_kwargs: dict, attributes: tuple[str, ...] | list[str] = CELEBA_ATTRIBUTES,
-                 resolution: int = 64, training_info: dict | None = None):  # fmt: skip
+    def __init__(
+        self,
+        architecture: str,
+        arch_kwargs: dict,
+        attributes: tuple[str, ...] | list[str] = CELEBA_ATTRIBUTES,
+        resolution: int = 64,
+        training_info: dict | None = None,
+    ):
         super().__init__()
         self.architecture, self.arch_kwargs = architecture, dict(arch_kwargs)
         self.attributes = tuple(attributes)
@@ -160,9 +209,16 @@ class AttributePredictor(nn.Module):
         return torch.sigmoid(self.logits(images))
 
     def config(self) -> dict:
-        return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "facebatch_version": __version__,
-                "architecture": self.architecture, "arch_kwargs": self.arch_kwargs,
-                "attributes": list(self.attributes), "resolution": self.resolution, "training": self.training_info}  # fmt: skip
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "facebatch_version": __version__,
+            "architecture": self.architecture,
+            "arch_kwargs": self.arch_kwargs,
+            "attributes": list(self.attributes),
+            "resolution": self.resolution,
+            "training": self.training_info,
+        }
 
 
 def save_predictor(path: Path, predictor: AttributePredictor, dtype: torch.dtype = torch.float16) -> Path:
@@ -206,7 +262,7 @@ def _check_config(config: Any) -> str | None:
         return f"resolution {res!r} is not an integer in {RESOLUTION_BOUNDS[0]}..{RESOLUTION_BOUNDS[1]}"
     if not isinstance(config.get("training", {}), dict):
         return "training info must be a JSON object"
-    return None  # fmt: skip
+    return None
 
 
 def load_predictor(path: Path | str, device: str | torch.device = "cpu") -> AttributePredictor:
@@ -218,8 +274,10 @@ def load_predictor(path: Path | str, device: str | torch.device = "cpu") -> Attr
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             meta = fh.metadata() or {}
             if META_KEY not in meta:
-                raise CheckpointError(f"{path}: a safetensors file without a facebatch config (its metadata has "
-                                      f"{sorted(meta) or 'nothing'})")  # fmt: skip
+                raise CheckpointError(
+                    f"{path}: a safetensors file without a facebatch config (its metadata has "
+                    f"{sorted(meta) or 'nothing'})"
+                )
             config = json.loads(meta[META_KEY])
             problem = _check_config(config)
             if problem:
@@ -230,8 +288,13 @@ def load_predictor(path: Path | str, device: str | torch.device = "cpu") -> Attr
     except (json.JSONDecodeError, RecursionError):
         raise CheckpointError(f"{path}: the facebatch config in the safetensors metadata is not valid JSON") from None
     try:
-        predictor = AttributePredictor(config["architecture"], config["arch_kwargs"], config["attributes"],
-                                       config["resolution"], config.get("training") or {})  # fmt: skip
+        predictor = AttributePredictor(
+            config["architecture"],
+            config["arch_kwargs"],
+            config["attributes"],
+            config["resolution"],
+            config.get("training") or {},
+        )
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot build the attribute predictor from its config ({exc})") from None
     expected = predictor.net.state_dict()
@@ -239,9 +302,13 @@ def load_predictor(path: Path | str, device: str | torch.device = "cpu") -> Attr
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
     if missing or unexpected or wrong:
-        show = lambda names: names[:3] + ([f"... {len(names) - 3} more"] if len(names) > 3 else [])
-        detail = "; ".join(f"{label} {show(names)}" for label, names in
-                           (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if names)  # fmt: skip
+        def show(names):
+            return names[:3] + ([f"... {len(names) - 3} more"] if len(names) > 3 else [])
+        detail = "; ".join(
+            f"{label} {show(names)}"
+            for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if names
+        )
         raise CheckpointError(f"{path}: its weights do not fit a {config['architecture']} predictor ({detail})")
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:

@@ -62,7 +62,6 @@ class ModelEntry:
             return cache.download(self.url, self.cache_path(), self.sha256, force=True, progress=progress)
         return cache.ensure_file(self.url, self.cache_path(), self.sha256, progress=progress)
 
-
     def _checked_builtin(self) -> Path:
         """The packaged file, refused when it no longer matches its pin (a damaged or edited install)."""
         path = self.cache_path()

@@ -96,25 +96,37 @@ def main() -> None:
     for j, name in enumerate(predictor.attributes):
         y = labels[:, j]
         auroc = roc_auc_score(y, probs[:, j]) if 0 < y.sum() < len(y) else float("nan")
-        table[name] = {"val_positives": int(y.sum()), "auroc": round(float(auroc), 4),
-                       "accuracy": round(float(((probs[:, j] > 0.5) == y).mean()), 4),
-                       "majority_accuracy": round(float(max(y.mean(), 1 - y.mean())), 4)}  # fmt: skip
+        table[name] = {
+            "val_positives": int(y.sum()),
+            "auroc": round(float(auroc), 4),
+            "accuracy": round(float(((probs[:, j] > 0.5) == y).mean()), 4),
+            "majority_accuracy": round(float(max(y.mean(), 1 - y.mean())), 4),
+        }
     m = predictor.index("Male")
     pm, ym = probs[:, m], labels[:, m]
     conf = (pm < 0.1) | (pm > 0.9)
     # the subset the tests use: the first 64 val images in attributes.csv order
     sub = slice(0, 64)
-    subset = {name: round(float(roc_auc_score(labels[sub, predictor.index(name)], probs[sub, predictor.index(name)])), 4)
-              for name in ("Male", "Smiling")}  # fmt: skip
+    subset = {
+        name: round(float(roc_auc_score(labels[sub, predictor.index(name)], probs[sub, predictor.index(name)])), 4)
+        for name in ("Male", "Smiling")
+    }
 
-    sources = {"generator": generator_samples(args.generator, args.samples, args.seed),
-               "uniform_noise": noise_images("uniform", args.samples, args.seed),
-               "smooth_noise": noise_images("smooth", args.samples, args.seed)}  # fmt: skip
+    sources = {
+        "generator": generator_samples(args.generator, args.samples, args.seed),
+        "uniform_noise": noise_images("uniform", args.samples, args.seed),
+        "smooth_noise": noise_images("smooth", args.samples, args.seed),
+    }
     generated = {}
     for name, imgs in sources.items():
         p = probs_of(predictor, imgs)[:, m]
-        generated[name] = {"n": len(imgs), "confident_male_call": confident(p), "male_rate": round(float((p > 0.5).float().mean()), 4),
-                           "confident_male_call_first64": confident(p[:64]), "mean_p_male": round(float(p.mean()), 4)}  # fmt: skip
+        generated[name] = {
+            "n": len(imgs),
+            "confident_male_call": confident(p),
+            "male_rate": round(float((p > 0.5).float().mean()), 4),
+            "confident_male_call_first64": confident(p[:64]),
+            "mean_p_male": round(float(p.mean()), 4),
+        }
     metrics = {
         "predictor": args.predictor.name,
         "predictor_sha256": hashlib.sha256(args.predictor.read_bytes()).hexdigest(),
@@ -127,11 +139,14 @@ def main() -> None:
         "male_accuracy_all": round(float(((pm > 0.5) == ym).mean()), 4),
         "first64_val_auroc": subset,
         "test_protocol_64_confident_male_call": test_protocol(predictor, args.generator),
-        "generated": {"generator_file": str(args.generator.name),
-                      "generator_sha256": hashlib.sha256(args.generator.read_bytes()).hexdigest(),
-                      "seed": args.seed, "z": "torch.randn(n, z_dim, generator=manual_seed(seed)), noise_mode=const",
-                      **generated},
-    }  # fmt: skip
+        "generated": {
+            "generator_file": str(args.generator.name),
+            "generator_sha256": hashlib.sha256(args.generator.read_bytes()).hexdigest(),
+            "seed": args.seed,
+            "z": "torch.randn(n, z_dim, generator=manual_seed(seed)), noise_mode=const",
+            **generated,
+        },
+    }
     args.out.write_text(json.dumps(metrics, indent=1) + "\n")
     print("| attribute | val positives | AUROC | accuracy @ 0.5 | majority-class accuracy |")
     print("|---|---:|---:|---:|---:|")

@@ -5,7 +5,7 @@ the epoch (val is never read here; evaluate.py measures on it). Images go throug
 facebatch uses for files (facebatch.pipeline.images.load_image: centre square crop + Lanczos), cached
 once as uint8.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python models/celeba-attrs/train.py --out models/celeba-attrs/celeba-attrs.safetensors
+    OMP_NUM_THREADS=1 python models/celeba-attrs/train.py --out models/celeba-attrs/celeba-attrs.safetensors
 """
 
 from __future__ import annotations
@@ -42,9 +42,14 @@ def load_cache(data_root: Path, cache: Path, size: int) -> dict:
     for i, row in enumerate(rows):
         x, _ = load_image(data_root / "images" / row["image_id"], size)
         images[i] = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    data = {"ids": [r["image_id"] for r in rows], "names": names, "images": images,
-            "attrs": torch.tensor([[int(r[n]) > 0 for n in names] for r in rows], dtype=torch.bool),
-            "split": [split[r["image_id"]] for r in rows], "identity": [int(r["identity"]) for r in rows]}  # fmt: skip
+    data = {
+        "ids": [r["image_id"] for r in rows],
+        "names": names,
+        "images": images,
+        "attrs": torch.tensor([[int(r[n]) > 0 for n in names] for r in rows], dtype=torch.bool),
+        "split": [split[r["image_id"]] for r in rows],
+        "identity": [int(r["identity"]) for r in rows],
+    }
     tmp = cache.with_name(cache.name + f".part-{os.getpid()}")
     torch.save(data, tmp)
     os.replace(tmp, cache)
@@ -70,7 +75,8 @@ def augment(x: torch.Tensor, gen: torch.Generator, shift: int = 4, jitter: float
         cols = (dx[:, None] + torch.arange(size))[:, None, None, :].expand(n, 3, size, size)
         x = x.gather(3, cols)
     if jitter:
-        u = lambda: 1 + jitter * (2 * torch.rand(n, 1, 1, 1, generator=gen) - 1)
+        def u():
+            return 1 + jitter * (2 * torch.rand(n, 1, 1, 1, generator=gen) - 1)
         x = x * u() + (u() - 1)  # contrast around 0 (mid grey) and brightness
         grey = x.mean(1, keepdim=True)
         x = grey + (x - grey) * u()  # saturation
@@ -152,13 +158,15 @@ def main(argv: list[str] | None = None) -> None:
     pos_weight = ((1 - pos) / pos.clamp_min(1e-3)).sqrt().clamp(1, 10) if args.pos_weight == "sqrt" else None
     decay = [p for p in net.parameters() if p.ndim > 1]
     no_decay = [p for p in net.parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)  # fmt: skip
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr
+    )
     steps_per_epoch = len(fit) // args.batch
     if args.limit_steps:
         steps_per_epoch = min(steps_per_epoch, args.limit_steps)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
-                                                pct_start=0.15)  # fmt: skip
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.15
+    )
     gen = torch.Generator().manual_seed(args.seed)
     best = (-1.0, 0, None)
     history = []
@@ -179,8 +187,14 @@ def main(argv: list[str] | None = None) -> None:
             sched.step()
             total += loss.item()
         hold_auroc = mean_auroc(predict(net, images[hold], 256, args.bf16), attrs[hold].numpy())
-        history.append({"epoch": epoch, "loss": round(total / steps_per_epoch, 5), "holdout_mean_auroc": round(hold_auroc, 5),
-                        "elapsed_s": round(time.time() - t_train, 1)})  # fmt: skip
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": round(total / steps_per_epoch, 5),
+                "holdout_mean_auroc": round(hold_auroc, 5),
+                "elapsed_s": round(time.time() - t_train, 1),
+            }
+        )
         print(json.dumps(history[-1]), flush=True)
         if hold_auroc > best[0]:
             best = (hold_auroc, epoch, copy.deepcopy(net.state_dict()))
@@ -189,15 +203,25 @@ def main(argv: list[str] | None = None) -> None:
     predictor.net = net.to(memory_format=torch.contiguous_format).eval()
     predictor.training_info = {
         "data": "CelebA img_align_celeba, ../shared/data/celeba10k split=train (identity-disjoint from val); "
-                "CelebA licence: non-commercial research use only",
-        "fit_images": len(fit), "holdout_images": len(hold), "best_epoch": best[1],
-        "holdout_mean_auroc": round(best[0], 5), "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
-        "weight_decay": args.weight_decay, "pos_weight": args.pos_weight, "bf16_autocast": args.bf16, "seed": args.seed,
-        "threads": args.threads, "train_seconds": round(time.time() - t_train, 1), "torch": torch.__version__,
+        "CelebA licence: non-commercial research use only",
+        "fit_images": len(fit),
+        "holdout_images": len(hold),
+        "best_epoch": best[1],
+        "holdout_mean_auroc": round(best[0], 5),
+        "epochs": args.epochs,
+        "batch": args.batch,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "pos_weight": args.pos_weight,
+        "bf16_autocast": args.bf16,
+        "seed": args.seed,
+        "threads": args.threads,
+        "train_seconds": round(time.time() - t_train, 1),
+        "torch": torch.__version__,
         "preprocessing": "facebatch.pipeline.images.load_image(path, 64): centre square crop + Lanczos, [-1, 1]",
         "augmentation": "x-flip, +-4 px translation (edge padding), brightness/contrast/saturation +-15%",
         "history": history,
-    }  # fmt: skip
+    }
     save_predictor(args.out, predictor)
     print(
         f"wrote {args.out} (best epoch {best[1]}, holdout mean AUROC {best[0]:.4f}) in {time.time() - t0:.0f}s total",

@@ -121,7 +121,11 @@ class Trainer:
             synthesis_kwargs=dict(channel_base=args.channel_base, channel_max=args.channel_max),
         )
         self.d_kwargs = dict(
-            c_dim=0, img_resolution=args.res, img_channels=3, channel_base=args.channel_base, channel_max=args.channel_max
+            c_dim=0,
+            img_resolution=args.res,
+            img_channels=3,
+            channel_base=args.channel_base,
+            channel_max=args.channel_max,
         )
         self.G, self.D = Generator(**self.g_kwargs), Discriminator(**self.d_kwargs)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -162,8 +166,14 @@ class Trainer:
             kimg=round(self.nimg / 1000, 1),
             recipe="models/celeba64/train.py",
         )
-        write_native(out / "latest.safetensors", self.g_kwargs, self.G_ema.state_dict(), self.d_kwargs,
-                     self.D.state_dict(), extra)  # fmt: skip
+        write_native(
+            out / "latest.safetensors",
+            self.g_kwargs,
+            self.G_ema.state_dict(),
+            self.d_kwargs,
+            self.D.state_dict(),
+            extra,
+        )
         state = dict(
             G=self.G.state_dict(),
             D=self.D.state_dict(),
@@ -276,8 +286,16 @@ def bench(trainer: Trainer, data: torch.Tensor, steps: int) -> None:
                 trainer.train_step(sample_reals(data, trainer.args.batch))
             times[bf16].append((time.perf_counter() - t0) / steps)
     fp32, bf16 = min(times[False]), min(times[True])
-    print(json.dumps({"s_per_step_fp32": round(fp32, 3), "s_per_step_bf16": round(bf16, 3),
-                      "speedup": round(fp32 / bf16, 2), "threads": torch.get_num_threads()}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "s_per_step_fp32": round(fp32, 3),
+                "s_per_step_bf16": round(bf16, 3),
+                "speedup": round(fp32 / bf16, 2),
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -313,8 +331,11 @@ def main() -> None:
                 rate = (trainer.nimg - nimg0) / (time.time() - t0) * 3.6
                 writer.writerow([trainer.step, trainer.nimg, f"{loss_g:.4f}", f"{loss_d:.4f}", f"{rate:.1f}"])
                 log.flush()
-                print(f"step {trainer.step} kimg {trainer.nimg / 1000:.1f} G {loss_g:.3f} D {loss_d:.3f} "
-                      f"{rate:.1f} kimg/h", flush=True)  # fmt: skip
+                print(
+                    f"step {trainer.step} kimg {trainer.nimg / 1000:.1f} G {loss_g:.3f} D {loss_d:.3f} "
+                    f"{rate:.1f} kimg/h",
+                    flush=True,
+                )
                 torch.set_num_threads(read_threads(threads_file))
             if time.time() > t_snap:
                 trainer.save(args.out, grid_z)
