@@ -302,8 +302,10 @@ def load_predictor(path: Path | str, device: str | torch.device = "cpu") -> Attr
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
     if missing or unexpected or wrong:
+
         def show(names):
             return names[:3] + ([f"... {len(names) - 3} more"] if len(names) > 3 else [])
+
         detail = "; ".join(
             f"{label} {show(names)}"
             for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))

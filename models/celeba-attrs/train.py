@@ -75,8 +75,10 @@ def augment(x: torch.Tensor, gen: torch.Generator, shift: int = 4, jitter: float
         cols = (dx[:, None] + torch.arange(size))[:, None, None, :].expand(n, 3, size, size)
         x = x.gather(3, cols)
     if jitter:
+
         def u():
             return 1 + jitter * (2 * torch.rand(n, 1, 1, 1, generator=gen) - 1)
+
         x = x * u() + (u() - 1)  # contrast around 0 (mid grey) and brightness
         grey = x.mean(1, keepdim=True)
         x = grey + (x - grey) * u()  # saturation
