@@ -21,12 +21,25 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# The main job on the sample photos, with the random 64-px fixture generator (no pretrained
-# weights can be downloaded on our build machines): project, then score the run.
-FIXTURE_G ?= ../shared/fixtures/reference/nvlabs_sg2ada_64_weights.pt
-DEMO_IN ?= ../shared/data/faces_aligned
+# The main job on real faces: the built-in celeba64 generator projects CelebA `val` faces (people it
+# never saw) and the run is scored. Without ../shared/data it projects the model's own samples
+# instead, and says so.
+CELEBA ?= ../shared/data/celeba10k
+DEMO_G ?= celeba64
+DEMO_N ?= 16
+DEMO_IN ?= demo-in
 DEMO_OUT ?= demo-out
 
 demo: install
-	$(PY) -m facebatch project $(DEMO_IN) --generator $(FIXTURE_G) --out $(DEMO_OUT) --preset fast --steps 30
+	@rm -rf $(DEMO_IN) && mkdir -p $(DEMO_IN)
+	@if [ -f $(CELEBA)/split.csv ]; then \
+	    echo "demo input: the first $(DEMO_N) val faces of $(CELEBA) (people $(DEMO_G) never saw), linked into $(DEMO_IN)/"; \
+	    awk -F, '$$3 == "val" {print $$1}' $(CELEBA)/split.csv | head -n $(DEMO_N) | \
+	        while read -r f; do ln -s "$$(realpath $(CELEBA)/images/$$f)" "$(DEMO_IN)/$$f"; done; \
+	else \
+	    echo "$(CELEBA) is absent: the demo projects $(DEMO_N) of $(DEMO_G)'s own samples instead of real faces"; \
+	    $(PY) -m facebatch sample -g $(DEMO_G) -n $(DEMO_N) --out $(DEMO_OUT)-samples --overwrite --quiet; \
+	    cp $(DEMO_OUT)-samples/images/*.png $(DEMO_IN)/; \
+	fi
+	$(PY) -m facebatch project $(DEMO_IN) -g $(DEMO_G) --out $(DEMO_OUT) --preset fast --save-reconstructions --overwrite
 	$(PY) -m facebatch score $(DEMO_OUT) --report $(DEMO_OUT)/report
