@@ -6,6 +6,11 @@ each the result it gets alone (up to float rounding of batched convolutions).
 Phases: the latent phase optimises w (and, for ``noise_optimization=joint``, the noise maps as
 the NVlabs projector does); ``sequential`` then optimises the noise maps with w fixed
 (Image2StyleGAN++).
+Masked losses (Image2StyleGAN++): `masks` restricts the MSE (and by default the perceptual term)
+to some pixels; `perceptual_terms` replaces the one perceptual term by several, each comparing the
+render inside its own mask with its own image (a crossover compares with A inside M and with B
+outside, while the MSE reads a composite target); `extra_loss` adds any other per-image term (a
+Gram-matrix style loss) without another copy of the optimisation loop.
 """
 
 from __future__ import annotations
@@ -27,8 +32,18 @@ from facebatch.nets.perceptual import build_perceptual
 
 # callback(step, total_steps, per-image losses of that step)
 Callback = Callable[[int, int, np.ndarray], None]
+# extra_loss(images [B,3,R,R] of this step, phase "latent" | "noise") -> per-image loss [B], added to the loss
+ExtraLoss = Callable[[torch.Tensor, str], torch.Tensor]
 
 _W_STATS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class PerceptualTerm:
+    """Perceptual distance between the render and `target`, both multiplied by `mask` (None: whole image)."""
+
+    target: torch.Tensor  # [B, 3, R, R] in [-1, 1]
+    mask: torch.Tensor | None = None  # [B, 1, R, R], 1 where this term looks
 
 
 @dataclass
@@ -112,18 +127,19 @@ class Projector:
     def _tile(self, w: torch.Tensor) -> torch.Tensor:
         return w.repeat(1, self.G.num_ws, 1) if w.shape[1] == 1 else w
 
-    def _image_loss(self, images, targets, target_feats, masks, mse_weight, perceptual_weight) -> torch.Tensor:
+    def _image_loss(self, images, targets, masks, perceptual, mse_weight, perceptual_weight) -> torch.Tensor:
+        """MSE to `targets` inside `masks`, plus one perceptual distance per (mask, target features) pair."""
         loss = torch.zeros(images.shape[0], device=images.device)
         if mse_weight:
             loss = loss + mse_weight * masked_mse(images, targets, masks)
         if perceptual_weight and self.perceptual is not None:
-            masked = images * masks if masks is not None else images
-            loss = loss + perceptual_weight * self.perceptual.distance_features(
-                self.perceptual.features(masked), target_feats
-            )
+            for mask, target_feats in perceptual:
+                masked = images * mask if mask is not None else images
+                feats = self.perceptual.features(masked)
+                loss = loss + perceptual_weight * self.perceptual.distance_features(feats, target_feats)
         return loss
 
-    def _check(self, targets, seeds, masks) -> None:
+    def _check(self, targets, seeds, masks, perceptual_terms=None) -> None:
         R = self.G.img_resolution
         if targets.ndim != 4 or tuple(targets.shape[1:]) != (3, R, R):
             raise InputError(
@@ -133,6 +149,13 @@ class Projector:
             raise InputError(f"one seed per image: {len(seeds)} seeds for {targets.shape[0]} images")
         if masks is not None and tuple(masks.shape) != (targets.shape[0], 1, R, R):
             raise InputError(f"masks must be [B, 1, {R}, {R}], got {list(masks.shape)}")
+        for term in perceptual_terms or ():
+            if tuple(term.target.shape) != tuple(targets.shape):
+                raise InputError(
+                    f"perceptual term targets must be {list(targets.shape)}, got {list(term.target.shape)}"
+                )
+            if term.mask is not None and tuple(term.mask.shape) != (targets.shape[0], 1, R, R):
+                raise InputError(f"perceptual term masks must be [B, 1, {R}, {R}], got {list(term.mask.shape)}")
 
     def _randn(self, gens: list[torch.Generator], shape: Sequence[int]) -> torch.Tensor:
         # Drawn on the CPU from each image's own generator: the same numbers on every device and batch.
@@ -163,10 +186,17 @@ class Projector:
         seeds: Sequence[int],
         masks: torch.Tensor | None = None,
         callback: Callback | None = None,
+        *,
+        perceptual_terms: Sequence[PerceptualTerm] | None = None,
+        extra_loss: ExtraLoss | None = None,
     ) -> ProjectionResult:
-        """Project a batch of [B,3,R,R] images in [-1, 1]; `masks` [B,1,R,R] restrict the loss to 1-pixels."""
+        """Project a batch of [B,3,R,R] images in [-1, 1]; `masks` [B,1,R,R] restrict the loss to 1-pixels.
+
+        `perceptual_terms` (default: one term, `targets` inside `masks`) set the perceptual distances of
+        both phases; `extra_loss` is added to every step's per-image loss. Scores compare with `targets`.
+        """
         cfg = self.config
-        self._check(targets, seeds, masks)
+        self._check(targets, seeds, masks, perceptual_terms)
         B = targets.shape[0]
         targets = targets.to(self.device, torch.float32)
         masks = masks.to(self.device, torch.float32) if masks is not None else None
@@ -175,10 +205,16 @@ class Projector:
         total = cfg.total_steps
 
         with _frozen(self.G, self.D):
-            target_feats = None
+            terms = [PerceptualTerm(targets, masks)] if perceptual_terms is None else perceptual_terms
+            perceptual = []  # (mask, target features) per term
             if self.perceptual is not None:
                 with torch.no_grad():
-                    target_feats = self.perceptual.features(targets * masks if masks is not None else targets)
+                    for term in terms:
+                        target = term.target.to(self.device, torch.float32)
+                        mask = term.mask.to(self.device, torch.float32) if term.mask is not None else None
+                        perceptual.append(
+                            (mask, self.perceptual.features(target * mask if mask is not None else target))
+                        )
 
             n_lat = 1 if cfg.latent_space == "w" else self.G.num_ws
             w_opt = self.w_avg.reshape(1, 1, -1).repeat(B, n_lat, 1).clone().requires_grad_(True)
@@ -192,7 +228,9 @@ class Projector:
                 if scale > 0:
                     w = w + self._randn(gens, w_opt.shape[1:]) * scale
                 images = self._synth(self._tile(w), noise)
-                loss = self._image_loss(images, targets, target_feats, masks, cfg.mse_weight, cfg.perceptual_weight)
+                loss = self._image_loss(images, targets, masks, perceptual, cfg.mse_weight, cfg.perceptual_weight)
+                if extra_loss is not None:
+                    loss = loss + extra_loss(images, "latent")
                 if noise is not None and cfg.noise_regularize:
                     loss = loss + cfg.noise_regularize * noise_regularizer(noise)
                 return loss
@@ -207,8 +245,10 @@ class Projector:
                 def noise_loss(t: float) -> torch.Tensor:
                     images = self._synth(ws, noise)
                     loss = self._image_loss(
-                        images, targets, target_feats, masks, cfg.noise_mse_weight, cfg.noise_perceptual_weight
+                        images, targets, masks, perceptual, cfg.noise_mse_weight, cfg.noise_perceptual_weight
                     )
+                    if extra_loss is not None:
+                        loss = loss + extra_loss(images, "noise")
                     if cfg.noise_regularize:
                         loss = loss + cfg.noise_regularize * noise_regularizer(noise)
                     return loss

@@ -53,12 +53,15 @@ class LpipsDistance(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Features of images in [-1, 1], NCHW; differentiable w.r.t. the images."""
+    def raw_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The trunk's five ReLU maps before LPIPS' unit normalisation (what a Gram-matrix style loss reads)."""
         if images.shape[-1] > MAX_RESOLUTION or images.shape[-2] > MAX_RESOLUTION:
             images = F.interpolate(images, size=(MAX_RESOLUTION, MAX_RESOLUTION), mode="area")
-        feats = self.trunk((images - self.shift) / self.scale)
-        return [_unit_normalize(f) for f in feats]
+        return list(self.trunk((images - self.shift) / self.scale))
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Features of images in [-1, 1], NCHW; differentiable w.r.t. the images."""
+        return [_unit_normalize(f) for f in self.raw_features(images)]
 
     def distance_features(self, feats_a: list[torch.Tensor], feats_b: list[torch.Tensor]) -> torch.Tensor:
         total = 0.0
