@@ -16,7 +16,6 @@ from facebatch.cli.cluster_options import (
     SchedulerFileOption,
     SchedulerOption,
     ThreadsPerWorkerOption,
-    WorkersOption,
     cluster_options,
     report_run,
     run_shards,
@@ -67,7 +66,13 @@ def label(
     shard_size: Annotated[
         int, typer.Option("--shard-size", help="Images per shard (= per Parquet part; the unit of resume).")
     ] = 1024,
-    workers: WorkersOption = None,
+    # Its own --workers default, as `sample`: a render + a predictor pass is ~20-30 ms per 64-px image on a CPU
+    # thread, so a local cluster rarely pays for its start. 600 samples on our loaded 2-core machine: 14 s
+    # in-process, 16 s on one worker with --threads-per-worker 1, 72 s on the default local cluster (2 torch
+    # threads in one worker). --workers N or --scheduler for big runs.
+    workers: Annotated[
+        int, typer.Option("--workers", "-w", help="Local worker processes; 0 (default) = in this process.")
+    ] = 0,
     scheduler: SchedulerOption = None,
     scheduler_file: SchedulerFileOption = None,
     threads_per_worker: ThreadsPerWorkerOption = None,
@@ -93,7 +98,8 @@ def label(
     if labels_out.exists() and labels_out.is_dir():
         raise InputError(f"-o {labels_out} is a folder; name the CSV file to write")
     run_dir = out_dir or default_run_dir(labels_out)
-    cluster = cluster_options(workers, scheduler, scheduler_file, threads_per_worker, device)
+    remote = bool(scheduler or scheduler_file)
+    cluster = cluster_options(None if remote else workers, scheduler, scheduler_file, threads_per_worker, device)
     ref = resolve_predictor(predictor)
     names = peek_names(ref)
     wanted = select(names, split_names(attrs)) if attrs else list(names)
