@@ -83,3 +83,31 @@ def test_run_file_names_the_generator_so_augment_needs_no_generator_flag(tmp_pat
     path, sha = resolve_generator(None, read_index(tmp_path / "s", "w"))
     assert path == fixture_generator_path.resolve()
     assert sha == read_latent_table(tmp_path / "s" / "latents").metadata["generator_sha256"]
+
+
+def test_sample_without_images_never_runs_the_synthesis_network(tmp_path, monkeypatch, restore_torch_threads):
+    """--no-images is the mapping network only (it used to render every image and drop it): same latents."""
+    from facebatch.nets.stylegan2 import SynthesisNetwork
+
+    torch.set_num_threads(1)
+    calls = []
+    original = SynthesisNetwork.forward
+
+    def spy(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SynthesisNetwork, "forward", spy)
+    common = ["sample", "-g", "celeba64", "-n", "6", "--seed", "11", "--batch-size", "4", "-q"]
+    res = runner.invoke(app, [*common, "-o", str(tmp_path / "with")])
+    assert res.exit_code == 0, res.output
+    assert len(calls) == 2  # two batches rendered
+    calls.clear()
+    res = runner.invoke(app, [*common, "--no-images", "-o", str(tmp_path / "without")])
+    assert res.exit_code == 0, res.output
+    assert calls == []
+    assert not (tmp_path / "without" / "images").exists()
+    a, b = read_latent_table(tmp_path / "with"), read_latent_table(tmp_path / "without")
+    assert list(a.frame.image_id) == list(b.frame.image_id)
+    np.testing.assert_array_equal(a.latent("w"), b.latent("w"))
+    np.testing.assert_array_equal(a.latent("z"), b.latent("z"))

@@ -40,12 +40,25 @@ def _root(
 
 def _register() -> None:
     # One module per command, named like it; each exposes the command function (or `app`, a sub-group).
-    from facebatch.cli import align, augment, directions, fit_boundaries, info, invert, models, project, sample, score
+    from facebatch.cli import (
+        align,
+        augment,
+        directions,
+        fit_boundaries,
+        info,
+        invert,
+        label,
+        models,
+        project,
+        sample,
+        score,
+    )
 
     app.command("project")(project.project)
     app.command("invert")(invert.invert)
     app.command("sample")(sample.sample)
     app.command("align")(align.align)
+    app.command("label")(label.label)
     app.command("fit-boundaries")(fit_boundaries.fit_boundaries)
     app.add_typer(directions.app, name="directions")
     app.command("augment", context_settings=augment.CONTEXT)(augment.augment)

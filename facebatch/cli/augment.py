@@ -49,16 +49,40 @@ def parse_strengths(text: str, extra: list[str]) -> list[float]:
     return values
 
 
+def shipped_boundaries_for(index, generator: Optional[str], quiet: bool) -> Path:
+    """No --boundaries: those shipped with the run's generator when it is a built-in that has them, said in one line."""
+    from facebatch.nets.registry import shipped_boundaries
+    from facebatch.stages.augment import resolve_generator
+
+    _, sha = resolve_generator(generator, index)
+    found = shipped_boundaries(sha)
+    if found is None:
+        raise InputError(
+            f"no --boundaries given and generator {sha[:12]} ships none (only built-in generators do, e.g. "
+            "celeba64); pass --boundaries FILE from `facebatch fit-boundaries` or `facebatch directions sefa`"
+        )
+    entry, path = found
+    if not quiet:
+        out.print(f"using the boundaries shipped with {entry.name}: {path}", highlight=False, soft_wrap=True)
+    return path
+
+
 def augment(
     ctx: typer.Context,
     latents: Annotated[
         Path, typer.Option("--latents", "-l", help="OUT of `facebatch project`/`sample` (or its latents/).")
     ],
-    boundaries: Annotated[
-        Path, typer.Option("--boundaries", "-B", help="Boundaries file from fit-boundaries or directions.")
-    ],
     attr: Annotated[str, typer.Option("--attr", "-a", help="Boundary name(s) to edit along, comma-separated.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder: images/, manifest/, contact_sheets/.")],
+    boundaries: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--boundaries",
+            "-B",
+            help="Boundaries file from fit-boundaries or directions (default: the ones shipped with a built-in "
+            "generator, e.g. celeba64).",
+        ),
+    ] = None,
     strengths: Annotated[
         str,
         typer.Option(
@@ -125,6 +149,8 @@ def augment(
         raise InputError("--limit must be at least 1")
     cluster = cluster_options(workers, scheduler, scheduler_file, threads_per_worker, device)
     index = read_index(latents, column)
+    if boundaries is None:
+        boundaries = shipped_boundaries_for(index, generator, quiet)
     spec = build_augment_spec(
         index=index,
         boundaries_path=boundaries,

@@ -91,6 +91,18 @@ def get(name: str) -> ModelEntry | None:
     return models().get(name)
 
 
+def shipped_boundaries(generator_sha256: str | None) -> tuple[ModelEntry, Path] | None:
+    """(entry, boundaries file) of the built-in generator with this sha256 that ships boundaries, else None."""
+    if not generator_sha256:
+        return None
+    for entry in models().values():
+        if entry.boundaries and entry.sha256 == generator_sha256:
+            path = entry.boundaries_path()
+            if path is not None and path.is_file():
+                return entry, path
+    return None
+
+
 def url_cache_path(url: str) -> Path:
     """Cache path for an ad-hoc URL passed as --generator: keyed by the URL so two URLs never collide."""
     key = hashlib.sha256(url.encode()).hexdigest()[:16]
