@@ -40,7 +40,19 @@ def _root(
 
 def _register() -> None:
     # One module per command, named like it; each exposes the command function (or `app`, a sub-group).
-    from facebatch.cli import align, augment, directions, fit_boundaries, info, invert, models, project, sample, score
+    from facebatch.cli import (
+        align,
+        augment,
+        directions,
+        fit_boundaries,
+        info,
+        invert,
+        mix,
+        models,
+        project,
+        sample,
+        score,
+    )
 
     app.command("project")(project.project)
     app.command("invert")(invert.invert)
@@ -49,6 +61,7 @@ def _register() -> None:
     app.command("fit-boundaries")(fit_boundaries.fit_boundaries)
     app.add_typer(directions.app, name="directions")
     app.command("augment", context_settings=augment.CONTEXT)(augment.augment)
+    app.add_typer(mix.app, name="mix")
     app.command("score")(score.score)
     app.add_typer(models.app, name="models")
     app.command("info")(info.info)
