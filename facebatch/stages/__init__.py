@@ -18,4 +18,5 @@ Adding a stage is one module here (spec builder, schema, setup, process) and one
 - `project`: images -> W+ latents + reconstruction scores
 - `align`: images -> FFHQ-aligned crops + landmarks, one row per face
 - `augment`: latents x boundaries x strengths -> edited images + manifest
+- `mix`: pairs of faces (PAIRS.csv) -> morphs, crossovers, inpainting, style and expression transfer + manifest
 """
