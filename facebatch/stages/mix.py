@@ -579,13 +579,18 @@ def _codes(state: MixState, chunk: list[_Pair]) -> dict[tuple[int, str], tuple[A
     if todo:
         from facebatch.stages.project import per_image_seed
 
-        targets = torch.stack([chunk[i].sides[name].image for i, name in todo])
-        seeds = [per_image_seed(cfg["seed"], chunk[i].item[name]["ref"]) for i, name in todo]
-        res = state.projector.project(targets, seeds)
+        # An image named by several pairs of the batch is projected once (its seed derives from its name).
+        refs = list(dict.fromkeys(chunk[i].item[name]["ref"] for i, name in todo))
+        first = {}
+        for i, name in todo:
+            first.setdefault(chunk[i].item[name]["ref"], (i, name))
+        targets = torch.stack([chunk[i].sides[name].image for i, name in (first[r] for r in refs)])
+        res = state.projector.project(targets, [per_image_seed(cfg["seed"], r) for r in refs])
         quality = psnr(res.reconstructions, targets)
-        for k, key in enumerate(todo):
+        for i, name in todo:
+            k = refs.index(chunk[i].item[name]["ref"])
             noise = [n[k] for n in res.noise] if res.noise is not None else None
-            found[key] = (res.ws[k], noise, {"psnr": float(quality[k]), "steps": res.steps})
+            found[(i, name)] = (res.ws[k], noise, {"psnr": float(quality[k]), "steps": res.steps})
     return found
 
 
