@@ -6,7 +6,15 @@ they load on first use, so `facebatch --help` does not import torch.
 
 __version__ = "0.1.0"
 
-__all__ = ["edit_latents", "fit_boundaries", "load_boundaries", "load_generator", "project_images", "read_latents"]
+__all__ = [
+    "edit_latents",
+    "fit_boundaries",
+    "load_boundaries",
+    "load_generator",
+    "mix",
+    "project_images",
+    "read_latents",
+]
 
 
 def __getattr__(name: str):

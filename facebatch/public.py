@@ -8,6 +8,7 @@ Each is the function the matching command uses, so results are the command's res
     run = fb.read_latents("runs/faces")                          # OUT of `facebatch project` / `sample`
     report = fb.fit_boundaries("labels.csv", "runs/faces")       # InterFaceGAN, one boundary per column
     edited = fb.edit_latents(run.latent("w"), report.boundaries[0], 2.0)
+    frames = fb.mix("morph", "pairs.csv", "runs/morph", nets, latents=["runs/faces"], frames=8)
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from facebatch.edit.boundaries_io import load_boundaries
 from facebatch.pipeline.latents import LatentTable
 from facebatch.pipeline.latents import read_latent_table as read_latents
 
-__all__ = ["edit_latents", "fit_boundaries", "load_boundaries", "load_generator", "project_images", "read_latents"]
+__all__ = [
+    "edit_latents",
+    "fit_boundaries",
+    "load_boundaries",
+    "load_generator",
+    "mix",
+    "project_images",
+    "read_latents",
+]
 
 
 def load_generator(spec: str | Path, device: str = "cpu", *, with_d: bool = True):
@@ -74,3 +83,56 @@ def fit_boundaries(labels: str | Path, latents: str | Path, **options):
     from facebatch.edit.fit_labels import fit_from_labels
 
     return fit_from_labels(Path(labels), Path(latents), **options)
+
+
+def mix(
+    app: str,
+    pairs: str | Path,
+    out: str | Path,
+    generator: Any = None,
+    *,
+    latents: Sequence[str | Path] = (),
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    device: str = "auto",
+    overwrite: bool = False,
+    **params: Any,
+):
+    """`facebatch mix APP PAIRS.csv -o OUT` in this process: the same stage, files and manifest.
+
+    `app` is morph, crossover, inpaint, style or expression; `params` are the app's options by their
+    command-line names (frames=8, mask="left", layers="0-3", style_weight=0.2, alpha_layers="3,4",
+    alpha_sweep=True, ...). `generator` is what `load_generator` returns or accepts (None: the --latents
+    run's). Returns the manifest as a DataFrame (the result codes: `read_latents(OUT / "manifest")`).
+    A rerun resumes; rows of pairs that failed have status "error".
+    """
+    from facebatch.invert.presets import DEFAULT_PRESET, load_preset
+    from facebatch.nets.checkpoints import load_networks
+    from facebatch.pipeline.cluster import ClusterOptions
+    from facebatch.pipeline.runner import run_stage
+    from facebatch.stages.augment import resolve_generator
+    from facebatch.stages.mix import build_mix_spec, open_runs, read_manifest, write_contact_sheet
+
+    if generator is None:
+        if not latents:
+            raise TypeError("mix() needs a generator, or latents= runs that name theirs")
+        generator = resolve_generator(None, open_runs([Path(p) for p in latents]).index)[0]
+    nets = generator if hasattr(generator, "G") else load_networks(generator, device="cpu", with_d=False)
+    cfg = load_preset(preset or DEFAULT_PRESET, dict(overrides or {}))
+    spec = build_mix_spec(
+        app=app,
+        pairs_csv=Path(pairs),
+        out_dir=Path(out),
+        nets=nets,
+        projection=cfg.to_dict(),
+        params=params,
+        latents=[Path(p) for p in latents],
+        seed=seed,
+        batch_size=batch_size,
+    )
+    summary = run_stage(spec, ClusterOptions(workers=0, device=device), overwrite=overwrite, progress=False)
+    if summary.images_ok:
+        write_contact_sheet(Path(out), app)
+    return read_manifest(Path(out))

@@ -29,3 +29,7 @@ def test_quickstart_notebook_runs_end_to_end(tmp_path, monkeypatch):
     assert set(namespace["manifest"]["status"]) == {"ok"}
     assert len(namespace["manifest"]) == 4 * 2
     assert "bright" in json.dumps(namespace["boundaries"])
+    assert len(namespace["morph"]) == 2 * 5 and set(namespace["morph"]["status"]) == {"ok"}
+    assert not namespace["morph"]["projected"].any()  # the codes came from the project run
+    assert set(namespace["inpainted"]["status"]) == {"ok"}
+    assert (tmp_path / "mix_inpaint" / "contact_sheets" / "inpaint.png").exists()

@@ -48,6 +48,7 @@ def _register() -> None:
         info,
         invert,
         label,
+        mix,
         models,
         project,
         sample,
@@ -62,6 +63,7 @@ def _register() -> None:
     app.command("fit-boundaries")(fit_boundaries.fit_boundaries)
     app.add_typer(directions.app, name="directions")
     app.command("augment", context_settings=augment.CONTEXT)(augment.augment)
+    app.add_typer(mix.app, name="mix")
     app.command("score")(score.score)
     app.add_typer(models.app, name="models")
     app.command("info")(info.info)

@@ -2,16 +2,17 @@
 
     OUT/_run.json                       plan, resolved config + hash, versions, seed, status
     OUT/<table>/part-NNNNN.parquet      data only, so pyarrow/pandas/dask read the folder as is
-                                        (latents for project and sample, faces for align, manifest for augment)
+                                        (latents for project and sample, faces for align, manifest for augment
+                                        and mix)
     OUT/_stats/<table>/part-NNNNN.json  per-shard marker, written LAST (a marker means a whole part);
                                         kept out of the table folder, where pyarrow would choke on it
     OUT/_SUCCESS                        every shard finished
     OUT/.lock                           one client per OUT at a time
     OUT/reconstructions/<image_id>.png  project --save-reconstructions
     OUT/noise/part-NNNNN.npz            project --save-noise, one archive per latents part
-    OUT/images/...                      sample's PNGs; augment's edited PNGs
+    OUT/images/...                      sample's PNGs; augment's edited PNGs; mix's images/<app>/<pair_id>/
     OUT/aligned/<image_id>.png          align's crops
-    OUT/contact_sheets/<attr>.png       augment's sheets
+    OUT/contact_sheets/<attr>.png       augment's sheets (mix: <app>.png)
     OUT/flags/, OUT/report/             score's outputs
 
 Temp files are the atomic writer's (``.<name>.tmp-<pid>``); `remove_stale_temps` sweeps them.

@@ -19,4 +19,5 @@ Adding a stage is one module here (spec builder, schema, setup, process) and one
 - `align`: images -> FFHQ-aligned crops + landmarks, one row per face
 - `augment`: latents x boundaries x strengths -> edited images + manifest
 - `label`: images, or latents rendered by their generator -> attribute probabilities (a labels.csv)
+- `mix`: pairs of faces (PAIRS.csv) -> morphs, crossovers, inpainting, style and expression transfer + manifest
 """
