@@ -115,7 +115,7 @@ class Projector:
     def _image_loss(self, images, targets, target_feats, masks, mse_weight, perceptual_weight) -> torch.Tensor:
         loss = torch.zeros(images.shape[0], device=images.device)
         if mse_weight:
-            loss = loss + mse_weight * masked_mse(images, targets, masks)
+            loss = loss + mse_weight * masked_mse(images, targets, masks, self.config.clip_aware_mse)
         if perceptual_weight and self.perceptual is not None:
             masked = images * masks if masks is not None else images
             loss = loss + perceptual_weight * self.perceptual.distance_features(
