@@ -47,3 +47,29 @@ def test_masked_mse_averages_over_covered_pixels_only():
     assert masked_mse(x, y).tolist() == [0.5, 0.5]
     assert masked_mse(x, y, left).tolist() == [0.0, 0.0]
     assert masked_mse(x, y, 1 - left).tolist() == [1.0, 1.0]
+
+
+def test_clip_aware_residual_is_zero_only_for_overshoot_beyond_a_clipped_target():
+    from facebatch.invert.losses import clip_aware_residual
+
+    half_step = 1.0 / 255.0
+    # Targets: at the top limit, at the bottom limit, within half a step of each, one step inside, mid-grey.
+    t = torch.tensor([1.0, -1.0, 1.0 - 0.9 * half_step, -1.0 + 0.9 * half_step, 1.0 - 2 * half_step, 0.0])
+    over = torch.tensor([1.3, -1.4, 1.2, -1.2, 1.2, 0.5])  # beyond each target, away from the middle
+    under = torch.tensor([0.7, -0.6, 0.8, -0.8, 0.8, -0.5])  # toward the middle
+    as_img = lambda v: v.reshape(1, 1, 1, -1)  # noqa: E731
+    r_over = clip_aware_residual(as_img(over), as_img(t)).flatten()
+    r_under = clip_aware_residual(as_img(under), as_img(t)).flatten()
+    # Overshoot beyond a clipped pixel (the first four) is no error; one 8-bit step inside the limit it is.
+    assert r_over[:4].tolist() == [0.0] * 4
+    torch.testing.assert_close(r_over[4:], (over - t)[4:])
+    torch.testing.assert_close(r_under, under - t)  # falling short of a clipped pixel is an error as before
+    # Gradients flow where the residual is kept and are zero where it is dropped.
+    x = as_img(over.clone()).requires_grad_(True)
+    masked_mse(x, as_img(t), clip_aware=True).sum().backward()
+    g = x.grad.flatten()
+    assert g[:4].tolist() == [0.0] * 4 and (g[4:] != 0).all()
+    # Off by default in the bare function; on, it equals the plain MSE when nothing is clipped.
+    y, z = torch.rand(2, 3, 4, 4) * 1.6 - 0.8, torch.rand(2, 3, 4, 4) * 1.6 - 0.8
+    torch.testing.assert_close(masked_mse(y, z, clip_aware=True), masked_mse(y, z))
+    assert masked_mse(as_img(over), as_img(t)).item() > masked_mse(as_img(over), as_img(t), clip_aware=True).item()

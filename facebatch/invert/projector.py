@@ -131,7 +131,7 @@ class Projector:
         """MSE to `targets` inside `masks`, plus one perceptual distance per (mask, target features) pair."""
         loss = torch.zeros(images.shape[0], device=images.device)
         if mse_weight:
-            loss = loss + mse_weight * masked_mse(images, targets, masks)
+            loss = loss + mse_weight * masked_mse(images, targets, masks, self.config.clip_aware_mse)
         if perceptual_weight and self.perceptual is not None:
             for mask, target_feats in perceptual:
                 masked = images * mask if mask is not None else images
