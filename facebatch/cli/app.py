@@ -65,7 +65,7 @@ def _user_errors(fn):
         except FacebatchError as exc:
             if console.debug_enabled():
                 raise
-            console.err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            console.error_line(str(exc))
             raise typer.Exit(exc.exit_code) from None
 
     wrapper._facebatch_wrapped = True

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from facebatch.cli.cluster_options import DeviceOption
-from facebatch.cli.console import err, out
+from facebatch.cli.console import err, out, styled
 from facebatch.cli.projection_options import GeneratorOption, PresetOption, SetOption, StepsOption, projection_config
 from facebatch.errors import InputError, RunFailed
 
@@ -138,10 +138,10 @@ def invert(
         if row["status"] == "ok":
             table.add_row(row["image_id"], *[_score_cell(row[k]) for k in SHOWN_SCORES])
         else:
-            table.add_row(row["image_id"], "[red]error[/]", *[""] * (len(SHOWN_SCORES) - 1))
+            table.add_row(row["image_id"], styled(("error", "red")), *[""] * (len(SHOWN_SCORES) - 1))
     out.print(table)
     for row in failed:
-        err.print(f"[red]{row['image_id']}[/]: {row['error']}", highlight=False, soft_wrap=True)
+        err.print(styled((row["image_id"], "red"), f": {row['error']}"), highlight=False, soft_wrap=True)
     out.print(f"wrote {len(ordered) - len(failed)} side-by-side PNG(s), scores.json and latents/ to {out_dir}")
     if failed:
         raise RunFailed(f"{len(failed)} of {len(ordered)} images could not be read (see the table)")
