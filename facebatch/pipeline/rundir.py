@@ -20,21 +20,23 @@ Temp files are the atomic writer's (``.<name>.tmp-<pid>``); `remove_stale_temps`
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
-import shutil
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from facebatch.errors import InputError
-from facebatch.pipeline.atomic import sweep_temps
+from facebatch.pipeline.atomic import open_nofollow, sweep_temps
 
 RUN_FILE = "_run.json"
 SUCCESS_FILE = "_SUCCESS"
 STATS_DIR = "_stats"
 LOCK_FILE = ".lock"
+PART_NAME = re.compile(r"^part-\d{5,}\.parquet$")
 
 LATENTS = "latents"
 RECONSTRUCTIONS = "reconstructions"
@@ -118,12 +120,34 @@ class RunDir:
         return found
 
     def remove_outputs(self, side_dirs: Sequence[str] = ()) -> None:
-        """--overwrite: delete only what a facebatch run wrote here, never the rest of OUT."""
-        for sub in (self.table, f"{STATS_DIR}/{self.table}", *side_dirs):
-            shutil.rmtree(self.root / sub, ignore_errors=True)
+        """--overwrite: delete only what the run's own records list (its parts, markers, the side files
+        each marker names, _run.json, _SUCCESS, its temp files), then the folders that became empty.
+        A file a user put anywhere in OUT stays, and so do the folders holding it."""
+        if self.read_run() is None:  # no record of a facebatch run: nothing here is provably ours
+            return
+        for name, marker in self.read_markers().items():
+            for rel in marker.get("files") or ():
+                target = self.inside(rel)
+                if target is not None:
+                    _unlink(target)
+            _unlink(self.part(name))
+            _unlink(self.marker(name))
+        if self.table_dir.is_dir() and not self.table_dir.is_symlink():  # parts a killed worker published unmarked
+            for part in self.table_dir.iterdir():
+                if PART_NAME.match(part.name):
+                    _unlink(part)
+        self.remove_stale_temps(side_dirs)
         for name in (RUN_FILE, SUCCESS_FILE):
-            with contextlib.suppress(FileNotFoundError):
-                (self.root / name).unlink()
+            _unlink(self.root / name)
+        for sub in (self.table, f"{STATS_DIR}/{self.table}", STATS_DIR, *side_dirs):
+            _remove_empty_dirs(self.root / sub)
+
+    def inside(self, rel: str | Path) -> Path | None:
+        """OUT/rel when rel is a relative path that stays under OUT (no absolute path, no '..'), else None."""
+        rel = Path(rel)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            return None
+        return self.root / rel
 
     def remove_stale_temps(self, side_dirs: Sequence[str] = ()) -> int:
         """Temp files left by killed workers (dot-prefixed, so readers never saw them)."""
@@ -131,9 +155,16 @@ class RunDir:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Two clients on one OUT would redo each other's shards and clean each other's temp files."""
+        """Two clients on one OUT would redo each other's shards and clean each other's temp files.
+        The lock file is opened without following links: a symlink planted at OUT/.lock is refused."""
         self.root.mkdir(parents=True, exist_ok=True)
-        fh = open(self.root / LOCK_FILE, "a+")
+        path = self.root / LOCK_FILE
+        try:
+            fh = os.fdopen(open_nofollow(path, os.O_RDWR | os.O_CREAT), "r+")
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise InputError(f"{path} is a symbolic link; facebatch will not follow it (remove it)") from None
+            raise
         try:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -164,3 +195,22 @@ def locate_table(path: Path, table: str = LATENTS, what: str = "table or folder"
     if folder.name == table:
         return RunDir(folder.parent, table), path
     return RunDir(folder, table), path
+
+
+def _unlink(path: Path) -> None:
+    """Remove one file (a symlink itself, never what it points at); a folder or a missing file is left."""
+    with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError, NotADirectoryError):
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+
+
+def _remove_empty_dirs(top: Path) -> None:
+    """Remove `top` and the folders below it that are empty (bottom-up); never follows links, keeps any file."""
+    if not top.is_dir() or top.is_symlink():
+        return
+    for dirpath, dirnames, _ in os.walk(top, topdown=False):
+        for name in dirnames:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(dirpath, name))  # fails (kept) unless empty; a link is not a dir here
+    with contextlib.suppress(OSError):
+        top.rmdir()

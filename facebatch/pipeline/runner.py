@@ -124,7 +124,7 @@ def _prepare(spec: StageSpec, run_dir: RunDir, *, overwrite: bool, retry_errors:
             m is not None
             and m.get("config_hash") == chash
             and m.get("ids_hash") == shard.ids_hash
-            and run_dir.part(shard.name).exists()
+            and part_intact(run_dir.part(shard.name), m)
         )
         if not finished:
             todo.append(shard)
@@ -133,6 +133,22 @@ def _prepare(spec: StageSpec, run_dir: RunDir, *, overwrite: bool, retry_errors:
         else:
             done[shard.name] = m
     return _Prepared(shards, chash, phash, done, todo, retry)
+
+
+def part_intact(part: Path, marker: dict) -> bool:
+    """A finished part is trusted only while it is the file its marker describes: present, a regular
+    file (not a link), the recorded size, and a readable Parquet footer with the recorded row count.
+    A part truncated or replaced afterwards is redone instead of being reported "already done"."""
+    try:
+        if part.is_symlink() or not part.is_file():
+            return False
+        if "part_bytes" in marker and part.stat().st_size != marker["part_bytes"]:
+            return False
+        import pyarrow.parquet as pq
+
+        return pq.read_metadata(part).num_rows == marker.get("rows")
+    except Exception:  # noqa: BLE001 - unreadable in any way: not a finished part
+        return False
 
 
 def _check_resumable(spec: StageSpec, run_dir: RunDir, chash: str, phash: str) -> None:
@@ -286,7 +302,7 @@ def _published_marker(task: ShardTask) -> dict | None:
     except (OSError, ValueError):
         return None
     mine = marker.get("run_id") == task.run_id and marker.get("ids_hash") == task.ids_hash
-    return marker if mine and run_dir.part(task.info.name).exists() else None
+    return marker if mine and part_intact(run_dir.part(task.info.name), marker) else None
 
 
 def _describe(exc: BaseException | None) -> str:
