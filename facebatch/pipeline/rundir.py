@@ -87,7 +87,7 @@ class RunDir:
 
     def reconstruction(self, image_id: str) -> Path:
         """OUT/reconstructions/<image_id>.png (the full id, so a.jpg and a.png never collide)."""
-        return self.root / RECONSTRUCTIONS / f"{image_id}.png"
+        return self.root / RECONSTRUCTIONS / f"{safe_relpath(image_id)}.png"
 
     def noise_part(self, part_name: str) -> Path:
         """OUT/noise/part-NNNNN.npz beside OUT/latents/part-NNNNN.parquet."""
@@ -214,3 +214,61 @@ def _remove_empty_dirs(top: Path) -> None:
                 os.rmdir(os.path.join(dirpath, name))  # fails (kept) unless empty; a link is not a dir here
     with contextlib.suppress(OSError):
         top.rmdir()
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def safe_relpath(image_id: str) -> str:
+    """An image id as a relative POSIX path that cannot leave the folder it is joined to: no root, no
+    drive, no '..' or '.' parts, no empty parts, no control characters ('..' becomes '__')."""
+    parts = []
+    for part in _CONTROL.sub("_", str(image_id)).replace("\\", "/").split("/"):
+        if part in ("", "."):
+            continue
+        parts.append("__" if part == ".." else part.replace(":", "_") if not parts else part)
+    return "/".join(parts) or "_"
+
+
+def output_names(ids: Sequence[str], suffix: str = ".png") -> dict[str, str]:
+    """One relative output file name per id, unique by construction (case-insensitively, for macOS and
+    Windows filesystems): the id with its extension replaced by `suffix` (a/x.jpg -> a/x.png) where that
+    clashes with no other id of the set, else the whole id + suffix (a/x.jpg.png beside a/x.png.png), and
+    a ~N counter as the last resort. Every name is a `safe_relpath`, so none leaves the output folder."""
+    ids = list(dict.fromkeys(str(i) for i in ids))
+    short = {i: _with_suffix(safe_relpath(i), suffix) for i in ids}
+    counts: dict[str, int] = {}
+    for name in short.values():
+        counts[name.lower()] = counts.get(name.lower(), 0) + 1
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for i in ids:
+        name = short[i] if counts[short[i].lower()] == 1 else safe_relpath(i) + suffix
+        base, n = name, 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{base[: -len(suffix)] if suffix and base.endswith(suffix) else base}~{n}{suffix}"
+        taken.add(name.lower())
+        names[i] = name
+    return names
+
+
+def _with_suffix(rel: str, suffix: str) -> str:
+    head, _, last = rel.rpartition("/")
+    stem = last.rsplit(".", 1)[0] if "." in last.lstrip(".") else last
+    return f"{head + '/' if head else ''}{stem or '_'}{suffix}"
+
+
+def unique_ids(paths: Sequence[Path]) -> list[str]:
+    """Ids for files named on the command line (possibly from different folders, absolute or with '..'):
+    the shortest trailing part of each absolute path that is unique among them, e.g. photos/a.png and
+    old/a.png for /x/photos/a.png and /y/old/a.png; relative, never absolute, never with '..'."""
+    full = [Path(os.path.abspath(p)).parts[1:] or ("_",) for p in paths]
+    ids: list[str] = []
+    for parts in full:
+        for k in range(1, len(parts) + 1):
+            tail = parts[-k:]
+            if sum(1 for other in full if other[-k:] == tail) == 1 or k == len(parts):
+                ids.append("/".join(tail))
+                break
+    return ids
