@@ -61,7 +61,8 @@ def _user_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with console.warnings_as_lines():
+                return fn(*args, **kwargs)
         except FacebatchError as exc:
             if console.debug_enabled():
                 raise

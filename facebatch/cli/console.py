@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import warnings
+from typing import Iterator
 
 from rich.console import Console
 from rich.text import Text
@@ -42,3 +45,22 @@ def fail(message: str, code: int = 2) -> None:
     """Print one error line on stderr and exit: the contract for every user-caused error."""
     error_line(message)
     sys.exit(code)
+
+
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Show each FacebatchWarning raised inside as one 'warning: ...' line on stderr (verbatim, no markup)."""
+    from facebatch.errors import FacebatchWarning
+
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, FacebatchWarning):
+            err.print(styled(("warning:", "yellow"), " ", str(message)), highlight=False, soft_wrap=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", FacebatchWarning)
+        warnings.showwarning = show
+        yield
