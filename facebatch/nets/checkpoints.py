@@ -50,7 +50,8 @@ def sniff(path: Path) -> str:
     """'safetensors' | 'zip' | 'pickle' from the first bytes; anything else is a CheckpointError."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no such checkpoint file: {path}")
+        what = f"is {_special_kind(path)}, not a checkpoint file" if path.exists() and not path.is_dir() else None
+        raise CheckpointError(f"{path} {what}" if what else f"no such checkpoint file: {path}")
     size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(9)
@@ -185,12 +186,24 @@ def resolve(spec: str | Path) -> tuple[Path, str]:
         return entry.fetch(), entry.name
     if text.startswith(("http://", "https://")):
         return cache.ensure_file(text, registry.url_cache_path(text)), Path(text).stem
-    if path.exists():
+    if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    if path.exists():
+        raise CheckpointError(f"{path} is {_special_kind(path)}, not a checkpoint file")
     if "/" in text or "\\" in text or path.suffix:
         raise CheckpointError(f"no such checkpoint file: {path}")
     known = ", ".join(sorted(registry.models()))
     raise CheckpointError(f"unknown model {text!r}: not a file and not a registry name (known: {known})")
+
+
+def _special_kind(path: Path) -> str:
+    import stat
+
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a special file"
 
 
 def verify_pinned(path: Path, name: str, digest: str) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -164,14 +165,7 @@ def open_client(opts: ClusterOptions) -> Iterator["object"]:
     cluster = None
     try:
         if opts.remote:
-            try:
-                if opts.scheduler:
-                    client = Client(opts.scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
-                else:
-                    client = Client(scheduler_file=str(opts.scheduler_file), timeout=f"{CONNECT_TIMEOUT_S}s")
-            except (OSError, TimeoutError) as exc:
-                where = opts.scheduler or opts.scheduler_file
-                raise InputError(f"cannot reach the Dask scheduler at {where}: {exc}") from None
+            client = _connect(opts)
             try:
                 client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
             except TimeoutError:
@@ -190,6 +184,55 @@ def open_client(opts: ClusterOptions) -> Iterator["object"]:
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.close(timeout=10)
+
+
+def _connect(opts: ClusterOptions):
+    """A Client for an existing scheduler, with the whole handshake bounded by CONNECT_TIMEOUT_S.
+
+    Dask's own timeout covers opening the connection only: an address where something else listens may
+    accept and then say nothing (the handshake waits forever) or answer with bytes Dask reads as a
+    message length (a MemoryError). Connecting in a daemon thread and waiting for it with a deadline
+    turns every such case, a malformed URL and a malformed scheduler file into one InputError.
+    """
+    from distributed import Client
+
+    where = opts.scheduler or opts.scheduler_file
+    box: dict = {}
+
+    def connect() -> None:
+        try:
+            if opts.scheduler:
+                box["client"] = Client(opts.scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
+            else:
+                box["client"] = Client(scheduler_file=str(opts.scheduler_file), timeout=f"{CONNECT_TIMEOUT_S}s")
+        except BaseException as exc:  # noqa: BLE001 - reported below as one line
+            box["error"] = exc
+
+    thread = threading.Thread(target=connect, name="facebatch-connect", daemon=True)
+    thread.start()
+    thread.join(CONNECT_TIMEOUT_S + 5)
+    if thread.is_alive():
+        raise InputError(
+            f"no Dask scheduler answered at {where} within {CONNECT_TIMEOUT_S} s (something listens there, but it "
+            "does not speak Dask's protocol; check the address and port)"
+        )
+    exc = box.get("error")
+    if exc is None:
+        return box["client"]
+    if isinstance(exc, (MemoryError, OverflowError)) or "unpack" in str(exc).lower():
+        raise InputError(f"{where} is not a Dask scheduler (it answered with something else)") from None
+    if opts.scheduler_file and isinstance(exc, (ValueError, KeyError, TypeError, AttributeError)):
+        raise InputError(
+            f"--scheduler-file {where} is not a Dask scheduler file (JSON with an 'address'): {_first(exc)}"
+        ) from None
+    if isinstance(exc, (ValueError, TypeError)):
+        raise InputError(f"--scheduler {where} is not a valid scheduler address ({_first(exc)})") from None
+    raise InputError(f"cannot reach the Dask scheduler at {where}: {_first(exc)}") from None
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _check_versions(client) -> None:
