@@ -7,11 +7,12 @@ With CUDA, each local worker sees exactly one GPU through CUDA_VISIBLE_DEVICES, 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -187,47 +188,61 @@ def open_client(opts: ClusterOptions) -> Iterator["object"]:
 
 
 def _connect(opts: ClusterOptions):
-    """A Client for an existing scheduler, with the whole handshake bounded by CONNECT_TIMEOUT_S.
+    """A Client for an existing scheduler; everything before it is bounded by CONNECT_TIMEOUT_S.
 
     Dask's own timeout covers opening the connection only: an address where something else listens may
-    accept and then say nothing (the handshake waits forever) or answer with bytes Dask reads as a
-    message length (a MemoryError). Connecting in a daemon thread and waiting for it with a deadline
-    turns every such case, a malformed URL and a malformed scheduler file into one InputError.
+    accept and then say nothing (the handshake waits forever) or answer with bytes Dask reads as a message
+    length (a MemoryError). So the address (from --scheduler, or read from the scheduler file here) is
+    first probed with Dask's comm layer under an asyncio deadline, asking for the server's identity; only
+    a server that answers as a Dask scheduler gets a Client. Every failure is one InputError.
     """
     from distributed import Client
 
-    where = opts.scheduler or opts.scheduler_file
-    box: dict = {}
-
-    def connect() -> None:
-        try:
-            if opts.scheduler:
-                box["client"] = Client(opts.scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
-            else:
-                box["client"] = Client(scheduler_file=str(opts.scheduler_file), timeout=f"{CONNECT_TIMEOUT_S}s")
-        except BaseException as exc:  # noqa: BLE001 - reported below as one line
-            box["error"] = exc
-
-    thread = threading.Thread(target=connect, name="facebatch-connect", daemon=True)
-    thread.start()
-    thread.join(CONNECT_TIMEOUT_S + 5)
-    if thread.is_alive():
+    address = opts.scheduler or _address_from_file(Path(opts.scheduler_file))
+    try:
+        asyncio.run(_probe(address))
+    except InputError:
+        raise
+    except (asyncio.TimeoutError, TimeoutError):
         raise InputError(
-            f"no Dask scheduler answered at {where} within {CONNECT_TIMEOUT_S} s (something listens there, but it "
-            "does not speak Dask's protocol; check the address and port)"
-        )
-    exc = box.get("error")
-    if exc is None:
-        return box["client"]
-    if isinstance(exc, (MemoryError, OverflowError)) or "unpack" in str(exc).lower():
-        raise InputError(f"{where} is not a Dask scheduler (it answered with something else)") from None
-    if opts.scheduler_file and isinstance(exc, (ValueError, KeyError, TypeError, AttributeError)):
-        raise InputError(
-            f"--scheduler-file {where} is not a Dask scheduler file (JSON with an 'address'): {_first(exc)}"
+            f"no Dask scheduler answered at {address} within {CONNECT_TIMEOUT_S} s (nothing listens there, or "
+            "something that does not speak Dask's protocol; check the address and port)"
         ) from None
-    if isinstance(exc, (ValueError, TypeError)):
-        raise InputError(f"--scheduler {where} is not a valid scheduler address ({_first(exc)})") from None
-    raise InputError(f"cannot reach the Dask scheduler at {where}: {_first(exc)}") from None
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{address!r} is not a valid Dask scheduler address ({_first(exc)})") from None
+    except (MemoryError, OverflowError):
+        raise InputError(f"{address} is not a Dask scheduler (it answered with something else)") from None
+    except Exception as exc:  # noqa: BLE001 - OSError, CommClosedError, a garbled reply: all one line
+        raise InputError(f"cannot reach the Dask scheduler at {address}: {_first(exc)}") from None
+    try:
+        return Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
+    except (OSError, TimeoutError) as exc:
+        raise InputError(f"cannot reach the Dask scheduler at {address}: {_first(exc)}") from None
+
+
+async def _probe(address: str) -> None:
+    from distributed.comm import connect
+
+    deadline = CONNECT_TIMEOUT_S
+    comm = await asyncio.wait_for(connect(address, timeout=deadline), deadline + 1)
+    try:
+        await asyncio.wait_for(comm.write({"op": "identity", "reply": True}), deadline)
+        reply = await asyncio.wait_for(comm.read(), deadline)
+    finally:
+        comm.abort()
+    if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+        raise InputError(f"{address} answers, but not as a Dask scheduler")
+
+
+def _address_from_file(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--scheduler-file {path} is not a readable Dask scheduler file: {_first(exc)}") from None
+    address = info.get("address") if isinstance(info, dict) else None
+    if not isinstance(address, str) or not address:
+        raise InputError(f"--scheduler-file {path} is not a Dask scheduler file (JSON with an 'address')")
+    return address
 
 
 def _first(exc: BaseException) -> str:
