@@ -23,3 +23,8 @@ class RunFailed(FacebatchError):
     """The job ran but some of its work failed for good (exit 1, not a usage error)."""
 
     exit_code = 1
+
+
+class FacebatchWarning(UserWarning):
+    """Something the user should know that does not stop the run (e.g. a folder that could not be read).
+    The CLI prints each as one 'warning:' line on stderr."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from typing import Annotated, Optional
@@ -76,15 +77,33 @@ def _user_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with console.warnings_as_lines():
+                return fn(*args, **kwargs)
         except FacebatchError as exc:
             if console.debug_enabled():
                 raise
-            console.err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            console.error_line(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # the environment's refusal (permission, full disk, read-only, special file)
+            if console.debug_enabled():
+                raise
+            console.error_line(describe_os_error(exc))
+            raise typer.Exit(2) from None
 
     wrapper._facebatch_wrapped = True
     return wrapper
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OSError: what, where, and how to go on (finished work is kept: files are atomic)."""
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    what = exc.strerror or str(exc) or type(exc).__name__
+    text = f"{where}: {what}" if where else what
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{text}: the disk is full; finished work is kept, free some space and rerun the same command to resume"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{text}: facebatch may not write or read there; pick another --out or fix the permissions"
+    return text
 
 
 def _wrap_commands(typer_app: typer.Typer) -> None:

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from facebatch.cli.console import err, out
+from facebatch.cli.console import err, out, styled
 from facebatch.errors import RunFailed
 
 MAX_FAILURES_SHOWN = 5
@@ -105,7 +105,7 @@ def report_run(summary, quiet: bool) -> None:
         out.print(summary_table(summary))
     if summary.failures:
         for shard, message in summary.failures[:MAX_FAILURES_SHOWN]:
-            err.print(f"[red]shard {shard} failed:[/] {message}", highlight=False, soft_wrap=True)
+            err.print(styled((f"shard {shard} failed:", "red"), " ", message), highlight=False, soft_wrap=True)
         raise RunFailed(
             f"{len(summary.failures)} of {summary.shards} shards failed; rerun the same command to retry them"
         )

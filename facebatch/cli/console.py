@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import warnings
+from typing import Iterator
 
 from rich.console import Console
+from rich.text import Text
 
 
 def _width(stream) -> int | None:
@@ -16,8 +20,21 @@ def _width(stream) -> int | None:
     return int(os.environ.get("COLUMNS", "0") or 0) or 120
 
 
-out = Console(width=_width(sys.stdout))
-err = Console(stderr=True, width=_width(sys.stderr))
+# markup=False: every string printed (paths, image ids, column names, error messages, table cells) is the
+# user's text, shown as is; a "[red]" in a file name must neither vanish nor crash. Styled words are
+# built with `styled` / rich Text, never by formatting user text into a markup string.
+out = Console(width=_width(sys.stdout), markup=False)
+err = Console(stderr=True, width=_width(sys.stderr), markup=False)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """Text from plain strings and (text, style) pairs: styling without parsing anything as markup."""
+    return Text.assemble(*parts)
+
+
+def error_line(message: str) -> None:
+    """The one-line user error on stderr (no exit): 'error: <message>', the message shown verbatim."""
+    err.print(styled(("error:", "bold red"), " ", str(message)), highlight=False, soft_wrap=True)
 
 
 def debug_enabled() -> bool:
@@ -26,5 +43,24 @@ def debug_enabled() -> bool:
 
 def fail(message: str, code: int = 2) -> None:
     """Print one error line on stderr and exit: the contract for every user-caused error."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    error_line(message)
     sys.exit(code)
+
+
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Show each FacebatchWarning raised inside as one 'warning: ...' line on stderr (verbatim, no markup)."""
+    from facebatch.errors import FacebatchWarning
+
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, FacebatchWarning):
+            err.print(styled(("warning:", "yellow"), " ", str(message)), highlight=False, soft_wrap=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", FacebatchWarning)
+        warnings.showwarning = show
+        yield

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from facebatch.cli.cluster_options import DeviceOption
-from facebatch.cli.console import err, out
+from facebatch.cli.console import err, out, styled
 from facebatch.cli.projection_options import GeneratorOption, PresetOption, SetOption, StepsOption, projection_config
 from facebatch.errors import InputError, RunFailed
 
@@ -67,7 +67,7 @@ def invert(
     from facebatch.nets.device import resolve_device
     from facebatch.pipeline.atomic import atomic_write_json
     from facebatch.pipeline.images import save_image
-    from facebatch.pipeline.rundir import RunDir
+    from facebatch.pipeline.rundir import RunDir, safe_relpath, unique_ids
     from facebatch.pipeline.table import atomic_write_table
     from facebatch.stages.project import project_files
 
@@ -80,13 +80,14 @@ def invert(
     dev = resolve_device(device)
     nets = load_networks(generator, device=str(dev))
 
-    names = [p.name for p in images]
-    ids = [p.name if names.count(p.name) == 1 else str(p) for p in images]  # full path only where names clash
-    items = [{"image_id": image_id, "path": str(path)} for image_id, path in dict(zip(ids, images)).items()]
+    # ids: the shortest unique tail of each path (a.png, or photos/a.png beside old/a.png), never absolute
+    # or with '..'; each output is <id>.png under --out (the full id: a.jpg and a.png never share a file)
+    by_id = dict(zip(unique_ids(images), images))
+    items = [{"image_id": image_id, "path": str(path)} for image_id, path in by_id.items()]
     outputs: dict[str, str] = {}
 
     def side_by_side(image_id, target, reconstruction):
-        png = out_dir / f"{image_id}.png"
+        png = out_dir / f"{safe_relpath(image_id)}.png"
         save_image(torch.cat([target, reconstruction.clamp(-1, 1)], dim=2), png)
         outputs[image_id] = str(png)
 
@@ -138,10 +139,10 @@ def invert(
         if row["status"] == "ok":
             table.add_row(row["image_id"], *[_score_cell(row[k]) for k in SHOWN_SCORES])
         else:
-            table.add_row(row["image_id"], "[red]error[/]", *[""] * (len(SHOWN_SCORES) - 1))
+            table.add_row(row["image_id"], styled(("error", "red")), *[""] * (len(SHOWN_SCORES) - 1))
     out.print(table)
     for row in failed:
-        err.print(f"[red]{row['image_id']}[/]: {row['error']}", highlight=False, soft_wrap=True)
+        err.print(styled((row["image_id"], "red"), f": {row['error']}"), highlight=False, soft_wrap=True)
     out.print(f"wrote {len(ordered) - len(failed)} side-by-side PNG(s), scores.json and latents/ to {out_dir}")
     if failed:
         raise RunFailed(f"{len(failed)} of {len(ordered)} images could not be read (see the table)")

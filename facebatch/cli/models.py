@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from facebatch.cli.console import out
+from facebatch.cli.console import out, styled
 from facebatch.errors import CheckpointError, InputError, ModelNotAvailable, RunFailed
 from facebatch.nets import cache, registry
 
@@ -39,8 +39,8 @@ def list_models() -> None:
             entry.name,
             entry.kind,
             str(entry.resolution),
-            "[green]yes[/]" if cached else "no",
-            shown if cached else f"[dim]{shown}[/]",
+            styled(("yes", "green")) if cached else "no",
+            shown if cached else styled((shown, "dim")),
             _sha_status(entry),
         )
     out.print(table)
@@ -98,7 +98,7 @@ def verify(
     elif digest != expected.lower():
         raise RunFailed(f"sha256 mismatch for {path}: expected {expected.lower()} ({source}), got {digest}")
     else:
-        out.print(f"[green]ok[/]: matches the {source} sha256")
+        out.print(styled(("ok", "green"), f": matches the {source} sha256"))
 
 
 @app.command("convert")

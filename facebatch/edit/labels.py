@@ -6,6 +6,7 @@ and the line, because a silently dropped or mis-joined label gives a plausible b
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Sequence
@@ -27,21 +28,58 @@ class Attribute:
     kind: str  # "binary" (values 0/1) or "continuous"
 
 
+MAX_LABELS_BYTES = 2 << 30  # a labels file is text with one row per image; past this it is not one
+
+
 def read_labels(path: Path) -> pd.DataFrame:
-    """All cells as strings (empty = missing), so type decisions are ours and errors can quote the cell."""
+    """All cells as strings (empty = missing), so type decisions are ours and errors can quote the cell.
+
+    Read strictly with the csv module: every row must have as many cells as the header (pandas would
+    silently shift a row with one cell too many into the index, so values come from the wrong column),
+    and every header name must be unique (pandas renames a duplicate to "name.1" without a word).
+    """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"no labels file at {path}")
+        what = "a folder" if path.is_dir() else "not a regular file" if path.exists() else None
+        raise InputError(f"no labels file at {path}" if what is None else f"labels file {path} is {what}")
     sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
     try:
-        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise InputError(f"labels file {path} is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise InputError(f"labels file {path} is not a readable CSV: {str(exc).strip().splitlines()[-1]}") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    if len(df) == 0:
+        if path.stat().st_size > MAX_LABELS_BYTES:
+            raise InputError(f"labels file {path} is larger than {MAX_LABELS_BYTES >> 30} GiB; not a labels table")
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh, delimiter=sep, skipinitialspace=True, strict=True))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"labels file {path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except csv.Error as exc:
+        raise InputError(f"labels file {path} is not a readable CSV: {exc}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read labels file {path}: {exc.strerror or exc}") from None
+    numbered = [(n, row) for n, row in enumerate(rows, start=1) if any(cell.strip() for cell in row)]
+    if not numbered:
+        raise InputError(f"labels file {path} is empty")
+    (_, header), body = numbered[0], numbered[1:]
+    header = [c.strip() for c in header]
+    for i, name in enumerate(header):
+        if not name:
+            raise InputError(f"labels file {path}: column {i + 1} of the header has no name")
+        if "\x00" in name:
+            raise InputError(f"labels file {path}: the header holds a NUL byte (not a text table)")
+        if name in header[:i]:
+            raise InputError(
+                f"labels file {path}: column {name!r} appears twice in the header (columns {header.index(name) + 1} "
+                f"and {i + 1}); rename or remove one"
+            )
+    for line, row in body:
+        if len(row) != len(header):
+            raise InputError(
+                f"labels file {path}, line {line}: {len(row)} cells, the header has {len(header)} "
+                f"({', '.join(header[:6])}{', ...' if len(header) > 6 else ''}); fix the row (quote cells holding "
+                f"{sep!r})"
+            )
+    if not body:
         raise InputError(f"labels file {path} has a header but no rows")
+    df = pd.DataFrame([row for _, row in body], columns=header, dtype=str)
+    df.index = pd.Index([line - 2 for line, _ in body])  # so that index + 2 is the file's line number
     return df
 
 
@@ -102,7 +140,25 @@ def parse_attribute(df: pd.DataFrame, name: str) -> Attribute:
     if levels <= {0.0, 1.0} or levels <= {-1.0, 1.0}:
         values = np.where(np.isnan(values), np.nan, (values > 0).astype(float))
         return _checked(Attribute(name, values, "binary"))
+    _refuse_near_binary(name, raw[present], numeric.to_numpy(dtype=float))
     return _checked(Attribute(name, values, "continuous"))
+
+
+def _refuse_near_binary(name: str, raw: pd.Series, numeric: np.ndarray) -> None:
+    """A 0/1 or -1/1 column with a few stray values is a typo, not a score: refuse it, naming the line.
+
+    Scores (probabilities, ratings) take many levels; a column whose cells are all but at most 5 % (and
+    at most 3 cells) in one binary pair is read as binary with typos."""
+    for pair in ((0.0, 1.0), (-1.0, 1.0)):
+        stray = ~np.isin(numeric, pair)
+        both = all(np.any(numeric == v) for v in pair)
+        if both and 0 < stray.sum() <= max(1, min(3, int(0.05 * len(numeric)))):
+            i = int(np.flatnonzero(stray)[0])
+            line = int(raw.index[i]) + 2
+            raise InputError(
+                f"attribute {name!r} is {pair[0]:g}/{pair[1]:g} except for {int(stray.sum())} cell(s), e.g. "
+                f"{raw.iloc[i]!r} on line {line}: fix the typo (or, for a score, use more than two levels)"
+            )
 
 
 def _checked(attr: Attribute) -> Attribute:

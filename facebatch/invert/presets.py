@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -77,6 +78,22 @@ class ProjectionConfig:
         for key in ("lr", "noise_lr", "lr_rampup", "lr_rampdown", "w_noise_factor", "w_noise_ramp"):
             if getattr(self, key) < 0:
                 raise InputError(f"{key} must be >= 0, not {getattr(self, key)}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "float" and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise InputError(f"{f.name} must be a finite number, not {value!r}")
+        for key in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise InputError(f"{key} must be in [0, 1), not {getattr(self, key)}")
+        for key in (
+            "perceptual_weight",
+            "mse_weight",
+            "noise_regularize",
+            "noise_mse_weight",
+            "noise_perceptual_weight",
+        ):
+            if getattr(self, key) < 0:
+                raise InputError(f"{key} must be >= 0, not {getattr(self, key)}")
         if not 0.0 <= self.anomaly_lambda <= 1.0:
             raise InputError(f"anomaly_lambda must be in [0, 1], not {self.anomaly_lambda}")
         if self.perceptual == "none" and self.perceptual_weight > 0 and self.mse_weight == 0:
@@ -113,14 +130,22 @@ def _coerce(key: str, value: Any) -> Any:
                 return low in ("true", "1", "yes")
             return bool(value)
         if kind == "int":
-            if isinstance(value, float) and not value.is_integer():
+            if isinstance(value, bool):
                 raise ValueError(value)
-            return int(float(value)) if isinstance(value, str) else int(value)
+            number = float(value) if isinstance(value, str) else value
+            if isinstance(number, float) and not number.is_integer():  # also nan and inf
+                raise ValueError(value)
+            return int(number)
         if kind == "float":
-            return float(value)
+            if isinstance(value, bool):
+                raise ValueError(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(value)
+            return number
         return str(value)
-    except (TypeError, ValueError):
-        wants = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(kind, "a string")
+    except (TypeError, ValueError, OverflowError):
+        wants = {"int": "an integer", "float": "a finite number", "bool": "true or false"}.get(kind, "a string")
         raise InputError(f"setting {key} wants {wants}, got {value!r}") from None
 
 

@@ -150,6 +150,7 @@ def _progress_bar(label: str, total: int | None, enabled: bool):
         yield lambda n: None
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
     with Progress(
@@ -159,7 +160,7 @@ def _progress_bar(label: str, total: int | None, enabled: bool):
         console=Console(stderr=True),
         transient=True,
     ) as bar:
-        task = bar.add_task(f"downloading {label}", total=total)
+        task = bar.add_task(escape(f"downloading {label}"), total=total)
         yield lambda n: bar.advance(task, n)
 
 

@@ -20,6 +20,7 @@ import torch
 
 from facebatch.errors import CheckpointError
 from facebatch.nets import cache, registry
+from facebatch.nets.arch_check import check_kwargs, check_shapes
 from facebatch.nets.native_format import RawNetworks, read_native
 from facebatch.nets.safe_pickle import TORCH_LEGACY_MAGIC, load_pickle, networks_from_pickle
 
@@ -49,7 +50,8 @@ def sniff(path: Path) -> str:
     """'safetensors' | 'zip' | 'pickle' from the first bytes; anything else is a CheckpointError."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no such checkpoint file: {path}")
+        what = f"is {_special_kind(path)}, not a checkpoint file" if path.exists() and not path.is_dir() else None
+        raise CheckpointError(f"{path} {what}" if what else f"no such checkpoint file: {path}")
     size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(9)
@@ -73,8 +75,20 @@ def sniff(path: Path) -> str:
 
 
 def read_checkpoint(path: Path) -> tuple[str, RawNetworks]:
-    """(format name, kwargs + state dicts) without building modules."""
+    """(format name, kwargs + state dicts) without building modules.
+
+    Everything the readers rebuild is untrusted data: a wrong type anywhere is a CheckpointError, never a traceback.
+    """
     path = Path(path)
+    try:
+        return _read_checkpoint(path)
+    except (CheckpointError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - no code from the file ran; a value of the wrong shape or type did
+        raise CheckpointError(f"{path}: malformed checkpoint ({_first_line(exc)})") from None
+
+
+def _read_checkpoint(path: Path) -> tuple[str, RawNetworks]:
     kind = sniff(path)
     if kind == "safetensors":
         return "facebatch-safetensors", read_native(path)
@@ -130,31 +144,27 @@ def _from_torch_save(path: Path) -> tuple[str, RawNetworks]:
 
 
 def build(path: Path, kind: str, kwargs: dict, state: dict, cls: type) -> torch.nn.Module:
-    """Construct from kwargs, load the state dict strictly, freeze for inference."""
+    """Check the stored config (types, bounds, then shapes on the meta device), construct from it,
+    load the state dict strictly, freeze for inference. Nothing is allocated beyond what the file holds."""
+    try:
+        check_kwargs(kind, kwargs)
+        check_shapes(kind, cls, kwargs, state)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the config is data from the file: any failure means a bad file
+        raise CheckpointError(f"{path}: cannot build the {kind} from its stored config ({_first_line(exc)})") from None
     try:
         net = cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot build the {kind} from its stored config ({exc})") from None
-    try:
         net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        missing, unexpected = _key_diff(net.state_dict(), state)
-        detail = "; ".join(
-            part
-            for part in (f"missing {missing}" if missing else "", f"unexpected {unexpected}" if unexpected else "")
-            if part
-        )
-        shape = str(exc).strip().splitlines()[-1].strip()
-        raise CheckpointError(f"{path}: its {kind} weights do not fit a StyleGAN2 {kind} ({detail or shape})") from None
+    except Exception as exc:  # noqa: BLE001 - shapes were checked; what is left is a bad value in the file
+        raise CheckpointError(f"{path}: its {kind} weights cannot be loaded ({_first_line(exc)})") from None
     net.eval().requires_grad_(False)
     return net
 
 
-def _key_diff(expected: dict, got: dict, show: int = 3) -> tuple[list[str], list[str]]:
-    missing = sorted(set(expected) - set(got))
-    unexpected = sorted(set(got) - set(expected))
-    trim = lambda names: names[:show] + ([f"... {len(names) - show} more"] if len(names) > show else [])  # noqa: E731
-    return trim(missing), trim(unexpected)
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
 
 def build_networks(path: Path, raw: RawNetworks) -> tuple[torch.nn.Module, torch.nn.Module | None]:
@@ -176,12 +186,24 @@ def resolve(spec: str | Path) -> tuple[Path, str]:
         return entry.fetch(), entry.name
     if text.startswith(("http://", "https://")):
         return cache.ensure_file(text, registry.url_cache_path(text)), Path(text).stem
-    if path.exists():
+    if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    if path.exists():
+        raise CheckpointError(f"{path} is {_special_kind(path)}, not a checkpoint file")
     if "/" in text or "\\" in text or path.suffix:
         raise CheckpointError(f"no such checkpoint file: {path}")
     known = ", ".join(sorted(registry.models()))
     raise CheckpointError(f"unknown model {text!r}: not a file and not a registry name (known: {known})")
+
+
+def _special_kind(path: Path) -> str:
+    import stat
+
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a special file"
 
 
 def verify_pinned(path: Path, name: str, digest: str) -> None:

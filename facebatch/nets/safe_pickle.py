@@ -15,6 +15,7 @@ import collections
 import importlib
 import io
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,17 +63,74 @@ def _numpy_attr(name: str, *modules: str):
     raise ImportError(name)
 
 
+# Allocation bounds: every rebuilder the pickle may call is checked against the bytes the file really
+# holds, so a few hundred bytes cannot ask for terabytes (a tensor view larger than its storage makes
+# torch grow the storage; numpy allocates whatever shape it is given).
+MAX_DIRECT_ALLOC = 1 << 20  # bytes: bytearray(n) / ndarray(shape) built from a size, not from data
+
+
+def _numel(shape: Any) -> int:
+    if not isinstance(shape, (tuple, list, torch.Size)) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise CheckpointError(f"a stored shape {shape!r} is not a tuple of non-negative integers")
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, *args, **kwargs):
+    numel = _numel(size)
+    _numel(stride)
+    if not isinstance(storage_offset, int) or storage_offset < 0:
+        raise CheckpointError("a stored tensor has a negative or non-integer storage offset")
+    if numel:
+        extent = storage_offset + sum((d - 1) * st for d, st in zip(size, stride)) + 1
+        with warnings.catch_warnings():  # TypedStorage.size() warns that TypedStorage is deprecated
+            warnings.simplefilter("ignore")
+            available = storage.size() if isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)) else 0
+        if len(size) != len(stride) or extent > available:
+            raise CheckpointError(
+                f"a stored tensor of shape {list(size)} reaches past its data ({extent} > {available} elements)"
+            )
+    return torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride, *args, **kwargs)
+
+
+def _bytearray(*args):
+    if args and isinstance(args[0], int) and not isinstance(args[0], bool) and args[0] > MAX_DIRECT_ALLOC:
+        raise CheckpointError(f"the pickle asks for a {args[0]}-byte buffer it does not hold")
+    return bytearray(*args)
+
+
+def _ndarray(shape, dtype=float, *args, **kwargs):
+    if _numel(shape if isinstance(shape, (tuple, list)) else (shape,)) * np.dtype(dtype).itemsize > MAX_DIRECT_ALLOC:
+        raise CheckpointError(f"the pickle asks for an array of shape {shape!r} it does not hold")
+    return np.ndarray(shape, dtype, *args, **kwargs)
+
+
+def _bounded_reconstruct(fn):
+    def reconstruct(subtype, shape, dtype):
+        if subtype is _ndarray:
+            subtype = np.ndarray
+        if _numel(shape if isinstance(shape, (tuple, list)) else (shape,)) > MAX_DIRECT_ALLOC:
+            raise CheckpointError(f"the pickle asks for an array of shape {shape!r} it does not hold")
+        return fn(subtype, shape, dtype)
+
+    return reconstruct
+
+
 def _allow_list() -> dict[tuple[str, str], Any]:
     allowed: dict[tuple[str, str], Any] = {
         ("collections", "OrderedDict"): collections.OrderedDict,
-        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
         ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
         ("torch._utils", "_rebuild_parameter_with_state"): torch._utils._rebuild_parameter_with_state,
         ("torch", "Size"): torch.Size,
         ("torch", "device"): torch.device,
         ("torch.storage", "_load_from_bytes"): _load_storage,
         ("numpy", "dtype"): np.dtype,
-        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "ndarray"): _ndarray,
         ("_codecs", "encode"): _codecs.encode,
         ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
         ("dnnlib.util", "EasyDict"): AttrDict,
@@ -80,11 +138,12 @@ def _allow_list() -> dict[tuple[str, str], Any]:
     }
     for builtins_name in ("builtins", "__builtin__"):  # protocol-2 pickles say __builtin__
         allowed.update(
-            {(builtins_name, n): obj for n, obj in (("set", set), ("frozenset", frozenset), ("bytearray", bytearray))}
+            {(builtins_name, n): obj for n, obj in (("set", set), ("frozenset", frozenset), ("bytearray", _bytearray))}
         )
     for sub, names in (("multiarray", ("scalar", "_reconstruct")), ("numeric", ("_frombuffer",))):
         for name in names:
             fn = _numpy_attr(name, f"numpy._core.{sub}", f"numpy.core.{sub}")
+            fn = _bounded_reconstruct(fn) if name == "_reconstruct" else fn
             allowed[(f"numpy._core.{sub}", name)] = allowed[(f"numpy.core.{sub}", name)] = fn
     return allowed
 

@@ -9,13 +9,54 @@ Tables, JSON, PNG bytes, per-shard noise archives and downloaded checkpoints all
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import errno
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 TEMP_MARK = ".tmp-"
 TEMP_GLOB = f".*{TEMP_MARK}*"
+_TEMP_NAME = re.compile(rf"^\..+{re.escape(TEMP_MARK)}\d+$")  # exactly what temp_path makes: .<name>.tmp-<pid>
+
+# Files published while a `recording_writes()` block is active (one shard on a worker): the run's own
+# record of what it wrote, so --overwrite removes those and nothing a user put beside them.
+_WRITTEN: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar("facebatch_written", default=None)
+
+
+@contextlib.contextmanager
+def recording_writes() -> Iterator[list[Path]]:
+    files: list[Path] = []
+    token = _WRITTEN.set(files)
+    try:
+        yield files
+    finally:
+        _WRITTEN.reset(token)
+
+
+def open_nofollow(path: Path, flags: int, mode: int = 0o644) -> int:
+    """os.open that never follows a symlink at `path` (a link planted in OUT must not redirect a write)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "a symbolic link; facebatch does not write through links", str(path)) from None
+        raise
+
+
+def _create_temp(tmp: Path) -> None:
+    """Create the temp file ourselves, exclusively and without following links: a stale temp of a
+    recycled pid or a planted symlink at that name is removed (the link itself, never its target)."""
+    for _ in range(3):
+        try:
+            os.close(open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+            return
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    raise FileExistsError(errno.EEXIST, "cannot create a temp file", str(tmp))
 
 
 def temp_path(path: Path) -> Path:
@@ -26,9 +67,15 @@ def temp_path(path: Path) -> Path:
 
 def publish(tmp: Path, path: Path) -> None:
     """fsync the finished temp file, then rename it over `path` in one step."""
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
+    fd = open_nofollow(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
+    written = _WRITTEN.get()
+    if written is not None:
+        written.append(Path(path))
 
 
 @contextlib.contextmanager
@@ -42,6 +89,7 @@ def atomic_output(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
+        _create_temp(tmp)
         yield tmp
         publish(tmp, path)
     finally:
@@ -63,6 +111,8 @@ def sweep_temps(folders: Iterable[Path], recursive: Iterable[Path] = ()) -> int:
     found = [p for d in folders if Path(d).is_dir() for p in Path(d).glob(TEMP_GLOB)]
     found += [p for d in recursive if Path(d).is_dir() for p in Path(d).rglob(TEMP_GLOB)]
     for path in found:
+        if not _TEMP_NAME.match(path.name):
+            continue
         with contextlib.suppress(OSError):
             path.unlink()
             removed += 1

@@ -7,7 +7,9 @@ With CUDA, each local worker sees exactly one GPU through CUDA_VISIBLE_DEVICES, 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -164,14 +166,7 @@ def open_client(opts: ClusterOptions) -> Iterator["object"]:
     cluster = None
     try:
         if opts.remote:
-            try:
-                if opts.scheduler:
-                    client = Client(opts.scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
-                else:
-                    client = Client(scheduler_file=str(opts.scheduler_file), timeout=f"{CONNECT_TIMEOUT_S}s")
-            except (OSError, TimeoutError) as exc:
-                where = opts.scheduler or opts.scheduler_file
-                raise InputError(f"cannot reach the Dask scheduler at {where}: {exc}") from None
+            client = _connect(opts)
             try:
                 client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
             except TimeoutError:
@@ -190,6 +185,69 @@ def open_client(opts: ClusterOptions) -> Iterator["object"]:
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.close(timeout=10)
+
+
+def _connect(opts: ClusterOptions):
+    """A Client for an existing scheduler; everything before it is bounded by CONNECT_TIMEOUT_S.
+
+    Dask's own timeout covers opening the connection only: an address where something else listens may
+    accept and then say nothing (the handshake waits forever) or answer with bytes Dask reads as a message
+    length (a MemoryError). So the address (from --scheduler, or read from the scheduler file here) is
+    first probed with Dask's comm layer under an asyncio deadline, asking for the server's identity; only
+    a server that answers as a Dask scheduler gets a Client. Every failure is one InputError.
+    """
+    from distributed import Client
+
+    address = opts.scheduler or _address_from_file(Path(opts.scheduler_file))
+    try:
+        asyncio.run(_probe(address))
+    except InputError:
+        raise
+    except (asyncio.TimeoutError, TimeoutError):
+        raise InputError(
+            f"no Dask scheduler answered at {address} within {CONNECT_TIMEOUT_S} s (nothing listens there, or "
+            "something that does not speak Dask's protocol; check the address and port)"
+        ) from None
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{address!r} is not a valid Dask scheduler address ({_first(exc)})") from None
+    except (MemoryError, OverflowError):
+        raise InputError(f"{address} is not a Dask scheduler (it answered with something else)") from None
+    except Exception as exc:  # noqa: BLE001 - OSError, CommClosedError, a garbled reply: all one line
+        raise InputError(f"cannot reach the Dask scheduler at {address}: {_first(exc)}") from None
+    try:
+        return Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
+    except (OSError, TimeoutError) as exc:
+        raise InputError(f"cannot reach the Dask scheduler at {address}: {_first(exc)}") from None
+
+
+async def _probe(address: str) -> None:
+    from distributed.comm import connect
+
+    deadline = CONNECT_TIMEOUT_S
+    comm = await asyncio.wait_for(connect(address, timeout=deadline), deadline + 1)
+    try:
+        await asyncio.wait_for(comm.write({"op": "identity", "reply": True}), deadline)
+        reply = await asyncio.wait_for(comm.read(), deadline)
+    finally:
+        comm.abort()
+    if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+        raise InputError(f"{address} answers, but not as a Dask scheduler")
+
+
+def _address_from_file(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--scheduler-file {path} is not a readable Dask scheduler file: {_first(exc)}") from None
+    address = info.get("address") if isinstance(info, dict) else None
+    if not isinstance(address, str) or not address:
+        raise InputError(f"--scheduler-file {path} is not a Dask scheduler file (JSON with an 'address')")
+    return address
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _check_versions(client) -> None:

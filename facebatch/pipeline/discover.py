@@ -7,10 +7,11 @@ machines and shard sizes. Hidden files and folders (".thumbnails", ".ipynb_check
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Iterable
 
-from facebatch.errors import InputError
+from facebatch.errors import FacebatchWarning, InputError
 
 _SUFFIX_ORDER = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")  # as error messages list them
 IMAGE_SUFFIXES = frozenset(_SUFFIX_ORDER)
@@ -39,7 +40,12 @@ def discover_images(root: Path, exclude: Iterable[Path] = ()) -> list[dict]:
     seen_dirs: set[tuple[int, int]] = set()
     # os.walk(followlinks=True) alone recurses forever on a link to an ancestor; remembering each
     # directory's (device, inode) visits every real directory once, whatever links point at it.
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=None):
+    skipped: list[str] = []
+
+    def unreadable(exc: OSError) -> None:
+        skipped.append(f"{exc.filename}: {exc.strerror or exc}")
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable):
         ident = _identity(Path(dirpath))
         if ident in seen_dirs or ident in skip:
             dirnames[:] = []
@@ -51,9 +57,16 @@ def discover_images(root: Path, exclude: Iterable[Path] = ()) -> list[dict]:
             if name.startswith(".") or not is_image_name(name):
                 continue
             path = Path(dirpath) / name
-            if not path.is_file():  # broken symlink, socket...
+            if not path.exists():  # a broken symlink: nothing to read, but said below
+                skipped.append(f"{path}: broken link")
                 continue
+            # a FIFO, socket or device named like an image stays an item: its error row says what it is
             found[(rel_dir / name).as_posix()] = str(path.absolute())
+    if skipped:  # never silently fewer images: say which folders were left out, and why
+        shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        warnings.warn(
+            FacebatchWarning(f"skipped {len(skipped)} unreadable path(s) under {root}: {shown}"), stacklevel=2
+        )
     return [{"image_id": image_id, "path": found[image_id]} for image_id in sorted(found)]
 
 

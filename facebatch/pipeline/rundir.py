@@ -21,21 +21,23 @@ Temp files are the atomic writer's (``.<name>.tmp-<pid>``); `remove_stale_temps`
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
-import shutil
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from facebatch.errors import InputError
-from facebatch.pipeline.atomic import sweep_temps
+from facebatch.pipeline.atomic import open_nofollow, sweep_temps
 
 RUN_FILE = "_run.json"
 SUCCESS_FILE = "_SUCCESS"
 STATS_DIR = "_stats"
 LOCK_FILE = ".lock"
+PART_NAME = re.compile(r"^part-\d{5,}\.parquet$")
 
 LATENTS = "latents"
 RECONSTRUCTIONS = "reconstructions"
@@ -86,7 +88,7 @@ class RunDir:
 
     def reconstruction(self, image_id: str) -> Path:
         """OUT/reconstructions/<image_id>.png (the full id, so a.jpg and a.png never collide)."""
-        return self.root / RECONSTRUCTIONS / f"{image_id}.png"
+        return self.root / RECONSTRUCTIONS / f"{safe_relpath(image_id)}.png"
 
     def noise_part(self, part_name: str) -> Path:
         """OUT/noise/part-NNNNN.npz beside OUT/latents/part-NNNNN.parquet."""
@@ -119,12 +121,34 @@ class RunDir:
         return found
 
     def remove_outputs(self, side_dirs: Sequence[str] = ()) -> None:
-        """--overwrite: delete only what a facebatch run wrote here, never the rest of OUT."""
-        for sub in (self.table, f"{STATS_DIR}/{self.table}", *side_dirs):
-            shutil.rmtree(self.root / sub, ignore_errors=True)
+        """--overwrite: delete only what the run's own records list (its parts, markers, the side files
+        each marker names, _run.json, _SUCCESS, its temp files), then the folders that became empty.
+        A file a user put anywhere in OUT stays, and so do the folders holding it."""
+        if self.read_run() is None:  # no record of a facebatch run: nothing here is provably ours
+            return
+        for name, marker in self.read_markers().items():
+            for rel in marker.get("files") or ():
+                target = self.inside(rel)
+                if target is not None:
+                    _unlink(target)
+            _unlink(self.part(name))
+            _unlink(self.marker(name))
+        if self.table_dir.is_dir() and not self.table_dir.is_symlink():  # parts a killed worker published unmarked
+            for part in self.table_dir.iterdir():
+                if PART_NAME.match(part.name):
+                    _unlink(part)
+        self.remove_stale_temps(side_dirs)
         for name in (RUN_FILE, SUCCESS_FILE):
-            with contextlib.suppress(FileNotFoundError):
-                (self.root / name).unlink()
+            _unlink(self.root / name)
+        for sub in (self.table, f"{STATS_DIR}/{self.table}", STATS_DIR, *side_dirs):
+            _remove_empty_dirs(self.root / sub)
+
+    def inside(self, rel: str | Path) -> Path | None:
+        """OUT/rel when rel is a relative path that stays under OUT (no absolute path, no '..'), else None."""
+        rel = Path(rel)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            return None
+        return self.root / rel
 
     def remove_stale_temps(self, side_dirs: Sequence[str] = ()) -> int:
         """Temp files left by killed workers (dot-prefixed, so readers never saw them)."""
@@ -132,9 +156,16 @@ class RunDir:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Two clients on one OUT would redo each other's shards and clean each other's temp files."""
+        """Two clients on one OUT would redo each other's shards and clean each other's temp files.
+        The lock file is opened without following links: a symlink planted at OUT/.lock is refused."""
         self.root.mkdir(parents=True, exist_ok=True)
-        fh = open(self.root / LOCK_FILE, "a+")
+        path = self.root / LOCK_FILE
+        try:
+            fh = os.fdopen(open_nofollow(path, os.O_RDWR | os.O_CREAT), "r+")
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise InputError(f"{path} is a symbolic link; facebatch will not follow it (remove it)") from None
+            raise
         try:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -165,3 +196,80 @@ def locate_table(path: Path, table: str = LATENTS, what: str = "table or folder"
     if folder.name == table:
         return RunDir(folder.parent, table), path
     return RunDir(folder, table), path
+
+
+def _unlink(path: Path) -> None:
+    """Remove one file (a symlink itself, never what it points at); a folder or a missing file is left."""
+    with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError, NotADirectoryError):
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+
+
+def _remove_empty_dirs(top: Path) -> None:
+    """Remove `top` and the folders below it that are empty (bottom-up); never follows links, keeps any file."""
+    if not top.is_dir() or top.is_symlink():
+        return
+    for dirpath, dirnames, _ in os.walk(top, topdown=False):
+        for name in dirnames:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(dirpath, name))  # fails (kept) unless empty; a link is not a dir here
+    with contextlib.suppress(OSError):
+        top.rmdir()
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def safe_relpath(image_id: str) -> str:
+    """An image id as a relative POSIX path that cannot leave the folder it is joined to: no root, no
+    drive, no '..' or '.' parts, no empty parts, no control characters ('..' becomes '__')."""
+    parts = []
+    for part in _CONTROL.sub("_", str(image_id)).replace("\\", "/").split("/"):
+        if part in ("", "."):
+            continue
+        parts.append("__" if part == ".." else part.replace(":", "_") if not parts else part)
+    return "/".join(parts) or "_"
+
+
+def output_names(ids: Sequence[str], suffix: str = ".png") -> dict[str, str]:
+    """One relative output file name per id, unique by construction (case-insensitively, for macOS and
+    Windows filesystems): the id with its extension replaced by `suffix` (a/x.jpg -> a/x.png) where that
+    clashes with no other id of the set, else the whole id + suffix (a/x.jpg.png beside a/x.png.png), and
+    a ~N counter as the last resort. Every name is a `safe_relpath`, so none leaves the output folder."""
+    ids = list(dict.fromkeys(str(i) for i in ids))
+    short = {i: _with_suffix(safe_relpath(i), suffix) for i in ids}
+    counts: dict[str, int] = {}
+    for name in short.values():
+        counts[name.lower()] = counts.get(name.lower(), 0) + 1
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for i in ids:
+        name = short[i] if counts[short[i].lower()] == 1 else safe_relpath(i) + suffix
+        base, n = name, 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{base[: -len(suffix)] if suffix and base.endswith(suffix) else base}~{n}{suffix}"
+        taken.add(name.lower())
+        names[i] = name
+    return names
+
+
+def _with_suffix(rel: str, suffix: str) -> str:
+    head, _, last = rel.rpartition("/")
+    stem = last.rsplit(".", 1)[0] if "." in last.lstrip(".") else last
+    return f"{head + '/' if head else ''}{stem or '_'}{suffix}"
+
+
+def unique_ids(paths: Sequence[Path]) -> list[str]:
+    """Ids for files named on the command line (possibly from different folders, absolute or with '..'):
+    the shortest trailing part of each absolute path that is unique among them, e.g. photos/a.png and
+    old/a.png for /x/photos/a.png and /y/old/a.png; relative, never absolute, never with '..'."""
+    full = [Path(os.path.abspath(p)).parts[1:] or ("_",) for p in paths]
+    ids: list[str] = []
+    for parts in full:
+        for k in range(1, len(parts) + 1):
+            tail = parts[-k:]
+            if sum(1 for other in full if other[-k:] == tail) == 1 or k == len(parts):
+                ids.append("/".join(tail))
+                break
+    return ids

@@ -8,6 +8,7 @@ everything else: shards, atomic parts, `_stats` markers, `_run.json`, `_SUCCESS`
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -72,7 +73,9 @@ def run_stage(
 ) -> RunSummary:
     """Run (or resume) a stage; returns the summary. Raises InputError on a refused resume, re-raises Ctrl-C."""
     cluster.validate()
-    run_dir = RunDir(Path(spec.out_dir), spec.table)
+    # Resolved here, on the client: a task carries absolute paths, never ones a worker would resolve
+    # against its own working folder.
+    run_dir = RunDir(Path(os.path.abspath(spec.out_dir)), spec.table)
     started = time.perf_counter()
     if dry_run:
         prep = _prepare(spec, run_dir, overwrite=overwrite, retry_errors=retry_errors, check=not overwrite)
@@ -124,7 +127,7 @@ def _prepare(spec: StageSpec, run_dir: RunDir, *, overwrite: bool, retry_errors:
             m is not None
             and m.get("config_hash") == chash
             and m.get("ids_hash") == shard.ids_hash
-            and run_dir.part(shard.name).exists()
+            and part_intact(run_dir.part(shard.name), m)
         )
         if not finished:
             todo.append(shard)
@@ -133,6 +136,22 @@ def _prepare(spec: StageSpec, run_dir: RunDir, *, overwrite: bool, retry_errors:
         else:
             done[shard.name] = m
     return _Prepared(shards, chash, phash, done, todo, retry)
+
+
+def part_intact(part: Path, marker: dict) -> bool:
+    """A finished part is trusted only while it is the file its marker describes: present, a regular
+    file (not a link), the recorded size, and a readable Parquet footer with the recorded row count.
+    A part truncated or replaced afterwards is redone instead of being reported "already done"."""
+    try:
+        if part.is_symlink() or not part.is_file():
+            return False
+        if "part_bytes" in marker and part.stat().st_size != marker["part_bytes"]:
+            return False
+        import pyarrow.parquet as pq
+
+        return pq.read_metadata(part).num_rows == marker.get("rows")
+    except Exception:  # noqa: BLE001 - unreadable in any way: not a finished part
+        return False
 
 
 def _check_resumable(spec: StageSpec, run_dir: RunDir, chash: str, phash: str) -> None:
@@ -255,6 +274,8 @@ def _execute_dask(tasks: list[ShardTask], spec: StageSpec, cluster: ClusterOptio
     keys = [f"facebatch-{spec.name}-{run_id}-{t.info.name}" for t in tasks]
     by_key = dict(zip(keys, tasks))
     with open_client(cluster) as client:
+        if cluster.remote:
+            _check_shared_filesystem(client, tasks[0].info.run, run_id)
         futures = client.map(run_shard, tasks, key=keys, pure=False, retries=spec.max_retries)
         try:
             for fut in as_completed(futures):
@@ -264,6 +285,38 @@ def _execute_dask(tasks: list[ShardTask], spec: StageSpec, cluster: ClusterOptio
         except BaseException:
             client.cancel(futures, force=True)
             raise
+
+
+PROBE_PREFIX = ".facebatch-probe-"
+
+
+def _read_probe(path: str) -> str | None:
+    """Runs on each worker: the token the client wrote, as this worker sees it (None: not there)."""
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def _check_shared_filesystem(client, run: RunDir, run_id: str) -> None:
+    """Workers of an existing cluster must see this client's --out: the client writes a marker and every
+    worker reads it back. Otherwise parts would land in the workers' folders while _run.json and _SUCCESS
+    land in the client's, and the run would report a success nobody can read."""
+    probe = run.root / f"{PROBE_PREFIX}{run_id}"
+    token = f"{run_id}-{uuid.uuid4().hex}"
+    atomic_write_bytes(probe, token.encode())
+    try:
+        seen = client.run(_read_probe, str(probe))
+    finally:
+        probe.unlink(missing_ok=True)
+    blind = sorted(worker for worker, got in seen.items() if got != token)
+    if blind:
+        raise InputError(
+            f"the workers do not share this filesystem: {len(blind)} of {len(seen)} Dask workers "
+            f"(e.g. {blind[0]}) cannot see {run.root}; a multi-host cluster needs --out (and the inputs and the "
+            "generator) on a filesystem mounted at the same path on every worker"
+        )
 
 
 def _outcome(fut, task: ShardTask) -> tuple[dict | None, str | None]:
@@ -286,7 +339,7 @@ def _published_marker(task: ShardTask) -> dict | None:
     except (OSError, ValueError):
         return None
     mine = marker.get("run_id") == task.run_id and marker.get("ids_hash") == task.ids_hash
-    return marker if mine and run_dir.part(task.info.name).exists() else None
+    return marker if mine and part_intact(run_dir.part(task.info.name), marker) else None
 
 
 def _describe(exc: BaseException | None) -> str:

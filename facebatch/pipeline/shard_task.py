@@ -8,6 +8,7 @@ killed in between leaves a part without a marker, which the next run simply rewr
 from __future__ import annotations
 
 import gc
+import json
 import os
 import resource
 import socket
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from facebatch.pipeline.atomic import atomic_write_json
+from facebatch.pipeline.atomic import atomic_write_json, recording_writes
 from facebatch.pipeline.cluster import worker_device
 from facebatch.pipeline.rundir import RunDir
 from facebatch.pipeline.table import atomic_write_table, with_run_metadata
@@ -91,15 +92,38 @@ def run_shard(task: ShardTask) -> dict:
     start = time.perf_counter()  # after the (cached) model load: shard seconds measure the shard alone
     run_dir = task.info.run
     part = run_dir.part(task.info.name)
-    if task.info.retry:  # recompute only the rows of the existing part whose status is not ok
-        table, retried = _retry_rows(task, state, pq.read_table(part))
-    else:
-        table, retried = _stage_rows(task, state, task.items), 0
-    table = table.replace_schema_metadata(with_run_metadata(table.schema, task.run_metadata).metadata)
-    atomic_write_table(part, table)
+    earlier: list[str] = []
+    with recording_writes() as written:  # the side files this shard writes, listed in its marker
+        if task.info.retry:  # recompute only the rows of the existing part whose status is not ok
+            earlier = _marker_files(run_dir, task.info.name)
+            table, retried = _retry_rows(task, state, pq.read_table(part))
+        else:
+            table, retried = _stage_rows(task, state, task.items), 0
+        table = table.replace_schema_metadata(with_run_metadata(table.schema, task.run_metadata).metadata)
+        atomic_write_table(part, table)
     marker = shard_marker(task, table, time.perf_counter() - start, retried)
+    marker["part_bytes"] = part.stat().st_size
+    marker["files"] = sorted(set(earlier) | _relative(run_dir, written, exclude=part))
     atomic_write_json(run_dir.marker(task.info.name), marker)
     return marker
+
+
+def _relative(run_dir: RunDir, paths: list[Path], exclude: Path) -> set[str]:
+    root = os.path.abspath(run_dir.root)
+    out = set()
+    for path in paths:
+        full = os.path.abspath(path)
+        if full != os.path.abspath(exclude) and full.startswith(root + os.sep):
+            out.add(Path(os.path.relpath(full, root)).as_posix())
+    return out
+
+
+def _marker_files(run_dir: RunDir, name: str) -> list[str]:
+    try:
+        files = json.loads(run_dir.marker(name).read_text()).get("files") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(f) for f in files if isinstance(f, str)]
 
 
 def _stage_rows(task: ShardTask, state: Any, items: list[dict]) -> pa.Table:

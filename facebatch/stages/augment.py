@@ -20,7 +20,7 @@ from facebatch.edit.apply import edit_latents
 from facebatch.edit.boundaries_io import load_boundaries, pick
 from facebatch.edit.conditional import edit_step
 from facebatch.pipeline.latents import LatentIndex, read_rows
-from facebatch.pipeline.rundir import IMAGES, SHEETS, RunDir
+from facebatch.pipeline.rundir import IMAGES, SHEETS, RunDir, output_names
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
 from facebatch.pipeline.table import latent_array_masked, latent_field
@@ -42,12 +42,11 @@ def item_id(source_id: str, attribute: str, strength: float) -> str:
     return f"{source_id}@{attribute}={strength_label(strength)}"
 
 
-def output_path(source_id: str, attribute: str, strength: float) -> str:
-    """images/<attribute>/<strength>/<source id without extension>.png, relative to AUG."""
-    rel = PurePosixPath(source_id)
-    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-        raise ValueError(f"image_id {source_id!r} is not a relative path; cannot place its output safely")
-    return str(PurePosixPath(IMAGES, safe_name(attribute), strength_label(strength), rel.with_suffix(".png")))
+def output_path(source_id: str, attribute: str, strength: float, name: str | None = None) -> str:
+    """images/<attribute>/<strength>/<name>, relative to AUG; `name` comes from `rundir.output_names`
+    over the run's sources (unique, never leaving AUG), else it is computed for this id alone."""
+    name = name or output_names([source_id])[source_id]
+    return str(PurePosixPath(IMAGES, safe_name(attribute), strength_label(strength), name))
 
 
 def noise_file(latents_file: Path) -> Path:
@@ -61,8 +60,10 @@ def plan_items(
     rows = np.flatnonzero(index.ok)
     if limit is not None:
         rows = rows[:limit]
+    names = output_names([str(index.image_ids[r]) for r in rows])  # x.jpg and x.png never share a file
     return [
         {
+            "out_name": names[str(index.image_ids[r])],
             "image_id": item_id(str(index.image_ids[r]), attr, s),
             "source_id": str(index.image_ids[r]),
             "attribute": attr,
@@ -162,7 +163,7 @@ def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table
     todo, noise_cache = [], {}
     for k, it in enumerate(items):
         try:
-            paths[k] = output_path(it["source_id"], it["attribute"], it["strength"])
+            paths[k] = output_path(it["source_id"], it["attribute"], it["strength"], it.get("out_name"))
             key = (it["part"], it["source_id"])
             if key not in noise_cache:
                 noise_cache[key] = _noise_for(state, *key)

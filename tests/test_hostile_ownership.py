@@ -1,0 +1,168 @@
+"""Issue 15, class 5: facebatch deletes and trusts only what its own records say it wrote.
+
+Roots: markers list each shard's side files (the atomic writer records what it publishes) and --overwrite
+removes only those, the parts, markers, _run.json and _SUCCESS; the lock and temp files are opened with
+O_NOFOLLOW / O_EXCL; a finished part is trusted on resume only while its size and footer match its marker.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from facebatch.errors import InputError
+from facebatch.pipeline.atomic import atomic_write_bytes, temp_path
+from facebatch.pipeline.runner import ClusterOptions, StageSpec, run_stage
+
+HERE = ClusterOptions(workers=0)
+
+
+def setup(config):
+    return config
+
+
+def process(state, items, info):
+    for item in items:
+        atomic_write_bytes(info.run.folder("images") / f"{item['image_id']}.txt", b"x")
+    return pa.table(
+        {
+            "image_id": [i["image_id"] for i in items],
+            "status": ["ok"] * len(items),
+            "error": pa.array([None] * len(items), pa.string()),
+            "value": [float(i["n"]) for i in items],
+        }
+    )
+
+
+def spec(out: Path, n: int = 5, offset: int = 0) -> StageSpec:
+    return StageSpec(
+        name="own",
+        out_dir=out,
+        table="latents",
+        items=[{"image_id": f"sub/{i}", "n": i} for i in range(n)],
+        shard_size=2,
+        config={"offset": offset},
+        setup=setup,
+        process=process,
+        side_dirs=("images",),
+    )
+
+
+def run(out, **kw):
+    offset = kw.pop("offset", 0)
+    return run_stage(spec(out, offset=offset), HERE, progress=False, **kw)
+
+
+def test_overwrite_keeps_every_file_the_user_put_in_out(tmp_path):
+    out = tmp_path / "out"
+    run(out)
+    mine = [
+        out / "notes.txt",
+        out / "images" / "my_photo.jpg",
+        out / "images" / "sub" / "keep.txt",
+        out / "latents" / "README",
+        out / "latents" / "part-00000.parquet.bak",
+        out / "_stats" / "latents" / "notes.md",
+    ]
+    for path in mine:
+        path.write_text("user")
+    summary = run(out, overwrite=True, offset=1)
+    assert summary.complete
+    for path in mine:
+        assert path.read_text() == "user", path
+    assert sorted(p.name for p in (out / "images" / "sub").iterdir()) == [f"{i}.txt" for i in range(5)] + ["keep.txt"]
+
+
+def test_overwrite_removes_what_the_run_wrote_and_empty_folders(tmp_path):
+    out = tmp_path / "out"
+    run(out)
+    from facebatch.pipeline.rundir import RunDir
+
+    RunDir(out).remove_outputs(("images",))
+    assert sorted(os.listdir(out)) == [".lock"]
+
+
+def test_overwrite_without_a_run_record_removes_nothing(tmp_path):
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "a.png").write_text("user")
+    run(out, overwrite=True)
+    assert (out / "images" / "a.png").read_text() == "user"
+
+
+def test_a_marker_naming_a_path_outside_out_is_not_followed(tmp_path):
+    import json
+
+    out = tmp_path / "out"
+    run(out)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("user")
+    marker = out / "_stats" / "latents" / "part-00000.json"
+    m = json.loads(marker.read_text())
+    m["files"] = [str(victim), "../victim.txt", "images/../../victim.txt"]
+    marker.write_text(json.dumps(m))
+    run(out, overwrite=True, offset=1)
+    assert victim.read_text() == "user"
+
+
+def test_lock_file_symlink_is_refused_and_its_target_untouched(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (out / ".lock").symlink_to(victim)
+    with pytest.raises(InputError, match="symbolic link"):
+        run(out)
+    assert victim.read_text() == "precious"
+
+
+def test_temp_file_symlink_is_not_written_through(tmp_path):
+    out = tmp_path / "out"
+    target = out / "_run.json"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    temp_path(target).symlink_to(victim)
+    atomic_write_bytes(target, b"{}")
+    assert victim.read_text() == "precious" and target.read_bytes() == b"{}"
+    (out / "images").mkdir()
+    temp_path(out / "images" / "a.png").symlink_to(victim)
+    atomic_write_bytes(out / "images" / "a.png", b"png")
+    assert victim.read_text() == "precious"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "garbage", "delete_footer", "fewer_rows", "symlink"])
+def test_a_damaged_finished_part_is_redone_on_resume(tmp_path, damage):
+    out = tmp_path / "out"
+    run(out)
+    part = out / "latents" / "part-00001.parquet"
+    data = part.read_bytes()
+    if damage == "truncate":
+        part.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        part.write_bytes(b"")
+    elif damage == "garbage":
+        part.write_bytes(os.urandom(len(data)))
+    elif damage == "delete_footer":
+        part.write_bytes(data[:-8])
+    elif damage == "fewer_rows":
+        pq.write_table(pq.read_table(part).slice(0, 1), part)
+    else:
+        real = tmp_path / "elsewhere.parquet"
+        real.write_bytes(data)
+        part.unlink()
+        part.symlink_to(real)
+    summary = run(out)
+    assert summary.complete and summary.shards_run == 1 and summary.shards_skipped == 2
+    assert pq.read_table(part).num_rows == 2 and not part.is_symlink()
+
+
+def test_an_intact_finished_part_is_still_skipped(tmp_path):
+    out = tmp_path / "out"
+    run(out)
+    summary = run(out)
+    assert summary.shards_run == 0 and summary.shards_skipped == 3
