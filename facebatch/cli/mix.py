@@ -27,7 +27,7 @@ from facebatch.cli.cluster_options import (
     report_run,
     run_shards,
 )
-from facebatch.cli.console import err, out
+from facebatch.cli.console import err, error_line, out, styled
 from facebatch.cli.projection_options import PresetOption, SetOption, StepsOption, projection_config
 from facebatch.errors import InputError
 
@@ -40,9 +40,7 @@ class _AppGroup(TyperGroup):
 
     def resolve_command(self, ctx: click.Context, args: list[str]):
         if args and not args[0].startswith("-") and args[0] not in self.commands:
-            err.print(
-                f"[bold red]error:[/] unknown mix app {args[0]!r}; choose one of {', '.join(APPS)}", highlight=False
-            )
+            error_line(f"unknown mix app {args[0]!r}; choose one of {', '.join(APPS)}")
             raise typer.Exit(2)
         return super().resolve_command(ctx, args)
 
@@ -158,7 +156,9 @@ def _run(app_name: str, params: dict, pairs: Path, out_dir: Path, common: dict) 
                 )
             errors = frame[frame.status != "ok"]
             for row in errors.head(5).itertuples():
-                err.print(f"[yellow]pair {row.pair_id}:[/] {row.error}", highlight=False, soft_wrap=True)
+                err.print(
+                    styled((f"pair {row.pair_id}:", "yellow"), " ", str(row.error)), highlight=False, soft_wrap=True
+                )
     report_run(summary, common["quiet"])
 
 
