@@ -85,6 +85,7 @@ def test_overrides_are_typed_from_command_line_strings():
         ({"steps": -1}, "steps must be >= 0"),
         ({"anomaly_lambda": 2}, "anomaly_lambda must be in [0, 1]"),
         ({"perceptual": "none", "mse_weight": 0}, "leaves no loss"),
+        ({"autocast": "fp8"}, "autocast must be one of auto, none, bf16, fp16"),
     ],
 )
 def test_bad_settings_are_one_line_user_errors(overrides, message):

@@ -94,6 +94,17 @@ def test_batch_mates_do_not_change_an_image_result(nvlabs_G, nvlabs_D, wplus_tar
         assert a.scores[key][1] == pytest.approx(solo.scores[key][0], rel=1e-2), key
 
 
+def test_bf16_autocast_and_channels_last_track_the_fp32_reference(nvlabs_G, wplus_targets):
+    # The speed settings change rounding, not the optimisation: same inputs, reconstructions within 0.5 dB.
+    targets = wplus_targets[0][:2]
+    ref = project(nvlabs_G, targets, [1, 2], "default", steps=40, autocast="none", channels_last=False)
+    fast = project(nvlabs_G, targets, [1, 2], "default", steps=40, autocast="bf16", channels_last=True)
+    nvlabs_G.to(memory_format=torch.contiguous_format)
+    assert fast.ws.dtype == torch.float32 and fast.reconstructions.dtype == torch.float32
+    gap = psnr(targets, fast.reconstructions) - psnr(targets, ref.reconstructions)
+    assert np.abs(gap).max() < 0.5, gap
+
+
 def test_same_inputs_same_latents(nvlabs_G, wplus_targets):
     targets = wplus_targets[0][:2]
     kw = dict(steps=5, perceptual="stlpips-vgg")

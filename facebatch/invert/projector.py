@@ -83,6 +83,18 @@ def w_stats(G, samples: int = 10000, seed: int = 123, device="cpu") -> tuple[tor
     return w_avg.to(device), w_std
 
 
+def resolve_autocast(setting: str, device: torch.device) -> str:
+    """The precision an ``autocast`` setting means on `device`: auto is bf16 on a CPU with oneDNN bf16, else none."""
+    if setting != "auto":
+        return setting
+    if device.type == "cpu":
+        try:
+            return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "none"
+        except (AttributeError, RuntimeError):  # a build without oneDNN
+            return "none"
+    return "none"
+
+
 @contextlib.contextmanager
 def _frozen(*modules):
     """No parameter gradients for the networks while we differentiate w.r.t. latents (restored after)."""
@@ -117,6 +129,19 @@ class Projector:
         self.D = D.eval().to(self.device) if D is not None else None
         self.perceptual = build_perceptual(self.config.perceptual, self.device)
         self.w_avg, self.w_std = w_stats(G, self.config.w_avg_samples, self.config.w_avg_seed, self.device)
+        if self.config.channels_last:
+            # In place, like the .to(device) above; numerically the same network, only the layout changes.
+            self.G.to(memory_format=torch.channels_last)
+            if self.perceptual is not None:
+                self.perceptual.to(memory_format=torch.channels_last)
+        self.autocast = resolve_autocast(self.config.autocast, self.device)
+        self._amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.autocast]
+
+    def _amp(self):
+        """The optimisation steps' autocast context (a no-op for autocast=none, the fp32 reference)."""
+        if self._amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self._amp_dtype)
 
     # -- one step's pieces --------------------------------------------------------------------
     def _synth(self, ws: torch.Tensor, noise: list[torch.Tensor] | None) -> torch.Tensor:
@@ -135,7 +160,7 @@ class Projector:
         if perceptual_weight and self.perceptual is not None:
             for mask, target_feats in perceptual:
                 masked = images * mask if mask is not None else images
-                feats = self.perceptual.features(masked)
+                feats = self.perceptual.features(masked, self._amp_dtype)
                 loss = loss + perceptual_weight * self.perceptual.distance_features(feats, target_feats)
         return loss
 
@@ -213,7 +238,12 @@ class Projector:
                         target = term.target.to(self.device, torch.float32)
                         mask = term.mask.to(self.device, torch.float32) if term.mask is not None else None
                         perceptual.append(
-                            (mask, self.perceptual.features(target * mask if mask is not None else target))
+                            (
+                                mask,
+                                self.perceptual.features(
+                                    target * mask if mask is not None else target, self._amp_dtype
+                                ),
+                            )
                         )
 
             n_lat = 1 if cfg.latent_space == "w" else self.G.num_ws
@@ -227,7 +257,8 @@ class Projector:
                 scale = w_noise_scale_at(t, self.w_std, cfg.w_noise_factor, cfg.w_noise_ramp)
                 if scale > 0:
                     w = w + self._randn(gens, w_opt.shape[1:]) * scale
-                images = self._synth(self._tile(w), noise)
+                with self._amp():
+                    images = self._synth(self._tile(w), noise).float()
                 loss = self._image_loss(images, targets, masks, perceptual, cfg.mse_weight, cfg.perceptual_weight)
                 if extra_loss is not None:
                     loss = loss + extra_loss(images, "latent")
@@ -243,7 +274,8 @@ class Projector:
                 noise = [n.requires_grad_(True) for n in _const_noise(self.G, B, cfg.noise_mode)]
 
                 def noise_loss(t: float) -> torch.Tensor:
-                    images = self._synth(ws, noise)
+                    with self._amp():
+                        images = self._synth(ws, noise).float()
                     loss = self._image_loss(
                         images, targets, masks, perceptual, cfg.noise_mse_weight, cfg.noise_perceptual_weight
                     )

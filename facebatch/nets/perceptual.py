@@ -59,9 +59,19 @@ class LpipsDistance(nn.Module):
             images = F.interpolate(images, size=(MAX_RESOLUTION, MAX_RESOLUTION), mode="area")
         return list(self.trunk((images - self.shift) / self.scale))
 
-    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Features of images in [-1, 1], NCHW; differentiable w.r.t. the images."""
-        return [_unit_normalize(f) for f in self.raw_features(images)]
+    def features(self, images: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+        """Features of images in [-1, 1], NCHW; differentiable w.r.t. the images.
+
+        ``autocast_dtype`` (e.g. torch.bfloat16) runs the trunk under autocast; the maps come back as
+        float32 before the unit normalisation, so the distance itself is computed in fp32.
+        """
+        if autocast_dtype is None:
+            raw = self.raw_features(images)
+        else:
+            with torch.autocast(images.device.type, dtype=autocast_dtype):
+                raw = self.raw_features(images)
+            raw = [f.float() for f in raw]
+        return [_unit_normalize(f) for f in raw]
 
     def distance_features(self, feats_a: list[torch.Tensor], feats_b: list[torch.Tensor]) -> torch.Tensor:
         total = 0.0
