@@ -26,6 +26,11 @@ WorkersOption = Annotated[
         help="Local worker processes (default: one per GPU, else cores/4); 0 = no Dask, in this process.",
     ),
 ]
+# For stages whose per-image work is a single forward pass (sample, label): a local cluster rarely pays for
+# its start, so they run in this process unless asked.
+InProcessWorkersOption = Annotated[
+    int, typer.Option("--workers", "-w", help="Local worker processes; 0 (default) = in this process.")
+]
 SchedulerOption = Annotated[
     Optional[str],
     typer.Option(

@@ -10,6 +10,7 @@ import typer
 from facebatch.cli.cluster_options import (
     DeviceOption,
     DryRunOption,
+    InProcessWorkersOption,
     OverwriteOption,
     QuietOption,
     RetryErrorsOption,
@@ -70,9 +71,7 @@ def label(
     # thread, so a local cluster rarely pays for its start. 600 samples on our loaded 2-core machine: 14 s
     # in-process, 16 s on one worker with --threads-per-worker 1, 72 s on the default local cluster (2 torch
     # threads in one worker). --workers N or --scheduler for big runs.
-    workers: Annotated[
-        int, typer.Option("--workers", "-w", help="Local worker processes; 0 (default) = in this process.")
-    ] = 0,
+    workers: InProcessWorkersOption = 0,
     scheduler: SchedulerOption = None,
     scheduler_file: SchedulerFileOption = None,
     threads_per_worker: ThreadsPerWorkerOption = None,

@@ -10,6 +10,7 @@ import typer
 from facebatch.cli.cluster_options import (
     DeviceOption,
     DryRunOption,
+    InProcessWorkersOption,
     OverwriteOption,
     QuietOption,
     SchedulerFileOption,
@@ -61,9 +62,7 @@ def sample(
         typer.Option("--part-size", "--shard-size", help="Rows per Parquet part (= per shard; the unit of resume)."),
     ] = 10000,
     # Its own --workers default: sampling is one forward pass per image, so a cluster rarely pays for its start.
-    workers: Annotated[
-        int, typer.Option("--workers", "-w", help="Local worker processes; 0 (default) = in this process.")
-    ] = 0,
+    workers: InProcessWorkersOption = 0,
     scheduler: SchedulerOption = None,
     scheduler_file: SchedulerFileOption = None,
     threads_per_worker: ThreadsPerWorkerOption = None,
