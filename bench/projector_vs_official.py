@@ -95,8 +95,11 @@ def official_conv():
         sg2.modulated_conv2d = saved
 
 
-def official_steps(G, vgg, target, steps: int, stamps: list[float], seed: int = 0) -> None:
-    """The official projector's loop (stylegan2-ada-pytorch projector.py), batch 1, W space, 1000-step schedule."""
+def official_steps(G, vgg, target, steps: int, stamps: list[float], seed: int = 0, observe=None) -> None:
+    """The official projector's loop (stylegan2-ada-pytorch projector.py), batch 1, W space, 1000-step schedule.
+
+    `observe(images)`, if given, sees each step's render (bench/time_to_quality.py measures it there).
+    """
     num_steps_schedule = 1000
     initial_lr, lr_rampdown, lr_rampup, noise_ramp, w_noise_factor, reg_w = 0.1, 0.25, 0.05, 0.75, 0.05, 1e5
     w_avg, w_std = w_stats(G, 2000, 123)  # set-up, not timed (official: 10000 samples)
@@ -129,6 +132,8 @@ def official_steps(G, vgg, target, steps: int, stamps: list[float], seed: int = 
             w_noise = torch.randn(w_opt.shape, generator=gen) * w_noise_scale
             ws = (w_opt + w_noise).repeat([1, G.num_ws, 1])
             synth = G.synthesis(ws, noise=noise_bufs)
+            if observe is not None:
+                observe(synth)
             synth = (synth + 1) * (255 / 2)
             if synth.shape[2] > 256:
                 synth = F.interpolate(synth, size=(256, 256), mode="area")

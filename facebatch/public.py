@@ -47,7 +47,7 @@ def project_images(
     preset: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     seed: int = 0,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     device: str = "auto",
 ) -> LatentTable:
     """Project image files into W+ with `facebatch project`'s stage function, in this process.

@@ -58,8 +58,8 @@ def faces(data_dir: Path, dest: Path, n_aligned: int = 3) -> Path:
     return dest
 
 
-def project(args: list[str], gen: Path, inp: Path, out: Path):
-    return runner.invoke(app, ["project", str(inp), "-g", str(gen), "-o", str(out), *FAST, *args])
+def project(args: list[str], gen: Path, inp: Path, out: Path, fast: list[str] = FAST):
+    return runner.invoke(app, ["project", str(inp), "-g", str(gen), "-o", str(out), *fast, *args])
 
 
 def test_end_to_end_on_a_local_dask_cluster(tmp_path, data_dir, fixture_generator_path, nvlabs_G):
@@ -291,6 +291,17 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, data_dir, fixture_
     assert res.exit_code == 0, res.output
     assert "3 in 2 shards of 2" in res.output and "2 worker processes" in res.output
     assert not (tmp_path / "out").exists()
+    auto = project(["--dry-run"], fixture_generator_path, inp, tmp_path / "out", fast=[])
+    assert auto.exit_code == 0, auto.output
+    assert "auto (per worker device" in auto.output  # no --batch-size: each worker picks for its device
+
+
+def test_auto_batch_size_follows_the_cpu_measurements():
+    # bench/cpu_batching.py: batching pays on a CPU at 64 px, is level at 256 px and only costs memory above
+    from facebatch.stages.project import auto_batch_size
+
+    assert [auto_batch_size("cpu", r) for r in (32, 64, 128, 256, 512, 1024)] == [8, 8, 8, 4, 1, 1]
+    assert auto_batch_size("cuda:0", 1024) == 8
 
 
 def test_quiet_prints_nothing(tmp_path, data_dir, fixture_generator_path):

@@ -49,7 +49,10 @@ def invert(
     seed: Annotated[
         int, typer.Option("--seed", help="Run seed; each image's seed derives from it and the file name.")
     ] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images optimised together.")] = 8,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", "-b", help="Images optimised together [default: as `project` picks it]."),
+    ] = None,
     device: DeviceOption = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -71,7 +74,7 @@ def invert(
     from facebatch.pipeline.table import atomic_write_table
     from facebatch.stages.project import project_files
 
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     missing = [str(p) for p in images if not p.is_file()]
     if missing:

@@ -34,7 +34,14 @@ def project(
     preset: PresetOption = None,
     steps: StepsOption = None,
     set_: SetOption = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images optimised together on a worker.")] = 8,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            "-b",
+            help="Images optimised together on a worker [default: GPU 8; CPU 8 up to 128 px, 4 at 256 px, else 1].",
+        ),
+    ] = None,
     seed: Annotated[
         int, typer.Option("--seed", help="Run seed; each image's seed derives from it and its image_id.")
     ] = 0,
@@ -73,7 +80,7 @@ def project(
     from facebatch.pipeline.discover import discover_images, no_images
     from facebatch.stages.project import build_project_spec
 
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     cluster = cluster_options(workers, scheduler, scheduler_file, threads_per_worker, device)
     cfg = projection_config(preset, steps, set_)
@@ -133,7 +140,7 @@ def _plan_table(input_dir, spec, nets, cfg, summary, where: str, overwrite: bool
         f"noise {cfg.noise_optimization}",
     )
     table.add_row("seed", str(spec.config["seed"]))
-    table.add_row("batch size", str(spec.runtime["batch_size"]))
+    table.add_row("batch size", str(spec.runtime["batch_size"] or "auto (per worker device and resolution)"))
     table.add_row("runs on", where)
     extras = [
         name
