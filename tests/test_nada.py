@@ -269,3 +269,17 @@ def test_resume_flag_needs_a_snapshot(files, tmp_path):
     assert res.exit_code == 2 and "no snapshot" in res.output, res.output
     settings = json.loads((tmp_path / "o.nada" / "nada.json").read_text())
     assert settings["run"]["target"] == "sketch"
+
+
+def test_the_notebook_function_is_the_command(files, tmp_path):
+    import facebatch
+
+    tmp, g_path, clip_path = files
+    out = tmp_path / "G.safetensors"
+    result = facebatch.shift_generator(
+        str(g_path), SOURCE, TARGET, out, clips=[str(clip_path)], iters=2, auto_layer_batch=2, grid_seeds=(0,)
+    )
+    assert len(result.losses) == 2 and result.grid.exists()
+    assert read_nada_metadata(out)["iterations"] == 2
+    with pytest.raises(Exception, match="--overwrite"):
+        facebatch.shift_generator(str(g_path), SOURCE, TARGET, out, clips=[str(clip_path)], iters=2)

@@ -9,7 +9,6 @@ import typer
 
 from facebatch.cli.cluster_options import DeviceOption, OverwriteOption, QuietOption
 from facebatch.cli.console import out
-from facebatch.errors import InputError
 from facebatch.nada import DEFAULT_CLIP
 
 
@@ -101,10 +100,6 @@ def nada(
     from facebatch.cli.sample import parse_seeds
     from facebatch.nada.api import run_nada
 
-    if output.exists() and not overwrite:
-        raise InputError(f"{output} exists; pass --overwrite to replace it")
-    if output.is_dir():
-        raise InputError(f"--out {output} is a folder; give the generator file to write (e.g. G_sketch.safetensors)")
     specs = list(clip or [])
     weights = list(clip_weight or [])
     bar = iteration_progress(not quiet, iters)

@@ -80,6 +80,10 @@ def run_nada(
     from facebatch.nets.device import resolve_device
 
     out = Path(out)
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give the generator file to write (e.g. G_sketch.safetensors)")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; pass --overwrite to replace it")
     if "grid_seeds" in settings:
         settings["grid_seeds"] = tuple(int(s) for s in settings["grid_seeds"])
     try:
