@@ -62,7 +62,7 @@ def nada(
     seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw (the reference uses 2).")] = 2,
     layers: Annotated[
         Optional[str],
-        typer.Option("--layers", help="Train these W+ rows' layers every step, e.g. 0-5 (default: adaptive)."),
+        typer.Option("--layers", help="Train these W+ rows' layers every step, e.g. 0-5 or all (default: adaptive)."),
     ] = None,
     auto_layer_k: Annotated[
         Optional[int], typer.Option("--auto-layer-k", help="Rows chosen per step (default int(2 * num_ws / 3)).")
