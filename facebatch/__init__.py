@@ -14,6 +14,7 @@ __all__ = [
     "mix",
     "project_images",
     "read_latents",
+    "shift_generator",
 ]
 
 

@@ -9,6 +9,7 @@ Each is the function the matching command uses, so results are the command's res
     report = fb.fit_boundaries("labels.csv", "runs/faces")       # InterFaceGAN, one boundary per column
     edited = fb.edit_latents(run.latent("w"), report.boundaries[0], 2.0)
     frames = fb.mix("morph", "pairs.csv", "runs/morph", nets, latents=["runs/faces"], frames=8)
+    sketch = fb.shift_generator("celeba64", "photo", "pencil sketch", "G_sketch.safetensors", clips=["ViT-B-32:openai"])
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "mix",
     "project_images",
     "read_latents",
+    "shift_generator",
 ]
 
 
@@ -136,3 +138,44 @@ def mix(
     if summary.images_ok:
         write_contact_sheet(Path(out), app)
     return read_manifest(Path(out))
+
+
+def shift_generator(
+    generator: Any,
+    source: str,
+    target: str,
+    out: str | Path,
+    *,
+    clips: Sequence[str] = (),
+    clip_weights: Sequence[float] = (),
+    layers: str | Sequence[int] | None = None,
+    work: str | Path | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    **settings: Any,
+):
+    """`facebatch nada` in this process: a copy of `generator` shifted from `source` to `target` text,
+    written to `out` (facebatch safetensors, loadable wherever a generator is). Not named `nada`: that
+    is the `facebatch.nada` package.
+
+    `generator` is what `load_generator` returns or accepts; `clips` are CLIP specs (default: the
+    built-in face CLIP when installed); `settings` are the command's options by field name (iters=300,
+    batch=2, seed=2, auto_layer_k, auto_layer_iters, mixing, grid_seeds, snapshot_every). A rerun
+    resumes from the snapshots in `work` (default: OUT's name + ``.nada/``). Returns the result with
+    `.G`, `.losses`, `.rows` (W+ rows trained per iteration) and `.grid` (the before/after PNG).
+    """
+    from facebatch.nada.api import run_nada
+
+    return run_nada(
+        generator,
+        source=source,
+        target=target,
+        out=out,
+        clips=clips,
+        clip_weights=clip_weights,
+        layers=layers,
+        work=work,
+        device=device,
+        overwrite=overwrite,
+        **settings,
+    )

@@ -1,6 +1,7 @@
 """Contact sheets, composed with PIL (a grid with text needs no plotting library; 48 matplotlib axes took seconds).
 
 - `edit_grid`: augment's sheet per attribute: rows = source images, columns = strengths.
+- `labelled_rows`: rows of rendered images with a label above each row (NADA's before/after grids).
 - `reconstruction_sheet`: score's top-k images as caption | target | reconstruction | |difference|.
   Targets are re-read from source_path with the pipeline's own loader and centre-cropped to the
   reconstruction's size, as the projector saw them (runs made with --align saw the aligned face, so
@@ -57,6 +58,23 @@ def edit_grid(title: str, column_labels: Sequence[str], cells: Sequence[Sequence
     for i, row in enumerate(cells):
         for j, path in enumerate(row):
             sheet.paste(_grid_cell(path, size), (j * size, GRID_HEADER + i * size))
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def labelled_rows(rows: Sequence[tuple[str, Sequence[Image.Image]]]) -> bytes:
+    """One PNG: per row a text line, then its images side by side (cells as large as the first image,
+    at most CELL_MAX pixels)."""
+    size = min(CELL_MAX, next((img.size[0] for _, imgs in rows for img in imgs), CELL_MAX))
+    width = size * max((len(imgs) for _, imgs in rows), default=1)
+    band = LINE + 4 + size
+    sheet = Image.new("RGB", (width, band * len(rows)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for i, (label, imgs) in enumerate(rows):
+        draw.text((3, i * band + 2), label, fill=(0, 0, 0))
+        for j, img in enumerate(imgs):
+            sheet.paste(img.convert("RGB").resize((size, size), Image.Resampling.BOX), (j * size, i * band + LINE + 4))
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     return buf.getvalue()

@@ -51,6 +51,7 @@ def _register() -> None:
         label,
         mix,
         models,
+        nada,
         project,
         sample,
         score,
@@ -65,6 +66,7 @@ def _register() -> None:
     app.add_typer(directions.app, name="directions")
     app.command("augment", context_settings=augment.CONTEXT)(augment.augment)
     app.add_typer(mix.app, name="mix")
+    app.command("nada")(nada.nada)
     app.command("score")(score.score)
     app.add_typer(models.app, name="models")
     app.command("info")(info.info)

@@ -1,4 +1,5 @@
-"""`facebatch augment`: edited images of every latent along boundaries, sharded on Dask, resumable."""
+"""`facebatch augment`: edited images of every latent along boundaries and/or rendered through shifted
+generators (NADA), sharded on Dask, resumable."""
 
 from __future__ import annotations
 
@@ -72,8 +73,18 @@ def augment(
     latents: Annotated[
         Path, typer.Option("--latents", "-l", help="OUT of `facebatch project`/`sample` (or its latents/).")
     ],
-    attr: Annotated[str, typer.Option("--attr", "-a", help="Boundary name(s) to edit along, comma-separated.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder: images/, manifest/, contact_sheets/.")],
+    attr: Annotated[
+        Optional[str], typer.Option("--attr", "-a", help="Boundary name(s) to edit along, comma-separated.")
+    ] = None,
+    shift: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--shift",
+            help="A shifted generator (e.g. from `facebatch nada`) to render every latent through, with and without "
+            "the --attr edits; repeatable.",
+        ),
+    ] = None,
     boundaries: Annotated[
         Optional[Path],
         typer.Option(
@@ -132,7 +143,9 @@ def augment(
     dry_run: DryRunOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Render every ok latent moved along each --attr by each strength: PNGs, a manifest, contact sheets.
+    """Render every ok latent moved along each --attr by each strength, and through each --shift generator
+    (the latent as it is and each edit): PNGs, a manifest linking each image to its source and generator,
+    contact sheets. Saved noise maps of the run are used for every render when present.
 
     A strength is a change of the boundary's signed distance (SVM units, as InterFaceGAN): the
     edited latent's distance is the original's + s (--mode relative) or exactly s (absolute),
@@ -143,13 +156,16 @@ def augment(
 
     values = parse_strengths(strengths, list(ctx.args))
     attributes = split_names(attr)
-    if not attributes:
+    shifts = list(shift or [])
+    if attr is not None and not attributes:
         raise InputError("--attr names no boundary")
+    if not attributes and not shifts:
+        raise InputError("nothing to render: give --attr (boundary edits) and/or --shift (shifted generators)")
     if limit is not None and limit < 1:
         raise InputError("--limit must be at least 1")
     cluster = cluster_options(workers, scheduler, scheduler_file, threads_per_worker, device)
     index = read_index(latents, column)
-    if boundaries is None:
+    if boundaries is None and attributes:
         boundaries = shipped_boundaries_for(index, generator, quiet)
     spec = build_augment_spec(
         index=index,
@@ -158,6 +174,7 @@ def augment(
         strengths=values,
         out_dir=out_dir,
         generator=generator,
+        shifts=shifts,
         conditions=split_names(condition),
         layers=layers,
         mode=mode,
@@ -170,7 +187,8 @@ def augment(
     summary = run_shards(spec, cluster, overwrite, retry_errors, dry_run, quiet)
     if dry_run:
         out.print(
-            f"plan: {summary.images} edits ({len(attributes)} attribute(s) x {len(values)} strengths) in "
+            f"plan: {summary.images} images ({len(attributes)} attribute(s) x {len(values)} strengths, "
+            f"{len(shifts)} shifted generator(s)) in "
             f"{summary.shards} shards; {summary.shards_skipped} done, {summary.images_todo} to render; "
             f"noise {'saved' if spec.config['use_saved_noise'] else 'const'}"
         )

@@ -1,15 +1,25 @@
-"""The `augment` stage: every ok latent x attribute x strength -> an edited image and a manifest row.
+"""The `augment` stage: every ok latent x attribute x strength -> an edited image and a manifest row,
+and every latent (edited or not) rendered through shifted generators (StyleGAN-NADA outputs).
 
 Runs through the shared shard runner, so it is sharded, resumable and distributable like
-`project`. One item is one (image, attribute, strength) triple with the id
-``<image_id>@<attribute>=<strength>``; items of one source image are adjacent so a shard reads each
-latent once. Items carry the latents part file and row, not the latent, to keep the plan small.
+`project`. One item is one image rendered once:
+
+- an edit with the run's generator: id ``<image_id>@<attribute>=<strength>``,
+  file ``images/<attribute>/<strength>/<name>``;
+- the unedited latent through shifted generator S: ``<image_id>@shift=<S>``, ``images/@<S>/<name>``;
+- an edit through S: ``<image_id>@<attribute>=<strength>@shift=<S>``, ``images/@<S>/<attribute>/<strength>/<name>``
+  ("@" never occurs in an attribute's folder name, so the two trees cannot meet).
+
+Every manifest row names the generator file and sha256 that drew it. Items of one source image are
+adjacent so a shard reads each latent once. Items carry the latents part file and row, not the
+latent, to keep the plan small.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
@@ -38,15 +48,22 @@ def safe_name(text: str) -> str:
     return _UNSAFE.sub("_", text) or "_"
 
 
-def item_id(source_id: str, attribute: str, strength: float) -> str:
-    return f"{source_id}@{attribute}={strength_label(strength)}"
+def item_id(source_id: str, attribute: str | None, strength: float | None, shift: str | None = None) -> str:
+    edit = f"@{attribute}={strength_label(strength)}" if attribute is not None else ""
+    return f"{source_id}{edit}{f'@shift={shift}' if shift else ''}"
 
 
-def output_path(source_id: str, attribute: str, strength: float, name: str | None = None) -> str:
-    """images/<attribute>/<strength>/<name>, relative to AUG; `name` comes from `rundir.output_names`
-    over the run's sources (unique, never leaving AUG), else it is computed for this id alone."""
+def output_path(
+    source_id: str, attribute: str | None, strength: float | None, name: str | None = None, shift: str | None = None
+) -> str:
+    """images/[@<shift>/][<attribute>/<strength>/]<name>, relative to AUG; `name` comes from
+    `rundir.output_names` over the run's sources (unique, never leaving AUG), else it is computed for
+    this id alone."""
     name = name or output_names([source_id])[source_id]
-    return str(PurePosixPath(IMAGES, safe_name(attribute), strength_label(strength), name))
+    parts = [IMAGES] + ([f"@{safe_name(shift)}"] if shift else [])
+    if attribute is not None:
+        parts += [safe_name(attribute), strength_label(strength)]
+    return str(PurePosixPath(*parts, name))
 
 
 def noise_file(latents_file: Path) -> Path:
@@ -55,25 +72,32 @@ def noise_file(latents_file: Path) -> Path:
 
 
 def plan_items(
-    index: LatentIndex, attributes: Sequence[str], strengths: Sequence[float], limit: int | None = None
+    index: LatentIndex,
+    attributes: Sequence[str],
+    strengths: Sequence[float],
+    limit: int | None = None,
+    shifts: Sequence[str] = (),
 ) -> list[dict]:
+    """Per ok latent: each edit with the run's generator, then per shift the plain latent and each edit."""
     rows = np.flatnonzero(index.ok)
     if limit is not None:
         rows = rows[:limit]
     names = output_names([str(index.image_ids[r]) for r in rows])  # x.jpg and x.png never share a file
+    edits: list[tuple[str | None, float | None]] = [(a, float(s)) for a in attributes for s in strengths]
+    renders = [(a, s, None) for a, s in edits] + [(a, s, g) for g in shifts for a, s in [(None, None), *edits]]
     return [
         {
             "out_name": names[str(index.image_ids[r])],
-            "image_id": item_id(str(index.image_ids[r]), attr, s),
+            "image_id": item_id(str(index.image_ids[r]), attr, s, shift),
             "source_id": str(index.image_ids[r]),
             "attribute": attr,
-            "strength": float(s),
+            "strength": s,
+            "shift": shift,
             "part": str(index.files[index.file_of_row[r]]),
             "row": int(index.row_in_file[r]),
         }
         for r in rows
-        for attr in attributes
-        for s in strengths
+        for attr, s, shift in renders
     ]
 
 
@@ -89,6 +113,9 @@ def manifest_schema(num_ws: int, w_dim: int) -> pa.Schema:
             pa.field("layers", pa.string()),
             pa.field("distance_before", pa.float64()),
             pa.field("distance_after", pa.float64()),
+            pa.field("shift", pa.string()),  # the shifted generator's name (null: the run's own generator)
+            pa.field("generator", pa.string()),  # the file that drew this image
+            pa.field("generator_sha256", pa.string()),
             pa.field("path", pa.string()),
             pa.field("status", pa.string()),
             pa.field("error", pa.string()),
@@ -98,19 +125,28 @@ def manifest_schema(num_ws: int, w_dim: int) -> pa.Schema:
 
 
 def setup_augment(config: dict) -> dict[str, Any]:
-    """Once per worker: the generator and, per attribute, the W+ step that moves its distance by 1."""
+    """Once per worker: the generators (the run's and each shifted one, checked by sha256) and, per
+    attribute, the W+ step that moves its distance by 1."""
+    from facebatch.nets.checkpoints import load_networks
     from facebatch.stages.common import worker_networks
 
     nets, device = worker_networks(config, with_d=False)
-    boundaries = load_boundaries(Path(config["boundaries"]))
-    conditions = pick(boundaries, config["conditions"], "condition")
     steps, targets = {}, {}
-    for attr in config["attributes"]:
-        (b,) = pick(boundaries, [attr])
-        conds = [c for c in conditions if c.name != attr]
-        steps[attr] = edit_step(b, conds, config["edit_layers"])
-        targets[attr] = b
-    return {"G": nets.G.eval(), "device": device, "steps": steps, "boundaries": targets, "config": config}
+    if config["attributes"]:
+        boundaries = load_boundaries(Path(config["boundaries"]))
+        conditions = pick(boundaries, config["conditions"], "condition")
+        for attr in config["attributes"]:
+            (b,) = pick(boundaries, [attr])
+            conds = [c for c in conditions if c.name != attr]
+            steps[attr] = edit_step(b, conds, config["edit_layers"])
+            targets[attr] = b
+    generators = {None: nets.G.eval()}
+    for shift in config.get("shifts", []):
+        path = config["shift_paths"][shift["name"]]
+        generators[shift["name"]] = load_networks(
+            path, device=str(device), with_d=False, expect_sha256=shift["sha256"]
+        ).G.eval()
+    return {"G": generators, "device": device, "steps": steps, "boundaries": targets, "config": config}
 
 
 def _noise_for(state: dict, part: str, source_id: str) -> list[np.ndarray] | None:
@@ -130,7 +166,7 @@ def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table
     from facebatch.pipeline.images import save_image
 
     cfg = state["config"]
-    G = state["G"]
+    generators = state["G"]
     out_dir = Path(info.out_dir)
     # One read per source latent, even though each appears once per attribute and strength.
     sources = list(dict.fromkeys((i["part"], i["row"]) for i in items))
@@ -151,7 +187,10 @@ def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table
     errors: list[str | None] = [None] * n
     by_attr: dict[str, list[int]] = defaultdict(list)
     for k, it in enumerate(items):
-        by_attr[it["attribute"]].append(k)
+        if it["attribute"] is None:  # a shifted render of the latent as it is
+            edited[k] = src_ws[where[(it["part"], it["row"])]]
+        else:
+            by_attr[it["attribute"]].append(k)
     for attr, ks in by_attr.items():
         b = state["boundaries"][attr]
         ws = src_ws[[where[(items[k]["part"], items[k]["row"])] for k in ks]]
@@ -163,7 +202,9 @@ def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table
     todo, noise_cache = [], {}
     for k, it in enumerate(items):
         try:
-            paths[k] = output_path(it["source_id"], it["attribute"], it["strength"], it.get("out_name"))
+            paths[k] = output_path(
+                it["source_id"], it["attribute"], it["strength"], it.get("out_name"), it.get("shift")
+            )
             key = (it["part"], it["source_id"])
             if key not in noise_cache:
                 noise_cache[key] = _noise_for(state, *key)
@@ -171,8 +212,16 @@ def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table
         except (ValueError, KeyError, FileNotFoundError, OSError) as exc:
             errors[k] = f"{type(exc).__name__}: {exc}"
     batch = int(cfg.get("batch_size", 8))
-    for start in range(0, len(todo), batch):
-        chunk = todo[start : start + batch]
+    by_generator: dict[str | None, list] = defaultdict(list)
+    for k, nz in todo:
+        by_generator[items[k].get("shift")].append((k, nz))
+    chunks = [
+        (shift, group[start : start + batch])
+        for shift, group in by_generator.items()
+        for start in range(0, len(group), batch)
+    ]
+    for shift, chunk in chunks:
+        G = generators[shift]
         ks = [k for k, _ in chunk]
         try:
             ws_t = torch.from_numpy(edited[ks]).to(state["device"])
@@ -192,17 +241,27 @@ def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table
                 errors[k] = f"{type(exc).__name__}: {exc}"
 
     ok = np.array([e is None for e in errors])
+    shifts = {s["name"]: s for s in cfg.get("shifts", [])}
+    files = {None: cfg["generator_path"], **cfg.get("shift_paths", {})}
+    shas = {None: cfg["generator_sha256"], **{name: s["sha256"] for name, s in shifts.items()}}
+    edits = [it["attribute"] is not None for it in items]
     return pa.Table.from_arrays(
         [
             pa.array([it["image_id"] for it in items]),
             pa.array([it["source_id"] for it in items]),
-            pa.array([it["attribute"] for it in items]),
+            pa.array([it["attribute"] for it in items], pa.string()),
             pa.array([it["strength"] for it in items], pa.float64()),
-            pa.array([cfg["mode"]] * n),
-            pa.array([[c for c in cfg["conditions"] if c != it["attribute"]] for it in items], pa.list_(pa.string())),
-            pa.array([cfg["layers_label"]] * n),
+            pa.array([cfg["mode"] if e else None for e in edits], pa.string()),
+            pa.array(
+                [[c for c in cfg["conditions"] if c != it["attribute"]] if e else [] for it, e in zip(items, edits)],
+                pa.list_(pa.string()),
+            ),
+            pa.array([cfg["layers_label"] if e else None for e in edits], pa.string()),
             pa.array(before),
             pa.array(after),
+            pa.array([it.get("shift") for it in items], pa.string()),
+            pa.array([files[it.get("shift")] for it in items], pa.string()),
+            pa.array([shas[it.get("shift")] for it in items], pa.string()),
             pa.array([p if e is None else None for p, e in zip(paths, errors)], pa.string()),
             pa.array(["ok" if e is None else "error" for e in errors]),
             pa.array(errors, pa.string()),
@@ -263,14 +322,79 @@ def check_generator(sha: str, index: LatentIndex, boundaries: Sequence, force: b
             )
 
 
+@dataclass(frozen=True)
+class Shift:
+    """A shifted generator (e.g. a `facebatch nada` output) the latents are also rendered through."""
+
+    name: str  # folder and manifest name: the file's stem, made unique
+    path: Path
+    sha256: str
+
+
+def _architecture(path: Path) -> tuple[dict, dict]:
+    """(W+ shape and resolution, parameter name -> shape) of a checkpoint, without building it."""
+    from facebatch.nets.checkpoints import read_checkpoint
+
+    _, raw = read_checkpoint(path)
+    shapes = {k: tuple(v.shape) for k, v in raw.g_state.items()}
+    kw = raw.g_kwargs
+    return {k: kw.get(k) for k in ("z_dim", "w_dim", "img_resolution", "img_channels")}, shapes
+
+
+def resolve_shifts(specs: Sequence[str], base_path: Path, base_sha: str, force: bool) -> list[Shift]:
+    """--shift files: readable generators of the run generator's architecture, each once. A NADA output
+    records its base generator: one trained from another generator than the latents' is refused
+    unless --force (the latents would mean other images)."""
+    from facebatch.errors import InputError
+    from facebatch.nada.train import read_nada_metadata
+    from facebatch.nets import cache
+    from facebatch.nets.checkpoints import resolve
+
+    if not specs:
+        return []
+    base_summary, base_shapes = _architecture(base_path)
+    shifts: list[Shift] = []
+    for spec in specs:
+        path, name = resolve(spec)
+        path = Path(path).resolve()
+        sha = cache.sha256_of(path)
+        if sha == base_sha:
+            raise InputError(f"--shift {spec} is the run's own generator (sha256 {sha[:12]}); nothing would shift")
+        if any(s.sha256 == sha for s in shifts):
+            raise InputError(f"--shift {spec} is given twice (sha256 {sha[:12]})")
+        summary, shapes = _architecture(path)
+        if summary != base_summary or shapes != base_shapes:
+            diffs = [f"{k} {summary[k]} vs {base_summary[k]}" for k in summary if summary[k] != base_summary[k]]
+            diffs += [
+                f"{k} {list(shapes.get(k, ()))} vs {list(v)}" for k, v in base_shapes.items() if shapes.get(k) != v
+            ]
+            first = (diffs or ["other parameters"])[0]
+            raise InputError(
+                f"--shift {spec}: its architecture does not match the run's generator ({first}); "
+                "a shifted generator must be a fine-tuned copy of the generator that made the latents"
+            )
+        base_of = (read_nada_metadata(path) or {}).get("base_generator") or {}
+        if not force and base_of.get("sha256") and base_of["sha256"] != base_sha:
+            raise InputError(
+                f"--shift {spec} was trained from generator {base_of['sha256'][:12]}, the latents' generator is "
+                f"{base_sha[:12]}; pass --force to render through it anyway"
+            )
+        unique, n = safe_name(name), 2  # resolve() names a file by its stem, a registry entry by its name
+        while any(s.name == unique for s in shifts):
+            unique, n = f"{safe_name(name)}-{n}", n + 1
+        shifts.append(Shift(unique, path, sha))
+    return shifts
+
+
 def build_augment_spec(
     *,
     index: LatentIndex,
-    boundaries_path: Path,
+    boundaries_path: Path | None,
     attributes: Sequence[str],
     strengths: Sequence[float],
     out_dir: Path,
     generator: str | None,
+    shifts: Sequence[str] = (),
     conditions: Sequence[str] = (),
     layers: str | None = None,
     mode: str = "relative",
@@ -289,32 +413,42 @@ def build_augment_spec(
         raise InputError(f"--mode must be relative or absolute, not {mode!r}")
     if noise not in ("auto", "saved", "const"):
         raise InputError(f"--noise must be auto, saved or const, not {noise!r}")
-    if not strengths:
+    if not attributes and not shifts:
+        raise InputError("nothing to render: give --attr (edits) and/or --shift (shifted generators)")
+    if attributes and not strengths:
         raise InputError("no strengths given")
     if len(set(map(strength_label, strengths))) != len(strengths):
         raise InputError(f"--strengths has repeated values: {list(strengths)}")
     if shard_size < 1 or batch_size < 1:
         raise InputError("--shard-size and --batch-size must be at least 1")
-    boundaries = load_boundaries(boundaries_path)
-    targets = pick(boundaries, attributes)
-    conds = pick(boundaries, conditions, "condition")
+    if attributes:
+        if boundaries_path is None:
+            raise InputError("--attr needs --boundaries")
+        boundaries = load_boundaries(boundaries_path)
+        targets = pick(boundaries, attributes)
+        conds = pick(boundaries, conditions, "condition")
+    elif conditions:
+        raise InputError("--condition only applies to --attr edits")
+    else:
+        targets, conds = [], []
     edit_layers = parse_layers(layers, index.num_ws) if layers else None
     for b in targets:
         b.check_latents(np.zeros((1,) + index.shape, dtype=np.float32))
         edit_step(b, [c for c in conds if c.name != b.name], edit_layers)  # raises on impossible conditions
     path, sha = resolve_generator(generator, index)
     check_generator(sha, index, targets + conds, force)
+    shifted = resolve_shifts(shifts, path, sha, force)
     saved = any(noise_file(f).exists() for f in index.files)
     if noise == "saved" and not saved:
         raise InputError(f"--noise saved: no saved noise beside the latents ({noise_file(index.files[0]).parent})")
-    items = plan_items(index, list(attributes), list(strengths), limit)
+    items = plan_items(index, list(attributes), list(strengths) if attributes else [], limit, [s.name for s in shifted])
     if not items:
         raise InputError("the latents table has no ok rows to edit")
     config = {
         "latents": [str(f.resolve()) for f in index.files],
         "latent_column": index.column,
         "latent_shape": list(index.shape),
-        "boundaries": str(Path(boundaries_path).resolve()),
+        "boundaries": str(Path(boundaries_path).resolve()) if attributes else None,
         # A rewritten boundaries file with other normals must not resume into the same manifest.
         "boundaries_used": {b.name: _fingerprint(b) for b in targets + conds},
         "attributes": list(attributes),
@@ -327,6 +461,8 @@ def build_augment_spec(
         "generator_sha256": sha,
         "limit": limit,
     }
+    if shifted:  # only then: an edits-only run keeps the config (and so the resume) it had before shifts existed
+        config["shifts"] = [{"name": s.name, "sha256": s.sha256} for s in shifted]
     return StageSpec(
         name="augment",
         out_dir=Path(out_dir),
@@ -336,7 +472,11 @@ def build_augment_spec(
         config=config,
         setup=setup_augment,
         process=process_augment,
-        runtime={"generator_path": str(path), "batch_size": batch_size},
+        runtime={
+            "generator_path": str(path),
+            "batch_size": batch_size,
+            "shift_paths": {s.name: str(s.path) for s in shifted},
+        },
         schema=manifest_schema(*index.shape),
         side_dirs=(IMAGES, SHEETS),
         metadata={"generator_sha256": sha},
@@ -344,26 +484,49 @@ def build_augment_spec(
 
 
 def write_contact_sheets(out_dir: Path, max_rows: int = 16) -> dict[str, Path]:
-    """One sheet per attribute in AUG/manifest (rows = source images, columns = strengths), built from
-    the manifest and the PNGs on disk after the run, so a resumed run gets a complete sheet."""
-    import pyarrow.compute as pc
+    """Sheets built from the manifest and the PNGs on disk after the run, so a resumed run gets complete ones:
+
+    - per attribute, ``<attribute>.png`` (the run's generator) and ``<attribute>@<shift>.png``:
+      rows = source images, columns = strengths;
+    - ``@shifts.png`` (no attribute's sheet has an "@" in its name) for the shifted renders of the
+      unedited latents: columns = shifted generators.
+    """
     import pyarrow.dataset as pads
 
     from facebatch.pipeline.atomic import atomic_write_bytes
     from facebatch.sheets import edit_grid
 
     run = RunDir(Path(out_dir), TABLE)
-    table = pads.dataset(str(run.table_dir), format="parquet").to_table(
-        columns=["source_image_id", "attribute", "strength", "path", "status"]
-    )
+    dataset = pads.dataset(str(run.table_dir), format="parquet")
+    columns = ["source_image_id", "attribute", "strength", "path", "status"]
+    has_shift = "shift" in dataset.schema.names  # manifests written before shifts existed have no such column
+    rows_all = dataset.to_table(columns=columns + (["shift"] if has_shift else [])).to_pylist()
+    for r in rows_all:
+        r.setdefault("shift", None)
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows_all:
+        groups[(r["attribute"] is None, r["attribute"] or "", r["shift"] or "")].append(r)
     written = {}
-    for attr in sorted(set(table.column("attribute").to_pylist())):
-        rows = table.filter(pc.equal(table.column("attribute"), attr)).to_pylist()
+    for (plain, attr, shift), rows in sorted(groups.items()):
+        if plain:
+            continue
         strengths = sorted({r["strength"] for r in rows})
         sources = list(dict.fromkeys(r["source_image_id"] for r in rows))[:max_rows]
         ok = {(r["source_image_id"], r["strength"]): run.root / r["path"] for r in rows if r["status"] == "ok"}
         cells = [[ok.get((src, s)) for s in strengths] for src in sources]
-        path = run.folder(SHEETS) / f"{safe_name(attr)}.png"
-        atomic_write_bytes(path, edit_grid(attr, [strength_label(s) for s in strengths], cells))
-        written[attr] = path
+        name = f"{safe_name(attr)}@{safe_name(shift)}" if shift else safe_name(attr)
+        title = f"{attr} through {shift}" if shift else attr
+        path = run.folder(SHEETS) / f"{name}.png"
+        atomic_write_bytes(path, edit_grid(title, [strength_label(s) for s in strengths], cells))
+        written[name] = path
+    plain_rows = [r for (plain, _, _), rows in groups.items() if plain for r in rows]
+    if plain_rows:
+        shifts = list(dict.fromkeys(r["shift"] for r in plain_rows))
+        sources = list(dict.fromkeys(r["source_image_id"] for r in plain_rows))[:max_rows]
+        ok = {(r["source_image_id"], r["shift"]): run.root / r["path"] for r in plain_rows if r["status"] == "ok"}
+        path = run.folder(SHEETS) / "@shifts.png"
+        atomic_write_bytes(
+            path, edit_grid("shifted generators", shifts, [[ok.get((s, g)) for g in shifts] for s in sources])
+        )
+        written["@shifts"] = path
     return written

@@ -1,0 +1,285 @@
+"""StyleGAN-NADA mechanics on a tiny random generator and a tiny random open_clip model (no trained weights).
+
+What frozen means, which layers a step may change, that the directional loss falls, that a resumed
+run equals an uninterrupted one bit for bit, that the output file carries its settings and loads
+like any generator, and that user errors are one line with exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from facebatch.cli.app import app
+from facebatch.nada.layers import candidate_rows, row_layers
+from facebatch.nada.loss import ClipLoss
+from facebatch.nada.train import NadaSettings, NadaTrainer, latest_snapshot, read_nada_metadata, train_nada
+from facebatch.nets.cache import sha256_of
+from facebatch.nets.checkpoints import load_networks
+from facebatch.nets.native_format import write_native
+from facebatch.nets.stylegan2 import Generator
+
+runner = CliRunner()
+
+# 16 px: W+ rows 0 (b4.conv1), 1-2 (b8), 3-4 (b16), 5 (read only by the last ToRGB).
+G_KWARGS = dict(
+    z_dim=16,
+    c_dim=0,
+    w_dim=16,
+    img_resolution=16,
+    img_channels=3,
+    mapping_kwargs=dict(num_layers=2),
+    synthesis_kwargs=dict(channel_base=256, channel_max=32),
+)
+CLIP_CFG = dict(
+    embed_dim=32,
+    vision_cfg=dict(image_size=32, layers=2, width=64, patch_size=8, head_width=32),
+    text_cfg=dict(context_length=32, vocab_size=49408, width=64, heads=2, layers=2),
+)
+TEMPLATES = ["a photo of a {}.", "a rendering of a {}.", "a {}."]
+SOURCE, TARGET = "photo", "pencil sketch"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, one_torch_thread):
+    """A tiny generator file (noise strengths non-zero) and a tiny facebatch-clip file."""
+    import open_clip
+
+    from facebatch.nets.clip import write_clip
+
+    tmp = tmp_path_factory.mktemp("nada")
+    torch.manual_seed(0)
+    G = Generator(**G_KWARGS)
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.1)
+    g_path = write_native(tmp / "G.safetensors", G_KWARGS, G.state_dict())
+    clip_path = tmp / "tiny-clip.safetensors"
+    write_clip(clip_path, open_clip.CLIP(**CLIP_CFG), CLIP_CFG, extra={"templates": TEMPLATES})
+    return tmp, g_path, clip_path
+
+
+@pytest.fixture(scope="module")
+def parts(files):
+    from facebatch.nets.clip import load_clip
+
+    _, g_path, clip_path = files
+    nets = load_networks(g_path, with_d=False)
+    clip = load_clip(str(clip_path))
+    return nets, ClipLoss.build([clip], [1.0], SOURCE, TARGET)
+
+
+def frozen_names(G) -> set[str]:
+    """Parameter names NADA must never change: mapping, affines, ToRGBs, the constant."""
+    return {n for n, _ in G.named_parameters() if n.startswith("mapping.") or ".affine." in n or ".torgb." in n} | {
+        n for n, _ in G.named_parameters() if n.endswith(".const")
+    }
+
+
+def row_param_names(G, rows) -> set[str]:
+    ids = {id(p) for r in rows for layer in row_layers(G)[r] for n, p in layer.named_parameters() if "affine" not in n}
+    return {n for n, p in G.named_parameters() if id(p) in ids}
+
+
+def changed(before: dict, after: dict) -> set[str]:
+    return {n for n in before if not torch.equal(before[n], after[n])}
+
+
+def params(G) -> dict:
+    return {n: p.detach().clone() for n, p in G.named_parameters()}
+
+
+def test_row_layers_follow_the_w_plus_layout(parts):
+    nets, _ = parts
+    G = nets.G
+    table = row_layers(G)
+    assert len(table) == G.num_ws == 6
+    assert [len(t) for t in table] == [1, 1, 1, 1, 1, 0]
+    assert table[0][0] is G.synthesis.b4.conv1 and table[3][0] is G.synthesis.b16.conv0
+    assert candidate_rows(G) == [0, 1, 2, 3, 4]
+
+
+def test_each_step_changes_only_its_selected_rows_and_never_the_frozen_parts(parts):
+    nets, loss = parts
+    trainer = NadaTrainer(nets.G, loss, NadaSettings(SOURCE, TARGET, batch=2, auto_layer_k=2, auto_layer_batch=4))
+    base = params(trainer.G_frozen)
+    frozen = frozen_names(trainer.G_train)
+    assert len(frozen) > 0
+    seen = set()
+    for _ in range(6):
+        before = params(trainer.G_train)
+        trainer.step()
+        rows = trainer.rows[-1]
+        assert len(rows) == 2 and set(rows) <= set(candidate_rows(trainer.G_train))
+        moved = changed(before, params(trainer.G_train))
+        allowed = row_param_names(trainer.G_train, rows)
+        assert moved <= allowed, f"step changed {sorted(moved - allowed)} outside rows {rows}"
+        assert moved & {n for n in allowed if n.endswith(".weight")}, f"rows {rows} did not train"
+        seen |= set(rows)
+    after = params(trainer.G_train)
+    assert not changed({n: base[n] for n in frozen}, after), "a frozen parameter changed"
+    never = set(candidate_rows(trainer.G_train)) - seen
+    assert not changed({n: base[n] for n in row_param_names(trainer.G_train, never)}, after)
+    assert not changed(base, params(trainer.G_frozen)), "the frozen copy changed"
+    buffers = dict(trainer.G_train.named_buffers())
+    for n, b in trainer.G_frozen.named_buffers():
+        assert torch.equal(b, buffers[n])
+
+
+def test_fixed_layers_train_exactly_those_rows(parts):
+    nets, loss = parts
+    trainer = NadaTrainer(nets.G, loss, NadaSettings(SOURCE, TARGET, layers=(1, 3)))
+    base = params(trainer.G_frozen)
+    for _ in range(3):
+        trainer.step()
+    moved = changed(base, params(trainer.G_train))
+    assert moved == {n for n in row_param_names(trainer.G_train, [1, 3])}
+    assert trainer.rows == [[1, 3]] * 3
+
+
+@torch.no_grad()
+def eval_loss(trainer: NadaTrainer, loss: ClipLoss) -> float:
+    """The directional loss on fixed latents and fixed (independent) noise for each copy."""
+    g = torch.Generator().manual_seed(123)
+    G = trainer.G_frozen
+    ws = G.mapping(torch.randn(16, G.z_dim, generator=g))
+    noise = lambda: [torch.randn(16, 1, r, r, generator=g) for r in G.synthesis.noise_resolutions]  # noqa: E731
+    return float(loss.directional(G.synthesis(ws, noise=noise()), trainer.G_train.synthesis(ws, noise=noise())))
+
+
+def test_directional_loss_falls(parts):
+    nets, loss = parts
+    trainer = NadaTrainer(nets.G, loss, NadaSettings(SOURCE, TARGET, batch=2, auto_layer_batch=4, seed=0))
+    start = eval_loss(trainer, loss)
+    for _ in range(30):
+        trainer.step()
+    end = eval_loss(trainer, loss)
+    assert end < start - 0.2, (start, end)
+    first, last = trainer.losses[:5], trainer.losses[-5:]
+    assert sum(last) / 5 < sum(first) / 5 - 0.1, trainer.losses
+
+
+def test_resume_from_a_snapshot_equals_an_uninterrupted_run(parts, tmp_path):
+    nets, loss = parts
+    settings = NadaSettings(SOURCE, TARGET, iters=7, snapshot_every=3, auto_layer_batch=4, grid_seeds=(0, 1))
+    key = {"test": 1}
+    whole = train_nada(nets.G, loss, settings, tmp_path / "whole", run_key=key)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_5(i, value, rows):
+        if i == 5:
+            raise Killed
+
+    with pytest.raises(Killed):  # dies after iteration 5; the newest snapshot is iteration 3's
+        train_nada(nets.G, loss, settings, tmp_path / "cut", run_key=key, on_step=kill_at_5)
+    assert latest_snapshot(tmp_path / "cut").name == "snapshot-000003.pt"
+    resumed = train_nada(nets.G, loss, settings, tmp_path / "cut", run_key=key)
+    assert resumed.resumed_from == 3
+    assert resumed.losses == whole.losses and resumed.rows == whole.rows
+    a, b = whole.G.state_dict(), resumed.G.state_dict()
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert (tmp_path / "cut" / "before_after.png").exists() and (tmp_path / "cut" / "grids" / "before.png").exists()
+
+
+def nada_cli(files, *args):
+    tmp, g_path, clip_path = files
+    base = ["nada", "-g", str(g_path), "--clip", str(clip_path), "--auto-layer-batch", "4", "--grid-seeds", "0-3"]
+    return runner.invoke(app, [*base, *map(str, args)])
+
+
+def test_output_metadata_round_trips_and_loads_as_a_generator(files, tmp_path):
+    tmp, g_path, clip_path = files
+    out = tmp_path / "G_sketch.safetensors"
+    res = nada_cli(files, "--source", SOURCE, "--target", TARGET, "-o", out, "--iters", 3, "--batch", 1, "--seed", 5)
+    assert res.exit_code == 0, res.output
+    meta = read_nada_metadata(out)
+    assert meta["source"] == SOURCE and meta["target"] == TARGET
+    assert meta["clips"] == [{"spec": str(clip_path), "sha256": sha256_of(clip_path), "weight": 1.0}]
+    assert meta["iterations"] == 3 and meta["batch"] == 1 and meta["seed"] == 5
+    assert meta["lr"] == pytest.approx(0.0016) and meta["betas"] == pytest.approx([0.0, 0.99**0.8])
+    assert meta["layers"] == "auto(k=4)" and meta["auto_layer_k"] == 4 and meta["auto_layer_iters"] == 1
+    assert meta["base_generator"]["sha256"] == sha256_of(g_path)
+    assert meta["facebatch_version"]
+    assert read_nada_metadata(g_path) is None  # a generator NADA did not make
+    # The output is an ordinary generator for every command: same architecture, shifted synthesis weights.
+    shifted, base = load_networks(out, with_d=False), load_networks(g_path, with_d=False)
+    assert shifted.g_kwargs == base.g_kwargs
+    z = torch.randn(2, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(shifted.G.mapping(z), base.G.mapping(z))
+    assert not torch.equal(shifted.G(z), base.G(z))
+    res = runner.invoke(app, ["sample", "-g", str(out), "-o", str(tmp_path / "S"), "-n", "2", "-q"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "G_sketch.nada" / "before_after.png").exists()
+    # A rerun with the output in place is refused; the same work folder with another target too.
+    again = nada_cli(files, "--source", SOURCE, "--target", TARGET, "-o", out, "--iters", 3)
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    work = tmp_path / "G_sketch.nada"
+    other = nada_cli(files, "--source", SOURCE, "--target", "cartoon", "-o", tmp_path / "x.safetensors", "--work", work)
+    assert other.exit_code == 2 and "target" in other.output and "--overwrite" in other.output
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--source", "photo", "--target", "photo"], "same text"),
+        (["--source", "photo", "--target", "sketch", "--layers", "0,x"], "--layers"),
+        (["--source", "photo", "--target", "sketch", "--layers", "7"], "out of range"),
+        (["--source", "photo", "--target", "sketch", "--layers", "5"], "ToRGB"),
+        (["--source", "photo", "--target", "sketch", "--clip-weight", "1", "--clip-weight", "2"], "--clip-weight"),
+        (["--source", "photo", "--target", "sketch", "--iters", "0"], "--iters"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(files, tmp_path, args, message):
+    out = tmp_path / "o.safetensors"
+    res = nada_cli(files, *args, "-o", out)
+    assert res.exit_code == 2, res.output
+    assert res.output.count("\n") == 1 and res.output.startswith("error:") and message in res.output, res.output
+    assert not out.exists()
+
+
+def test_unknown_clip_and_missing_generator_are_one_line_and_exit_2(files, tmp_path, monkeypatch):
+    tmp, g_path, clip_path = files
+    out = tmp_path / "o.safetensors"
+    common = ["nada", "--source", "photo", "--target", "sketch", "-o", str(out)]
+    res = runner.invoke(app, [*common, "-g", str(g_path), "--clip", "no-such-clip"])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "unknown CLIP" in res.output, res.output
+    res = runner.invoke(app, [*common, "-g", str(tmp_path / "missing.pkl"), "--clip", str(clip_path)])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "missing.pkl" in res.output, res.output
+    monkeypatch.setenv("FACEBATCH_OFFLINE", "1")
+    monkeypatch.setenv("FACEBATCH_CACHE_DIR", str(tmp_path / "cache"))
+    res = runner.invoke(app, [*common, "-g", str(g_path), "--clip", "ViT-B-32:openai"])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "ViT-B-32:openai" in res.output, res.output
+    from facebatch.nets import registry
+
+    if registry.get("celeba-clip") is None:  # until the face CLIP is built in, no --clip is a clear error
+        res = runner.invoke(app, [*common, "-g", str(g_path)])
+        assert res.exit_code == 2 and res.output.count("\n") == 1 and "--clip" in res.output, res.output
+    assert not out.exists()
+
+
+def test_resume_flag_needs_a_snapshot(files, tmp_path):
+    res = nada_cli(files, "--source", "photo", "--target", "sketch", "-o", tmp_path / "o.safetensors", "--resume")
+    assert res.exit_code == 2 and "no snapshot" in res.output, res.output
+    settings = json.loads((tmp_path / "o.nada" / "nada.json").read_text())
+    assert settings["run"]["target"] == "sketch"
+
+
+def test_the_notebook_function_is_the_command(files, tmp_path):
+    import facebatch
+
+    tmp, g_path, clip_path = files
+    out = tmp_path / "G.safetensors"
+    result = facebatch.shift_generator(
+        str(g_path), SOURCE, TARGET, out, clips=[str(clip_path)], iters=2, auto_layer_batch=2, grid_seeds=(0,)
+    )
+    assert len(result.losses) == 2 and result.grid.exists()
+    assert read_nada_metadata(out)["iterations"] == 2
+    with pytest.raises(Exception, match="--overwrite"):
+        facebatch.shift_generator(str(g_path), SOURCE, TARGET, out, clips=[str(clip_path)], iters=2)
