@@ -124,10 +124,14 @@ class Clip:
 # --------------------------------------------------------------------------------------------- files
 
 
-def write_clip(path: Path, model: torch.nn.Module, model_cfg: dict, *, extra: dict | None = None) -> Path:
+def write_clip(
+    path: Path, model: torch.nn.Module, model_cfg: dict, *, extra: dict | None = None, half: bool = False
+) -> Path:
     """Save an open_clip ``CLIP`` built from `model_cfg` (its constructor kwargs) as a facebatch-clip file.
 
-    `extra` (image mean/std, templates, training facts) travels in the same metadata document.
+    `extra` (image mean/std, templates, training facts) travels in the same metadata document. `half` stores
+    floating-point tensors as fp16 (half the file; the token embedding dominates a small CLIP); loading always
+    builds the model in fp32 and copies the stored values into it.
     """
     from safetensors.torch import save_file
 
@@ -138,7 +142,10 @@ def write_clip(path: Path, model: torch.nn.Module, model_cfg: dict, *, extra: di
         "model_cfg": model_cfg,
         "extra": extra or {},
     }
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    tensors = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().to("cpu")
+        tensors[k] = (v.half() if half and v.is_floating_point() else v).contiguous().clone()
     with atomic_output(Path(path)) as tmp:
         save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(config, sort_keys=True)})
     return Path(path)
