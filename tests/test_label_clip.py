@@ -1,0 +1,172 @@
+"""`facebatch label --clip`: zero-shot labels from prompt pairs, written exactly like the predictor's labels.
+
+Mechanics run on a tiny random open_clip CLIP written to tmp_path; the effect runs on the shipped face CLIP
+(`celeba-clip`) against the real CelebA val labels in ../shared, and on the shipped demo generator.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from facebatch.cli.app import app
+from facebatch.errors import InputError
+from facebatch.nets import clip as fclip
+from facebatch.nets import predictors
+
+runner = CliRunner()
+
+TINY_CFG = {
+    "embed_dim": 16,
+    "vision_cfg": {"layers": 1, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1},
+}
+SMILE = "Smiling=a photo of a smiling person|a photo of a person"
+MALE = "Male=a man|a woman"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(restore_torch_threads):
+    torch.set_num_threads(1)
+
+
+def invoke(*args, code: int = 0):
+    res = runner.invoke(app, [str(a) for a in args])
+    assert res.exit_code == code, res.output
+    return res
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    import open_clip
+
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**TINY_CFG).eval()
+    path = tmp_path_factory.mktemp("clip") / "tiny.safetensors"
+    return fclip.write_clip(path, model, TINY_CFG, extra={"templates": ["a photo of {}", "{}"]})
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    """A folder of 3 celeba64 samples as PNGs and one broken file, plus the sample run itself."""
+    tmp = tmp_path_factory.mktemp("faces")
+    with torch.random.fork_rng():
+        torch.set_num_threads(1)
+        res = runner.invoke(app, ["sample", "-g", "celeba64", "-n", "3", "--seed", "3", "-o", str(tmp / "S"), "-q"])
+    assert res.exit_code == 0, res.output
+    folder = tmp / "faces"
+    folder.mkdir()
+    for png in sorted((tmp / "S" / "images").glob("*.png")):
+        (folder / png.name).write_bytes(png.read_bytes())
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return folder, tmp / "S"
+
+
+def test_clip_labels_are_written_like_predictor_labels(tmp_path, faces, tiny_clip):
+    folder, _ = faces
+    invoke("label", folder, "-o", tmp_path / "p.csv", "--attrs", "Smiling,Male", "-q")
+    res = invoke("label", folder, "-o", tmp_path / "c.csv", "--clip", tiny_clip, "--prompt", SMILE, "--prompt", MALE)
+    assert "2 attributes" in res.output and "1 of 4 images could not be labelled" in res.output
+    p = pd.read_csv(tmp_path / "p.csv", dtype=str, keep_default_na=False)
+    c = pd.read_csv(tmp_path / "c.csv", dtype=str, keep_default_na=False)
+    assert list(c.columns) == list(p.columns) == ["image_id", "Smiling", "Male"]
+    assert list(c.image_id) == list(p.image_id)
+    assert (c.set_index("image_id").loc["broken.png"] == "").all()
+    values = c[c.image_id != "broken.png"][["Smiling", "Male"]].astype(float).to_numpy()
+    assert ((values > 0) & (values < 1)).all()
+
+    # the numbers are CLIP's two-way softmax over the template-averaged prompt pair, on the file read at 32 px
+    from facebatch.pipeline.images import load_image
+
+    clip = fclip.load_clip(str(tiny_clip))
+    name = c.image_id.iloc[-1]
+    img, _ = load_image(folder / name, clip.image_size)
+    feat = clip.encode_images(img[None])[0]
+    pos, neg = clip.embed_prompt("a photo of a smiling person"), clip.embed_prompt("a photo of a person")
+    scale = clip.model.logit_scale.exp().item()
+    expected = torch.softmax(scale * torch.stack([feat @ pos, feat @ neg]), 0)[0].item()
+    assert float(c.set_index("image_id").loc[name, "Smiling"]) == pytest.approx(expected, abs=1e-5)
+
+    # --binary and --attrs shape the CLIP labels as they shape the predictor's
+    invoke("label", folder, "-o", tmp_path / "b.csv", "--clip", tiny_clip, "--prompt", SMILE, "--prompt", MALE,
+           "--binary", "--attrs", "Male", "-q")  # fmt: skip
+    b = pd.read_csv(tmp_path / "b.csv", dtype=str, keep_default_na=False)
+    assert list(b.columns) == ["image_id", "Male"] and set(b.Male) <= {"0", "1", ""}
+
+
+def test_clip_labels_of_a_sample_run_render_its_latents_and_prompts_file_is_the_same(tmp_path, faces, tiny_clip):
+    _, run = faces
+    prompts = tmp_path / "prompts.yaml"
+    prompts.write_text("Smiling: [a photo of a smiling person, a photo of a person]\nMale: [a man, a woman]\n")
+    invoke("label", run, "-o", tmp_path / "a.csv", "--clip", tiny_clip, "--prompts", prompts, "-q")
+    invoke("label", run, "-o", tmp_path / "b.csv", "--clip", tiny_clip, "--prompt", SMILE, "--prompt", MALE, "-q")
+    a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")
+    assert len(a) == 3 and a.equals(b)
+    # other prompts are other work: the run folder does not silently reuse the first prompts' parts
+    res = invoke("label", run, "-o", tmp_path / "a.csv", "--clip", tiny_clip, "--prompt", MALE, "-q", code=2)
+    assert "--overwrite" in res.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prompt", "Smiling=a smiling person"], "expected NAME='POSITIVE|NEGATIVE'"),
+        (["--prompt", "Smiling"], "expected NAME='POSITIVE|NEGATIVE'"),
+        (["--prompt", "Smiling=a|b|c"], "expected NAME='POSITIVE|NEGATIVE'"),
+        (["--prompt", "=a smiling person|a person"], "needs a name"),
+        (["--prompt", "image_id=a|b"], "cannot be an attribute name"),
+        (["--prompt", "S=a|b", "--prompt", "S=c|d"], "given twice"),
+        (["--prompt", "S={} smiling|a person"], "without '{}'"),
+        ([], "needs prompts"),
+    ],
+)
+def test_bad_prompts_exit_2_with_one_line(tmp_path, faces, tiny_clip, args, message):
+    res = invoke("label", faces[0], "-o", tmp_path / "l.csv", "--clip", tiny_clip, *args, code=2)
+    assert message in res.output and len(res.output.strip().splitlines()) == 1, res.output
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("Smiling: [a smiling person]\n", "expected [POSITIVE, NEGATIVE]"),
+        ("- Smiling\n", "expected a mapping"),
+        ("Smiling: [a, b\n", "not YAML"),
+    ],
+)
+def test_bad_prompts_file_exits_2_with_one_line(tmp_path, faces, tiny_clip, text, message):
+    prompts = tmp_path / "p.yaml"
+    prompts.write_text(text)
+    res = invoke("label", faces[0], "-o", tmp_path / "l.csv", "--clip", tiny_clip, "--prompts", prompts, code=2)
+    assert message in res.output and len(res.output.strip().splitlines()) == 1, res.output
+
+
+def test_clip_option_errors_exit_2_with_one_line(tmp_path, faces, tiny_clip, monkeypatch):
+    monkeypatch.setenv("FACEBATCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("FACEBATCH_OFFLINE", "1")
+    folder, out = faces[0], tmp_path / "l.csv"
+    cases = [
+        (["--clip", tiny_clip, "--predictor", "celeba-attrs", "--prompt", SMILE], "give one of them"),
+        (["--prompt", SMILE], "need --clip"),
+        (["--clip", "no-such-clip", "--prompt", SMILE], "unknown CLIP"),
+        (["--clip", "NoArch:openai", "--prompt", SMILE], "no architecture"),
+        (["--clip", "ViT-B-32:openai", "--prompt", SMILE], str(fclip.pretrained_cache_path("ViT-B-32", "openai"))),
+        (["--predictor", tiny_clip], "is a CLIP: use --clip"),
+    ]
+    if "celeba-clip" in fclip.known_clips():
+        cases.append((["--predictor", "celeba-clip"], "is a CLIP: use --clip celeba-clip"))
+    for args, message in cases:
+        res = invoke("label", folder, "-o", out, *args, code=2)
+        assert message in res.output and len(res.output.strip().splitlines()) == 1, (args, res.output)
+    assert not out.exists()
+
+
+def test_parse_prompt_keeps_texts_with_equals_and_commas():
+    assert predictors.parse_prompt("Hat=a person, wearing a hat = yes|a person") == (
+        "Hat",
+        "a person, wearing a hat = yes",
+        "a person",
+    )
+    with pytest.raises(InputError):
+        predictors.parse_prompt("Hat=|a person")
