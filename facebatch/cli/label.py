@@ -47,7 +47,7 @@ def label(
         typer.Option(
             "--predictor",
             "-p",
-            help="Registry name (kind attribute-predictor) or predictor file [default: celeba-attrs].",
+            help="Registry name (kind attribute-predictor) or predictor file (default: celeba-attrs).",
         ),
     ] = None,
     clip: Annotated[
@@ -62,6 +62,7 @@ def label(
         Optional[list[str]],
         typer.Option(
             "--prompt",
+            metavar="NAME=POS|NEG",
             help="With --clip, repeatable: NAME='POSITIVE|NEGATIVE' (e.g. Smiling='a smiling person|a person'); "
             "NAME's probability is CLIP's softmax over the two texts, each wrapped in the model's templates.",
         ),
@@ -70,6 +71,7 @@ def label(
         Optional[Path],
         typer.Option(
             "--prompts",
+            metavar="FILE",
             help="With --clip: a YAML file of prompts, one per line as NAME: [POSITIVE, NEGATIVE].",
         ),
     ] = None,
