@@ -203,6 +203,26 @@ def test_a_safetensors_that_is_not_a_facebatch_clip_is_an_input_error(tmp_path):
     assert "ARCH:" in one_line_error(info)
 
 
+@pytest.mark.parametrize(
+    "arch, tag, url",
+    [
+        (
+            "ViT-B-32",
+            "openai",
+            "huggingface.co/timm/vit_base_patch32_clip_224.openai/resolve/main/open_clip_model.safetensors",
+        ),
+        ("ViTamin-S", "datacomp1b", "huggingface.co/jienengchen/ViTamin-S/resolve/main/pytorch_model.bin"),
+    ],
+)
+def test_pretrained_urls_follow_open_clips_hub_entries(arch, tag, url, tmp_path, monkeypatch):
+    """open_clip's hf_hub is "org/repo/" (its default file name) or "org/repo/file": both become one URL."""
+    monkeypatch.setenv("FACEBATCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("FACEBATCH_OFFLINE", "1")
+    with pytest.raises(ModelNotAvailable) as info:
+        fclip.resolve_clip(f"{arch}:{tag}")
+    assert f"https://{url} " in one_line_error(info)
+
+
 def test_arch_with_local_weights_builds_that_architecture(tmp_path):
     """ARCH:/path/state_dict: open_clip's own architecture with local weights (here a random RN50's)."""
     import open_clip

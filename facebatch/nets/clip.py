@@ -199,10 +199,11 @@ def _pretrained_source(arch: str, tag: str) -> tuple[str, str]:
     if not cfg:
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
         raise InputError(f"--clip {arch}:{tag}: open_clip has no pretrained tag {tag!r} for {arch} (tags: {tags})")
-    hub = (cfg.get("hf_hub") or "").strip("/")
-    if hub:
-        name = "open_clip_model.safetensors"
-        return f"https://huggingface.co/{hub}/resolve/main/{name}", name
+    # open_clip's hf_hub is "org/repo/" (the file is open_clip's default name) or "org/repo/file.bin"
+    repo, _, file = (cfg.get("hf_hub") or "").rpartition("/")
+    if repo:
+        name = file or "open_clip_model.safetensors"
+        return f"https://huggingface.co/{repo}/resolve/main/{name}", name
     url = cfg.get("url") or ""
     return url, Path(url.split("?")[0]).name
 
