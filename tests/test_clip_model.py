@@ -223,8 +223,9 @@ def test_pretrained_urls_follow_open_clips_hub_entries(arch, tag, url, tmp_path,
     assert f"https://{url} " in one_line_error(info)
 
 
-def test_arch_with_local_weights_builds_that_architecture(tmp_path):
-    """ARCH:/path/state_dict: open_clip's own architecture with local weights (here a random RN50's)."""
+def test_arch_with_local_weights_builds_that_architecture(tmp_path, monkeypatch):
+    """ARCH:/path/state_dict: open_clip's own architecture with local weights (here a random RN50's); a
+    tokenizer that cannot be loaded (a Hugging Face one, offline or without transformers) is one line."""
     import open_clip
 
     torch.manual_seed(0)
@@ -239,3 +240,11 @@ def test_arch_with_local_weights_builds_that_architecture(tmp_path):
     with torch.no_grad():
         expected = F.normalize(model.eval().encode_image(clip.preprocess(x)), dim=-1)
     assert np.allclose(clip.encode_images(x).numpy(), expected.numpy(), atol=1e-5)
+
+    def no_tokenizer(name):
+        raise ModuleNotFoundError("No module named 'transformers'")
+
+    monkeypatch.setattr(open_clip, "get_tokenizer", no_tokenizer)
+    with pytest.raises(ModelNotAvailable) as info:
+        fclip.load_clip(f"RN50:{path}")
+    assert "tokenizer of RN50" in one_line_error(info) and "transformers" in str(info.value)

@@ -304,11 +304,16 @@ def load_clip(ref: ClipRef | str, device="cpu") -> Clip:
         )
     except RuntimeError as exc:
         raise CheckpointError(f"{ref.path}: not weights for {ref.arch}: {str(exc).splitlines()[0]}") from None
+    try:  # some architectures use a Hugging Face tokenizer: transformers, and a download on first use
+        tokenizer = open_clip.get_tokenizer(ref.arch)
+    except Exception as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelNotAvailable(f"--clip {ref.spec}: cannot load the tokenizer of {ref.arch} ({why})") from None
     pp = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
     size = model.visual.image_size
     return Clip(
         model,
-        open_clip.get_tokenizer(ref.arch),
+        tokenizer,
         image_size=int(size[0] if isinstance(size, (tuple, list)) else size),
         mean=pp.get("mean", open_clip.OPENAI_DATASET_MEAN),
         std=pp.get("std", open_clip.OPENAI_DATASET_STD),
