@@ -195,7 +195,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     captions = [train.caption({a: bool(table.loc[i, a] > 0) for a in table.columns[1:]}, rng) for i in ids]
     metrics = {
-        "clip": str(args.clip),
+        "clip": Path(args.clip).name if Path(args.clip).is_file() else str(args.clip),
         "clip_sha256": hashlib.sha256(Path(args.clip).read_bytes()).hexdigest() if Path(args.clip).is_file() else None,
         "split_csv_sha256": hashlib.sha256((args.data_root / "split.csv").read_bytes()).hexdigest(),
         "val_images": len(ids),
