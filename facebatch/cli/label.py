@@ -43,9 +43,38 @@ def label(
     ],
     labels_out: Annotated[Path, typer.Option("--out", "-o", help="The labels CSV to write (image_id + attributes).")],
     predictor: Annotated[
-        str,
-        typer.Option("--predictor", "-p", help="Registry name (kind attribute-predictor) or predictor file."),
-    ] = "celeba-attrs",
+        Optional[str],
+        typer.Option(
+            "--predictor",
+            "-p",
+            help="Registry name (kind attribute-predictor) or predictor file (default: celeba-attrs).",
+        ),
+    ] = None,
+    clip: Annotated[
+        Optional[str],
+        typer.Option(
+            "--clip",
+            help="Zero-shot labels from a CLIP instead of a predictor: a registry name (celeba-clip), ARCH:TAG "
+            "(ViT-B-32:openai, downloaded once), ARCH:/path/weights or a facebatch-clip file. Needs prompts.",
+        ),
+    ] = None,
+    prompt: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--prompt",
+            metavar="NAME=POS|NEG",
+            help="With --clip, repeatable: NAME='POSITIVE|NEGATIVE' (e.g. Smiling='a smiling person|a person'); "
+            "NAME's probability is CLIP's softmax over the two texts, each wrapped in the model's templates.",
+        ),
+    ] = None,
+    prompts_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--prompts",
+            metavar="FILE",
+            help="With --clip: a YAML file of prompts, one per line as NAME: [POSITIVE, NEGATIVE].",
+        ),
+    ] = None,
     out_dir: Annotated[
         Optional[Path],
         typer.Option("--out-dir", help="Run folder for the resumable parts (default: <labels stem>_run beside -o)."),
@@ -81,14 +110,21 @@ def label(
     dry_run: DryRunOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Label every image (or rendered latent) with an attribute predictor: a CSV for fit-boundaries.
+    """Label every image (or rendered latent) with an attribute predictor or CLIP prompts: a CSV for fit-boundaries.
 
     The CSV has image_id (the input run's ids, so it joins its latents) and one column per attribute:
-    probabilities, or 0/1 with --binary. An image that cannot be read gets empty cells (unknown) and
+    probabilities, or 0/1 with --binary. With --clip, the attributes are the prompts' names (zero-shot:
+    a direction learnt from words). An image that cannot be read gets empty cells (unknown) and
     is counted in the summary; the parts (OUT-DIR/labels/part-*.parquet) keep its error. Reruns
     resume; --attrs/--binary/--threshold only change the CSV, never the work.
     """
-    from facebatch.nets.predictors import peek_names, resolve_predictor, select
+    from facebatch.nets.predictors import (
+        collect_prompts,
+        peek_names,
+        resolve_clip_predictor,
+        resolve_predictor,
+        select,
+    )
     from facebatch.pipeline.atomic import atomic_write_bytes
     from facebatch.stages.label import build_label_spec, labels_csv, plan_input, read_labels_table
 
@@ -99,7 +135,14 @@ def label(
     run_dir = out_dir or default_run_dir(labels_out)
     remote = bool(scheduler or scheduler_file)
     cluster = cluster_options(None if remote else workers, scheduler, scheduler_file, threads_per_worker, device)
-    ref = resolve_predictor(predictor)
+    if clip is None and (prompt or prompts_file):
+        raise InputError("--prompt/--prompts need --clip MODEL (they are CLIP prompts)")
+    if clip is not None and predictor is not None:
+        raise InputError("--clip and --predictor are two ways to label: give one of them")
+    if clip is not None:
+        ref = resolve_clip_predictor(clip, collect_prompts(prompt or (), prompts_file))
+    else:
+        ref = resolve_predictor(predictor or "celeba-attrs")
     names = peek_names(ref)
     wanted = select(names, split_names(attrs)) if attrs else list(names)
     src = plan_input(input_path, source, exclude=[run_dir])

@@ -124,10 +124,14 @@ class Clip:
 # --------------------------------------------------------------------------------------------- files
 
 
-def write_clip(path: Path, model: torch.nn.Module, model_cfg: dict, *, extra: dict | None = None) -> Path:
+def write_clip(
+    path: Path, model: torch.nn.Module, model_cfg: dict, *, extra: dict | None = None, half: bool = False
+) -> Path:
     """Save an open_clip ``CLIP`` built from `model_cfg` (its constructor kwargs) as a facebatch-clip file.
 
-    `extra` (image mean/std, templates, training facts) travels in the same metadata document.
+    `extra` (image mean/std, templates, training facts) travels in the same metadata document. `half` stores
+    floating-point tensors as fp16 (half the file; the token embedding dominates a small CLIP); loading always
+    builds the model in fp32 and copies the stored values into it.
     """
     from safetensors.torch import save_file
 
@@ -138,7 +142,10 @@ def write_clip(path: Path, model: torch.nn.Module, model_cfg: dict, *, extra: di
         "model_cfg": model_cfg,
         "extra": extra or {},
     }
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    tensors = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().to("cpu")
+        tensors[k] = (v.half() if half and v.is_floating_point() else v).contiguous().clone()
     with atomic_output(Path(path)) as tmp:
         save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(config, sort_keys=True)})
     return Path(path)
@@ -192,10 +199,11 @@ def _pretrained_source(arch: str, tag: str) -> tuple[str, str]:
     if not cfg:
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
         raise InputError(f"--clip {arch}:{tag}: open_clip has no pretrained tag {tag!r} for {arch} (tags: {tags})")
-    hub = (cfg.get("hf_hub") or "").strip("/")
-    if hub:
-        name = "open_clip_model.safetensors"
-        return f"https://huggingface.co/{hub}/resolve/main/{name}", name
+    # open_clip's hf_hub is "org/repo/" (the file is open_clip's default name) or "org/repo/file.bin"
+    repo, _, file = (cfg.get("hf_hub") or "").rpartition("/")
+    if repo:
+        name = file or "open_clip_model.safetensors"
+        return f"https://huggingface.co/{repo}/resolve/main/{name}", name
     url = cfg.get("url") or ""
     return url, Path(url.split("?")[0]).name
 
@@ -296,11 +304,16 @@ def load_clip(ref: ClipRef | str, device="cpu") -> Clip:
         )
     except RuntimeError as exc:
         raise CheckpointError(f"{ref.path}: not weights for {ref.arch}: {str(exc).splitlines()[0]}") from None
+    try:  # some architectures use a Hugging Face tokenizer: transformers, and a download on first use
+        tokenizer = open_clip.get_tokenizer(ref.arch)
+    except Exception as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelNotAvailable(f"--clip {ref.spec}: cannot load the tokenizer of {ref.arch} ({why})") from None
     pp = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
     size = model.visual.image_size
     return Clip(
         model,
-        open_clip.get_tokenizer(ref.arch),
+        tokenizer,
         image_size=int(size[0] if isinstance(size, (tuple, list)) else size),
         mean=pp.get("mean", open_clip.OPENAI_DATASET_MEAN),
         std=pp.get("std", open_clip.OPENAI_DATASET_STD),

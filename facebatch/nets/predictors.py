@@ -3,13 +3,18 @@
 `facebatch label` only needs what `Predictor` promises: the attribute ``names`` and ``probs(images)``
 (images ``[N, 3, H, W]`` in [-1, 1] -> probabilities ``[N, len(names)]`` in [0, 1]), plus the input
 ``resolution`` files are read at. Each predictor *kind* (the registry's ``kind`` field) has one loader
-in `LOADERS`; a zero-shot CLIP predictor (prompts as attribute names) is one more entry there,
-with the same output, and `label` does not change.
+in `LOADERS`, called with the resolved `PredictorRef`.
+
+Two kinds: ``attribute-predictor`` (a trained network, celeba-attrs) and ``clip``, zero-shot labels from
+words: each attribute is a prompt pair (positive | negative) and its probability is CLIP's two-way softmax,
+``softmax(logit_scale * [cos(img, pos), cos(img, neg)])[0]``, each side averaged over the model's prompt
+templates (`facebatch.nets.clip`). Both write the same labels, so fit-boundaries learns a direction from
+either.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
@@ -37,6 +42,7 @@ class PredictorRef:
     name: str  # registry name or file stem
     kind: str  # a key of LOADERS
     sha256: str
+    options: dict = field(default_factory=dict)  # JSON: what else the kind's loader needs (a CLIP's prompts)
 
 
 class AttributeNetPredictor:
@@ -52,14 +58,44 @@ class AttributeNetPredictor:
         return self.net(images)
 
 
-def _load_attribute_net(path: Path, device) -> Predictor:
+def _load_attribute_net(ref: PredictorRef, device) -> Predictor:
     from facebatch.nets.attributes import load_predictor
 
-    return AttributeNetPredictor(load_predictor(path, device=device))
+    return AttributeNetPredictor(load_predictor(ref.path, device=device))
 
 
-# kind -> loader(path, device). The registry's `kind` names the loader; a file is sniffed (see _file_kind).
-LOADERS: dict[str, Callable[[Path, object], Predictor]] = {"attribute-predictor": _load_attribute_net}
+class ClipPromptPredictor:
+    """Zero-shot attribute probabilities from a CLIP and one (positive, negative) prompt pair per attribute."""
+
+    def __init__(self, clip, prompts: Sequence[tuple[str, str, str]]):
+        self.clip = clip
+        self.names = tuple(name for name, _, _ in prompts)
+        self.resolution = int(clip.image_size)
+        pos = torch.stack([clip.embed_prompt(p) for _, p, _ in prompts])
+        neg = torch.stack([clip.embed_prompt(n) for _, _, n in prompts])
+        self._pairs = torch.stack([pos, neg], dim=1)  # [A, 2, D], unit rows
+        self._scale = float(clip.model.logit_scale.exp().clamp(max=100))
+
+    @torch.no_grad()
+    def probs(self, images: torch.Tensor) -> torch.Tensor:
+        feats = self.clip.encode_images(images)  # [N, D] unit rows
+        logits = self._scale * torch.einsum("nd,akd->nak", feats, self._pairs.to(feats.device))
+        return logits.softmax(dim=-1)[..., 0]
+
+
+def _load_clip_prompts(ref: PredictorRef, device) -> Predictor:
+    from facebatch.nets.clip import ClipRef, load_clip
+
+    clip = ref.options["clip"]
+    clip_ref = ClipRef(clip["spec"], clip["arch"], ref.path, ref.sha256, bool(clip.get("quick_gelu")))
+    return ClipPromptPredictor(load_clip(clip_ref, device), [tuple(p) for p in ref.options["prompts"]])
+
+
+# kind -> loader(ref, device). The registry's `kind` names the loader; a file is sniffed (see _file_kind).
+LOADERS: dict[str, Callable[[PredictorRef, object], Predictor]] = {
+    "attribute-predictor": _load_attribute_net,
+    "clip": _load_clip_prompts,
+}
 
 
 def _file_kind(path: Path) -> str:
@@ -75,6 +111,10 @@ def _file_kind(path: Path) -> str:
         meta = None
     if meta is not None and META_KEY in meta and f'"{FORMAT_NAME}"' in meta[META_KEY]:
         return "attribute-predictor"
+    from facebatch.nets.clip import read_clip_config
+
+    if meta is not None and read_clip_config(path) is not None:
+        raise InputError(f"--predictor {path} is a CLIP: use --clip {path} --prompt NAME='POSITIVE|NEGATIVE'")
     try:  # a generator checkpoint passed by mistake gets a message that says so
         from facebatch.nets.checkpoints import read_checkpoint
 
@@ -94,6 +134,8 @@ def resolve_predictor(spec: str | Path) -> PredictorRef:
         return PredictorRef(path.resolve(), path.stem, _file_kind(path), cache.sha256_of(path))
     entry = registry.get(text)
     if entry is not None:
+        if entry.kind == "clip":
+            raise InputError(f"--predictor {text} is a CLIP: use --clip {text} --prompt NAME='POSITIVE|NEGATIVE'")
         if entry.kind not in LOADERS:
             raise InputError(
                 f"--predictor {text} is a {entry.kind} in the registry, not a predictor "
@@ -109,8 +151,80 @@ def resolve_predictor(spec: str | Path) -> PredictorRef:
     )
 
 
+# ------------------------------------------------------------------------------------- CLIP prompts
+
+PROMPT_SYNTAX = "NAME='POSITIVE|NEGATIVE' (e.g. Smiling='a smiling person|a person')"
+_RESERVED_NAMES = ("image_id", "source", "status", "error")
+
+
+def _check_prompt(name: str, pos: str, neg: str, where: str) -> tuple[str, str, str]:
+    name, pos, neg = name.strip(), pos.strip(), neg.strip()
+    if not name or not pos or not neg:
+        raise InputError(f"{where}: a prompt needs a name, a positive and a negative text: {PROMPT_SYNTAX}")
+    if name in _RESERVED_NAMES or any(c in name for c in ',"\n\r'):
+        raise InputError(f"{where}: {name!r} cannot be an attribute name (a labels column)")
+    if "{}" in pos or "{}" in neg:
+        raise InputError(f"{where}: write the prompt text without '{{}}': the model's templates wrap it")
+    return name, pos, neg
+
+
+def parse_prompt(text: str) -> tuple[str, str, str]:
+    """``NAME=POSITIVE|NEGATIVE`` -> (name, positive, negative); one-line InputError otherwise."""
+    name, eq, pair = text.partition("=")
+    parts = pair.split("|")
+    if not eq or len(parts) != 2:
+        raise InputError(f"--prompt {text!r}: expected {PROMPT_SYNTAX}")
+    return _check_prompt(name, parts[0], parts[1], f"--prompt {text!r}")
+
+
+def read_prompts_file(path: Path) -> list[tuple[str, str, str]]:
+    """A YAML mapping, one attribute per key: ``Smiling: [a smiling person, a person]`` (positive, negative)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InputError(f"--prompts {path}: cannot read it ({exc.strerror or exc})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(f"--prompts {path}: not YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or not doc:
+        raise InputError(f"--prompts {path}: expected a mapping NAME: [POSITIVE, NEGATIVE], one per line")
+    prompts = []
+    for name, pair in doc.items():
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
+            raise InputError(f"--prompts {path}: {name}: expected [POSITIVE, NEGATIVE], two texts")
+        prompts.append(_check_prompt(str(name), pair[0], pair[1], f"--prompts {path}"))
+    return prompts
+
+
+def collect_prompts(prompts: Sequence[str] = (), prompts_file: Path | None = None) -> list[tuple[str, str, str]]:
+    """--prompts FILE entries, then each --prompt; an attribute named twice is an error."""
+    found = (read_prompts_file(prompts_file) if prompts_file else []) + [parse_prompt(t) for t in prompts]
+    seen: set[str] = set()
+    for name, _, _ in found:
+        if name in seen:
+            raise InputError(f"prompt {name!r} is given twice")
+        seen.add(name)
+    return found
+
+
+def resolve_clip_predictor(spec: str, prompts: Sequence[tuple[str, str, str]]) -> PredictorRef:
+    """--clip SPEC with its prompts -> PredictorRef (kind clip); the CLIP is resolved (downloaded once) here."""
+    from facebatch.nets.clip import resolve_clip
+
+    if not prompts:
+        raise InputError(f"--clip {spec} needs prompts: --prompt NAME='POSITIVE|NEGATIVE' or --prompts FILE")
+    ref = resolve_clip(spec)
+    options = {
+        "clip": {"spec": ref.spec, "arch": ref.arch, "quick_gelu": ref.quick_gelu},
+        "prompts": [list(p) for p in prompts],
+    }
+    return PredictorRef(ref.path, ref.label, "clip", ref.sha256, options)
+
+
 def known_predictors() -> list[str]:
-    return sorted(name for name, e in registry.models().items() if e.kind in LOADERS)
+    return sorted(name for name, e in registry.models().items() if e.kind in LOADERS and e.kind != "clip")
 
 
 def load(ref: PredictorRef, device="cpu") -> Predictor:
@@ -118,11 +232,14 @@ def load(ref: PredictorRef, device="cpu") -> Predictor:
     digest = cache.sha256_of(ref.path)
     if digest != ref.sha256:
         raise CheckpointError(f"{ref.path} on this worker has sha256 {digest}, the run uses {ref.sha256}")
-    return LOADERS[ref.kind](ref.path, device)
+    return LOADERS[ref.kind](ref, device)
 
 
 def peek_names(ref: PredictorRef) -> tuple[str, ...]:
-    """The attribute names, for validating --attrs in the client (loads the predictor on the CPU: ~10 MB)."""
+    """The attribute names, for validating --attrs in the client (loads a predictor on the CPU: ~10 MB;
+    a CLIP's names are its prompts' names, and a web-scale CLIP is not loaded for that)."""
+    if ref.kind == "clip":
+        return tuple(p[0] for p in ref.options["prompts"])
     return tuple(load(ref, "cpu").names)
 
 

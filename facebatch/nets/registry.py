@@ -31,7 +31,7 @@ class ModelEntry:
     description: str = ""
     source: str = ""
     license: str = ""
-    kind: str = "generator"  # generator | attribute-predictor
+    kind: str = "generator"  # generator | attribute-predictor | clip
     builtin: str | None = None  # path inside the facebatch.models package
     boundaries: str | None = None  # built-in boundaries file fitted for this generator (same package)
 

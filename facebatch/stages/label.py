@@ -1,5 +1,8 @@
 """The `label` stage: images (files, or latents rendered by their generator) -> attribute probabilities.
 
+The probabilities come from any `facebatch.nets.predictors` Predictor: a trained attribute network, or a
+CLIP with one prompt pair per attribute (zero-shot); the rows are the same either way.
+
 One row per input: ``image_id``, ``source``, ``status``, ``error``, then one float64 column per
 attribute of the predictor (all of them: ``--attrs``, ``--binary`` and ``--threshold`` only shape the
 CSV written from the parts, so changing them never redoes work). Inputs:
@@ -151,6 +154,8 @@ def build_label_spec(
         "predictor": {"name": predictor.name, "kind": predictor.kind, "sha256": predictor.sha256},
         "attributes": list(names),
     }
+    if predictor.options:  # a CLIP's prompts: other prompts are other work
+        config["predictor"]["options"] = predictor.options
     runtime: dict = {"predictor_path": str(predictor.path), "batch_size": int(batch_size)}
     metadata: dict = {"predictor": predictor.name, "predictor_sha256": predictor.sha256}
     if source.mode == RENDER:
@@ -194,7 +199,9 @@ def setup_label(config: dict) -> LabelState:
         torch.set_num_threads(int(config["torch_threads"]))
     device = resolve_device(config.get("device") or "auto")
     pred = config["predictor"]
-    ref = PredictorRef(Path(config["predictor_path"]), pred["name"], pred["kind"], pred["sha256"])
+    ref = PredictorRef(
+        Path(config["predictor_path"]), pred["name"], pred["kind"], pred["sha256"], pred.get("options") or {}
+    )
     predictor = load(ref, device=device)
     if list(predictor.names) != list(config["attributes"]):
         raise RuntimeError(f"{ref.path} predicts other attributes than the run recorded")
