@@ -130,11 +130,12 @@ def nada(
         )
     if not quiet:
         losses = result.losses
-        first, last = losses[: min(10, len(losses))], losses[-min(10, len(losses)) :]
+        n = max(1, min(10, len(losses) // 2))  # two windows that do not overlap
+        first, last = losses[:n], losses[-n:]
         resumed = f" (resumed at iteration {result.resumed_from})" if result.resumed_from else ""
         out.print(
-            f"{len(losses)} iterations{resumed}: directional loss {sum(first) / len(first):.4f} (first 10) -> "
-            f"{sum(last) / len(last):.4f} (last 10)",
+            f"{len(losses)} iterations{resumed}: directional loss {sum(first) / n:.4f} (first {n}) -> "
+            f"{sum(last) / n:.4f} (last {n})",
             highlight=False,
         )
         if result.grid is not None:
