@@ -93,8 +93,11 @@ class _Stop(Exception):
     pass
 
 
+PRECISION: dict = {}  # --autocast: {"autocast": ..., "channels_last": ...} for the facebatch presets
+
+
 def preset_config(name: str):
-    return load_preset(name, {"perceptual": PERCEPTUAL, "w_avg_samples": 2000})
+    return load_preset(name, {"perceptual": PERCEPTUAL, "w_avg_samples": 2000, **PRECISION})
 
 
 def time_recipe(G, recipe: str, targets: torch.Tensor, steps: int) -> float:
@@ -161,7 +164,12 @@ def main() -> None:
     ap.add_argument("--time-rounds", type=int, default=3)
     ap.add_argument("--time-steps", type=int, default=3)
     ap.add_argument("--json", type=Path, help="also write the per-recipe figures here")
+    ap.add_argument(
+        "--autocast", choices=("none", "bf16", "auto"), help="facebatch presets' precision (default: the presets')"
+    )
     a = ap.parse_args()
+    if a.autocast:
+        PRECISION.update(autocast=a.autocast, channels_last=a.autocast != "none")
     torch.set_num_threads(1)
     keep_freed_memory()
     with open(a.data / "split.csv", newline="") as fh:
@@ -172,6 +180,8 @@ def main() -> None:
     lpips = build_perceptual(PERCEPTUAL)
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     print(f"torch {torch.__version__}, 1 thread; celeba64 ({nets.sha256[:12]}); val faces {', '.join(names)}")
+    cfg = preset_config("default")
+    print(f"facebatch presets: autocast {cfg.autocast}, channels_last {cfg.channels_last}; the official recipe: fp32")
     rows = {}
     for recipe in a.recipes:
         t0 = time.perf_counter()

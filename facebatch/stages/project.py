@@ -133,10 +133,11 @@ class ProjectState:
 def auto_batch_size(device, resolution: int) -> int:
     """Images per optimisation batch when the user gave none, for this worker's device and resolution.
 
-    On a CPU, batching pays only while the activations stay in cache (bench/cpu_batching.py, 1 thread,
-    default preset): at 64 px (celeba64) batch 4 and 8 give 1.4x batch 1's image-steps/s; at 256 px
-    (config-f widths) batch 4 is level with batch 1 and batch 8 is slower (0.9x) at 8.6 GB of memory;
-    larger images only add memory. GPUs: 8 (bench/gpu.py measures bigger batches where one is lent).
+    On a CPU, batching pays while the layers are narrow (bench/cpu_batching.py, 1 thread, default preset,
+    bench/out/cpu_batching-*.txt): at 64 px (celeba64) batch 4 / 8 give 1.34 / 1.45x batch 1's
+    image-steps/s in fp32 and 1.39 / 1.50x in bf16; at 256 px (config-f widths) they are level with
+    batch 1 (1.04-1.11x) while batch 8 holds 8.6 GB; larger images only add memory. GPUs: 8
+    (bench/gpu.py measures bigger batches where one is lent).
     """
     if str(device).startswith("cuda"):
         return 8
@@ -172,8 +173,15 @@ def setup_project(config: dict) -> ProjectState:
     from facebatch.stages.common import worker_networks
 
     nets, device = worker_networks({**config, "generator_sha256": config["generator"]["sha256"]})
-    log.info("project worker ready: %s on %s (%d torch threads)", nets.name, device, torch.get_num_threads())
-    return project_state(nets, config, device)
+    state = project_state(nets, config, device)
+    log.info(
+        "project worker ready: %s on %s (%d torch threads, autocast %s)",
+        nets.name,
+        device,
+        torch.get_num_threads(),
+        state.projector.autocast,
+    )
+    return state
 
 
 def project_files(
