@@ -183,14 +183,24 @@ def test_style_transfer_needs_a_perceptual_network(nvlabs_G, pairs):
 # -- batches of pairs -----------------------------------------------------------------------------------
 
 
-def test_a_batch_of_pairs_equals_the_pairs_one_at_a_time(nvlabs_G, pairs):
+# Alone vs in a batch, per precision: (fraction of W+ elements off by > 5e-3, max pixel difference, loss rtol).
+# fp32: see the comment in the test. bf16 (the CPU default, autocast=auto): rounding to 8 mantissa bits
+# tips more near-zero gradients; measured on style transfer, depending on which tests ran before (the
+# weights' memory format): 0 to 0.14 % of W+ elements off, pixels 0.024 apart, per-step losses within 0.7 %.
+SOLO_TOLERANCE = {"none": (1e-3, 0.1, 2e-3), "bf16": (5e-3, 0.1, 2e-2)}
+
+
+@pytest.mark.parametrize("autocast", ["none", "bf16"])
+def test_a_batch_of_pairs_equals_the_pairs_one_at_a_time(nvlabs_G, pairs, autocast):
     """Each pair with its own mask (random boxes), in a batch and alone, as the projector's batch test does."""
     a, b = pairs
     third_a, third_b = pairs[0][:1].flip(-1), pairs[1][:1].flip(-1)  # another batch-mate for pair 1
     masks = hole_mask("random-box", 64, batch=3, seeds=[5, 6, 7])
     assert not torch.equal(masks[0], masks[1])
     # The presets' own constant lr 0.01 (a 0.1 peak makes the first steps chaotic on this random generator).
-    p = projector(nvlabs_G, steps=6, noise_steps=2, lr=0.01, lr_rampup=0, lr_rampdown=0, noise_lr=0.01)
+    p = projector(
+        nvlabs_G, steps=6, noise_steps=2, lr=0.01, lr_rampup=0, lr_rampdown=0, noise_lr=0.01, autocast=autocast
+    )
     # Inpainting is the projector's own masked path (its batch test covers it); these two add loss terms.
     apps = {
         "crossover": lambda x, y, m, seeds: mx.crossover(p, x, y, m, seeds),
@@ -207,7 +217,8 @@ def test_a_batch_of_pairs_equals_the_pairs_one_at_a_time(nvlabs_G, pairs):
         # W+ element whose gradient is ~0 by about +-lr whichever way rounding tips its sign: measured, the
         # crossover (two opposed targets) has one such element of 5,120 (off by 0.018, pixels 0.037 apart,
         # per-step losses within 3e-4); style stays within 1e-4 on w, 2e-3 on pixels.
+        off, pixels, rtol = SOLO_TOLERANCE[autocast]
         dw = (batch.ws[1] - solo.ws[0]).abs()
-        assert (dw > 5e-3).float().mean() < 1e-3, (name, int((dw > 5e-3).sum()))
-        assert (batch.images[1] - solo.images[0]).abs().max() < 0.1, name
-        assert np.allclose(batch.projection.losses[:, 1], solo.projection.losses[:, 0], rtol=2e-3), name
+        assert (dw > 5e-3).float().mean() < off, (name, int((dw > 5e-3).sum()))
+        assert (batch.images[1] - solo.images[0]).abs().max() < pixels, name
+        assert np.allclose(batch.projection.losses[:, 1], solo.projection.losses[:, 0], rtol=rtol), name

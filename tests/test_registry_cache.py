@@ -233,6 +233,10 @@ def test_models_cli_fetch_list_verify_and_tamper(monkeypatch, server, checkpoint
     assert code == 0 and "matches the recorded at download sha256" in out
     code, out, _ = run_cli(["info"], capsys)
     assert str(isolated_cache) in out and "tiny-4" in out
+    from facebatch.invert.projector import resolve_autocast  # info says what autocast=auto means on this CPU
+
+    bf16 = resolve_autocast("auto", torch.device("cpu")) == "bf16"
+    assert ("bf16 autocast" in out) == bf16 and ("no bf16 on this CPU" in out) != bf16
 
     data = bytearray(entry.cache_path().read_bytes())
     data[-1] ^= 0xFF

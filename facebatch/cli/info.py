@@ -28,6 +28,12 @@ def info() -> None:
             table.add_row(f"cuda:{i}", torch.cuda.get_device_name(i))
     else:
         table.add_row("device", f"cpu ({torch.get_num_threads()} threads), no CUDA device visible")
+    from facebatch.invert.projector import resolve_autocast
+
+    precision = resolve_autocast("auto", torch.device("cpu"))
+    table.add_row(
+        "cpu projection", "bf16 autocast (autocast=auto)" if precision == "bf16" else "fp32 (no bf16 on this CPU)"
+    )
     table.add_row(
         "cache dir", f"{cache.cache_dir()}" + (" (offline: FACEBATCH_OFFLINE is set)" if cache.offline() else "")
     )

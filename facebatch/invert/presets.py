@@ -58,17 +58,18 @@ class ProjectionConfig:
     anomaly_lambda: float = 0.1  # AnoGAN: (1 - lambda) * pixel residual + lambda * D-feature residual
     # Mixed precision of the optimisation steps: "bf16" (or "fp16", for GPUs) runs the generator's synthesis
     # and the perceptual trunk under torch.autocast (losses, latents, Adam and the final render and scores
-    # stay fp32); "none" is the fp32 reference; "auto" (see AUTOCASTS) is bf16 on CPUs with oneDNN bf16.
+    # stay fp32); "none" is the fp32 reference (`--set autocast=none` forces it); "auto", the default, is
+    # bf16 on CPUs with oneDNN bf16 and none elsewhere (GPUs: until bench/gpu.py has run on one).
     # Measured (bench/projector_vs_official.py, 256 px, batch 1, 1 thread): bf16 1.5x fp32's steps/s, 1.7x
-    # with channels_last; reconstructions of G samples within 0.25 dB PSNR of fp32's (default preset,
-    # 150 steps). Not the default: bf16 rounding breaks the batch-mates-change-nothing guarantee beyond
-    # its test's tolerance (tests/test_mixing_projections.py, style transfer), so it is opt-in:
-    # `--set autocast=bf16 --set channels_last=true`.
-    autocast: str = "none"
+    # with channels_last; at 64 px (bench/cpu_batching.py) 1.56x. Quality: reconstructions of G samples
+    # within 0.25 dB PSNR of fp32's; on 4 real `val` faces (bench/time_to_quality.py) see README "Speed".
+    # Batch-mates still change nothing bit for bit; a batch and a lone image differ by bf16 rounding
+    # (tests/test_mixing_projections.py bounds both).
+    autocast: str = "auto"
     # Channels-last (NHWC) weights for the generator and the perceptual trunk (activations follow): oneDNN's
     # bf16 convolutions run faster on it (+13 % steps/s over bf16 alone at 256 px); fp32 neither gains
     # nor loses beyond noise.
-    channels_last: bool = False
+    channels_last: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
