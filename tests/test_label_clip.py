@@ -135,6 +135,7 @@ def test_bad_prompts_exit_2_with_one_line(tmp_path, faces, tiny_clip, args, mess
         ("Smiling: [a smiling person]\n", "expected [POSITIVE, NEGATIVE]"),
         ("- Smiling\n", "expected a mapping"),
         ("Smiling: [a, b\n", "not YAML"),
+        ("yes: [a smiling person, a person]\n", "is not text; quote it"),
     ],
 )
 def test_bad_prompts_file_exits_2_with_one_line(tmp_path, faces, tiny_clip, text, message):

@@ -192,6 +192,8 @@ def read_prompts_file(path: Path) -> list[tuple[str, str, str]]:
         raise InputError(f"--prompts {path}: expected a mapping NAME: [POSITIVE, NEGATIVE], one per line")
     prompts = []
     for name, pair in doc.items():
+        if not isinstance(name, str):  # YAML reads yes / no / on / 1 as booleans and numbers
+            raise InputError(f"--prompts {path}: the name {name!r} is not text; quote it ('{name}': [...])")
         if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
             raise InputError(f"--prompts {path}: {name}: expected [POSITIVE, NEGATIVE], two texts")
         prompts.append(_check_prompt(str(name), pair[0], pair[1], f"--prompts {path}"))
