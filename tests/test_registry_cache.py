@@ -268,3 +268,25 @@ def test_a_builtin_model_that_no_longer_matches_its_pin_is_refused(monkeypatch, 
     monkeypatch.setattr(registry, "builtin_path", lambda rel: damaged)
     with pytest.raises(CheckpointError, match="does not match its pinned sha256"):
         real.fetch()
+
+
+def test_models_fetch_downloads_an_open_clip_clip_once_for_offline_use(isolated_cache, server, monkeypatch, capsys):
+    from facebatch.nets import clip
+
+    code, _, err = run_cli(["models", "fetch", "ViT-B-32:no-such-tag"], capsys)
+    assert code == 2 and "no pretrained tag" in err and len(err.strip().splitlines()) == 1
+    server.files["/open_clip_model.safetensors"] = b"clip weights"
+    url = f"{server.base}/open_clip_model.safetensors"
+    monkeypatch.setattr(clip, "_pretrained_source", lambda arch, tag: (url, "open_clip_model.safetensors"))
+    dest = isolated_cache / "models" / "clip" / "ViT-B-32-openai" / "open_clip_model.safetensors"
+    code, out, err = run_cli(["models", "fetch", "ViT-B-32:openai"], capsys)
+    assert code == 0 and f"downloaded: CLIP ViT-B-32:openai -> {dest}" in out, err
+    assert (
+        dest.read_bytes() == b"clip weights" and cache.read_sidecar(dest) == hashlib.sha256(b"clip weights").hexdigest()
+    )
+    monkeypatch.setenv("FACEBATCH_OFFLINE", "1")  # what --clip ViT-B-32:openai then reads, offline
+    assert clip.resolve_clip("ViT-B-32:openai").path == dest.resolve()
+    code, out, _ = run_cli(["models", "fetch", "ViT-B-32:openai"], capsys)
+    assert code == 0 and "already cached" in out and server.hits["/open_clip_model.safetensors"] == 1
+    code, _, err = run_cli(["models", "fetch", "ViT-B-16:openai"], capsys)  # offline and not cached
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "put it at" in err

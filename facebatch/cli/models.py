@@ -55,15 +55,38 @@ def _entry(name: str) -> registry.ModelEntry:
 
 @app.command("fetch")
 def fetch(
-    name: Annotated[str, typer.Argument(help="A name from `facebatch models list`.")],
+    name: Annotated[str, typer.Argument(help="A name from `facebatch models list`, or an open_clip CLIP as ARCH:TAG.")],
     force: Annotated[bool, typer.Option("--force", help="Download again even if cached.")] = False,
 ) -> None:
-    """Download a named checkpoint into the cache (verified, atomic, once across processes)."""
+    """Download a named checkpoint (or an open_clip CLIP, e.g. ViT-B-32:openai) into the cache, once.
+
+    Verified and atomic, once across processes: fetch on a machine with internet, then run where there is none.
+    """
+    if registry.get(name) is None and ":" in name:
+        _fetch_clip(name, force)
+        return
     entry = _entry(name)
     was_cached = entry.is_cached()
     path = entry.fetch(force=force)
     verb = "already cached" if was_cached and not force else "downloaded"
     out.print(f"{verb}: {entry.name} -> {path}  sha256 {cache.sha256_of(path)}", highlight=False, soft_wrap=True)
+
+
+def _fetch_clip(spec: str, force: bool) -> None:
+    """ARCH:TAG into models/clip/ARCH-TAG/ (what --clip ARCH:TAG reads), with its sha256 sidecar."""
+    from facebatch.nets import clip
+
+    arch, _, tag = spec.partition(":")
+    if Path(tag).expanduser().exists():
+        raise InputError(f"{spec}: a local file needs no fetching; pass it as --clip {spec}")
+    dest = clip.pretrained_cache_path(arch, tag) if arch and tag else None
+    was_cached = dest is not None and dest.is_file()
+    if force and was_cached:
+        dest.unlink()
+        cache.sidecar_path(dest).unlink(missing_ok=True)
+    ref = clip.resolve_clip(spec)
+    verb = "already cached" if was_cached and not force else "downloaded"
+    out.print(f"{verb}: CLIP {spec} -> {ref.path}  sha256 {ref.sha256}", highlight=False, soft_wrap=True)
 
 
 def _expected_sha256(path: Path, entry: registry.ModelEntry | None, given: str | None) -> tuple[str | None, str]:
