@@ -149,7 +149,15 @@ def test_clip_option_errors_exit_2_with_one_line(tmp_path, faces, tiny_clip, mon
     monkeypatch.setenv("FACEBATCH_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("FACEBATCH_OFFLINE", "1")
     folder, out = faces[0], tmp_path / "l.csv"
+    garbage = tmp_path / "weights.bin"
+    garbage.write_bytes(b"\x80\x02 not a state dict" * 40)
+    wrong = tmp_path / "wrong.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"visual.proj": torch.zeros(2, 2)}, str(wrong))
     cases = [
+        (["--clip", f"RN50:{garbage}", "--prompt", SMILE], "not usable weights for RN50"),  # before any shard
+        (["--clip", f"RN50:{wrong}", "--prompt", SMILE], "not usable weights for RN50"),
         (["--clip", tiny_clip, "--predictor", "celeba-attrs", "--prompt", SMILE], "give one of them"),
         (["--prompt", SMILE], "need --clip"),
         (["--clip", "no-such-clip", "--prompt", SMILE], "unknown CLIP"),

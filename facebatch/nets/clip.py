@@ -302,8 +302,9 @@ def load_clip(ref: ClipRef | str, device="cpu") -> Clip:
         model = open_clip.create_model(
             ref.arch, pretrained=str(ref.path), device=device, force_quick_gelu=ref.quick_gelu, weights_only=True
         )
-    except RuntimeError as exc:
-        raise CheckpointError(f"{ref.path}: not weights for {ref.arch}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # a wrong state dict (RuntimeError), a pickle with code in it, a truncated file, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{ref.path}: not usable weights for {ref.arch}: {first}") from None
     try:  # some architectures use a Hugging Face tokenizer: transformers, and a download on first use
         tokenizer = open_clip.get_tokenizer(ref.arch)
     except Exception as exc:
