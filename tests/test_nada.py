@@ -283,3 +283,40 @@ def test_the_notebook_function_is_the_command(files, tmp_path):
     assert read_nada_metadata(out)["iterations"] == 2
     with pytest.raises(Exception, match="--overwrite"):
         facebatch.shift_generator(str(g_path), SOURCE, TARGET, out, clips=[str(clip_path)], iters=2)
+
+
+def test_a_killed_nada_process_resumes_to_the_uninterrupted_result(files, tmp_path):
+    """SIGKILL mid-run (the snapshot writes must be atomic), then the same command again: same generator."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    tmp, g_path, clip_path = files
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+    def command(out):
+        args = ["nada", "-g", g_path, "--clip", clip_path, "--auto-layer-batch", "4", "--grid-seeds", "0-1"]
+        args += ["--source", SOURCE, "--target", TARGET, "--iters", 60, "--snapshot-every", 5, "-q", "-o", out]
+        return [sys.executable, "-m", "facebatch", *map(str, args)]
+
+    whole, cut = tmp_path / "whole.safetensors", tmp_path / "cut.safetensors"
+    subprocess.run(command(whole), env=env, check=True, timeout=300)
+    proc = subprocess.Popen(command(cut), env=env)
+    deadline = time.monotonic() + 120
+    while latest_snapshot(tmp_path / "cut.nada") is None or latest_snapshot(tmp_path / "cut.nada").name < (
+        "snapshot-000010.pt"
+    ):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its second snapshot"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not cut.exists()  # no half-written output
+    done = subprocess.run(command(cut), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    a, b = load_file(str(whole)), load_file(str(cut))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert read_nada_metadata(cut)["iterations"] == 60
