@@ -37,6 +37,15 @@ def _grid_cell(path: Path | None, size: int) -> Image.Image:
         return Image.new("RGB", (size, size), MISSING)
 
 
+def fit_label(draw: ImageDraw.ImageDraw, text: str, width: int) -> str:
+    """`text`, cut at the end with "~" until it fits `width` pixels: neighbouring column labels never overlap."""
+    if draw.textlength(text) <= width:
+        return text
+    while text and draw.textlength(text + "~") > width:
+        text = text[:-1]
+    return text + "~"
+
+
 def edit_grid(title: str, column_labels: Sequence[str], cells: Sequence[Sequence[Path | None]]) -> bytes:
     """One PNG: `cells[i][j]` is the image of row i, column j (None or unreadable: a grey cell).
 
@@ -52,9 +61,9 @@ def edit_grid(title: str, column_labels: Sequence[str], cells: Sequence[Sequence
             pass
     sheet = Image.new("RGB", (size * len(column_labels), GRID_HEADER + size * len(cells)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    draw.text((3, 2), title, fill=(0, 0, 0))
+    draw.text((3, 2), fit_label(draw, title, sheet.size[0] - 5), fill=(0, 0, 0))
     for j, label in enumerate(column_labels):
-        draw.text((j * size + 3, LINE + 2), label, fill=(0, 0, 0))
+        draw.text((j * size + 3, LINE + 2), fit_label(draw, label, size - 5), fill=(0, 0, 0))
     for i, row in enumerate(cells):
         for j, path in enumerate(row):
             sheet.paste(_grid_cell(path, size), (j * size, GRID_HEADER + i * size))

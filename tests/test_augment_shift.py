@@ -203,3 +203,15 @@ def test_bad_shifts_are_one_line_and_exit_2(run, tmp_path):
     res = augment(tmp, g_path, "--out", tmp_path / "A")
     assert res.exit_code == 2 and "--shift" in res.output, res.output
     assert not (tmp_path / "A" / "manifest").exists()
+
+
+def test_sheet_labels_are_cut_to_their_column_width():
+    # 64-px cells: two generator names side by side overlapped before; now each label fits its column
+    from PIL import Image, ImageDraw
+
+    from facebatch.sheets import fit_label
+
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    assert fit_label(draw, "+1.5", 59) == "+1.5"
+    cut = fit_label(draw, "celeba64-eyeglasses", 59)
+    assert cut.endswith("~") and draw.textlength(cut) <= 59 and "celeba64-eyeglasses".startswith(cut[:-1])

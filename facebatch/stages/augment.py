@@ -17,6 +17,7 @@ latent, to keep the plan small.
 
 from __future__ import annotations
 
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -524,9 +525,11 @@ def write_contact_sheets(out_dir: Path, max_rows: int = 16) -> dict[str, Path]:
         shifts = list(dict.fromkeys(r["shift"] for r in plain_rows))
         sources = list(dict.fromkeys(r["source_image_id"] for r in plain_rows))[:max_rows]
         ok = {(r["source_image_id"], r["shift"]): run.root / r["path"] for r in plain_rows if r["status"] == "ok"}
+        # Column labels without the names' common start ("celeba64-smiling", "celeba64-glasses" -> "smiling", ...)
+        common = os.path.commonprefix(shifts) if len(shifts) > 1 else ""
+        labels = [g[len(common) :] or g for g in shifts]
+        title = "shifted generators" + (f" ({common}...)" if common else "")
         path = run.folder(SHEETS) / "@shifts.png"
-        atomic_write_bytes(
-            path, edit_grid("shifted generators", shifts, [[ok.get((s, g)) for g in shifts] for s in sources])
-        )
+        atomic_write_bytes(path, edit_grid(title, labels, [[ok.get((s, g)) for g in shifts] for s in sources]))
         written["@shifts"] = path
     return written
