@@ -9,7 +9,12 @@ import typer
 PresetOption = Annotated[Optional[str], typer.Option("--preset", "-p", help="Projection preset name or YAML file.")]
 StepsOption = Annotated[Optional[int], typer.Option("--steps", help="Override the preset's optimisation steps.")]
 SetOption = Annotated[
-    Optional[list[str]], typer.Option("--set", help="Override any preset setting: key=value (repeatable).")
+    Optional[list[str]],
+    typer.Option(
+        "--set",
+        help="Override any preset setting: key=value (repeatable); autocast=none forces the fp32 reference "
+        "(the default, auto, is bf16 on CPUs that have it).",
+    ),
 ]
 GeneratorOption = Annotated[str, typer.Option("--generator", "-g", help="Checkpoint path, registry name or URL.")]
 
