@@ -51,7 +51,7 @@ def invert(
     ] = 0,
     batch_size: Annotated[
         int | None,
-        typer.Option("--batch-size", "-b", help="Images optimised together [default: as `project` picks it]."),
+        typer.Option("--batch-size", "-b", help="Images optimised together (default: as `project` picks it)."),
     ] = None,
     device: DeviceOption = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
