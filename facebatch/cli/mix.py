@@ -334,7 +334,7 @@ def expression(
     out_dir: OutOption,
     alpha_layers: Annotated[
         Optional[str],
-        typer.Option("--alpha-layers", help="W+ layers taken from B (the expression), e.g. 3,4 [default: 3,4]."),
+        typer.Option("--alpha-layers", help="W+ layers taken from B (the expression), e.g. 3,4 (default: 3,4)."),
     ] = None,
     alpha: Annotated[
         Optional[str],
