@@ -150,6 +150,12 @@ def _wait_for(predicate, timeout: float) -> bool:
     return False
 
 
+# The interrupt test's projection: enough steps that the other shards are still running when the signal lands
+# (at 2 steps the bf16 default finished all 5 shards between the first marker and the Ctrl-C), in fp32 so
+# that runs with other batch layouts agree to float32 rounding (the pipeline is under test, not bf16).
+INTERRUPTED = ["--steps", "12", "--set", "autocast=none"]
+
+
 @pytest.mark.slow  # three runs, one a subprocess with its own cluster: ~1-3 min on 2 busy cores, per signal
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_interrupted_or_killed_run_leaves_no_partial_file_and_rerun_matches_an_uninterrupted_run(
@@ -170,8 +176,7 @@ def test_interrupted_or_killed_run_leaves_no_partial_file_and_rerun_matches_an_u
         "-o",
         str(out),
         *FAST,
-        "--steps",
-        "2",
+        *INTERRUPTED,
         "--workers",
         "1",
         "--shard-size",
@@ -204,14 +209,14 @@ def test_interrupted_or_killed_run_leaves_no_partial_file_and_rerun_matches_an_u
     assert status == ("interrupted" if sig == signal.SIGINT else "running")  # kill -9: no chance to record it
     assert not (out / "_SUCCESS").exists()
 
-    resumed = project(["--steps", "2", "--workers", "0", "--shard-size", "1"], fixture_generator_path, inp, out)
+    resumed = project([*INTERRUPTED, "--workers", "0", "--shard-size", "1"], fixture_generator_path, inp, out)
     assert resumed.exit_code == 0, resumed.output
     summary = json.loads((out / "_run.json").read_text())["summary"]
     assert summary["shards_skipped"] == len(done) and summary["images_processed"] == 5 - len(done)
     # an uninterrupted run with another shard and batch layout gives the same rows and latents
     ref = tmp_path / "ref"
     straight = project(
-        ["--steps", "2", "--workers", "0", "--shard-size", "4", "--batch-size", "3"], fixture_generator_path, inp, ref
+        [*INTERRUPTED, "--workers", "0", "--shard-size", "4", "--batch-size", "3"], fixture_generator_path, inp, ref
     )
     assert straight.exit_code == 0, straight.output
     a, b = read_latent_table(out / "latents"), read_latent_table(ref / "latents")
