@@ -163,6 +163,35 @@ def test_directional_loss_falls(parts):
     assert sum(last) / 5 < sum(first) / 5 - 0.1, trainer.losses
 
 
+def test_the_loss_is_the_weighted_sum_of_each_clips_one_minus_cosine(parts, tmp_path):
+    """ΔT from the templates, ΔI from the two renders, 1 - cos averaged over the batch, weighted per CLIP."""
+    import open_clip
+    import torch.nn.functional as F
+
+    from facebatch.nets.clip import load_clip, write_clip
+
+    nets, one = parts
+    clip_a = one.clips[0]
+    torch.manual_seed(1)
+    other = tmp_path / "other-clip.safetensors"
+    write_clip(other, open_clip.CLIP(**CLIP_CFG), CLIP_CFG, extra={"templates": ["{}"]})
+    clip_b = load_clip(str(other))
+    frozen, trained = torch.rand(3, 3, 16, 16) * 2 - 1, torch.rand(3, 3, 16, 16) * 2 - 1
+
+    def by_hand(clip) -> torch.Tensor:
+        fill = lambda text: [t.format(text) for t in clip.templates]  # noqa: E731
+        dt = F.normalize(clip.encode_texts(fill(TARGET)).mean(0) - clip.encode_texts(fill(SOURCE)).mean(0), dim=0)
+        di = F.normalize(clip.encode_images(trained) - clip.encode_images(frozen), dim=-1)
+        return (1 - di @ dt).mean()
+
+    both = ClipLoss.build([clip_a, clip_b], [0.25, 2.0], SOURCE, TARGET)
+    expected = 0.25 * by_hand(clip_a) + 2.0 * by_hand(clip_b)
+    assert torch.allclose(both.directional(frozen, trained), expected, atol=1e-6)
+    muted = ClipLoss.build([clip_a, clip_b], [1.0, 0.0], SOURCE, TARGET)  # weight 0: that CLIP is not even run
+    assert torch.allclose(muted.directional(frozen, trained), by_hand(clip_a), atol=1e-6)
+    assert not torch.allclose(by_hand(clip_a), by_hand(clip_b), atol=1e-3)  # two different CLIPs really
+
+
 def test_resume_from_a_snapshot_equals_an_uninterrupted_run(parts, tmp_path):
     nets, loss = parts
     settings = NadaSettings(SOURCE, TARGET, iters=7, snapshot_every=3, auto_layer_batch=4, grid_seeds=(0, 1))
