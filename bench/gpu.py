@@ -4,7 +4,8 @@ Random config-f generators (channel_base 16384, channel_max 512; speed does not 
 weights learned), facebatch's `nvlabs` preset with the stlpips-vgg perceptual loss (a VGG16), its
 1000-step schedule cut after `--steps` timed steps (plus one untimed warm-up step); CUDA is
 synchronised at every step's end. Precision is the projector's `autocast` setting: none (fp32),
-fp16, bf16. Peak memory is torch.cuda.max_memory_allocated per case. The quality check projects
+fp16, bf16; weights channels-last in every case (`--no-channels-last` for contiguous ones). Peak
+memory is torch.cuda.max_memory_allocated per case. The quality check projects
 `--quality` W-space samples of the 256-px generator for `--quality-steps` steps in each precision
 and prints the final PSNR / SSIM / perceptual distance against fp32's.
 Goal (issue 16): batch 16 >= 8x batch 1's image-steps/s.
@@ -41,9 +42,14 @@ class _Stop(Exception):
     pass
 
 
+LAYOUT = {"channels_last": True}  # the projector's memory-format setting for every case (--no-channels-last)
+
+
 def case(G, batch: int, autocast: str, steps: int) -> tuple[float, float]:
     """(seconds per step, peak MiB) of `steps` timed nvlabs steps on a batch of random targets."""
-    cfg = load_preset("nvlabs", {"steps": 1000, "perceptual": PERCEPTUAL, "w_avg_samples": 2000, "autocast": autocast})
+    cfg = load_preset(
+        "nvlabs", {"steps": 1000, "perceptual": PERCEPTUAL, "w_avg_samples": 2000, "autocast": autocast, **LAYOUT}
+    )
     projector = Projector(G, None, cfg, device="cuda")
     R = G.img_resolution
     targets = torch.rand(batch, 3, R, R, generator=torch.Generator().manual_seed(batch)) * 2 - 1
@@ -68,7 +74,9 @@ def quality(G, n: int, steps: int) -> None:
         targets = G.synthesis(G.mapping(z, None), noise_mode="const").clamp(-1, 1).cpu()
     scores = {}
     for ac in PRECISIONS:
-        cfg = load_preset("nvlabs", {"steps": steps, "perceptual": PERCEPTUAL, "w_avg_samples": 2000, "autocast": ac})
+        cfg = load_preset(
+            "nvlabs", {"steps": steps, "perceptual": PERCEPTUAL, "w_avg_samples": 2000, "autocast": ac, **LAYOUT}
+        )
         scores[ac] = Projector(G, None, cfg, device="cuda").project(targets, list(range(n))).scores
     print(f"\nquality: {n} G samples at {G.img_resolution} px, nvlabs preset, {steps} steps")
     for ac in PRECISIONS:
@@ -85,7 +93,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="timed steps per case (+1 untimed)")
     ap.add_argument("--quality", type=int, default=4, help="G samples for the quality check (0: skip)")
     ap.add_argument("--quality-steps", type=int, default=300)
+    ap.add_argument("--no-channels-last", action="store_true", help="contiguous weights (default: channels-last)")
     a = ap.parse_args()
+    LAYOUT["channels_last"] = not a.no_channels_last
     if not torch.cuda.is_available():
         print("no GPU: CUDA is not available on this machine, nothing to measure (bench/gpu.py needs one)")
         return
