@@ -23,6 +23,41 @@ def require(path: Path) -> Path:
     return path
 
 
+def write_latents(out: Path, ids, ws, ok=None, parts: int = 1, sha: str = "ab" * 32) -> Path:
+    """A `project`-like OUT/latents folder in the shared Parquet convention: one row per id, W+ codes
+    `ws` [N, num_ws, w_dim] for the ok rows, "error" rows (no latent) where `ok` is False."""
+    import numpy as np
+    import pyarrow as pa
+
+    from facebatch.pipeline.table import atomic_write_table, latent_array_masked, latent_field, with_run_metadata
+
+    ok = np.ones(len(ids), bool) if ok is None else np.asarray(ok)
+    shape = tuple(np.shape(ws)[1:])
+    schema = with_run_metadata(
+        pa.schema(
+            [
+                pa.field("image_id", pa.string()),
+                pa.field("status", pa.string()),
+                pa.field("error", pa.string()),
+                latent_field("w", shape),
+            ]
+        ),
+        {"generator_sha256": sha},
+    )
+    for p, rows in enumerate(np.array_split(np.arange(len(ids)), parts)):
+        table = pa.Table.from_arrays(
+            [
+                pa.array([ids[i] for i in rows]),
+                pa.array(["ok" if ok[i] else "error" for i in rows]),
+                pa.array([None if ok[i] else "unreadable" for i in rows], pa.string()),
+                latent_array_masked(np.asarray(ws)[rows], ok[rows], shape),
+            ],
+            schema=schema,
+        )
+        atomic_write_table(Path(out) / "latents" / f"part-{p:05d}.parquet", table)
+    return Path(out)
+
+
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     return require(REFERENCE)

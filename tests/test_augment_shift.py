@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 import torch
+from conftest import write_latents
 from PIL import Image
 from test_nada import CLIP_CFG, G_KWARGS, TEMPLATES
 from typer.testing import CliRunner
@@ -27,7 +27,6 @@ from facebatch.nets.stylegan2 import Generator
 from facebatch.pipeline.images import tensor_to_pil
 from facebatch.pipeline.latents import read_latent_table
 from facebatch.pipeline.noise_store import NoiseWriter
-from facebatch.pipeline.table import atomic_write_table, latent_array_masked, latent_field, with_run_metadata
 
 runner = CliRunner()
 IDS = ["a/0.jpg", "a/1.jpg", "broken.jpg", "b/3.jpg"]
@@ -59,28 +58,7 @@ def run(tmp_path_factory, one_torch_thread):
     sha = sha256_of(g_path)
     with torch.no_grad():
         ws = G.mapping(torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(1))).numpy()
-    shape = (G.num_ws, G.w_dim)
-    schema = with_run_metadata(
-        pa.schema(
-            [
-                pa.field("image_id", pa.string()),
-                pa.field("status", pa.string()),
-                pa.field("error", pa.string()),
-                latent_field("w", shape),
-            ]
-        ),
-        {"generator_sha256": sha},
-    )
-    table = pa.Table.from_arrays(
-        [
-            pa.array(IDS),
-            pa.array(["ok" if o else "error" for o in OK]),
-            pa.array([None if o else "unreadable" for o in OK], pa.string()),
-            latent_array_masked(ws, OK, shape),
-        ],
-        schema=schema,
-    )
-    atomic_write_table(tmp / "OUT" / "latents" / "part-00000.parquet", table)
+    write_latents(tmp / "OUT", IDS, ws, OK, sha=sha)
     rng = np.random.default_rng(2)
     noise = {
         i: [rng.standard_normal((1, r, r)).astype(np.float32) for r in G.synthesis.noise_resolutions]

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 import torch
+from conftest import write_latents
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -15,7 +15,6 @@ from facebatch.nets.cache import sha256_of
 from facebatch.pipeline.images import tensor_to_pil
 from facebatch.pipeline.latents import read_latent_table
 from facebatch.pipeline.noise_store import NoiseWriter
-from facebatch.pipeline.table import atomic_write_table, latent_array_masked, latent_field, with_run_metadata
 from facebatch.sheets import GRID_HEADER as HEADER
 
 runner = CliRunner()
@@ -33,28 +32,7 @@ def run_dir(tmp_path_factory, nvlabs_G, fixture_generator_path):
     ws = (ws + 0.1 * torch.randn(ws.shape, generator=torch.Generator().manual_seed(0))).numpy()
     ok = np.array([True, True, False, True])
     ids = ["a/0.jpg", "a/1.jpg", "broken.jpg", "b/3.jpg"]
-    shape = (G.num_ws, G.w_dim)
-    schema = with_run_metadata(
-        pa.schema(
-            [
-                pa.field("image_id", pa.string()),
-                pa.field("status", pa.string()),
-                pa.field("error", pa.string()),
-                latent_field("w", shape),
-            ]
-        ),
-        {"generator_sha256": sha},
-    )
-    table = pa.Table.from_arrays(
-        [
-            pa.array(ids),
-            pa.array(["ok" if o else "error" for o in ok]),
-            pa.array([None if o else "unreadable" for o in ok], pa.string()),
-            latent_array_masked(ws, ok, shape),
-        ],
-        schema=schema,
-    )
-    atomic_write_table(tmp / "OUT" / "latents" / "part-00000.parquet", table)
+    write_latents(tmp / "OUT", ids, ws, ok, sha=sha)
     rng = np.random.default_rng(1)
     unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
     bounds = [

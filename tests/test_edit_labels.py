@@ -3,49 +3,20 @@
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
+from conftest import write_latents
 from typer.testing import CliRunner
 
 from facebatch.cli.app import app
 from facebatch.edit.boundaries_io import load_boundaries
 from facebatch.edit.labels import join_ids, parse_attribute, read_labels
 from facebatch.errors import InputError
-from facebatch.pipeline.table import atomic_write_table, latent_array_masked, latent_field, with_run_metadata
 
 runner = CliRunner()
 NUM_WS, W_DIM = 4, 16
 
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
-
-
-def write_latents(out: Path, ids, ws, ok=None, parts=2, sha="ab" * 32):
-    """A `project`-like OUT/latents folder in the shared Parquet convention."""
-    ok = np.ones(len(ids), bool) if ok is None else np.asarray(ok)
-    schema = with_run_metadata(
-        pa.schema(
-            [
-                pa.field("image_id", pa.string()),
-                pa.field("status", pa.string()),
-                pa.field("error", pa.string()),
-                latent_field("w", (NUM_WS, W_DIM)),
-            ]
-        ),
-        {"generator_sha256": sha},
-    )
-    for p, rows in enumerate(np.array_split(np.arange(len(ids)), parts)):
-        table = pa.Table.from_arrays(
-            [
-                pa.array([ids[i] for i in rows]),
-                pa.array(["ok" if ok[i] else "error" for i in rows]),
-                pa.array([None if ok[i] else "boom" for i in rows], pa.string()),
-                latent_array_masked(ws[rows], ok[rows], (NUM_WS, W_DIM)),
-            ],
-            schema=schema,
-        )
-        atomic_write_table(out / "latents" / f"part-{p:05d}.parquet", table)
-    return out
 
 
 @pytest.fixture
@@ -59,7 +30,7 @@ def planted_run(tmp_path):
     ids = [f"faces/{i:04d}.jpg" for i in range(600)]
     ok = np.ones(600, bool)
     ok[5] = False
-    write_latents(tmp_path / "OUT", ids, ws, ok)
+    write_latents(tmp_path / "OUT", ids, ws, ok, parts=2)
     return tmp_path, ids, smile, normal
 
 
