@@ -28,3 +28,9 @@ class RunFailed(FacebatchError):
 class FacebatchWarning(UserWarning):
     """Something the user should know that does not stop the run (e.g. a folder that could not be read).
     The CLI prints each as one 'warning:' line on stderr."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one short line for a one-line error: its message's first line, else its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from facebatch import __version__
-from facebatch.errors import CheckpointError, InputError, ModelNotAvailable
+from facebatch.errors import CheckpointError, InputError, ModelNotAvailable, first_line
 from facebatch.nets import cache, registry
 from facebatch.pipeline.atomic import atomic_output
 
@@ -180,7 +180,7 @@ def _build_facebatch_clip(path: Path, config: dict, device) -> tuple[torch.nn.Mo
         model = CLIP(**config["model_cfg"])
         missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
     except (TypeError, KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: not a usable CLIP: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(f"{path}: not a usable CLIP: {first_line(exc)}") from None
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: weights do not match the model config (missing {missing[:3]}, extra {unexpected[:3]})"
@@ -303,13 +303,13 @@ def load_clip(ref: ClipRef | str, device="cpu") -> Clip:
             ref.arch, pretrained=str(ref.path), device=device, force_quick_gelu=ref.quick_gelu, weights_only=True
         )
     except Exception as exc:  # a wrong state dict (RuntimeError), a pickle with code in it, a truncated file, ...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{ref.path}: not usable weights for {ref.arch}: {first}") from None
+        raise CheckpointError(f"{ref.path}: not usable weights for {ref.arch}: {first_line(exc)}") from None
     try:  # some architectures use a Hugging Face tokenizer: transformers, and a download on first use
         tokenizer = open_clip.get_tokenizer(ref.arch)
     except Exception as exc:
-        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelNotAvailable(f"--clip {ref.spec}: cannot load the tokenizer of {ref.arch} ({why})") from None
+        raise ModelNotAvailable(
+            f"--clip {ref.spec}: cannot load the tokenizer of {ref.arch} ({first_line(exc)})"
+        ) from None
     pp = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
     size = model.visual.image_size
     return Clip(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from facebatch.errors import InputError
+from facebatch.errors import InputError, first_line
 
 CONNECT_TIMEOUT_S = 30
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -209,15 +209,15 @@ def _connect(opts: ClusterOptions):
             "something that does not speak Dask's protocol; check the address and port)"
         ) from None
     except (ValueError, TypeError) as exc:
-        raise InputError(f"{address!r} is not a valid Dask scheduler address ({_first(exc)})") from None
+        raise InputError(f"{address!r} is not a valid Dask scheduler address ({first_line(exc)})") from None
     except (MemoryError, OverflowError):
         raise InputError(f"{address} is not a Dask scheduler (it answered with something else)") from None
     except Exception as exc:  # noqa: BLE001 - OSError, CommClosedError, a garbled reply: all one line
-        raise InputError(f"cannot reach the Dask scheduler at {address}: {_first(exc)}") from None
+        raise InputError(f"cannot reach the Dask scheduler at {address}: {first_line(exc)}") from None
     try:
         return Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
     except (OSError, TimeoutError) as exc:
-        raise InputError(f"cannot reach the Dask scheduler at {address}: {_first(exc)}") from None
+        raise InputError(f"cannot reach the Dask scheduler at {address}: {first_line(exc)}") from None
 
 
 async def _probe(address: str) -> None:
@@ -238,16 +238,11 @@ def _address_from_file(path: Path) -> str:
     try:
         info = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise InputError(f"--scheduler-file {path} is not a readable Dask scheduler file: {_first(exc)}") from None
+        raise InputError(f"--scheduler-file {path} is not a readable Dask scheduler file: {first_line(exc)}") from None
     address = info.get("address") if isinstance(info, dict) else None
     if not isinstance(address, str) or not address:
         raise InputError(f"--scheduler-file {path} is not a Dask scheduler file (JSON with an 'address')")
     return address
-
-
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _check_versions(client) -> None:
