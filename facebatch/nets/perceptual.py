@@ -111,6 +111,24 @@ def _build_stlpips_vgg() -> LpipsDistance:
     return LpipsDistance("stlpips-vgg", trunk, lins, state["scaling_layer.shift"], state["scaling_layer.scale"])
 
 
+def stand_in_stlpips_vgg(seed: int = 0) -> LpipsDistance:
+    """stlpips-vgg's exact architecture with seeded random weights: the same FLOPs and the same code path.
+
+    For timing and device comparisons on machines the 56-MiB weight file cannot reach (a lent GPU
+    machine gets the repository and little else); never a distance to trust.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    trunk = ShiftTolerantVGG16()
+    with torch.no_grad():
+        for p in trunk.parameters():
+            if p.ndim > 1:  # He initialisation keeps the five feature maps at sane magnitudes
+                p.copy_(torch.randn(p.shape, generator=gen) * (2 / p[0].numel()) ** 0.5)
+            else:
+                p.zero_()
+    lins = [torch.rand(1, c, 1, 1, generator=gen) for c in (64, 128, 256, 512, 512)]
+    return LpipsDistance("stlpips-vgg", trunk, lins, torch.zeros(3), torch.ones(3) * 0.5)
+
+
 def torchvision_trunk_file(net: str) -> tuple[Path, str]:
     """Where torch hub keeps the ImageNet trunk for ``net`` ('vgg' or 'alex'), and its official URL."""
     from torchvision.models import AlexNet_Weights, VGG16_Weights

@@ -183,6 +183,15 @@ def score_stats(table: pa.Table, columns: Sequence[str]) -> dict[str, dict]:
     return stats
 
 
+def _device_of(config: dict) -> str | None:
+    """The torch device this worker computed on (what `auto` or a local GPU worker's `cuda:N` became)."""
+    if "device" not in config:
+        return None
+    from facebatch.nets.device import resolve_device
+
+    return str(resolve_device(worker_device(config["device"])))
+
+
 def shard_marker(task: ShardTask, table: pa.Table, seconds: float, retried: int) -> dict:
     status = table.column("status").to_pylist()
     errors = [e for s, e in zip(status, table.column("error").to_pylist()) if s != "ok"]
@@ -202,6 +211,7 @@ def shard_marker(task: ShardTask, table: pa.Table, seconds: float, retried: int)
         "scores": score_stats(table, task.score_columns),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # of this worker process
         "host": socket.gethostname(),
+        "device": _device_of(task.setup_config),
         "pid": os.getpid(),
         "finished_at": time.time(),
     }

@@ -1,8 +1,8 @@
-"""The recipe of the built-in `celeba64` generator: a small StyleGAN2 trained on CPU on CelebA crops.
+"""The recipe of the built-in `celeba64` generator: a small StyleGAN2 trained on CelebA crops, on CPU or CUDA.
 
 Why a recipe of our own: no pretrained StyleGAN2 can be downloaded on our machines, so the demo,
 the tests of real-face quality and the shipped boundaries all rest on this model, and it must be
-reproducible and able to go on improving from whatever state is at hand.
+reproducible and able to go on improving from whatever state is at hand, on whatever device is lent.
 
 The losses are StyleGAN2-ADA's (non-saturating logistic, lazy R1 every 16 D steps, style mixing
 0.9, G EMA with ramp-up, Adam lr 0.0025 betas (0, 0.99) with the lazy-regularisation correction),
@@ -10,6 +10,12 @@ with x-flips and DiffAugment-style colour + translation on everything D sees (AD
 too costly here). No path-length regulariser (its cost is not repaid at 64 px). Images are made
 exactly as `facebatch project` reads a file without --align (centre square crop, Lanczos), so a
 projected CelebA photo meets the training distribution.
+
+One recipe on every device, so a model trained partly on a CPU and partly on a GPU is one model:
+the same losses, augmentation and R1 weight (`--gamma`, fixed at the official formula's value for
+batch 32, whatever batch a device runs); only the batch (`--batch auto` measures on CUDA), the EMA
+half-life that the official code ties to the batch (batch * 10/32 kimg), and the arithmetic (TF32
+on CUDA by default) follow the device.
 
 Resuming, in order of preference:
   1. OUT/state.pt (full state: G, D, G_ema, both Adam states, images seen): continues exactly;
@@ -19,11 +25,14 @@ Resuming, in order of preference:
   3. random init.
 
 Writes OUT/latest.safetensors (facebatch format: G_ema + D, loadable with -g), OUT/state.pt,
-OUT/grid-<kimg>.png (32 fixed seeds), OUT/log.csv. The thread count is re-read from OUT/threads
-every 50 steps, so it can be changed while it runs.
+OUT/grid-<kimg>.png (32 fixed seeds), OUT/log.csv; with --export DIR also a copy of the newest
+snapshot cut into files of at most 15 MiB (what a GPU machine can hand back). The thread count is
+re-read from OUT/threads every 50 steps, so it can be changed while it runs.
 
   python models/celeba64/train.py --data ../shared/data/celeba10k --out runs/celeba64 \
       --init-from models/celeba64/celeba64.safetensors --hours 2
+  python models/celeba64/train.py --data .gpu/celeba64-train64.parquet --out runs/gpu \
+      --device cuda --batch auto --minutes 6 --snapshot-min 2 --export $OUT
 """
 
 from __future__ import annotations
@@ -31,8 +40,11 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import hashlib
+import io
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -43,30 +55,53 @@ from PIL import Image
 
 from facebatch.nets.native_format import read_native, write_native
 from facebatch.nets.stylegan2 import Discriminator, Generator
-from facebatch.pipeline.images import load_image
 
 R1_EVERY = 16
+EXPORT_PART_BYTES = 15 * 2**20  # a GPU machine hands back files of at most 16 MiB
+BATCH_CANDIDATES = (32, 64, 128)
 
 
-def load_train_images(root: Path, res: int, cache: Path) -> torch.Tensor:
-    """uint8 [N,3,res,res] of the `train` split of root/split.csv (all images when there is none)."""
-    if cache.exists():
-        return torch.load(cache, weights_only=True)
+def train_files(root: Path) -> list[Path]:
+    """The `train` split of root/split.csv (all images when there is none), sorted by name."""
     files = sorted(p for p in (root / "images").rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     split_file = root / "split.csv"
     if split_file.exists():
         with open(split_file, newline="") as fh:
             train = {r["image_id"] for r in csv.DictReader(fh) if r["split"] == "train"}
         files = [p for p in files if p.name in train]
+    return files
+
+
+def read_pack(path: Path) -> torch.Tensor:
+    """uint8 [N,3,res,res] from a pack written by pack_data.py (one encoded image per row)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["image"])
+    images = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in table.column("image").to_pylist()]
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def load_train_images(data: Path, res: int, cache: Path) -> torch.Tensor:
+    """uint8 [N,3,res,res]: a celeba10k-style folder (cached in `cache`) or a pack file."""
+    if data.suffix == ".parquet":
+        images = read_pack(data)
+        if images.shape[-1] != res:
+            raise SystemExit(f"{data} holds {images.shape[-1]}-px images; this run trains at {res} px")
+        return images
+    if cache.exists():
+        return torch.load(cache, weights_only=True)
+    from facebatch.pipeline.images import load_image
+
     images = []
+    files = train_files(data)
     for i, path in enumerate(files):
         x, _ = load_image(path, res)
         images.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
         if i % 2000 == 0:
             print(f"loaded {i}/{len(files)}", flush=True)
-    data = torch.stack(images)
-    torch.save(data, cache)
-    return data
+    images = torch.stack(images)
+    torch.save(images, cache)
+    return images
 
 
 def diff_augment(x: torch.Tensor) -> torch.Tensor:
@@ -76,15 +111,16 @@ def diff_augment(x: torch.Tensor) -> torch.Tensor:
     through it) and cheap on CPU, and torchvision's transforms are neither per-sample nor both.
     """
     b, _, res, _ = x.shape
-    x = x + (torch.rand(b, 1, 1, 1) - 0.5)
+    dev = x.device
+    x = x + (torch.rand(b, 1, 1, 1, device=dev, dtype=x.dtype) - 0.5)
     mean = x.mean(dim=1, keepdim=True)
-    x = (x - mean) * (torch.rand(b, 1, 1, 1) * 2) + mean
+    x = (x - mean) * (torch.rand(b, 1, 1, 1, device=dev, dtype=x.dtype) * 2) + mean
     mean = x.mean(dim=[1, 2, 3], keepdim=True)
-    x = (x - mean) * (torch.rand(b, 1, 1, 1) + 0.5) + mean
+    x = (x - mean) * (torch.rand(b, 1, 1, 1, device=dev, dtype=x.dtype) + 0.5) + mean
     shift = res // 8
-    tx = torch.randint(-shift, shift + 1, (b, 1, 1))
-    ty = torch.randint(-shift, shift + 1, (b, 1, 1))
-    gy, gx = torch.meshgrid(torch.arange(res), torch.arange(res), indexing="ij")
+    tx = torch.randint(-shift, shift + 1, (b, 1, 1), device=dev)
+    ty = torch.randint(-shift, shift + 1, (b, 1, 1), device=dev)
+    gy, gx = torch.meshgrid(torch.arange(res, device=dev), torch.arange(res, device=dev), indexing="ij")
     gx = (gx.unsqueeze(0) + tx).clamp(-1, res)
     gy = (gy.unsqueeze(0) + ty).clamp(-1, res)
     padded = F.pad(x, [1, 1, 1, 1])
@@ -95,7 +131,7 @@ def diff_augment(x: torch.Tensor) -> torch.Tensor:
 def save_grid(G: torch.nn.Module, z: torch.Tensor, path: Path, cols: int = 8) -> None:
     with torch.no_grad():
         img = G(z, None, noise_mode="const").clamp(-1, 1)
-    img = ((img + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    img = ((img + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     n, h, w, _ = img.shape
     rows = math.ceil(n / cols)
     grid = np.zeros((rows * h, cols * w, 3), np.uint8)
@@ -106,11 +142,24 @@ def save_grid(G: torch.nn.Module, z: torch.Tensor, path: Path, cols: int = 8) ->
     tmp.replace(path)
 
 
-class Trainer:
-    """G, D, G_ema and their optimisers, one training step at a time."""
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """auto: TF32 matrix units on CUDA (the convs' default there), exact fp32 on a CPU."""
+    if name == "auto":
+        return "tf32" if device.type == "cuda" else "fp32"
+    return name
+
+
+class Trainer:
+    """G, D, G_ema and their optimisers, one training step at a time, on one device."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device):
+        self.args, self.device = args, device
         self.g_kwargs = dict(
             z_dim=args.w_dim,
             c_dim=0,
@@ -127,25 +176,46 @@ class Trainer:
             channel_base=args.channel_base,
             channel_max=args.channel_max,
         )
-        self.G, self.D = Generator(**self.g_kwargs), Discriminator(**self.d_kwargs)
+        self.G = Generator(**self.g_kwargs).to(device)
+        self.D = Discriminator(**self.d_kwargs).to(device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         ratio = R1_EVERY / (R1_EVERY + 1)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=args.lr, betas=(0.0, 0.99), eps=1e-8)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=args.lr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8)
-        self.gamma = 0.0002 * args.res**2 / args.batch
+        fused = device.type == "cuda"  # the same Adam maths in one kernel; the CPU keeps the reference loop
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=args.lr, betas=(0.0, 0.99), eps=1e-8, fused=fused)
+        self.opt_d = torch.optim.Adam(
+            self.D.parameters(), lr=args.lr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8, fused=fused
+        )
         self.nimg = 0
         self.step = 0
+        self.set_batch(args.batch if isinstance(args.batch, int) else 32)
+
+    def set_batch(self, batch: int) -> None:
+        self.batch = batch
+        self.ema_kimg = self.args.ema_kimg if self.args.ema_kimg is not None else batch * 10 / 32
 
     # -- state ------------------------------------------------------------------------------
-    def load_state(self, path: Path) -> None:
-        # Our own training state (tensors, numbers, the args dict): not a checkpoint from elsewhere.
-        st = torch.load(path, weights_only=False)
+    def state(self) -> dict:
+        return dict(
+            G=self.G.state_dict(),
+            D=self.D.state_dict(),
+            G_ema=self.G_ema.state_dict(),
+            opt_g=self.opt_g.state_dict(),
+            opt_d=self.opt_d.state_dict(),
+            nimg=self.nimg,
+            step=self.step,
+        )
+
+    def load(self, st: dict) -> None:
         self.G.load_state_dict(st["G"])
         self.D.load_state_dict(st["D"])
         self.G_ema.load_state_dict(st["G_ema"])
         self.opt_g.load_state_dict(st["opt_g"])
         self.opt_d.load_state_dict(st["opt_d"])
         self.nimg, self.step = st["nimg"], st["step"]
+
+    def load_state(self, path: Path) -> None:
+        # Our own training state (tensors, numbers, the args dict): not a checkpoint from elsewhere.
+        self.load(torch.load(path, weights_only=False, map_location=self.device))
 
     def init_from_model(self, path: Path) -> None:
         raw = read_native(path)
@@ -155,12 +225,12 @@ class Trainer:
         self.G_ema.load_state_dict(raw.g_state)
         self.D.load_state_dict(raw.d_state)
         self.nimg = int(float(raw.extra.get("kimg", 0)) * 1000)
-        self.step = self.nimg // self.args.batch
+        self.step = self.nimg // self.batch
 
     def save(self, out: Path, grid_z: torch.Tensor) -> None:
         with torch.no_grad():
-            w = self.G_ema.mapping(torch.randn(10000, self.args.w_dim, generator=torch.Generator().manual_seed(0)))
-            self.G_ema.mapping.w_avg.copy_(w[:, 0].mean(0))
+            z = torch.randn(10000, self.args.w_dim, generator=torch.Generator().manual_seed(0)).to(self.device)
+            self.G_ema.mapping.w_avg.copy_(self.G_ema.mapping(z)[:, 0].mean(0))
         extra = dict(
             trained_on="CelebA aligned crops, train split of celeba10k/split.csv, centre square, Lanczos",
             kimg=round(self.nimg / 1000, 1),
@@ -174,36 +244,29 @@ class Trainer:
             self.D.state_dict(),
             extra,
         )
-        state = dict(
-            G=self.G.state_dict(),
-            D=self.D.state_dict(),
-            G_ema=self.G_ema.state_dict(),
-            opt_g=self.opt_g.state_dict(),
-            opt_d=self.opt_d.state_dict(),
-            nimg=self.nimg,
-            step=self.step,
-            args=vars(self.args) | {"data": str(self.args.data), "out": str(self.args.out)},
-        )
+        args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self.args).items()}
+        state = {k: _to_cpu(v) for k, v in self.state().items()} | {"args": args | {"batch": self.batch}}
         tmp = out / "state.pt.tmp"
         torch.save(state, tmp)
         tmp.replace(out / "state.pt")
-        save_grid(self.G_ema, grid_z, out / f"grid-{self.nimg // 1000:05d}.png")
+        save_grid(self.G_ema, grid_z.to(self.device), out / f"grid-{self.nimg // 1000:05d}.png")
 
     # -- one step ---------------------------------------------------------------------------
     def _autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.args.bf16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.args.precision == "bf16")
 
     def _fakes(self, grad: bool) -> torch.Tensor:
-        b, w_dim = self.args.batch, self.args.w_dim
+        b, w_dim = self.batch, self.args.w_dim
         with torch.set_grad_enabled(grad), self._autocast():
-            ws = self.G.mapping(torch.randn(b, w_dim))
+            ws = self.G.mapping(torch.randn(b, w_dim, device=self.device))
             if torch.rand(()) < 0.9:  # style mixing
                 cut = int(torch.randint(1, self.G.num_ws, ()))
-                ws2 = self.G.mapping(torch.randn(b, w_dim))
+                ws2 = self.G.mapping(torch.randn(b, w_dim, device=self.device))
                 ws = torch.cat([ws[:, :cut], ws2[:, cut:]], dim=1)
             return self.G.synthesis(ws, noise_mode="random").float()
 
-    def train_step(self, reals: torch.Tensor) -> tuple[float, float]:
+    def train_step(self, reals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One G step and one D step (R1 every 16th); the losses stay on the device (no sync)."""
         G, D = self.G, self.D
         G.requires_grad_(True), D.requires_grad_(False)
         with self._autocast():
@@ -221,30 +284,46 @@ class Trainer:
             loss_d = F.softplus(D(diff_augment(fake)).float()).mean() + F.softplus(-logits_real).mean()
         if do_r1:
             # R1 on the double-backward path stays fp32: its small gradients are what bf16 loses first.
-            logits_r1 = D(diff_augment(reals)) if self.args.bf16 else logits_real
+            logits_r1 = D(diff_augment(reals)) if self.args.precision == "bf16" else logits_real
             (grad,) = torch.autograd.grad(logits_r1.sum(), reals, create_graph=True)
-            loss_d = loss_d + grad.square().sum([1, 2, 3]).mean() * (self.gamma / 2) * R1_EVERY
+            loss_d = loss_d + grad.square().sum([1, 2, 3]).mean() * (self.args.gamma / 2) * R1_EVERY
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
 
-        self.nimg += self.args.batch
+        self.nimg += self.batch
         self.step += 1
-        ema_nimg = min(10_000, self.nimg * 0.05)
-        beta = 0.5 ** (self.args.batch / max(ema_nimg, 1e-8))
+        ema_nimg = min(self.ema_kimg * 1000, self.nimg * 0.05)
+        beta = 0.5 ** (self.batch / max(ema_nimg, 1e-8))
         with torch.no_grad():
-            for p_ema, p in zip(self.G_ema.parameters(), G.parameters()):
-                p_ema.copy_(p.lerp(p_ema, beta))
+            ema_params, params = list(self.G_ema.parameters()), list(G.parameters())
+            torch._foreach_lerp_(ema_params, params, 1.0 - beta)  # = p.lerp(p_ema, beta), in one launch
             for b_ema, b in zip(self.G_ema.buffers(), G.buffers()):
                 b_ema.copy_(b)
-        return loss_g.item(), loss_d.item()
+        return loss_g.detach(), loss_d.detach()
+
+
+def _to_cpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_cpu(v) for v in value]
+    return value
 
 
 def sample_reals(data: torch.Tensor, batch: int) -> torch.Tensor:
-    x = data[torch.randint(0, data.shape[0], (batch,))].float() / 127.5 - 1
-    flip = torch.rand(batch) < 0.5
-    x[flip] = x[flip].flip(-1)
-    return x
+    """A batch in [-1, 1], half of it x-flipped; drawn on `data`'s device with no host sync."""
+    index = torch.randint(0, data.shape[0], (batch,), device=data.device)
+    x = data[index].float() / 127.5 - 1
+    flip = torch.rand(batch, 1, 1, 1, device=data.device) < 0.5
+    return torch.where(flip, x.flip(-1), x)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def read_threads(path: Path, default: int = 1) -> int:
@@ -254,38 +333,70 @@ def read_threads(path: Path, default: int = 1) -> int:
         return default
 
 
-def parse_args() -> argparse.Namespace:
+def batch_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    value = int(text)
+    if value < 2 or value % 2:
+        raise argparse.ArgumentTypeError("--batch must be an even number >= 2 (or auto)")
+    return value
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, required=True, help="celeba10k folder (images/, split.csv)")
+    ap.add_argument(
+        "--data", type=Path, required=True, help="celeba10k folder (images/, split.csv) or a pack_data.py file"
+    )
     ap.add_argument("--out", type=Path, required=True, help="run folder: state.pt, latest.safetensors, grids, log")
     ap.add_argument("--init-from", type=Path, help="a committed model to start from when OUT has no state.pt")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    ap.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "tf32", "bf16"),
+        help="auto = tf32 on CUDA, fp32 on CPU; bf16 autocasts the G and D forwards (R1 stays fp32)",
+    )
+    ap.add_argument("--bf16", action="store_true", help="same as --precision bf16")
     ap.add_argument("--res", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument(
+        "--batch", type=batch_arg, default=32, help=f"images per step, or auto: the best of {BATCH_CANDIDATES} measured"
+    )
+    ap.add_argument("--gamma", type=float, default=None, help="R1 weight (default 0.0002 * res^2 / 32, as trained)")
+    ap.add_argument("--ema-kimg", type=float, default=None, help="G_ema half-life (default batch * 10/32 kimg)")
     ap.add_argument("--channel-base", type=int, default=2048)
     ap.add_argument("--channel-max", type=int, default=128)
     ap.add_argument("--w-dim", type=int, default=256)
     ap.add_argument("--map-layers", type=int, default=4)
     ap.add_argument("--lr", type=float, default=0.0025)
-    ap.add_argument("--bf16", action="store_true", help="bf16 autocast for G and D forwards (R1 stays fp32)")
     ap.add_argument("--hours", type=float, default=2.0)
+    ap.add_argument("--minutes", type=float, default=None, help="train this long instead of --hours")
+    ap.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (tests, dry runs)")
     ap.add_argument("--snapshot-min", type=float, default=10.0)
+    ap.add_argument("--export", type=Path, default=None, help="also copy each snapshot here, in parts of <= 15 MiB")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bench-steps", type=int, default=0, help="time N steps fp32 vs bf16 (interleaved), then exit")
-    return ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.bf16:
+        args.precision = "bf16"
+    if args.gamma is None:
+        args.gamma = 0.0002 * args.res**2 / 32
+    return args
 
 
 def bench(trainer: Trainer, data: torch.Tensor, steps: int) -> None:
     """Seconds per step, fp32 vs bf16 autocast, in interleaved rounds (machine load hits both alike)."""
-    times = {False: [], True: []}
+    times = {"fp32": [], "bf16": []}
     for _ in range(3):
-        for bf16 in (False, True):
-            trainer.args.bf16 = bf16
-            trainer.train_step(sample_reals(data, trainer.args.batch))  # warm-up
+        for precision in times:
+            trainer.args.precision = precision
+            trainer.train_step(sample_reals(data, trainer.batch))  # warm-up
+            synchronize(trainer.device)
             t0 = time.perf_counter()
             for _ in range(steps):
-                trainer.train_step(sample_reals(data, trainer.args.batch))
-            times[bf16].append((time.perf_counter() - t0) / steps)
-    fp32, bf16 = min(times[False]), min(times[True])
+                trainer.train_step(sample_reals(data, trainer.batch))
+            synchronize(trainer.device)
+            times[precision].append((time.perf_counter() - t0) / steps)
+    fp32, bf16 = min(times["fp32"]), min(times["bf16"])
     print(
         json.dumps(
             {
@@ -298,17 +409,89 @@ def bench(trainer: Trainer, data: torch.Tensor, steps: int) -> None:
     )
 
 
-def main() -> None:
-    args = parse_args()
+def images_per_second(trainer: Trainer, data: torch.Tensor, batch: int, steps: int = R1_EVERY) -> float:
+    """Training throughput at `batch` over `steps` steps (one R1 step among them), after 3 warm-up steps."""
+    trainer.set_batch(batch)
+    for _ in range(3):
+        trainer.train_step(sample_reals(data, batch))
+    synchronize(trainer.device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step(sample_reals(data, batch))
+    synchronize(trainer.device)
+    return batch * steps / (time.perf_counter() - t0)
+
+
+def choose_batch(trainer: Trainer, data: torch.Tensor, candidates=BATCH_CANDIDATES) -> tuple[int, dict]:
+    """The largest candidate whose images/s is at least 1.25x the next smaller one's (doubling still pays).
+
+    Measured on throwaway steps: the state is restored afterwards, so the choice trains nothing.
+    """
+    saved = copy.deepcopy(trainer.state())
+    rates = {}
+    chosen = candidates[0]
+    for b in candidates:
+        rates[b] = images_per_second(trainer, data, b)
+        print(f"batch {b}: {rates[b]:.0f} images/s", flush=True)
+    for small, big in zip(candidates, candidates[1:]):
+        if rates[big] < 1.25 * rates[small]:
+            break
+        chosen = big
+    trainer.load(saved)
+    return chosen, rates
+
+
+def export_snapshot(out: Path, export: Path) -> None:
+    """latest.safetensors, the newest grid and state.pt in parts of <= 15 MiB, each replaced atomically."""
+    export.mkdir(parents=True, exist_ok=True)
+
+    def put(name: str, data: bytes) -> None:
+        tmp = export / f"{name}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, export / name)
+
+    put("latest.safetensors", (out / "latest.safetensors").read_bytes())
+    grids = sorted(out.glob("grid-*.png"))
+    if grids:
+        put("grid.png", grids[-1].read_bytes())
+    state = (out / "state.pt").read_bytes()
+    parts = [state[i : i + EXPORT_PART_BYTES] for i in range(0, len(state), EXPORT_PART_BYTES)]
+    for k, part in enumerate(parts):
+        put(f"state.pt.part{k}", part)
+    put("state.pt.sha256", f"{hashlib.sha256(state).hexdigest()}  state.pt {len(parts)} parts\n".encode())
+
+
+def join_state_parts(folder: Path, dest: Path) -> Path:
+    """state.pt back from an --export folder's parts, checked against its sha256 line."""
+    parts = sorted(folder.glob("state.pt.part*"), key=lambda p: int(p.name.removeprefix("state.pt.part")))
+    data = b"".join(p.read_bytes() for p in parts)
+    expected = (folder / "state.pt.sha256").read_text().split()[0]
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise SystemExit(f"{folder}: the state.pt parts do not match state.pt.sha256 (incomplete export)")
+    dest.write_bytes(data)
+    return dest
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    args.precision = resolve_precision(args.precision, device)
     args.out.mkdir(parents=True, exist_ok=True)
     threads_file = args.out / "threads"
     if not threads_file.exists():
         threads_file.write_text("1\n")
     torch.set_num_threads(read_threads(threads_file))
     torch.manual_seed(args.seed)
+    if device.type == "cuda":
+        tf32 = args.precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = True
 
-    data = load_train_images(args.data, args.res, args.out / f"data{args.res}.pt")
-    trainer = Trainer(args)
+    t_start = time.time()
+    data = load_train_images(args.data, args.res, args.out / f"data{args.res}.pt").to(device)
+    print(f"data: {data.shape[0]} images of {args.res} px on {device}", flush=True)
+    trainer = Trainer(args, device)
     if (args.out / "state.pt").exists():
         trainer.load_state(args.out / "state.pt")
         print(f"resumed from state.pt at {trainer.nimg / 1000:.1f} kimg", flush=True)
@@ -318,16 +501,31 @@ def main() -> None:
     if args.bench_steps:
         bench(trainer, data, args.bench_steps)
         return
+    if args.batch == "auto":
+        if device.type == "cuda":
+            batch, rates = choose_batch(trainer, data)
+            print(f"batch auto: {batch} ({json.dumps({str(k): round(v) for k, v in rates.items()})} images/s)")
+        else:
+            batch = 32  # the CPU recipe: larger batches buy nothing per image there
+        trainer.set_batch(batch)
+    print(
+        f"training: device {device}, precision {args.precision}, batch {trainer.batch}, gamma {args.gamma:g}, "
+        f"G_ema half-life {trainer.ema_kimg:g} kimg",
+        flush=True,
+    )
     grid_z = torch.randn(32, args.w_dim, generator=torch.Generator().manual_seed(123))
 
+    seconds = args.minutes * 60 if args.minutes is not None else args.hours * 3600
+    t_end = t_start + seconds
     with open(args.out / "log.csv", "a", newline="") as log:
         writer = csv.writer(log)
-        t_end = time.time() + args.hours * 3600
         t_snap = time.time() + args.snapshot_min * 60
-        t0, nimg0 = time.time(), trainer.nimg
-        while time.time() < t_end:
-            loss_g, loss_d = trainer.train_step(sample_reals(data, args.batch))
+        t0, nimg0, steps = time.time(), trainer.nimg, 0
+        while time.time() < t_end and (args.max_steps is None or steps < args.max_steps):
+            loss_g, loss_d = trainer.train_step(sample_reals(data, trainer.batch))
+            steps += 1
             if trainer.step % 50 == 0:
+                loss_g, loss_d = loss_g.item(), loss_d.item()  # the only host sync: every 50 steps
                 rate = (trainer.nimg - nimg0) / (time.time() - t0) * 3.6
                 writer.writerow([trainer.step, trainer.nimg, f"{loss_g:.4f}", f"{loss_d:.4f}", f"{rate:.1f}"])
                 log.flush()
@@ -336,13 +534,21 @@ def main() -> None:
                     f"{rate:.1f} kimg/h",
                     flush=True,
                 )
+                if not (math.isfinite(loss_g) and math.isfinite(loss_d)):
+                    raise SystemExit(f"non-finite loss at step {trainer.step}: the last snapshot is kept")
                 torch.set_num_threads(read_threads(threads_file))
             if time.time() > t_snap:
                 trainer.save(args.out, grid_z)
+                if args.export:
+                    export_snapshot(args.out, args.export)
                 print(f"snapshot at {trainer.nimg / 1000:.1f} kimg", flush=True)
                 t_snap = time.time() + args.snapshot_min * 60
     trainer.save(args.out, grid_z)
-    print(f"snapshot at {trainer.nimg / 1000:.1f} kimg", flush=True)
+    if args.export:
+        export_snapshot(args.out, args.export)
+    synchronize(device)
+    rate = (trainer.nimg - nimg0) / max(time.time() - t0, 1e-9)
+    print(f"snapshot at {trainer.nimg / 1000:.1f} kimg ({rate:.0f} images/s over this run)", flush=True)
 
 
 if __name__ == "__main__":
