@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test test-slow demo lint
+.PHONY: install test test-slow demo lint refresh-model gpu-prepare
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -43,3 +43,14 @@ demo: install
 	fi
 	$(PY) -m facebatch project $(DEMO_IN) -g $(DEMO_G) --out $(DEMO_OUT) --preset fast --save-reconstructions --overwrite
 	$(PY) -m facebatch score $(DEMO_OUT) --report $(DEMO_OUT)/report
+
+# Swap a new celeba64 generator in everywhere (registry pin, boundaries, measured figures, test floors,
+# pictures): CANDIDATE is a latest.safetensors written by models/celeba64/train.py. Resumable; ~30 min at
+# one thread (models/celeba64/refresh.py says what it redoes and what not).
+refresh-model: install
+	@test -n "$(CANDIDATE)" || { echo "usage: make refresh-model CANDIDATE=path/to/latest.safetensors" >&2; exit 2; }
+	OMP_NUM_THREADS=1 $(PY) models/celeba64/refresh.py $(CANDIDATE)
+
+# What bench/gpu_day.sh needs beside the checkout on a lent GPU machine (.gpu/: wheels, the training pack).
+gpu-prepare: install
+	PYTHON=$(PY) bench/gpu_prepare.sh

@@ -126,8 +126,11 @@ def step_flops_per_image(projector: Projector, batch: int = 2) -> float:
     targets = torch.rand(batch, 3, R, R, generator=torch.Generator().manual_seed(0)) * 2 - 1
 
     def steps(n):
-        def stop_after(step, total, losses):
-            if step + 1 >= n:
+        done = []
+
+        def stop_after(step, total, losses):  # counts calls: the callback's step index is not 0-based
+            done.append(step)
+            if len(done) >= n:
                 raise _Stop
 
         def go():

@@ -3,9 +3,12 @@
 #
 #   bench/gpu_day.sh [--dry-run] [--budget SECONDS] [--out DIR]
 #
-# On the GPU machine (the device tool; see bench/README.md for the call), in the repository root,
-# with .gpu/ carried: .gpu/wheels/*.whl (what the machine's image lacks) and
-# .gpu/celeba64-train64.parquet (models/celeba64/pack_data.py). Steps, each time-boxed:
+# Prepare here with `make gpu-prepare` (.gpu/: the wheels the machine's image lacks and the training pack,
+# models/celeba64/pack_data.py), then one device-tool call from the repository root:
+#   run(command='export PYTHONUNBUFFERED=1; bash bench/gpu_day.sh --budget 570 --out "$OUT"',
+#       timeout_s=600, carry=[".gpu"])
+# and give the machine back. Figures of the first such day: bench/out/gpu-h200-2026-12-04.md. Steps, each
+# time-boxed:
 #   1. install: the carried wheels and facebatch itself (from this checkout) into $WORK/site;
 #   2. train:   models/celeba64/train.py on CUDA from the best state at hand, in the background for the
 #               rest of the budget, snapshotting every 90 s into $OUT/model (G_ema + D, a sample grid,
@@ -14,7 +17,7 @@
 #   4. bench:   bench/gpu.py with the training paused (SIGSTOP), so its timings have the GPU alone.
 # Everything printed also goes to $OUT/log. $OUT gets at most 8 files (what the device tool returns).
 #
-# --dry-run runs every step at toy size on the CPU (tests/test_gpu_day.py does, so this cannot rot).
+# --dry-run runs every step at toy size on the CPU (tests/test_celeba64_recipe.py does, so this cannot rot).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -90,8 +93,7 @@ fi
 RUNDIR="$WORK/train"
 mkdir -p "$RUNDIR"
 [ -f .gpu/state.pt ] && cp .gpu/state.pt "$RUNDIR/state.pt"
-INIT=models/celeba64/candidates/celeba64-302kimg.safetensors
-[ -f "$INIT" ] || INIT=models/celeba64/celeba64.safetensors
+INIT=models/celeba64/celeba64.safetensors  # the built-in model: G_ema and D of the newest committed snapshot
 TRAIN_MIN=$(awk -v b="$BUDGET" -v e="$(elapsed)" 'BEGIN { m = (b - e - 25) / 60; print (m > 0.2 ? m : 0.2) }')
 say "== train: ${TRAIN_MIN} min from ${INIT} (or $RUNDIR/state.pt), data $DATA"
 "${RUN[@]}" models/celeba64/train.py --data "$DATA" --out "$RUNDIR" --init-from "$INIT" \

@@ -74,14 +74,20 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scale", type=int, default=2)
+    ap.add_argument("--samples-only", action="store_true", help="only the samples figure (no run needed)")
+    ap.add_argument(
+        "--samples-name", default=None, help="file name of the samples figure (default GENERATOR_samples.png)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    samples = args.out / f"{args.generator}_samples.png"
+    samples = args.out / (args.samples_name or f"{args.generator}_samples.png")
     samples_figure(args.generator, args.samples, args.seed, args.scale).save(samples)
-    pairs = args.out / "demo_reconstructions.png"
-    reconstructions_figure(args.run, args.pairs, args.scale).save(pairs)
-    print(f"wrote {samples} and {pairs}")
+    print(f"wrote {samples}")
+    if not args.samples_only:
+        pairs = args.out / "demo_reconstructions.png"
+        reconstructions_figure(args.run, args.pairs, args.scale).save(pairs)
+        print(f"wrote {pairs}")
 
 
 if __name__ == "__main__":

@@ -52,12 +52,12 @@ def test_choose_batch_takes_the_largest_that_still_pays_and_trains_nothing(train
     trainer = tiny_trainer(train, tmp_path, "--batch", "auto")
     data = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
     before = {k: v.clone() for k, v in trainer.G.state_dict().items()}
-    rates = {32: 100.0, 64: 190.0, 128: 220.0}  # 64 pays (1.9x), 128 does not (1.16x < 1.25x)
+    rates = {64: 100.0, 128: 190.0, 256: 220.0}  # 128 pays (1.9x), 256 does not (1.16x < 1.25x)
     monkeypatch.setattr(
         train, "images_per_second", lambda tr, d, b: (tr.train_step(train.sample_reals(d, 2)), rates[b])[1]
     )
     chosen, measured = train.choose_batch(trainer, data)
-    assert chosen == 64 and measured == rates
+    assert chosen == 128 and measured == rates
     assert all(torch.equal(before[k], v) for k, v in trainer.G.state_dict().items())
     assert trainer.nimg == 0 and trainer.step == 0
 

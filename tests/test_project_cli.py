@@ -306,7 +306,8 @@ def test_auto_batch_size_follows_the_cpu_measurements():
     from facebatch.stages.project import auto_batch_size
 
     assert [auto_batch_size("cpu", r) for r in (32, 64, 128, 256, 512, 1024)] == [8, 8, 8, 4, 1, 1]
-    assert auto_batch_size("cuda:0", 1024) == 8
+    # bench/gpu.py on an H200: a 64-px step costs the same up to batch 64; at 256 px 16 is the knee
+    assert [auto_batch_size("cuda:0", r) for r in (64, 128, 256, 1024)] == [64, 64, 16, 8]
 
 
 def test_quiet_prints_nothing(tmp_path, data_dir, fixture_generator_path):

@@ -136,11 +136,14 @@ def auto_batch_size(device, resolution: int) -> int:
     On a CPU, batching pays while the layers are narrow (bench/cpu_batching.py, 1 thread, default preset,
     bench/out/cpu_batching-*.txt): at 64 px (celeba64) batch 4 / 8 give 1.34 / 1.45x batch 1's
     image-steps/s in fp32 and 1.39 / 1.50x in bf16; at 256 px (config-f widths) they are level with
-    batch 1 (1.04-1.11x) while batch 8 holds 8.6 GB; larger images only add memory. GPUs: 8
-    (bench/gpu.py measures bigger batches where one is lent).
+    batch 1 (1.04-1.11x) while batch 8 holds 8.6 GB; larger images only add memory. On a GPU (bench/gpu.py on
+    an H200, nvlabs preset, TF32, bench/out/gpu-h200-2026-12-04.md) a 64-px step takes the same ~25-30 ms
+    from batch 1 to 64 (kernel launches, not arithmetic, bound it), so batch 64 gives 60x batch 1's
+    image-steps/s; at 256 px batch 16 gives 9x (232 image-steps/s, 11 GB) and 64 only 1.2x more for 44 GB.
+    Larger resolutions were not measured: 8.
     """
     if str(device).startswith("cuda"):
-        return 8
+        return 64 if resolution <= 128 else 16 if resolution <= 256 else 8
     if resolution <= 128:
         return 8
     return 4 if resolution <= 256 else 1

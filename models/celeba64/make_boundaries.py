@@ -57,6 +57,7 @@ def derive(probs_csv: Path, labels_csv: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--generator", "-g", default="celeba64", help="The generator (a candidate file when refreshing).")
     ap.add_argument("--work", type=Path, default=Path("runs/celeba64-boundaries"), help="Working folder.")
     ap.add_argument("-n", type=int, default=20000, help="Samples (seeds 0..n-1).")
     ap.add_argument("--chosen-ratio", default="0.1")
@@ -65,7 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     work = args.work
     samples, probs, labels = work / "samples", work / "celeba_probs.csv", work / "labels.csv"
-    facebatch("sample", "-g", "celeba64", "-n", str(args.n), "--seed", "0", "--no-images", "-o", str(samples), "-q")
+    facebatch("sample", "-g", args.generator, "-n", str(args.n), "--seed", "0", "--no-images", "-o", str(samples), "-q")
     facebatch(
         "label", str(samples), "--predictor", "celeba-attrs", "-o", str(probs),
         "--workers", "0", "--threads-per-worker", str(args.threads), "--batch-size", "64",
