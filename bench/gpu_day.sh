@@ -60,6 +60,8 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 # -- 1. install ------------------------------------------------------------------------------------
 SITE="$WORK/site"
 WHEELS=$(ls .gpu/wheels/*.whl 2>/dev/null | tr '\n' ' ')
+# The wheels are built for the GPU machine's CPython 3.12: a dry run installs facebatch alone.
+[ "$DRY" = 1 ] && WHEELS=
 PIP=("$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE")
 # The wheels first (dask, open_clip, ...: what the machine's image lacks), then facebatch from this checkout.
 step install 180 bash -c "${WHEELS:+${PIP[*]} $WHEELS && }${PIP[*]} --no-build-isolation . && rm -rf build" || {
