@@ -8,13 +8,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "edit_latents",
+    "encode",
     "fit_boundaries",
     "load_boundaries",
+    "load_encoder",
     "load_generator",
     "mix",
     "project_images",
     "read_latents",
     "shift_generator",
+    "train_encoder",
 ]
 
 

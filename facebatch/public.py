@@ -10,6 +10,9 @@ Each is the function the matching command uses, so results are the command's res
     edited = fb.edit_latents(run.latent("w"), report.boundaries[0], 2.0)
     frames = fb.mix("morph", "pairs.csv", "runs/morph", nets, latents=["runs/faces"], frames=8)
     sketch = fb.shift_generator("celeba64", "photo", "pencil sketch", "G_sketch.safetensors", clips=["ViT-B-32:openai"])
+    enc = fb.load_encoder(generator=nets)                         # the generator's own (or a path / name)
+    codes = fb.encode(["a.jpg", "b.png"], enc)                    # W+ in one forward pass
+    fb.train_encoder("celeba64", out="enc.safetensors", real="photos/", iters=2000)
 """
 
 from __future__ import annotations
@@ -19,18 +22,23 @@ from typing import Any, Mapping, Sequence
 
 from facebatch.edit.apply import edit_latents
 from facebatch.edit.boundaries_io import load_boundaries
+from facebatch.encoder.api import encode, load_encoder
+from facebatch.encoder.api import train_encoder_file as train_encoder
 from facebatch.pipeline.latents import LatentTable
 from facebatch.pipeline.latents import read_latent_table as read_latents
 
 __all__ = [
     "edit_latents",
+    "encode",
     "fit_boundaries",
     "load_boundaries",
+    "load_encoder",
     "load_generator",
     "mix",
     "project_images",
     "read_latents",
     "shift_generator",
+    "train_encoder",
 ]
 
 
@@ -51,11 +59,14 @@ def project_images(
     seed: int = 0,
     batch_size: int | None = None,
     device: str = "auto",
+    encoder: Any = None,
 ) -> LatentTable:
     """Project image files into W+ with `facebatch project`'s stage function, in this process.
 
     `generator` is what `load_generator` returns (or anything it accepts). Returns the rows
-    `facebatch project` writes: scores in `.frame`, the W+ codes in `.latent("w")`.
+    `facebatch project` writes: scores in `.frame`, the W+ codes in `.latent("w")`. `encoder` (what
+    `load_encoder` returns, a path or a registry name) is the start of the `encoder` / `hybrid` presets,
+    which use the generator's own when none is given, and adds the encoder_consistency score.
     """
     import pyarrow as pa
 
@@ -71,7 +82,12 @@ def project_images(
     paths = [Path(p) for p in images]
     names = [p.name for p in paths]
     items = [{"image_id": p.name if names.count(p.name) == 1 else str(p), "path": str(p)} for p in paths]
-    table = project_files(items, nets, cfg.to_dict(), seed=seed, batch_size=batch_size, device=dev)
+    enc = encoder if encoder is None or hasattr(encoder, "encoder") else load_encoder(encoder, generator=nets)
+    if enc is None and cfg.init == "encoder":
+        enc = load_encoder(None, generator=nets)
+    if enc is not None:
+        enc.encoder.to(dev)
+    table = project_files(items, nets, cfg.to_dict(), seed=seed, batch_size=batch_size, device=dev, encoder=enc)
     w = column_to_numpy(pa.table({"w": table.column("w")}, schema=pa.schema([table.schema.field("w")])), "w")
     return LatentTable(frame=table.drop_columns(["w"]).to_pandas(), latents={"w": w})
 

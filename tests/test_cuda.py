@@ -230,3 +230,26 @@ def test_training_steps_run_on_the_device(precision):
     assert trainer.nimg == nimg + 2 * trainer.batch
     assert any(not torch.equal(before[k], v) for k, v in trainer.G.state_dict().items())
     assert not torch.equal(ema_before, trainer.G_ema.synthesis.b64.torgb.weight)
+
+
+# -- the encoder ----------------------------------------------------------------------------------------------
+
+
+def test_encoder_training_and_encoding_follow_the_device(tmp_path):
+    """A few encoder steps on the device from the same seed as on the CPU: same draws (the run's CPU generator),
+    so the losses agree to TF32 rounding; the written encoder encodes the same on both devices."""
+    from facebatch.encoder.api import encode, load_encoder, train_encoder_file
+    from facebatch.nets.checkpoints import load_networks
+
+    nets = load_networks("celeba64", with_d=False)
+    settings = dict(iters=3, batch=8, image_batch=2, real_batch=0, perceptual="none", widths=(8, 16, 16, 16))
+    runs = {}
+    for name, device in (("cpu", "cpu"), ("dev", DEVICE)):
+        runs[name] = train_encoder_file(nets, out=tmp_path / f"{name}.safetensors", device=device, **settings)
+    for a, b in zip(runs["cpu"].losses, runs["dev"].losses):
+        assert b["latent"] == pytest.approx(a["latent"], rel=2e-2)
+    enc = load_encoder(tmp_path / "cpu.safetensors", generator=nets)
+    x = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    on_cpu = encode(x, enc)
+    enc.encoder.to(DEVICE)
+    np.testing.assert_allclose(encode(x, enc), on_cpu, rtol=1e-2, atol=1e-2)

@@ -45,6 +45,7 @@ def _register() -> None:
         align,
         augment,
         directions,
+        encoder,
         fit_boundaries,
         info,
         invert,
@@ -67,6 +68,7 @@ def _register() -> None:
     app.command("augment", context_settings=augment.CONTEXT)(augment.augment)
     app.add_typer(mix.app, name="mix")
     app.command("nada")(nada.nada)
+    app.add_typer(encoder.app, name="encoder")
     app.command("score")(score.score)
     app.add_typer(models.app, name="models")
     app.command("info")(info.info)

@@ -12,7 +12,15 @@ from rich.table import Table
 
 from facebatch.cli.cluster_options import DeviceOption
 from facebatch.cli.console import err, out, styled
-from facebatch.cli.projection_options import GeneratorOption, PresetOption, SetOption, StepsOption, projection_config
+from facebatch.cli.projection_options import (
+    EncoderOption,
+    GeneratorOption,
+    PresetOption,
+    SetOption,
+    StepsOption,
+    projection_config,
+    projection_encoder,
+)
 from facebatch.errors import InputError, RunFailed
 
 # score key -> column header (short, so the table fits 80 columns)
@@ -54,6 +62,7 @@ def invert(
         typer.Option("--batch-size", "-b", help="Images optimised together (default: as `project` picks it)."),
     ] = None,
     device: DeviceOption = "auto",
+    encoder: EncoderOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Project image files into the generator; write target | reconstruction PNGs and print their scores.
@@ -82,6 +91,9 @@ def invert(
     cfg = projection_config(preset, steps, set_)
     dev = resolve_device(device)
     nets = load_networks(generator, device=str(dev))
+    enc = projection_encoder(cfg, encoder, nets)
+    if enc is not None:
+        enc.encoder.to(dev)
 
     # ids: the shortest unique tail of each path (a.png, or photos/a.png beside old/a.png), never absolute
     # or with '..'; each output is <id>.png under --out (the full id: a.jpg and a.png never share a file)
@@ -115,6 +127,7 @@ def invert(
             device=dev,
             on_image=side_by_side,
             on_steps=lambda n: progress.advance(task, n),
+            encoder=enc,
         )
 
     atomic_write_table(RunDir(out_dir).part("part-00000"), table)

@@ -23,7 +23,15 @@ from facebatch.cli.cluster_options import (
     run_shards,
 )
 from facebatch.cli.console import out
-from facebatch.cli.projection_options import GeneratorOption, PresetOption, SetOption, StepsOption, projection_config
+from facebatch.cli.projection_options import (
+    EncoderOption,
+    GeneratorOption,
+    PresetOption,
+    SetOption,
+    StepsOption,
+    projection_config,
+    projection_encoder,
+)
 from facebatch.errors import InputError
 
 
@@ -54,6 +62,7 @@ def project(
     scheduler_file: SchedulerFileOption = None,
     threads_per_worker: ThreadsPerWorkerOption = None,
     device: DeviceOption = "auto",
+    encoder: EncoderOption = None,
     align: Annotated[
         bool, typer.Option("--align", help="FFHQ-align faces (landmarks) instead of a centre crop.")
     ] = False,
@@ -94,6 +103,7 @@ def project(
         raise no_images(input_dir)
     nets = load_networks(generator, device="cpu")  # here only for its sha256 and shapes; fails early on a bad file
     build_perceptual(cfg.perceptual, "cpu")  # a missing perceptual weight file fails here, not on every worker
+    enc = projection_encoder(cfg, encoder, nets)  # likewise a missing encoder, or one for another generator
     spec = build_project_spec(
         items=items,
         out_dir=out_dir,
@@ -105,6 +115,7 @@ def project(
         align=align_backend if align else None,
         save_reconstructions=save_reconstructions,
         save_noise=save_noise,
+        encoder=enc,
     )
     summary = run_shards(spec, cluster, overwrite, retry_errors, dry_run, quiet)
     if dry_run:

@@ -17,6 +17,14 @@ SetOption = Annotated[
     ),
 ]
 GeneratorOption = Annotated[str, typer.Option("--generator", "-g", help="Checkpoint path, registry name or URL.")]
+EncoderOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--encoder",
+        help="Encoder (registry name or .safetensors from `facebatch encoder train`) for presets that start from "
+        "one (encoder, hybrid; default: the generator's own) and for the encoder_consistency score.",
+    ),
+]
 
 
 def projection_config(preset: str | None, steps: int | None, set_: list[str] | None):
@@ -27,3 +35,13 @@ def projection_config(preset: str | None, steps: int | None, set_: list[str] | N
     if steps is not None:
         overrides["steps"] = steps
     return load_preset(preset or DEFAULT_PRESET, overrides)
+
+
+def projection_encoder(cfg, encoder: str | None, nets):
+    """The encoder a projection uses: the one named, else the generator's own when the preset starts from an
+    encoder; None when neither applies. One line for a missing one or one trained for another generator."""
+    from facebatch.encoder.api import load_encoder
+
+    if encoder is None and cfg.init != "encoder":
+        return None
+    return load_encoder(encoder, generator=nets)

@@ -18,6 +18,7 @@ from facebatch.errors import InputError
 from facebatch.nets.perceptual import BACKENDS, DEFAULT_BACKEND
 
 LATENT_SPACES = ("w", "w+")
+INITS = ("w_avg", "encoder")
 NOISE_OPTIMIZATIONS = ("none", "joint", "sequential")
 NOISE_MODES = ("const", "none")  # 'random' would draw from the global RNG: not reproducible per image
 # none: fp32 throughout; bf16 / fp16: synthesis + perceptual trunk under autocast (fp16: GPUs, no loss
@@ -30,6 +31,9 @@ class ProjectionConfig:
     """Every knob of one projection run; the defaults are the NVlabs projector's values."""
 
     name: str = "custom"
+    # Where the latent phase starts: w_avg (NVlabs), or encoder: the code an image -> W+ encoder trained for the
+    # generator gives (averaged over rows for latent_space w), as IDInvert / the hybrids start
+    init: str = "w_avg"
     latent_space: str = "w"  # w: one code tiled over all layers; w+: one code per layer
     steps: int = 1000  # steps of the latent phase (noise maps ride along when noise_optimization=joint)
     lr: float = 0.1
@@ -83,6 +87,7 @@ class ProjectionConfig:
             if getattr(self, key) not in allowed:
                 raise InputError(f"{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")
 
+        choice("init", INITS)
         choice("latent_space", LATENT_SPACES)
         choice("noise_optimization", NOISE_OPTIMIZATIONS)
         choice("noise_mode", NOISE_MODES)

@@ -51,7 +51,7 @@ class ProjectionResult:
     ws: torch.Tensor  # [B, num_ws, w_dim] float32, cpu
     noise: list[torch.Tensor] | None  # per layer [B, 1, r, r] when noise maps were optimised
     reconstructions: torch.Tensor  # [B, 3, R, R], cpu
-    scores: dict[str, np.ndarray]  # per image, see facebatch.invert.scores.SCORE_KEYS
+    scores: dict[str, np.ndarray]  # per image, see facebatch.invert.scores.SCORE_KEYS (+ ENCODER_SCORE_KEYS)
     perceptual_backend: str
     losses: np.ndarray  # [steps, B]
     steps: int
@@ -122,11 +122,16 @@ def _const_noise(G, batch: int, mode: str) -> list[torch.Tensor]:
 class Projector:
     """Holds the frozen networks, the perceptual net and the w statistics; `project` runs one batch."""
 
-    def __init__(self, G, D=None, config: ProjectionConfig | None = None, device="cpu"):
+    def __init__(self, G, D=None, config: ProjectionConfig | None = None, device="cpu", encoder=None):
         self.config = (config or load_preset()).validate()
         self.device = torch.device(device)
         self.G = G.eval().to(self.device)
         self.D = D.eval().to(self.device) if D is not None else None
+        # An image -> W+ encoder (facebatch.nets.encoder.Encoder): the start of `init: encoder` presets and
+        # the encoder-consistency score. Its own threads of numbers stay fp32 (it is cheap beside G).
+        self.encoder = encoder.eval().to(self.device) if encoder is not None else None
+        if self.config.init == "encoder" and self.encoder is None:
+            raise InputError(f"preset {self.config.name!r} starts from an encoder (init: encoder); none was given")
         self.perceptual = build_perceptual(self.config.perceptual, self.device)
         self.w_avg, self.w_std = w_stats(G, self.config.w_avg_samples, self.config.w_avg_seed, self.device)
         if self.config.channels_last:
@@ -204,6 +209,15 @@ class Projector:
             if callback is not None:
                 callback(offset + step + 1, total, row)
 
+    @torch.no_grad()
+    def encoder_consistency(self, reconstructions: torch.Tensor, ws: torch.Tensor) -> np.ndarray:
+        """f-AnoGAN's izi idea in W+: how far the encoder puts the reconstruction from the code that made it,
+        mean squared distance per dimension in units of w's variance per dimension (0: E(G(w)) = w).
+        Images the generator can represent land where the encoder learnt to read; others drift."""
+        again = self.encoder(reconstructions.clamp(-1, 1)).float()
+        per_dim_var = self.w_std**2 / self.G.w_dim
+        return ((again - ws.float()).square().mean(dim=(1, 2)) / per_dim_var).cpu().numpy().astype(np.float64)
+
     # -- the public call ----------------------------------------------------------------------
     def project(
         self,
@@ -247,7 +261,13 @@ class Projector:
                         )
 
             n_lat = 1 if cfg.latent_space == "w" else self.G.num_ws
-            w_opt = self.w_avg.reshape(1, 1, -1).repeat(B, n_lat, 1).clone().requires_grad_(True)
+            if cfg.init == "encoder":
+                with torch.no_grad():
+                    start = self.encoder(targets).float()
+                start = start.mean(dim=1, keepdim=True) if n_lat == 1 else start
+            else:
+                start = self.w_avg.reshape(1, 1, -1).repeat(B, n_lat, 1)
+            w_opt = start.clone().requires_grad_(True)
             noise = None
             if cfg.noise_optimization == "joint":
                 noise = [self._randn(gens, (1, r, r)).requires_grad_(True) for r in self.G.synthesis.noise_resolutions]
@@ -291,6 +311,8 @@ class Projector:
                 noise = [n.detach() for n in noise] if noise is not None else None
                 recon = self._synth(ws, noise)
                 scores = score_pairs(targets, recon, D=self.D, perceptual=self.perceptual, lam=cfg.anomaly_lambda)
+                if self.encoder is not None:
+                    scores["encoder_consistency"] = self.encoder_consistency(recon, ws)
 
         return ProjectionResult(
             ws=ws.float().cpu(),

@@ -14,6 +14,9 @@ from pytorch_msssim import ssim
 from facebatch.nets.perceptual import DEFAULT_BACKEND, LpipsDistance, build_perceptual
 
 SCORE_KEYS = ("mse", "psnr", "ssim", "perceptual", "l1", "d_residual", "anomaly_score")
+# Scores a projection has only with an encoder (the column stays empty otherwise)
+ENCODER_SCORE_KEYS = ("encoder_consistency",)
+ROW_SCORE_KEYS = SCORE_KEYS + ENCODER_SCORE_KEYS  # the score columns of a `project` row
 
 
 def _perceptual_net(perceptual, device) -> LpipsDistance | None:

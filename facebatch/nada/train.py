@@ -24,9 +24,7 @@ iteration count, so a finished run can also be continued with a larger ``iters``
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -44,11 +42,11 @@ from facebatch.nada.layers import (
     trainable_parameters,
 )
 from facebatch.nada.loss import ClipLoss
-from facebatch.pipeline.atomic import atomic_output, atomic_write_bytes, atomic_write_json
+from facebatch.pipeline.atomic import atomic_write_bytes
+from facebatch.pipeline.snapshots import SNAPSHOTS, claim_work_dir, latest_snapshot, read_snapshot, write_snapshot
 
 LR = 0.002 * 4 / 5  # the reference: args.lr (0.002) * g_reg_ratio (g_reg_every 4 -> 4/5)
 BETAS = (0.0, 0.99 ** (4 / 5))
-SNAPSHOTS = "snapshots"
 GRIDS = "grids"
 SETTINGS_FILE = "nada.json"
 
@@ -121,10 +119,6 @@ class NadaResult:
     work_dir: Path
     grid: Path | None = None
     extra: dict = field(default_factory=dict)
-
-
-def _fingerprint(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class NadaTrainer:
@@ -239,57 +233,10 @@ class NadaTrainer:
 # ------------------------------------------------------------------------------------------ work folder
 
 
-def snapshot_path(work: Path, iteration: int) -> Path:
-    return Path(work) / SNAPSHOTS / f"snapshot-{iteration:06d}.pt"
-
-
-def latest_snapshot(work: Path) -> Path | None:
-    found = sorted((Path(work) / SNAPSHOTS).glob("snapshot-*.pt"))
-    return found[-1] if found else None
-
-
-def read_snapshot(path: Path) -> dict:
-    """A snapshot is data: torch's weights-only loader refuses anything but tensors and containers."""
-    with open(path, "rb") as fh:
-        return torch.load(fh, map_location="cpu", weights_only=True)
-
-
-def write_snapshot(work: Path, trainer: NadaTrainer) -> Path:
-    """Publish the new snapshot atomically, then drop the older ones (one complete snapshot always exists)."""
-    path = snapshot_path(work, trainer.iteration)
-    with atomic_output(path) as tmp:
-        torch.save(trainer.state_dict(), tmp)
-    for old in (Path(work) / SNAPSHOTS).glob("snapshot-*.pt"):
-        if old != path:
-            old.unlink(missing_ok=True)
-    return path
-
-
 def prepare_work(work: Path, run_key: dict, overwrite: bool) -> None:
     """A work folder belongs to one run (same generator, texts, CLIPs and settings); refuse to mix runs."""
-    work = Path(work)
-    run_key = json.loads(json.dumps(run_key, sort_keys=True, default=str))  # tuples as lists, as read back
-    settings_file = work / SETTINGS_FILE
-    if overwrite and work.exists():
-        shutil.rmtree(work / SNAPSHOTS, ignore_errors=True)
-        shutil.rmtree(work / GRIDS, ignore_errors=True)
-        settings_file.unlink(missing_ok=True)
-    if settings_file.exists():
-        try:
-            recorded = json.loads(settings_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            recorded = {}
-        if recorded.get("key") != _fingerprint(run_key) and latest_snapshot(work) is not None:
-            changed = sorted(
-                k
-                for k in set(run_key) | set(recorded.get("run", {}))
-                if run_key.get(k) != recorded.get("run", {}).get(k)
-            )
-            raise InputError(
-                f"{work} holds snapshots of another NADA run (differs in {', '.join(changed) or 'settings'}); "
-                "pass --overwrite to start over, or another --work"
-            )
-    atomic_write_json(settings_file, {"key": _fingerprint(run_key), "run": run_key})
+    owned = (f"{GRIDS}/before.png", f"{GRIDS}/iter-*.png", "before_after.png")
+    claim_work_dir(work, run_key, record=SETTINGS_FILE, owned=owned, what="NADA", overwrite=overwrite)
 
 
 def train_nada(
@@ -335,7 +282,7 @@ def train_nada(
         if on_step is not None:
             on_step(trainer.iteration, value, trainer.rows[-1])
         if trainer.iteration % settings.snapshot_every == 0 or trainer.iteration == end:
-            write_snapshot(work, trainer)
+            write_snapshot(work, trainer.iteration, trainer.state_dict())
             _write_grid(trainer, grids / f"iter-{trainer.iteration:06d}.png")
     grid = None
     if trainer.iteration == settings.iters:

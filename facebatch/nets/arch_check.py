@@ -155,7 +155,28 @@ DISCRIMINATOR = {
     "channels": _channels,
 }
 
-REQUIRED = {"generator": ("z_dim", "w_dim", "img_resolution", "img_channels"), "discriminator": ("img_resolution",)}
+
+def _widths(v) -> str | None:
+    if not isinstance(v, list) or not 1 <= len(v) <= 12 or not all(_int(1, MAX_DIM)(x) is None for x in v):
+        return "must be a list of 1-12 channel counts"
+    return None
+
+
+ENCODER = {
+    "resolution": _resolution,
+    "num_ws": _int(1, 64),
+    "w_dim": _int(1, MAX_DIM),
+    "widths": _widths,
+    "blocks_per_stage": _int(1, 8),
+    "iterative": _bool,
+}
+
+SCHEMAS = {"generator": GENERATOR, "discriminator": DISCRIMINATOR, "encoder": ENCODER}
+REQUIRED = {
+    "generator": ("z_dim", "w_dim", "img_resolution", "img_channels"),
+    "discriminator": ("img_resolution",),
+    "encoder": ("resolution", "num_ws", "w_dim"),
+}
 
 
 def _walk(kwargs: Any, schema: dict, where: str) -> None:
@@ -176,8 +197,8 @@ def _walk(kwargs: Any, schema: dict, where: str) -> None:
 
 
 def check_kwargs(kind: str, kwargs: Any) -> None:
-    """Every field of a generator / discriminator config has a known name, a sane type and bounds."""
-    schema = GENERATOR if kind == "generator" else DISCRIMINATOR
+    """Every field of a generator / discriminator / encoder config has a known name, a sane type and bounds."""
+    schema = SCHEMAS[kind]
     if not isinstance(kwargs, dict):
         raise CheckpointError(f"the stored {kind} config is a {type(kwargs).__name__}, not a table of settings")
     # The stylegan3 repo passes synthesis settings flat beside the generator's own; check them as synthesis ones.
@@ -210,7 +231,7 @@ def check_shapes(kind: str, cls: type, kwargs: dict, state: Any) -> None:
             )
             if p
         )
-        raise CheckpointError(f"its {kind} weights do not fit a StyleGAN2 {kind} ({detail})")
+        raise CheckpointError(f"its {kind} weights do not fit a facebatch {kind} of its stored config ({detail})")
     for name, shape in expected.items():
         if got[name] != shape:
             raise CheckpointError(

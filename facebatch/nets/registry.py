@@ -31,9 +31,10 @@ class ModelEntry:
     description: str = ""
     source: str = ""
     license: str = ""
-    kind: str = "generator"  # generator | attribute-predictor | clip
+    kind: str = "generator"  # generator | attribute-predictor | clip | encoder
     builtin: str | None = None  # path inside the facebatch.models package
     boundaries: str | None = None  # built-in boundaries file fitted for this generator (same package)
+    encoder: str | None = None  # registry name of the encoder trained for this generator
 
     @property
     def filename(self) -> str:
@@ -100,6 +101,14 @@ def shipped_boundaries(generator_sha256: str | None) -> tuple[ModelEntry, Path] 
             path = entry.boundaries_path()
             if path is not None and path.is_file():
                 return entry, path
+    return None
+
+
+def encoder_of(generator_sha256: str | None) -> ModelEntry | None:
+    """The encoder entry a registry generator with this sha256 names, else None."""
+    for entry in models().values():
+        if generator_sha256 and entry.encoder and entry.sha256 == generator_sha256:
+            return models().get(entry.encoder)
     return None
 
 

@@ -26,6 +26,7 @@ ERROR_LIKE = {
     "perceptual": True,
     "d_residual": True,
     "anomaly_score": True,
+    "encoder_consistency": True,
     "psnr": False,
     "ssim": False,
 }

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from facebatch.invert.scores import SCORE_KEYS
+from facebatch.invert.scores import ROW_SCORE_KEYS
 from facebatch.pipeline.images import UnreadableImage, load_image, save_image
 from facebatch.pipeline.noise_store import NoiseWriter
 from facebatch.pipeline.rundir import NOISE, RECONSTRUCTIONS
@@ -49,7 +49,7 @@ def project_schema(num_ws: int, w_dim: int, aligned: bool = False) -> pa.Schema:
         pa.field("status", pa.string()),
         pa.field("error", pa.string()),
         latent_field("w", (num_ws, w_dim)),
-        *[pa.field(k, pa.float64()) for k in SCORE_KEYS],
+        *[pa.field(k, pa.float64()) for k in ROW_SCORE_KEYS],
         pa.field("loss", pa.float64()),  # the optimiser's last per-image loss
         pa.field("perceptual_backend", pa.string()),
         pa.field("steps", pa.int32()),
@@ -73,8 +73,10 @@ def build_project_spec(
     align: str | None = None,
     save_reconstructions: bool = False,
     save_noise: bool = False,
+    encoder=None,
 ) -> StageSpec:
-    """The stage as the runner sees it; `nets` is the client's `load_networks` result (for sha and shapes)."""
+    """The stage as the runner sees it; `nets` is the client's `load_networks` result (for sha and shapes);
+    `encoder` the client's `load_encoder` result when the preset starts from one (or its score is wanted)."""
     G = nets.G
     config = {
         "generator": {
@@ -92,6 +94,8 @@ def build_project_spec(
         "save_reconstructions": bool(save_reconstructions),
         "save_noise": bool(save_noise),
     }
+    if encoder is not None:  # its sha256 decides results: another encoder in the same OUT is another run
+        config["encoder"] = {"sha256": encoder.sha256, "images_seen": encoder.images_seen}
     side = [d for d, on in ((RECONSTRUCTIONS, save_reconstructions), (NOISE, save_noise)) if on]
     return StageSpec(
         name=STAGE,
@@ -107,9 +111,10 @@ def build_project_spec(
             "generator_path": str(Path(nets.path).resolve()),
             "generator_sha256": nets.sha256,
             "batch_size": int(batch_size) if batch_size else None,  # None: auto_batch_size on each worker
+            "encoder_path": str(Path(encoder.path).resolve()) if encoder is not None else None,
         },
         schema=project_schema(G.num_ws, G.w_dim, aligned=align is not None),
-        score_columns=(*SCORE_KEYS, "seconds"),
+        score_columns=(*ROW_SCORE_KEYS, "seconds"),
         side_dirs=side,
         metadata={"generator_sha256": nets.sha256, "generator": nets.name},
     )
@@ -149,12 +154,14 @@ def auto_batch_size(device, resolution: int) -> int:
     return 4 if resolution <= 256 else 1
 
 
-def project_state(nets, config: dict, device) -> ProjectState:
-    """The worker state for networks already in memory."""
+def project_state(nets, config: dict, device, encoder=None) -> ProjectState:
+    """The worker state for networks already in memory (`encoder`: an `Encoder` module, or None)."""
     from facebatch.invert.presets import ProjectionConfig
     from facebatch.invert.projector import Projector
 
-    projector = Projector(nets.G, nets.D, config=ProjectionConfig(**config["projection"]), device=str(device))
+    projector = Projector(
+        nets.G, nets.D, config=ProjectionConfig(**config["projection"]), device=str(device), encoder=encoder
+    )
     align, align_errors = _aligner(config.get("align"))
     G = nets.G
     return ProjectState(
@@ -176,7 +183,16 @@ def setup_project(config: dict) -> ProjectState:
     from facebatch.stages.common import worker_networks
 
     nets, device = worker_networks({**config, "generator_sha256": config["generator"]["sha256"]})
-    state = project_state(nets, config, device)
+    encoder = None
+    if config.get("encoder_path"):
+        from facebatch.errors import CheckpointError
+        from facebatch.nets.encoder import read_encoder
+
+        found = read_encoder(Path(config["encoder_path"]), device=str(device))
+        if found.sha256 != config["encoder"]["sha256"]:
+            raise CheckpointError(f"{config['encoder_path']} on this worker is not the encoder the run uses")
+        encoder = found.encoder
+    state = project_state(nets, config, device, encoder)
     log.info(
         "project worker ready: %s on %s (%d torch threads, autocast %s)",
         nets.name,
@@ -197,10 +213,12 @@ def project_files(
     device: Any = "cpu",
     on_image=None,
     on_steps=None,
+    encoder=None,
 ) -> pa.Table:
     """The project stage's rows for a few files, computed here with networks already loaded.
 
-    `items` are ``{"image_id", "path"}`` dicts; the rows are exactly those `facebatch project` writes.
+    `items` are ``{"image_id", "path"}`` dicts; the rows are exactly those `facebatch project` writes;
+    `encoder` is a loaded `EncoderFile` (the start of `init: encoder` presets and its score).
     """
     config = {
         "projection": projection,
@@ -210,7 +228,7 @@ def project_files(
         "save_noise": False,
         "batch_size": int(batch_size) if batch_size else None,
     }
-    state = project_state(nets, config, device)
+    state = project_state(nets, config, device, encoder.encoder if encoder is not None else None)
     state.on_image, state.on_steps = on_image, on_steps
     info = ShardInfo(0, "part-00000", 1, Path("."), TABLE, "")
     return process_project(state, items, info)
@@ -240,7 +258,7 @@ class _Rows:
                 "orig_width",
                 "orig_height",
                 "error",
-                *SCORE_KEYS,
+                *ROW_SCORE_KEYS,
                 "loss",
                 "perceptual_backend",
                 "steps",
@@ -355,7 +373,7 @@ def _project_batch(state: ProjectState, loaded: list, rows: _Rows, info: ShardIn
             rows.set(
                 image_id,
                 error=None,
-                **{k: float(res.scores[k][j]) for k in SCORE_KEYS if k in res.scores},
+                **{k: float(res.scores[k][j]) for k in ROW_SCORE_KEYS if k in res.scores},
                 loss=float(res.losses[-1, j]) if len(res.losses) else None,
                 perceptual_backend=res.perceptual_backend,
                 steps=int(res.steps),

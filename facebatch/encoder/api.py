@@ -1,0 +1,166 @@
+"""The encoder as library calls: train one for a generator, load one, encode images.
+
+`facebatch encoder train` is `train_encoder_file`; `facebatch.load_encoder` / `facebatch.encode` are
+`load_encoder` / `encode`; the projector's `--init encoder` finds a generator's own encoder with
+`encoder_for`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+import torch
+
+from facebatch.errors import InputError
+
+if TYPE_CHECKING:
+    from facebatch.encoder.train import EncoderResult
+    from facebatch.nets.encoder import EncoderFile
+
+RECIPE = "facebatch/encoder/train.py"
+
+
+def default_work_dir(out: Path) -> Path:
+    """enc.safetensors -> enc.encoder-work/ beside it."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.encoder-work")
+
+
+def load_real_images(folder: str | Path, resolution: int, limit: int | None = None) -> tuple[torch.Tensor, int]:
+    """uint8 [N, 3, R, R] of the images under `folder`, read as `facebatch project` reads them (centre square,
+    Lanczos), sorted by path; files that cannot be read are skipped and counted."""
+    from facebatch.pipeline.discover import discover_images
+    from facebatch.pipeline.images import load_image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"--real {folder} is not a folder of images")
+    items = discover_images(folder)[:limit]
+    images, skipped = [], 0
+    for item in items:
+        try:
+            x, _ = load_image(Path(item["path"]), resolution)
+        except Exception:  # a broken file is one fewer training image, not a failed run
+            skipped += 1
+            continue
+        images.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+    if not images:
+        raise InputError(f"--real {folder}: no readable images")
+    return torch.stack(images), skipped
+
+
+def train_encoder_file(
+    generator,
+    *,
+    out: str | Path,
+    real: str | Path | None = None,
+    real_limit: int | None = 20000,
+    work: str | Path | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    on_step: Callable[[int, dict], None] | None = None,
+    stop_after: int | None = None,
+    **settings,
+) -> "EncoderResult":
+    """Train (or resume) an encoder for `generator` (registry name, path or loaded `Networks`) and write it to
+    `out` once `iters` steps are done; `settings` are `EncoderSettings` fields (iters, batch, lr, seed, ...).
+
+    `real` adds a folder of real images (image losses only); snapshots go to `work` (default OUT's name +
+    ``.encoder-work/``) and a rerun resumes from the newest one.
+    """
+    from facebatch.encoder.train import EncoderSettings, train_encoder
+    from facebatch.nets.checkpoints import load_networks
+    from facebatch.nets.device import resolve_device
+    from facebatch.nets.encoder import write_encoder
+
+    out = Path(out)
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give the encoder file to write (e.g. celeba64-encoder.safetensors)")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; pass --overwrite to replace it")
+    if settings.get("widths") is not None:
+        settings["widths"] = tuple(int(w) for w in settings["widths"])
+    try:
+        s = EncoderSettings(**settings)
+    except TypeError as exc:
+        raise TypeError(f"train_encoder_file: {exc}") from None
+    s.check()  # numbers first: before any network or image is loaded
+    dev = resolve_device(device)
+    nets = generator if hasattr(generator, "G") else load_networks(generator, device="cpu", with_d=False)
+    images, skipped = (None, 0)
+    if real is not None:
+        images, skipped = load_real_images(real, nets.G.img_resolution, real_limit)
+    real_info = None
+    if images is not None:
+        real_info = {"folder": str(Path(real).resolve()), "images": len(images), "skipped": skipped}
+    run_key = {**s.resume_key(), "generator_sha256": nets.sha256, "real": real_info}
+    work_dir = Path(work) if work is not None else default_work_dir(out)
+    result = train_encoder(
+        nets.G, s, work_dir, run_key=run_key, real=images, device=dev, overwrite=overwrite, on_step=on_step,
+        stop_after=stop_after,
+    )  # fmt: skip
+    if result.iteration == s.iters:
+        recipe = {"script": RECIPE, "settings": s.resume_key() | {"iters": s.iters}, "real": real_info}
+        recipe["final_losses"] = _mean_of_last(result.losses, 50)
+        write_encoder(out, result.encoder, nets.sha256, result.images_seen, recipe)
+    return result
+
+
+def _mean_of_last(losses: Sequence[dict], n: int) -> dict:
+    tail = list(losses[-n:])
+    keys = sorted({k for r in tail for k in r})
+    return {k: float(np.mean([r[k] for r in tail if k in r])) for k in keys}
+
+
+def encoder_for(nets) -> str | None:
+    """The registry name of the encoder trained for this generator (matched by its sha256), if any."""
+    from facebatch.nets import registry
+
+    entry = registry.encoder_of(nets.sha256)
+    return entry.name if entry is not None else None
+
+
+def load_encoder(spec: str | Path | None = None, generator=None, device: str = "cpu") -> "EncoderFile":
+    """An encoder by registry name or path; with `generator` (loaded `Networks`), spec may be None (its own
+    encoder), and an encoder trained for another generator is refused in one line."""
+    from facebatch.nets import registry
+    from facebatch.nets.encoder import check_encoder_fits, read_encoder
+
+    if spec is None:
+        spec = encoder_for(generator) if generator is not None else None
+        if spec is None:
+            raise InputError(
+                "this generator has no built-in encoder: pass --encoder PATH (train one with "
+                "`facebatch encoder train -g GENERATOR -o ENC.safetensors`)"
+            )
+    entry = registry.get(str(spec)) if not Path(str(spec)).exists() else None
+    if entry is not None:
+        if entry.kind != "encoder":
+            raise InputError(f"{spec} is a {entry.kind} in the registry, not an encoder")
+        path = entry.fetch()
+    else:
+        path = Path(spec)
+    enc = read_encoder(path, device=device)
+    if generator is not None:
+        check_encoder_fits(enc, generator.sha256, generator.G)
+    return enc
+
+
+@torch.no_grad()
+def encode(images, encoder: "EncoderFile", *, batch_size: int = 64) -> np.ndarray:
+    """W+ codes [N, num_ws, w_dim] of images: file paths (read as `project` reads them) or a [N, 3, R, R]
+    tensor in [-1, 1] at the encoder's resolution."""
+    from facebatch.pipeline.images import load_image
+
+    E = encoder.encoder
+    if isinstance(images, torch.Tensor):
+        x = images
+    else:
+        x = torch.stack([load_image(Path(p), E.resolution)[0] for p in images])
+    if x.ndim != 4 or tuple(x.shape[1:]) != (3, E.resolution, E.resolution):
+        raise InputError(f"images must be [N, 3, {E.resolution}, {E.resolution}], got {list(x.shape)}")
+    device = E.w_avg.device
+    out = [E(x[i : i + batch_size].to(device, torch.float32)).cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy().astype(np.float32)
