@@ -246,7 +246,7 @@ class Projector:
         with _frozen(self.G, self.D):
             terms = [PerceptualTerm(targets, masks)] if perceptual_terms is None else perceptual_terms
             perceptual = []  # (mask, target features) per term
-            if self.perceptual is not None:
+            if self.perceptual is not None and total > 0:  # no steps (the encoder preset): the score's pass only
                 with torch.no_grad():
                     for term in terms:
                         target = term.target.to(self.device, torch.float32)
@@ -310,7 +310,17 @@ class Projector:
             with torch.no_grad():
                 noise = [n.detach() for n in noise] if noise is not None else None
                 recon = self._synth(ws, noise)
-                scores = score_pairs(targets, recon, D=self.D, perceptual=self.perceptual, lam=cfg.anomaly_lambda)
+                # The loss's target features serve the score too where they are its own: one term, no mask, fp32.
+                reuse = len(perceptual) == 1 and perceptual[0][0] is None and self._amp_dtype is None
+                reuse = reuse and bool((targets.abs() <= 1).all())  # the score reads clamped targets
+                scores = score_pairs(
+                    targets,
+                    recon,
+                    D=self.D,
+                    perceptual=self.perceptual,
+                    lam=cfg.anomaly_lambda,
+                    target_features=perceptual[0][1] if reuse and perceptual_terms is None else None,
+                )
                 if self.encoder is not None:
                     scores["encoder_consistency"] = self.encoder_consistency(recon, ws)
 

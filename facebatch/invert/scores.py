@@ -32,12 +32,15 @@ def score_pairs(
     D=None,
     perceptual: LpipsDistance | str | None = DEFAULT_BACKEND,
     lam: float = 0.1,
+    target_features: list[torch.Tensor] | None = None,
 ) -> dict[str, np.ndarray]:
     """Scores of [B,3,R,R] image pairs in [-1, 1] (clamped first, as they would be saved).
 
     mse is on [-1, 1] pixels, so psnr = 10 log10(2^2 / mse); l1 is AnoGAN's pixel residual;
     d_residual is the mean |D.features(x) - D.features(G(w))| (NaN without D); anomaly_score is
     (1 - lam) * l1 + lam * d_residual, or l1 alone without D. perceptual is NaN for backend none.
+    `target_features`: the perceptual net's fp32 features of `targets`, when the caller has them already
+    (a projector computes them for its loss): one trunk pass per image instead of two.
     """
     x = targets.detach().float().clamp(-1, 1)
     y = reconstructions.detach().float().to(x.device).clamp(-1, 1)
@@ -48,7 +51,12 @@ def score_pairs(
     l1 = diff.abs().mean(dim=(1, 2, 3)).cpu().double().numpy()
     nan = np.full(len(x), np.nan)
     net = _perceptual_net(perceptual, x.device)
-    perc = net(x, y).cpu().double().numpy() if net is not None else nan
+    if net is None:
+        perc = nan
+    elif target_features is not None:
+        perc = net.distance_features(target_features, net.features(y)).cpu().double().numpy()
+    else:
+        perc = net(x, y).cpu().double().numpy()
     if D is not None:
         dev = next(D.parameters()).device
         d_res = (D.features(x.to(dev)) - D.features(y.to(dev))).abs().mean(dim=(1, 2, 3)).cpu().double().numpy()
