@@ -32,7 +32,8 @@ def train(
     image_every: Annotated[
         int, typer.Option("--image-every", help="Image losses every N-th step (they cost ~10x the latent loss).")
     ] = 1,
-    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 5e-4,
+    grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip the gradient's norm (0: off).")] = 1.0,
     perceptual_weight: Annotated[float, typer.Option("--perceptual-weight", help="e4e's LPIPS weight.")] = 0.8,
     delta_weight: Annotated[float, typer.Option("--delta-weight", help="e4e's delta regularisation.")] = 2e-4,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw.")] = 0,
@@ -73,6 +74,7 @@ def train(
             image_batch=image_batch,
             image_every=image_every,
             lr=lr,
+            grad_clip=grad_clip,
             perceptual_weight=perceptual_weight,
             delta_weight=delta_weight,
             seed=seed,

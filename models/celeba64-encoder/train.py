@@ -17,12 +17,12 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / ".." / "shared" / "data" / "celeba10k"
 SETTINGS = dict(
-    iters=3000,
+    iters=2000,
     batch=32,
     real_batch=8,
     image_batch=8,
     image_every=2,
-    lr=1e-3,
+    lr=5e-4,
     perceptual_weight=0.8,
     delta_weight=2e-4,
     seed=0,
