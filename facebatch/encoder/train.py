@@ -13,9 +13,10 @@ Per step:
   `perceptual_weight` x the perceptual distance between the input and G(E(x)) (G frozen, const noise);
 - e4e's delta regularisation: `delta_weight` x the sum over rows k > 0 of the mean |w_k - w_0|, which
   keeps the codes near one shared W (editable, e4e's point).
-Adam at `lr`, the gradient's norm clipped at `grad_clip`. Every random draw comes from one CPU `torch.Generator` seeded with `seed`, so a run
-does not depend on the device's RNG and, on a CPU with the same thread count, a resumed run is bit for
-bit the uninterrupted one (snapshots: weights, Adam, that generator's state, images seen).
+Adam at `lr`, the gradient's norm clipped at `grad_clip`. Every random draw (and the initial weights) comes
+from `seed`, drawn on the CPU, so a run does not depend on the device's RNG and, on a CPU with the same
+thread count, a resumed run is bit for bit the uninterrupted one (snapshots: weights, Adam, the RNG state,
+images seen).
 """
 
 from __future__ import annotations
