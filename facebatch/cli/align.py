@@ -60,18 +60,14 @@ def align(
     other settings in the same OUT are refused unless --overwrite. Read the table with
     pandas.read_parquet(OUT/"faces") or facebatch's read_latent_table.
     """
-    from facebatch.pipeline.cluster import describe, usable_cores
+    from facebatch.pipeline.cluster import describe
     from facebatch.pipeline.discover import discover_images, no_images
     from facebatch.stages.align import build_align_spec
 
     remote = bool(scheduler or scheduler_file)
-    cluster = cluster_options(
-        workers if workers is not None or remote else usable_cores(),
-        scheduler,
-        scheduler_file,
-        threads_per_worker=None if remote else 1,
-        device="cpu",
-    )
+    # dlib's detector is single-threaded: one thread per worker, so a large host gets one worker per core.
+    threads = None if remote else 1
+    cluster = cluster_options(workers, scheduler, scheduler_file, threads_per_worker=threads, device="cpu")
     items = discover_images(input_dir, exclude=[out_dir])
     if not items:
         raise no_images(input_dir)

@@ -23,13 +23,11 @@ WorkersOption = Annotated[
     typer.Option(
         "--workers",
         "-w",
-        help="Local worker processes (default: one per GPU, else cores/4); 0 = no Dask, in this process.",
+        help=(
+            "Local worker processes; 0 = in this process, no Dask. Default: one per GPU; on CPUs this process "
+            "below 8 usable cores, else cores/4 of 4 torch threads (`facebatch info` shows which)."
+        ),
     ),
-]
-# For stages whose per-image work is a single forward pass (sample, label): a local cluster rarely pays for
-# its start, so they run in this process unless asked.
-InProcessWorkersOption = Annotated[
-    int, typer.Option("--workers", "-w", help="Local worker processes; 0 (default) = in this process.")
 ]
 SchedulerOption = Annotated[
     Optional[str],
@@ -43,7 +41,8 @@ SchedulerFileOption = Annotated[
 ThreadsPerWorkerOption = Annotated[
     Optional[int],
     typer.Option(
-        "--threads-per-worker", help="Torch threads per worker (default: cores / workers on a local cluster)."
+        "--threads-per-worker",
+        help="Torch threads per worker (default: usable cores / workers; OMP_NUM_THREADS lowers it).",
     ),
 ]
 DeviceOption = Annotated[

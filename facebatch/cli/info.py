@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 
 from rich.table import Table
@@ -34,6 +35,12 @@ def info() -> None:
     table.add_row(
         "cpu projection", "bf16 autocast (autocast=auto)" if precision == "bf16" else "fp32 (no bf16 on this CPU)"
     )
+    from facebatch.pipeline.cluster import ClusterOptions, describe, thread_budget, usable_cores
+
+    omp = os.environ.get("OMP_NUM_THREADS")
+    limit = f", OMP_NUM_THREADS={omp}: at most {thread_budget()} torch threads" if omp else ""
+    table.add_row("usable cores", f"{usable_cores()} (CPU affinity){limit}")
+    table.add_row("default --workers", describe(ClusterOptions()))
     table.add_row(
         "cache dir", f"{cache.cache_dir()}" + (" (offline: FACEBATCH_OFFLINE is set)" if cache.offline() else "")
     )

@@ -10,13 +10,13 @@ import typer
 from facebatch.cli.cluster_options import (
     DeviceOption,
     DryRunOption,
-    InProcessWorkersOption,
     OverwriteOption,
     QuietOption,
     RetryErrorsOption,
     SchedulerFileOption,
     SchedulerOption,
     ThreadsPerWorkerOption,
+    WorkersOption,
     cluster_options,
     report_run,
     run_shards,
@@ -100,7 +100,7 @@ def label(
     # thread, so a local cluster rarely pays for its start. 600 samples on our loaded 2-core machine: 14 s
     # in-process, 16 s on one worker with --threads-per-worker 1, 72 s on the default local cluster (2 torch
     # threads in one worker). --workers N or --scheduler for big runs.
-    workers: InProcessWorkersOption = 0,
+    workers: WorkersOption = None,
     scheduler: SchedulerOption = None,
     scheduler_file: SchedulerFileOption = None,
     threads_per_worker: ThreadsPerWorkerOption = None,

@@ -10,12 +10,12 @@ import typer
 from facebatch.cli.cluster_options import (
     DeviceOption,
     DryRunOption,
-    InProcessWorkersOption,
     OverwriteOption,
     QuietOption,
     SchedulerFileOption,
     SchedulerOption,
     ThreadsPerWorkerOption,
+    WorkersOption,
     cluster_options,
     report_run,
     run_shards,
@@ -62,7 +62,7 @@ def sample(
         typer.Option("--part-size", "--shard-size", help="Rows per Parquet part (= per shard; the unit of resume)."),
     ] = 10000,
     # Its own --workers default: sampling is one forward pass per image, so a cluster rarely pays for its start.
-    workers: InProcessWorkersOption = 0,
+    workers: WorkersOption = None,
     scheduler: SchedulerOption = None,
     scheduler_file: SchedulerFileOption = None,
     threads_per_worker: ThreadsPerWorkerOption = None,

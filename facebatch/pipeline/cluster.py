@@ -21,14 +21,20 @@ from facebatch.errors import InputError, first_line
 
 CONNECT_TIMEOUT_S = 30
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# The default layout on CPUs, chosen by bench/workers.py: with 1-2 cores a local cluster was 1.3-1.4x slower
+# than running in this process (idle machine) and 1.96x slower as one single-threaded worker per core; its
+# start alone costs 6-7 s. Below this many usable cores the default is therefore this process; from it up,
+# processes of THREADS_PER_CPU_WORKER torch threads each (not measured on such a machine here).
+LOCAL_CLUSTER_MIN_CORES = 8
+THREADS_PER_CPU_WORKER = 4
 
 
 @dataclass
 class ClusterOptions:
-    workers: int | None = None  # local worker processes (None: one per GPU, else cores // 4); 0 = in this process
+    workers: int | None = None  # local worker processes (None: default_workers); 0 = in this process
     scheduler: str | None = None  # address of a running scheduler, e.g. tcp://host:8786
     scheduler_file: Path | None = None
-    threads_per_worker: int | None = None  # torch threads per local worker (None: cores / workers)
+    threads_per_worker: int | None = None  # torch threads per worker (None: thread_budget() / workers)
     device: str = "auto"  # auto | cpu | cuda | cuda:N: what local workers are built for
     processes: bool = True  # False: workers are threads of this process (fast start, for tests)
     memory_limit: str | None = "auto"  # per local worker, Dask's syntax
@@ -53,7 +59,21 @@ class ClusterOptions:
 
     @property
     def in_process(self) -> bool:
-        return not self.remote and self.workers == 0
+        return not self.remote and self.local_workers() == 0
+
+    def local_workers(self) -> int:
+        """Local worker processes this run gets: the explicit --workers, else the default rule."""
+        if self.workers is not None:
+            return self.workers
+        return default_workers(self.device, self.threads_per_worker or THREADS_PER_CPU_WORKER)
+
+    def torch_threads(self) -> int | None:
+        """Torch threads per worker (or in this process); None on a remote cluster, whose workers decide."""
+        if self.threads_per_worker is not None:
+            return self.threads_per_worker
+        if self.remote:
+            return None
+        return local_layout(self)[1] if not self.in_process else thread_budget()
 
 
 def usable_cores() -> int:
@@ -61,6 +81,25 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def thread_budget() -> int:
+    """The threads this process may keep busy: its CPU affinity, lowered by OMP_NUM_THREADS when that is set."""
+    cores = usable_cores()
+    try:
+        asked = int(os.environ.get("OMP_NUM_THREADS", "0"))
+    except ValueError:
+        asked = 0
+    return min(cores, asked) if asked > 0 else cores
+
+
+def default_workers(device: str = "auto", threads_each: int = THREADS_PER_CPU_WORKER) -> int:
+    """One rule for every command: one worker per visible GPU; on CPUs, this process (0) below
+    LOCAL_CLUSTER_MIN_CORES usable cores, else one process per `threads_each` of them."""
+    if wants_cuda(device):
+        return max(len(_visible_gpus(device)), 1)
+    budget = thread_budget()
+    return 0 if budget < LOCAL_CLUSTER_MIN_CORES else max(1, budget // threads_each)
 
 
 def cuda_device_count() -> int:
@@ -76,25 +115,30 @@ def wants_cuda(device: str) -> bool:
     return device.startswith("cuda") or (device == "auto" and cuda_device_count() > 0)
 
 
+def _visible_gpus(device: str) -> list[str]:
+    count = cuda_device_count()
+    if count == 0:
+        raise InputError(f"--device {device} was asked for but no CUDA device is visible")
+    if ":" in device:
+        return [device.split(":", 1)[1]]
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return [d for d in env.split(",") if d.strip()] if env else [str(i) for i in range(count)]
+
+
 def local_layout(opts: ClusterOptions) -> tuple[int, int, list[str | None]]:
-    """(workers, torch threads each, CUDA_VISIBLE_DEVICES per worker or None) for a local cluster."""
-    cores = usable_cores()
+    """(workers, torch threads each, CUDA_VISIBLE_DEVICES per worker or None) for a local cluster.
+
+    Threads x workers stay within thread_budget() unless --workers / --threads-per-worker ask for more."""
+    budget = thread_budget()
     gpus: list[str | None]
     if wants_cuda(opts.device):
-        count = cuda_device_count()
-        if count == 0:
-            raise InputError(f"--device {opts.device} was asked for but no CUDA device is visible")
-        if ":" in opts.device:
-            visible = [opts.device.split(":", 1)[1]]
-        else:
-            env = os.environ.get("CUDA_VISIBLE_DEVICES")
-            visible = [d for d in env.split(",") if d.strip()] if env else [str(i) for i in range(count)]
+        visible = _visible_gpus(opts.device)
         workers = opts.workers or len(visible)
         gpus = [visible[i % len(visible)] for i in range(workers)]
     else:
-        workers = opts.workers or max(1, cores // 4)
+        workers = opts.workers or max(1, budget // (opts.threads_per_worker or THREADS_PER_CPU_WORKER))
         gpus = [None] * workers
-    threads = opts.threads_per_worker or max(1, cores // workers)
+    threads = opts.threads_per_worker or max(1, budget // workers)
     return workers, threads, gpus
 
 
@@ -259,7 +303,9 @@ def describe(opts: ClusterOptions) -> str:
     if opts.scheduler_file:
         return f"Dask scheduler file {opts.scheduler_file}"
     if opts.in_process:
-        return "this process (no Dask)"
+        return f"this process (no Dask), {opts.torch_threads()} torch thread{'s' if opts.torch_threads() != 1 else ''}"
     workers, threads, gpus = local_layout(opts)
     where = f"GPUs {','.join(g for g in gpus if g)}" if any(gpus) else f"CPU, {threads} torch threads each"
-    return f"local Dask cluster: {workers} worker process{'es' if workers != 1 else ''} ({where})"
+    over = workers * threads > thread_budget() and not any(gpus)
+    warning = f"; {workers * threads} threads on {thread_budget()} usable cores is oversubscribed" if over else ""
+    return f"local Dask cluster: {workers} worker process{'es' if workers != 1 else ''} ({where}{warning})"

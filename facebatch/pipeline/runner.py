@@ -202,7 +202,7 @@ def _tasks(
     spec: StageSpec, cluster: ClusterOptions, run_dir: RunDir, prep: _Prepared, work: list[Shard], run_id: str
 ) -> list[ShardTask]:
     # torch_threads reaches setup too: env vars cannot set it in this process (--workers 0) or on remote workers.
-    runtime = {"device": cluster.device, "torch_threads": cluster.threads_per_worker, **spec.runtime}
+    runtime = {"device": cluster.device, "torch_threads": cluster.torch_threads(), **spec.runtime}
     setup_config = {**spec.config, **runtime}
     meta = {
         "stage": spec.name,
