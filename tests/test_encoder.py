@@ -192,6 +192,26 @@ def test_encoder_files_are_data_and_checked(nets, trained, tmp_path):
     save_file(tensors, str(tmp_path / "f.safetensors"), metadata=meta)
     with pytest.raises(CheckpointError, match="stem.0.weight"):
         read_encoder(tmp_path / "f.safetensors")
+    tensors = {k: v.clone() for k, v in good.encoder.state_dict().items()}
+    tensors["heads.0.linear.bias"][3] = float("nan")  # a poisoned weight would silently give NaN codes
+    save_file(tensors, str(tmp_path / "nan.safetensors"), metadata=meta)
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        read_encoder(tmp_path / "nan.safetensors")
+
+
+def test_half_precision_files_are_half_the_size_and_encode_alike(nets, trained, tmp_path):
+    from facebatch.encoder.api import encode
+    from facebatch.nets.encoder import read_encoder, write_encoder
+
+    full = read_encoder(trained[0])
+    half = write_encoder(tmp_path / "half.safetensors", full.encoder, full.generator_sha256, 7, {}, half=True)
+    assert half.stat().st_size < 0.55 * trained[0].stat().st_size
+    back = read_encoder(half)
+    assert back.images_seen == 7 and next(back.encoder.parameters()).dtype == torch.float32
+    _, images = samples(nets, range(8))
+    a, b = encode(images, full), encode(images, back)
+    assert not np.array_equal(a, b)  # the weights were rounded ...
+    assert np.abs(a - b).max() < 1e-2 * np.abs(a).max()  # ... and the codes barely move
 
 
 def test_project_with_the_encoder_presets(generator_file, nets, trained, tmp_path):

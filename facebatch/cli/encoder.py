@@ -42,6 +42,9 @@ def train(
         Optional[Path],
         typer.Option("--work", help="Folder for snapshots and grids (default: OUT's name + .encoder-work/)."),
     ] = None,
+    half: Annotated[
+        bool, typer.Option("--half", help="Store the weights as float16: half the file, codes differ by ~1e-3.")
+    ] = False,
     device: DeviceOption = "auto",
     overwrite: OverwriteOption = False,
     quiet: QuietOption = False,
@@ -79,6 +82,7 @@ def train(
             delta_weight=delta_weight,
             seed=seed,
             snapshot_every=snapshot_every,
+            half=half,
             on_step=lambda i, r: bar.update(task, completed=i, description=f"encoder latent {r['latent']:.3f}"),
         )
     if not quiet:

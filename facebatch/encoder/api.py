@@ -62,13 +62,14 @@ def train_encoder_file(
     overwrite: bool = False,
     on_step: Callable[[int, dict], None] | None = None,
     stop_after: int | None = None,
+    half: bool = False,
     **settings,
 ) -> "EncoderResult":
     """Train (or resume) an encoder for `generator` (registry name, path or loaded `Networks`) and write it to
     `out` once `iters` steps are done; `settings` are `EncoderSettings` fields (iters, batch, lr, seed, ...).
 
     `real` adds a folder of real images (image losses only); snapshots go to `work` (default OUT's name +
-    ``.encoder-work/``) and a rerun resumes from the newest one.
+    ``.encoder-work/``) and a rerun resumes from the newest one. `half` stores the weights as float16.
     """
     from facebatch.encoder.train import EncoderSettings, train_encoder
     from facebatch.nets.checkpoints import load_networks
@@ -104,7 +105,7 @@ def train_encoder_file(
     if result.iteration == s.iters:
         recipe = {"script": RECIPE, "settings": s.resume_key() | {"iters": s.iters}, "real": real_info}
         recipe["final_losses"] = _mean_of_last(result.losses, 50)
-        write_encoder(out, result.encoder, nets.sha256, result.images_seen, recipe)
+        write_encoder(out, result.encoder, nets.sha256, result.images_seen, recipe, half=half)
     return result
 
 

@@ -169,6 +169,7 @@ ENCODER = {
     "widths": _widths,
     "blocks_per_stage": _int(1, 8),
     "iterative": _bool,
+    "head_width": _int(1, MAX_DIM),
 }
 
 SCHEMAS = {"generator": GENERATOR, "discriminator": DISCRIMINATOR, "encoder": ENCODER}

@@ -9,8 +9,10 @@ the row drives: rows of the 4-8 px layers from the coarse level, 16-32 px from t
 rest from the fine one. The output is w_avg + an offset per row (e4e), so an untrained encoder
 starts at the generator's mean face.
 
-`widths` follows the generator's size: at 64 px (celeba64) 32-64-128-128 channels keep a forward pass
-a fraction of G's; for 1024-px generators the trunk reads a 256-px copy, as pSp does.
+`widths` follows the generator's size: at 64 px (celeba64) 32-64-128-256 channels keep a forward pass
+a fraction of G's; for 1024-px generators the trunk reads a 256-px copy, as pSp does. `head_width` is
+the pyramid's channel count, which the heads read: their strided convs hold most of the weights (at
+64 px with 256 channels, 17.7M of 19.6M parameters), so small generators get 128 (5.5M in all).
 
 Random initialisation: no pretrained backbone can be downloaded here. ``iterative`` adds ReStyle's
 second input (the current reconstruction, 6 channels in), for refinement passes.
@@ -48,6 +50,11 @@ def default_widths(resolution: int) -> list[int]:
     return [min(base * 2**i, 256 if resolution <= 128 else 512) for i in range(stages)]
 
 
+def default_head_width(resolution: int) -> int:
+    """Channels of the pyramid and the per-row heads (pSp: 512 at 1024 px), at most the trunk's last width."""
+    return 128 if resolution <= 128 else 512
+
+
 def row_levels(num_ws: int) -> list[str]:
     """Which pyramid level feeds each W+ row: StyleGAN2 row k drives the layers at 4 * 2**((k+1)//2) px."""
     levels = []
@@ -81,6 +88,7 @@ class Encoder(nn.Module):
         widths: list[int] | None = None,
         blocks_per_stage: int = 1,
         iterative: bool = False,
+        head_width: int | None = None,
     ):
         super().__init__()
         self.resolution, self.num_ws, self.w_dim, self.iterative = resolution, num_ws, w_dim, iterative
@@ -105,10 +113,8 @@ class Encoder(nn.Module):
         # Pyramid levels: the last three stages' outputs (8x8 and finer for the fine / middle ones).
         n = len(widths)
         self.level_stage = {"coarse": n - 1, "middle": max(n - 2, 0), "fine": max(n - 3, 0)}
-        width = widths[-1]
-        self.lateral = nn.ModuleDict(
-            {lvl: nn.Conv2d(widths[i], width, 1) for lvl, i in self.level_stage.items() if lvl != "coarse"}
-        )
+        width = self.head_width = int(head_width or min(widths[-1], default_head_width(resolution)))
+        self.lateral = nn.ModuleDict({lvl: nn.Conv2d(widths[i], width, 1) for lvl, i in self.level_stage.items()})
         size = {lvl: self.input_size // 2 ** (i + 1) for lvl, i in self.level_stage.items()}
         self.levels = row_levels(num_ws)
         self.heads = nn.ModuleList([_Head(width, size[lvl], w_dim) for lvl in self.levels])
@@ -122,6 +128,7 @@ class Encoder(nn.Module):
             "widths": list(self.widths),
             "blocks_per_stage": len(self.stages[0]),
             "iterative": self.iterative,
+            "head_width": self.head_width,
         }
 
     def forward(self, images: torch.Tensor, current: torch.Tensor | None = None) -> torch.Tensor:
@@ -134,7 +141,7 @@ class Encoder(nn.Module):
         for stage in self.stages:
             x = stage(x)
             feats.append(x)
-        coarse = feats[self.level_stage["coarse"]]
+        coarse = self.lateral["coarse"](feats[self.level_stage["coarse"]])
         middle = self.lateral["middle"](feats[self.level_stage["middle"]]) + F.interpolate(
             coarse, size=feats[self.level_stage["middle"]].shape[-2:], mode="nearest"
         )
@@ -167,7 +174,10 @@ class EncoderFile:
     sha256: str | None = None
 
 
-def write_encoder(path: Path, enc: Encoder, generator_sha256: str, images_seen: int, recipe: dict) -> Path:
+def write_encoder(
+    path: Path, enc: Encoder, generator_sha256: str, images_seen: int, recipe: dict, *, half: bool = False
+) -> Path:
+    """`half` stores the floating-point weights as float16 (half the file); they are read back as float32."""
     from safetensors.torch import save_file
 
     from facebatch.pipeline.atomic import atomic_output
@@ -180,8 +190,11 @@ def write_encoder(path: Path, enc: Encoder, generator_sha256: str, images_seen: 
         "generator_sha256": generator_sha256,
         "images_seen": int(images_seen),
         "recipe": recipe,
+        "weights_dtype": "float16" if half else "float32",
     }
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in enc.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     path = Path(path)
     with atomic_output(path) as tmp:
         save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(config, sort_keys=True, default=str)})
@@ -215,6 +228,10 @@ def read_encoder(path: Path, device="cpu") -> EncoderFile:
     kwargs = config.get("encoder_kwargs")
     check_kwargs("encoder", kwargs)
     check_shapes("encoder", Encoder, kwargs, tensors)
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: the encoder weights hold NaN or infinite values ({bad[0]})")
     enc = Encoder(**kwargs)
     enc.load_state_dict(tensors, strict=True)
     sha = config.get("generator_sha256")
