@@ -83,3 +83,16 @@ def test_unknown_names_list_what_the_file_has(tmp_path):
         pick(load_boundaries(tmp_path / "b.json"), ["age", "beard"])
     with pytest.raises(InputError, match="no boundaries file"):
         load_boundaries(tmp_path / "missing.json")
+
+
+def test_celeba_names_find_the_shipped_boundaries_turned_the_right_way():
+    from facebatch.nets import registry
+
+    shipped = load_boundaries(registry.get("celeba64").boundaries_path())
+    ws = np.random.default_rng(0).normal(size=(5, shipped["age"].num_ws, shipped["age"].normal.shape[-1]))
+    smiling, young, smile = pick(shipped, ["Smiling", "Young", "smile"])
+    assert (smiling.name, young.name) == ("Smiling", "Young")
+    np.testing.assert_allclose(smiling.distance(ws), smile.distance(ws))
+    np.testing.assert_allclose(young.distance(ws), -shipped["age"].distance(ws))  # + age is older, + Young younger
+    with pytest.raises(InputError, match="unknown attribute 'Wavy_Hair'"):
+        pick(shipped, ["Wavy_Hair"])  # a CelebA name with no shipped boundary is still unknown

@@ -366,3 +366,42 @@ def test_a_marker_lost_with_its_worker_is_read_from_disk_when_this_run_wrote_it(
         None,
         "the worker computing this shard died repeatedly (killed or out of memory)",
     )
+
+
+def stepping_process(state: dict, items: list[dict], info) -> pa.Table:
+    """The fake stage, reporting 5 optimisation steps per image as the projector does, one at a time."""
+    from facebatch.pipeline.progress import report_steps
+
+    for item in items:
+        for _ in range(5):
+            report_steps(1)
+        time.sleep(item.get("sleep_after_steps", 0))
+    return fake_process(state, items, info)
+
+
+@pytest.mark.parametrize("cluster", [HERE, THREADS], ids=["in-process", "dask"])
+def test_steps_reach_the_bar_while_shards_run(tmp_path, monkeypatch, cluster):
+    from facebatch.pipeline import runner
+
+    seen: list[tuple[int, int]] = []  # (steps reported so far, shards finished by then)
+    finished = [0]
+    add, done = runner._StepsBar.add, runner._StepsBar.shard_done
+
+    def record_add(self, n):
+        add(self, n)
+        seen.append((self.reported, finished[0]))
+
+    def record_done(self, items):
+        done(self, items)
+        finished[0] += 1
+
+    monkeypatch.setattr(runner._StepsBar, "add", record_add)
+    monkeypatch.setattr(runner._StepsBar, "shard_done", record_done)
+    spec = make_spec(tmp_path, n=4, shard_size=4, sleep_after_steps=0.4 if cluster is THREADS else 0)
+    spec.process, spec.steps_per_item = stepping_process, 5
+    assert run_stage(spec, cluster, progress=False).images_ok == 4
+    assert seen and seen[0][1] == 0  # progress arrived before the run's one shard finished
+    if cluster is HERE:
+        assert [s for s, _ in seen] == list(range(1, 21))  # every step, in order
+    else:
+        assert len(seen) < 20 and seen[-1][0] <= 20  # throttled: a few events, never more steps than were done

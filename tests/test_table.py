@@ -119,3 +119,28 @@ def test_stale_temps_are_swept_and_nothing_else(tmp_path):
     nested.write_bytes(b"half")
     assert atomic.sweep_temps([tmp_path], [tmp_path / "sub"]) == 2
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["part-00000.parquet"]
+
+
+def test_published_files_get_a_plain_files_mode_whatever_the_writer_made(tmp_path):
+    """safetensors replaces the temp with its own 0600 file: a NADA generator came out unreadable to the group."""
+    import os
+    import stat
+
+    from safetensors.torch import save_file
+
+    from facebatch.pipeline import atomic
+
+    with atomic.atomic_output(tmp_path / "g.safetensors") as tmp:
+        save_file({"x": __import__("torch").zeros(2)}, str(tmp))
+    atomic.atomic_write_bytes(tmp_path / "b.bin", b"x")
+    for name in ("g.safetensors", "b.bin"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == atomic.FILE_MODE
+    assert atomic.FILE_MODE == 0o666 & ~_current_umask()
+
+
+def _current_umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

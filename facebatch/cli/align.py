@@ -23,8 +23,12 @@ from facebatch.cli.console import out
 
 
 def align(
-    input_dir: Annotated[Path, typer.Argument(help="Folder of images (searched recursively) or one image file.")],
-    out_dir: Annotated[Path, typer.Argument(help="Output folder: aligned/ PNGs, faces/ Parquet parts, _run.json.")],
+    input_dir: Annotated[
+        Path, typer.Argument(metavar="INPUT_DIR", help="Folder of images (searched recursively) or one image file.")
+    ],
+    out_dir: Annotated[
+        Path, typer.Argument(metavar="OUT_DIR", help="Output folder: aligned/ PNGs, faces/ Parquet parts, _run.json.")
+    ],
     size: Annotated[
         int, typer.Option("--size", "-s", help="Side of the aligned square in pixels (FFHQ: 1024).")
     ] = 1024,
@@ -58,7 +62,7 @@ def align(
     One row per aligned face (image_id, face_index, box, score, 68 landmarks, crop quad in source
     pixels, aligned_path); an image without a face is an error row. Rerunning the same command resumes;
     other settings in the same OUT are refused unless --overwrite. Read the table with
-    pandas.read_parquet(OUT/"faces") or facebatch's read_latent_table.
+    pandas.read_parquet(OUT/"faces") or facebatch.read_latents(OUT/"faces").
     """
     from facebatch.pipeline.cluster import describe
     from facebatch.pipeline.discover import discover_images, no_images

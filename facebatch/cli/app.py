@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import inspect
 import sys
 from typing import Annotated, Optional
 
@@ -110,9 +111,24 @@ def describe_os_error(exc: OSError) -> str:
     return text
 
 
+def reflow(doc: str) -> str:
+    """A docstring as help text: the lines of a paragraph joined (rich help keeps every newline, which breaks
+    sentences where the source wraps them); blank lines, bullets and indented lines keep their breaks."""
+    out: list[str] = []
+    for line in inspect.cleandoc(doc).splitlines():
+        joinable = out and out[-1].strip() and line.strip() and not line.startswith((" ", "-", "*"))
+        if joinable and not out[-1].startswith(" "):
+            out[-1] = f"{out[-1]} {line.strip()}"
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
 def _wrap_commands(typer_app: typer.Typer) -> None:
     for info in typer_app.registered_commands:
         if info.callback is not None and not getattr(info.callback, "_facebatch_wrapped", False):
+            if info.help is None and info.callback.__doc__:
+                info.help = reflow(info.callback.__doc__)
             info.callback = _user_errors(info.callback)
     for group in typer_app.registered_groups:
         if group.typer_instance is not None:

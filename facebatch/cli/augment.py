@@ -75,7 +75,12 @@ def augment(
     ],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder: images/, manifest/, contact_sheets/.")],
     attr: Annotated[
-        Optional[str], typer.Option("--attr", "-a", help="Boundary name(s) to edit along, comma-separated.")
+        Optional[str],
+        typer.Option(
+            "--attr",
+            "-a",
+            help="Boundary name(s) to edit along, comma-separated (CelebA names, e.g. Smiling, find the shipped ones).",
+        ),
     ] = None,
     shift: Annotated[
         Optional[list[str]],

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from facebatch.cli.cluster_options import QuietOption
 from facebatch.cli.console import out
 from facebatch.edit.layers import format_layers
 
@@ -32,7 +33,7 @@ def sefa(
     update: Annotated[
         bool, typer.Option("--update", help="Add to an existing file, replacing same-named entries.")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """SeFa: eigenvectors of the style-modulation weights (closed form, no labels, under a second).
 

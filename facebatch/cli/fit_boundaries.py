@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from facebatch.cli.cluster_options import QuietOption
 from facebatch.cli.console import out
 from facebatch.edit.boundaries_io import check_writable, write_boundaries
 from facebatch.edit.boundary import Boundary
@@ -65,7 +66,10 @@ def boundaries_table(boundaries: list[Boundary], title: str) -> Table:
 
 
 def fit_boundaries(
-    labels: Annotated[Path, typer.Argument(help="CSV with an image_id (or path) column and one column per attribute.")],
+    labels: Annotated[
+        Path,
+        typer.Argument(metavar="LABELS", help="CSV with an image_id (or path) column and one column per attribute."),
+    ],
     latents: Annotated[
         Path, typer.Option("--latents", "-l", help="OUT of `facebatch project`/`sample`, or its latents/ folder.")
     ],
@@ -112,7 +116,7 @@ def fit_boundaries(
     update: Annotated[
         bool, typer.Option("--update", help="Add to an existing file, replacing same-named boundaries.")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Fit one linear SVM boundary per attribute (InterFaceGAN) and write them to a boundaries file.
 

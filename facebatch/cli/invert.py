@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from facebatch.cli.cluster_options import DeviceOption
+from facebatch.cli.cluster_options import DeviceOption, QuietOption
 from facebatch.cli.console import err, out, styled
 from facebatch.cli.projection_options import (
     EncoderOption,
@@ -45,7 +45,7 @@ def _score_cell(value: float | None) -> str:
 
 
 def invert(
-    images: Annotated[list[Path], typer.Argument(help="Image files to project.")],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGES", help="Image files to project.")],
     generator: GeneratorOption,
     out_dir: Annotated[
         Path,
@@ -63,7 +63,7 @@ def invert(
     ] = None,
     device: DeviceOption = "auto",
     encoder: EncoderOption = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Project image files into the generator; write target | reconstruction PNGs and print their scores.
 

@@ -37,8 +37,9 @@ def label(
     input_path: Annotated[
         Path,
         typer.Argument(
+            metavar="INPUT_PATH",
             help="A folder of images (recursive, as `project`), or a `project`/`sample` run folder (its latents "
-            "are rendered by their generator; --from source reads the original files instead)."
+            "are rendered by their generator; --from source reads the original files instead).",
         ),
     ],
     labels_out: Annotated[Path, typer.Option("--out", "-o", help="The labels CSV to write (image_id + attributes).")],

@@ -55,7 +55,10 @@ def _entry(name: str) -> registry.ModelEntry:
 
 @app.command("fetch")
 def fetch(
-    name: Annotated[str, typer.Argument(help="A name from `facebatch models list`, or an open_clip CLIP as ARCH:TAG.")],
+    name: Annotated[
+        str,
+        typer.Argument(metavar="NAME", help="A name from `facebatch models list`, or an open_clip CLIP as ARCH:TAG."),
+    ],
     force: Annotated[bool, typer.Option("--force", help="Download again even if cached.")] = False,
 ) -> None:
     """Download a named checkpoint (or an open_clip CLIP, e.g. ViT-B-32:openai) into the cache, once.
@@ -100,7 +103,7 @@ def _expected_sha256(path: Path, entry: registry.ModelEntry | None, given: str |
 
 @app.command("verify")
 def verify(
-    target: Annotated[str, typer.Argument(help="A model name or a checkpoint path.")],
+    target: Annotated[str, typer.Argument(metavar="TARGET", help="A model name or a checkpoint path.")],
     sha256: Annotated[Optional[str], typer.Option("--sha256", help="Expected sha256 (overrides the registry).")] = None,
 ) -> None:
     """Re-hash a checkpoint and compare with the pinned, recorded or given sha256 (exit 1 on mismatch)."""
@@ -126,8 +129,8 @@ def verify(
 
 @app.command("convert")
 def convert(
-    src: Annotated[str, typer.Argument(help="Any readable checkpoint: path, model name or URL.")],
-    dst: Annotated[Path, typer.Argument(help="Output .safetensors file (facebatch format).")],
+    src: Annotated[str, typer.Argument(metavar="SRC", help="Any readable checkpoint: path, model name or URL.")],
+    dst: Annotated[Path, typer.Argument(metavar="DST", help="Output .safetensors file (facebatch format).")],
     no_d: Annotated[bool, typer.Option("--no-d", help="Leave the discriminator out.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace DST if it exists.")] = False,
 ) -> None:

@@ -36,7 +36,9 @@ from facebatch.errors import InputError
 
 
 def project(
-    input_dir: Annotated[Path, typer.Argument(help="Folder of images (searched recursively) or one image file.")],
+    input_dir: Annotated[
+        Path, typer.Argument(metavar="INPUT_DIR", help="Folder of images (searched recursively) or one image file.")
+    ],
     generator: GeneratorOption,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder: latents/ parts, _run.json, _SUCCESS.")],
     preset: PresetOption = None,
@@ -82,7 +84,7 @@ def project(
 
     Shards run on Dask workers that each load the model once. Rerunning the same command resumes
     (finished shards are skipped); other settings in the same OUT are refused unless --overwrite.
-    Read the result with pandas.read_parquet(OUT/"latents") or facebatch's read_latent_table.
+    Read the result with pandas.read_parquet(OUT/"latents") or facebatch.read_latents(OUT).
     """
     from facebatch.nets.checkpoints import load_networks
     from facebatch.nets.perceptual import build_perceptual

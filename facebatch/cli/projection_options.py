@@ -6,7 +6,15 @@ from typing import Annotated, Optional
 
 import typer
 
-PresetOption = Annotated[Optional[str], typer.Option("--preset", "-p", help="Projection preset name or YAML file.")]
+PresetOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--preset",
+        "-p",
+        help="Projection preset (default, fast, encoder, hybrid, nvlabs, image2stylegan, image2stylegan++) or a "
+        "YAML file. [default: default]",
+    ),
+]
 StepsOption = Annotated[Optional[int], typer.Option("--steps", help="Override the preset's optimisation steps.")]
 SetOption = Annotated[
     Optional[list[str]],

@@ -56,7 +56,7 @@ def sample(
     images: Annotated[
         bool, typer.Option("--images/--no-images", help="Write PNGs (off for latent-only runs of 100k+).")
     ] = True,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b")] = 16,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images rendered together.")] = 16,
     part_size: Annotated[
         int,
         typer.Option("--part-size", "--shard-size", help="Rows per Parquet part (= per shard; the unit of resume)."),

@@ -82,7 +82,9 @@ def _key_table(m: dict) -> Table:
 
 
 def score(
-    run: Annotated[Path, typer.Argument(help="A `facebatch project` output folder (OUT, holding latents/).")],
+    run: Annotated[
+        Path, typer.Argument(metavar="RUN", help="A `facebatch project` output folder (OUT, holding latents/).")
+    ],
     report: Annotated[
         Optional[Path], typer.Option("--report", "-r", help="Report folder (default: OUT/report).")
     ] = None,

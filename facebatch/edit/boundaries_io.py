@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -106,10 +107,33 @@ def load_boundaries(path: Path) -> dict[str, Boundary]:
     return {name: boundary_from_dict(name, d) for name, d in doc.get("boundaries", {}).items()}
 
 
+# CelebA's attribute names -> (the shipped boundary's name, orientation): the built-in boundaries are named
+# for what a user edits (age = 1 - p(Young), so + is older); models/celeba64/make_boundaries.py fits them so.
+CELEBA_ALIASES: dict[str, tuple[str, int]] = {
+    "Young": ("age", -1),
+    "Male": ("gender", +1),
+    "Smiling": ("smile", +1),
+    "Eyeglasses": ("eyeglasses", +1),
+    "Blond_Hair": ("hair_blond", +1),
+    "Black_Hair": ("hair_black", +1),
+    "Bangs": ("bangs", +1),
+    "Mouth_Slightly_Open": ("mouth_open", +1),
+    "Wearing_Lipstick": ("lipstick", +1),
+}
+
+
 def pick(boundaries: Mapping[str, Boundary], names: Iterable[str], what: str = "attribute") -> list[Boundary]:
-    """Boundaries by name, with one clear error listing what the file has when a name is unknown."""
+    """Boundaries by name, with one clear error listing what the file has when a name is unknown.
+
+    A CelebA attribute name the file lacks resolves to its shipped boundary (`Smiling` -> `smile`; `Young`
+    -> `age` turned around, so + is younger), under the name asked for."""
     out = []
     for name in names:
+        alias = CELEBA_ALIASES.get(name)
+        if name not in boundaries and alias is not None and alias[0] in boundaries:
+            found, sign = boundaries[alias[0]], alias[1]
+            out.append(replace(found, name=name, normal=sign * found.normal, intercept=sign * found.intercept))
+            continue
         if name not in boundaries:
             raise InputError(
                 f"unknown {what} {name!r}: the boundaries file has {', '.join(sorted(boundaries)) or 'none'}"

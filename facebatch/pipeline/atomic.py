@@ -65,11 +65,26 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
 
 
+def _process_umask() -> int:
+    """The umask, read without changing it (os.umask would, for a moment, for every thread)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022
+
+
+FILE_MODE = 0o666 & ~_process_umask()
+
+
 def publish(tmp: Path, path: Path) -> None:
-    """fsync the finished temp file, then rename it over `path` in one step."""
+    """fsync the finished temp file, give it a plain file's mode, then rename it over `path` in one step.
+
+    The mode is set here because some writers replace the temp with their own 0600 file (safetensors)."""
     fd = open_nofollow(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
+        os.fchmod(fd, FILE_MODE)
     finally:
         os.close(fd)
     os.replace(tmp, path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from facebatch.errors import InputError
 from facebatch.pipeline.atomic import atomic_write_bytes, atomic_write_json
 from facebatch.pipeline.cluster import ClusterOptions, open_client
 from facebatch.pipeline.plan import Shard, config_diff, config_hash, digest, plan_hash, plan_shards, versions
-from facebatch.pipeline.progress import image_progress
+from facebatch.pipeline.progress import image_progress, reporting_steps, steps_topic
 from facebatch.pipeline.rundir import RunDir
 from facebatch.pipeline.shard_task import ShardInfo, ShardTask, run_shard
 from facebatch.pipeline.summary import RunSummary, merge_scores
@@ -49,6 +50,7 @@ class StageSpec:
     rows_per_item: str = (
         "one"  # "many": process may return 0..n rows per item (align --faces all), grouped in item order
     )
+    steps_per_item: int = 0  # optimisation steps per item, reported with report_steps (0: no steps bar)
 
 
 @dataclass
@@ -239,6 +241,7 @@ def _execute(spec, cluster, run_dir, prep, work, markers, failures, progress, co
     tasks = _tasks(spec, cluster, run_dir, prep, work, run_id)
     bar = image_progress(spec.name, console or Console(stderr=True), progress)
     total = sum(len(s) for s in work)
+    steps = _StepsBar(bar, spec.steps_per_item, total) if spec.steps_per_item else None
 
     def finished(task: ShardTask, marker: dict | None, error: str | None) -> None:
         if marker is not None:
@@ -246,13 +249,45 @@ def _execute(spec, cluster, run_dir, prep, work, markers, failures, progress, co
         else:
             failures.append((task.info.name, error or "unknown error"))
         bar.advance(bar_id, len(task.items))
+        if steps is not None:
+            steps.shard_done(len(task.items))
 
     with bar:
-        bar_id = bar.add_task(spec.name, total=total)
+        bar_id = bar.add_task(spec.name, total=total, unit="images")
+        if steps is not None:
+            steps.start()
+        on_steps = steps.add if steps is not None else None
         if cluster.in_process:
-            _execute_here(tasks, spec.max_retries, finished)
+            with reporting_steps(on_steps or (lambda n: None)):
+                _execute_here(tasks, spec.max_retries, finished)
         else:
-            _execute_dask(tasks, spec, cluster, run_id, finished)
+            _execute_dask(tasks, spec, cluster, run_id, finished, on_steps)
+
+
+class _StepsBar:
+    """Image-steps done across the run: the workers' reports, never behind the finished shards' planned
+    steps (an image that failed to load does none) and never past the total (a retried shard reports twice)."""
+
+    def __init__(self, bar, steps_per_item: int, items: int):
+        self.bar, self.per_item, self.total = bar, steps_per_item, steps_per_item * items
+        self.reported = self.floor = 0
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        self.task = self.bar.add_task("", total=self.total, unit="image-steps")
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.reported += n
+            self._show()
+
+    def shard_done(self, items: int) -> None:
+        with self.lock:
+            self.floor += items * self.per_item
+            self._show()
+
+    def _show(self) -> None:
+        self.bar.update(self.task, completed=min(self.total, max(self.reported, self.floor)))
 
 
 def _execute_here(tasks: list[ShardTask], max_retries: int, finished) -> None:
@@ -267,13 +302,17 @@ def _execute_here(tasks: list[ShardTask], max_retries: int, finished) -> None:
                     finished(task, None, _describe(exc))
 
 
-def _execute_dask(tasks: list[ShardTask], spec: StageSpec, cluster: ClusterOptions, run_id: str, finished) -> None:
+def _execute_dask(
+    tasks: list[ShardTask], spec: StageSpec, cluster: ClusterOptions, run_id: str, finished, on_steps=None
+) -> None:
     from distributed import as_completed
 
     # Unique, prefixed keys: dask may substitute a bare key into any string argument equal to it.
     keys = [f"facebatch-{spec.name}-{run_id}-{t.info.name}" for t in tasks]
     by_key = dict(zip(keys, tasks))
     with open_client(cluster) as client:
+        if on_steps is not None:
+            client.subscribe_topic(steps_topic(run_id), lambda event: on_steps(_event_steps(event)))
         if cluster.remote:
             _check_shared_filesystem(client, tasks[0].info.run, run_id)
         futures = client.map(run_shard, tasks, key=keys, pure=False, retries=spec.max_retries)
@@ -285,6 +324,15 @@ def _execute_dask(tasks: list[ShardTask], spec: StageSpec, cluster: ClusterOptio
         except BaseException:
             client.cancel(futures, force=True)
             raise
+
+
+def _event_steps(event) -> int:
+    """A worker's progress event: (timestamp, {"steps": n}); anything else counts as nothing."""
+    msg = event[1] if isinstance(event, tuple) and len(event) == 2 else event
+    try:
+        return max(int(msg.get("steps", 0)), 0)
+    except (AttributeError, TypeError, ValueError):
+        return 0
 
 
 PROBE_PREFIX = ".facebatch-probe-"
@@ -368,6 +416,7 @@ def _summary(
         out_dir=run_dir.root,
         table=spec.table,
         images=len(spec.items),
+        rows_per_item=spec.rows_per_item,
         shards=len(prep.shards),
         shards_skipped=len(prep.done),
         shards_run=len(work) if dry_run else len(new),

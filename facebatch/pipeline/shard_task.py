@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from facebatch.pipeline.atomic import atomic_write_json, recording_writes
 from facebatch.pipeline.cluster import worker_device
+from facebatch.pipeline.progress import worker_step_reporting
 from facebatch.pipeline.rundir import RunDir
 from facebatch.pipeline.table import atomic_write_table, with_run_metadata
 
@@ -88,6 +89,11 @@ def worker_state(setup: Callable[[dict], Any], key: str, config: dict) -> Any:
 
 
 def run_shard(task: ShardTask) -> dict:
+    with worker_step_reporting(task.run_id):
+        return _run_shard(task)
+
+
+def _run_shard(task: ShardTask) -> dict:
     state = worker_state(task.setup, task.state_key, task.setup_config)
     start = time.perf_counter()  # after the (cached) model load: shard seconds measure the shard alone
     run_dir = task.info.run

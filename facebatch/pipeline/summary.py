@@ -40,6 +40,7 @@ class RunSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (shard, message)
     dry_run: bool = False
     complete: bool = False
+    rows_per_item: str = "one"  # "many": an input gives several rows (mix: outputs per pair; align: faces)
 
     @property
     def images_per_second(self) -> float:
@@ -80,8 +81,9 @@ def summary_table(summary: RunSummary) -> Table:
     table.add_column("")
     table.add_column("value", justify="right")
     table.add_column("", justify="left")
-    table.add_row("images", str(summary.images), f"{summary.shards} shards")
-    table.add_row("ok", str(summary.images_ok), "")
+    many = summary.rows_per_item == "many"
+    table.add_row("inputs" if many else "images", str(summary.images), f"{summary.shards} shards")
+    table.add_row("ok", str(summary.images_ok), "rows (several per input)" if many else "")
     table.add_row("error", str(summary.images_error), "rows with status 'error'" if summary.images_error else "")
     table.add_row(
         "computed now",

@@ -20,9 +20,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
+from facebatch.invert.presets import ProjectionConfig
 from facebatch.invert.scores import ROW_SCORE_KEYS
 from facebatch.pipeline.images import UnreadableImage, load_image, save_image
 from facebatch.pipeline.noise_store import NoiseWriter
+from facebatch.pipeline.progress import report_steps
 from facebatch.pipeline.rundir import NOISE, RECONSTRUCTIONS
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
@@ -117,6 +119,7 @@ def build_project_spec(
         score_columns=(*ROW_SCORE_KEYS, "seconds"),
         side_dirs=side,
         metadata={"generator_sha256": nets.sha256, "generator": nets.name},
+        steps_per_item=ProjectionConfig(**projection).total_steps,
     )
 
 
@@ -156,7 +159,6 @@ def auto_batch_size(device, resolution: int) -> int:
 
 def project_state(nets, config: dict, device, encoder=None) -> ProjectState:
     """The worker state for networks already in memory (`encoder`: an `Encoder` module, or None)."""
-    from facebatch.invert.presets import ProjectionConfig
     from facebatch.invert.projector import Projector
 
     projector = Projector(
@@ -388,12 +390,12 @@ def _project_batch(state: ProjectState, loaded: list, rows: _Rows, info: ShardIn
 
 
 def _step_callback(state: ProjectState, n_images: int):
-    if state.on_steps is None:
-        return None
+    """Image-steps to the caller's hook (invert) or to the run's progress channel (the runner's bar)."""
+    report = state.on_steps or report_steps
     done = [0]
 
     def callback(step, total, losses):
-        state.on_steps((step - done[0]) * n_images)
+        report((step - done[0]) * n_images)
         done[0] = step
 
     return callback

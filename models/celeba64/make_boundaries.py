@@ -24,20 +24,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from facebatch.edit.boundaries_io import CELEBA_ALIASES
+
 HERE = Path(__file__).resolve().parent
 
 # shipped name -> (CelebA attribute, sign): sign -1 fits on 1 - p, so + means "more of the shipped name".
-BOUNDARIES = {
-    "age": ("Young", -1),
-    "gender": ("Male", +1),
-    "smile": ("Smiling", +1),
-    "eyeglasses": ("Eyeglasses", +1),
-    "hair_blond": ("Blond_Hair", +1),
-    "hair_black": ("Black_Hair", +1),
-    "bangs": ("Bangs", +1),
-    "mouth_open": ("Mouth_Slightly_Open", +1),
-    "lipstick": ("Wearing_Lipstick", +1),
-}
+# facebatch's own alias table, so that `--attr Smiling` finds `smile`, is the same mapping read backwards.
+BOUNDARIES = {shipped: (celeba, sign) for celeba, (shipped, sign) in CELEBA_ALIASES.items()}
 
 
 def facebatch(*args: str) -> None:
