@@ -1,6 +1,7 @@
 """Contact sheets, composed with PIL (a grid with text needs no plotting library; 48 matplotlib axes took seconds).
 
-- `edit_grid`: augment's sheet per attribute: rows = source images, columns = strengths.
+- `edit_grid`: augment's sheet per attribute: rows = source images (labelled by id), columns = original |
+  reconstruction (framed: strength 0) | strengths.
 - `labelled_rows`: rows of rendered images with a label above each row (NADA's before/after grids).
 - `reconstruction_sheet`: score's top-k images as caption | target | reconstruction | |difference|.
   Targets are re-read from source_path with the pipeline's own loader and centre-cropped to the
@@ -27,12 +28,21 @@ LINE = 14  # header text line height (PIL's default bitmap font)
 GRID_HEADER = 2 * LINE + 4  # the title, then one label per column
 
 
+ROW_LABEL_WIDTH = 96
+MARK = (220, 60, 40)
+
+
 def _grid_cell(path: Path | None, size: int) -> Image.Image:
+    """The image at `path` as a size x size cell: a non-square photo is centre-cropped first, as the projector
+    saw it (a stretched face would not compare)."""
     if path is None:
         return Image.new("RGB", (size, size), MISSING)
     try:
         with Image.open(path) as img:
-            return img.convert("RGB").resize((size, size), Image.Resampling.BOX)
+            w, h = img.size
+            side = min(w, h)
+            box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+            return img.convert("RGB").crop(box).resize((size, size), Image.Resampling.BOX)
     except (OSError, ValueError):
         return Image.new("RGB", (size, size), MISSING)
 
@@ -46,27 +56,45 @@ def fit_label(draw: ImageDraw.ImageDraw, text: str, width: int) -> str:
     return text + "~"
 
 
-def edit_grid(title: str, column_labels: Sequence[str], cells: Sequence[Sequence[Path | None]]) -> bytes:
+def edit_grid(
+    title: str,
+    column_labels: Sequence[str],
+    cells: Sequence[Sequence[Path | None]],
+    row_labels: Sequence[str] | None = None,
+    marked_column: int | None = None,
+) -> bytes:
     """One PNG: `cells[i][j]` is the image of row i, column j (None or unreadable: a grey cell).
 
-    Cells are as large as the first readable image, at most CELL_MAX pixels.
+    Cells are as large as the first generated image (column 1 on: column 0 may hold large photos), at most
+    CELL_MAX pixels; `row_labels` go in a column on the left; `marked_column` gets a frame (strength 0).
+    The title is never cut: the sheet widens to fit it.
     """
     size = CELL_MAX
-    first = next((p for row in cells for p in row if p is not None), None)
-    if first is not None:
+    probes = [p for row in cells for p in row[1:] if p is not None] + [p for row in cells for p in row if p]
+    for probe_path in probes[:1]:
         try:
-            with Image.open(first) as probe:
+            with Image.open(probe_path) as probe:
                 size = min(CELL_MAX, probe.size[0])
         except (OSError, ValueError):
             pass
-    sheet = Image.new("RGB", (size * len(column_labels), GRID_HEADER + size * len(cells)), (255, 255, 255))
+    left = ROW_LABEL_WIDTH if row_labels is not None else 0
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = max(left + size * len(column_labels), int(measure.textlength(title)) + 8)
+    sheet = Image.new("RGB", (width, GRID_HEADER + size * len(cells)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    draw.text((3, 2), fit_label(draw, title, sheet.size[0] - 5), fill=(0, 0, 0))
+    draw.text((3, 2), title, fill=(0, 0, 0))
     for j, label in enumerate(column_labels):
-        draw.text((j * size + 3, LINE + 2), fit_label(draw, label, size - 5), fill=(0, 0, 0))
+        colour = MARK if j == marked_column else (0, 0, 0)
+        draw.text((left + j * size + 3, LINE + 2), fit_label(draw, label, size - 5), fill=colour)
     for i, row in enumerate(cells):
+        top = GRID_HEADER + i * size
+        if row_labels is not None:
+            draw.text((3, top + size // 2 - LINE // 2), fit_label(draw, str(row_labels[i]), left - 6), fill=(0, 0, 0))
         for j, path in enumerate(row):
-            sheet.paste(_grid_cell(path, size), (j * size, GRID_HEADER + i * size))
+            sheet.paste(_grid_cell(path, size), (left + j * size, top))
+    if marked_column is not None and cells:
+        x0 = left + marked_column * size
+        draw.rectangle((x0, GRID_HEADER, x0 + size - 1, GRID_HEADER + size * len(cells) - 1), outline=MARK, width=2)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     return buf.getvalue()

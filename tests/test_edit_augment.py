@@ -16,6 +16,7 @@ from facebatch.pipeline.images import tensor_to_pil
 from facebatch.pipeline.latents import read_latent_table
 from facebatch.pipeline.noise_store import NoiseWriter
 from facebatch.sheets import GRID_HEADER as HEADER
+from facebatch.sheets import ROW_LABEL_WIDTH
 
 runner = CliRunner()
 
@@ -121,7 +122,12 @@ def test_augment_writes_images_manifest_and_sheet(run_dir, nvlabs_G, fixture_gen
     # Each PNG is the generator's rendering of the manifest's edited latent (const noise: none was saved).
     assert_same_png(np.asarray(Image.open(aug / frame.path.iloc[0])), render(nvlabs_G, edited[0]))
     sheet = Image.open(aug / "contact_sheets" / "age.png")
-    assert sheet.size == (2 * 64, HEADER + 3 * 64)
+    # rows labelled by id; columns original | reconstruction (strength 0) | -2 | +1.5
+    assert sheet.size == (ROW_LABEL_WIDTH + 4 * 64, HEADER + 3 * 64)
+    recon = aug / "contact_sheets" / "reconstructions" / "a" / "0.png"  # a/0.jpg's unedited latent, rendered
+    assert_same_png(np.asarray(Image.open(recon)), render(nvlabs_G, src["a/0.jpg"]))
+    cell = np.asarray(sheet.convert("RGB"))[HEADER + 2 : HEADER + 62, ROW_LABEL_WIDTH + 66 : ROW_LABEL_WIDTH + 126]
+    assert_same_png(cell, np.asarray(Image.open(recon).convert("RGB"))[2:-2, 2:-2])  # inside the 2-px frame
     # pandas reads the manifest as any facebatch table.
     assert len(pd.read_parquet(aug / "manifest")) == 6
 

@@ -188,6 +188,7 @@ def augment(
         batch_size=batch_size,
         limit=limit,
         force=force,
+        sheet_rows=sheet_rows,
     )
     summary = run_shards(spec, cluster, overwrite, retry_errors, dry_run, quiet)
     if dry_run:

@@ -31,7 +31,7 @@ from facebatch.edit.apply import edit_latents
 from facebatch.edit.boundaries_io import load_boundaries, pick
 from facebatch.edit.conditional import edit_step
 from facebatch.pipeline.latents import LatentIndex, read_rows
-from facebatch.pipeline.rundir import IMAGES, SHEETS, RunDir, output_names
+from facebatch.pipeline.rundir import IMAGES, SHEETS, RunDir, output_names, safe_relpath
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
 from facebatch.pipeline.table import latent_array_masked, latent_field
@@ -241,6 +241,7 @@ def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table
             for k in ks:
                 errors[k] = f"{type(exc).__name__}: {exc}"
 
+    _render_sheet_bases(state, items, src_ws, where, noise_cache, out_dir)
     ok = np.array([e is None for e in errors])
     shifts = {s["name"]: s for s in cfg.get("shifts", [])}
     files = {None: cfg["generator_path"], **cfg.get("shift_paths", {})}
@@ -270,6 +271,35 @@ def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table
         ],
         schema=manifest_schema(*cfg["latent_shape"]),
     )
+
+
+def _render_sheet_bases(state: dict, items: list[dict], src_ws, where: dict, noise_cache: dict, out_dir: Path) -> None:
+    """The unedited render (the reconstruction) of each contact-sheet source in this shard: the sheets' strength-0
+    column. Side files of the sheets, not rows of the manifest: the augmentation set stays what was asked for."""
+    import torch
+
+    from facebatch.pipeline.images import save_image
+
+    wanted = set(state["config"].get("sheet_sources") or ())
+    firsts = {it["source_id"]: it for it in items if it["source_id"] in wanted}
+    for source_id, it in firsts.items():
+        nz = noise_cache.get((it["part"], source_id))
+        w = torch.from_numpy(src_ws[where[(it["part"], it["row"])]][None]).to(state["device"])
+        try:
+            with torch.no_grad():
+                G = state["G"][None]
+                if nz is not None:
+                    img = G.synthesis(w, noise=[torch.from_numpy(layer[None]).to(state["device"]) for layer in nz])
+                else:
+                    img = G.synthesis(w, noise_mode="const")
+            save_image(img[0].cpu(), out_dir / sheet_base_path(source_id, it.get("out_name")))
+        except Exception:  # noqa: BLE001 - a sheet's picture must never fail the rows; the cell stays grey
+            continue
+
+
+def sheet_base_path(source_id: str, name: str | None = None) -> str:
+    """contact_sheets/reconstructions/<name>, relative to AUG."""
+    return str(PurePosixPath(SHEETS, "reconstructions", name or output_names([source_id])[source_id]))
 
 
 def _fingerprint(b) -> str:
@@ -404,8 +434,11 @@ def build_augment_spec(
     batch_size: int = 8,
     limit: int | None = None,
     force: bool = False,
+    sheet_rows: int = 16,
 ):
-    """Validate everything a user can get wrong here, in the driver, before any worker starts."""
+    """Validate everything a user can get wrong here, in the driver, before any worker starts.
+
+    The first `sheet_rows` sources are also rendered unedited (their reconstruction) for the contact sheets."""
     from facebatch.edit.apply import MODES
     from facebatch.edit.layers import format_layers, parse_layers
     from facebatch.errors import InputError
@@ -477,6 +510,7 @@ def build_augment_spec(
             "generator_path": str(path),
             "batch_size": batch_size,
             "shift_paths": {s.name: str(s.path) for s in shifted},
+            "sheet_sources": list(dict.fromkeys(it["source_id"] for it in items))[: max(sheet_rows, 0)],
         },
         schema=manifest_schema(*index.shape),
         side_dirs=(IMAGES, SHEETS),
@@ -485,12 +519,14 @@ def build_augment_spec(
 
 
 def write_contact_sheets(out_dir: Path, max_rows: int = 16) -> dict[str, Path]:
-    """Sheets built from the manifest and the PNGs on disk after the run, so a resumed run gets complete ones:
+    """Sheets built from the manifest and the PNGs on disk after the run, so a resumed run gets complete ones.
+    Every row is one source image, labelled by its id; every sheet starts with the original photo (or sample)
+    and its reconstruction (the unedited latent: strength 0, framed):
 
     - per attribute, ``<attribute>.png`` (the run's generator) and ``<attribute>@<shift>.png``:
-      rows = source images, columns = strengths;
-    - ``@shifts.png`` (no attribute's sheet has an "@" in its name) for the shifted renders of the
-      unedited latents: columns = shifted generators.
+      original | reconstruction | each strength (through the shift: its unedited render is the 0 column);
+    - ``@shifts.png`` (no attribute's sheet has an "@" in its name): original | reconstruction | each
+      shifted generator's render of the unedited latent.
     """
     import pyarrow.dataset as pads
 
@@ -504,32 +540,66 @@ def write_contact_sheets(out_dir: Path, max_rows: int = 16) -> dict[str, Path]:
     rows_all = dataset.to_table(columns=columns + (["shift"] if has_shift else [])).to_pylist()
     for r in rows_all:
         r.setdefault("shift", None)
+    sources = list(dict.fromkeys(r["source_image_id"] for r in rows_all))[:max_rows]
+    names = output_names(list(dict.fromkeys(r["source_image_id"] for r in rows_all)))
+    originals = _original_images(run, sources)
+    bases = {src: _existing(run.root / sheet_base_path(src, names[src])) for src in sources}
+    plain = {(r["source_image_id"], r["shift"]): run.root / r["path"] for r in rows_all
+             if r["attribute"] is None and r["status"] == "ok"}  # fmt: skip
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows_all:
-        groups[(r["attribute"] is None, r["attribute"] or "", r["shift"] or "")].append(r)
+        if r["attribute"] is not None:
+            groups[(r["attribute"], r["shift"] or "")].append(r)
     written = {}
-    for (plain, attr, shift), rows in sorted(groups.items()):
-        if plain:
-            continue
+    for (attr, shift), rows in sorted(groups.items()):
         strengths = sorted({r["strength"] for r in rows})
-        sources = list(dict.fromkeys(r["source_image_id"] for r in rows))[:max_rows]
         ok = {(r["source_image_id"], r["strength"]): run.root / r["path"] for r in rows if r["status"] == "ok"}
-        cells = [[ok.get((src, s)) for s in strengths] for src in sources]
+        zero = (lambda src: plain.get((src, shift))) if shift else bases.get
+        cells = [[originals.get(src), zero(src), *[ok.get((src, s)) for s in strengths]] for src in sources]
+        labels = ["original", f"0: {shift}" if shift else "0: reconstr.", *[strength_label(s) for s in strengths]]
         name = f"{safe_name(attr)}@{safe_name(shift)}" if shift else safe_name(attr)
         title = f"{attr} through {shift}" if shift else attr
         path = run.folder(SHEETS) / f"{name}.png"
-        atomic_write_bytes(path, edit_grid(title, [strength_label(s) for s in strengths], cells))
+        atomic_write_bytes(path, edit_grid(title, labels, cells, row_labels=sources, marked_column=1))
         written[name] = path
-    plain_rows = [r for (plain, _, _), rows in groups.items() if plain for r in rows]
-    if plain_rows:
-        shifts = list(dict.fromkeys(r["shift"] for r in plain_rows))
-        sources = list(dict.fromkeys(r["source_image_id"] for r in plain_rows))[:max_rows]
-        ok = {(r["source_image_id"], r["shift"]): run.root / r["path"] for r in plain_rows if r["status"] == "ok"}
+    shifts = list(dict.fromkeys(g for (_, g) in plain if g))
+    if shifts:
         # Column labels without the names' common start ("celeba64-smiling", "celeba64-glasses" -> "smiling", ...)
         common = os.path.commonprefix(shifts) if len(shifts) > 1 else ""
-        labels = [g[len(common) :] or g for g in shifts]
+        labels = ["original", "reconstr.", *[g[len(common) :] or g for g in shifts]]
         title = "shifted generators" + (f" ({common}...)" if common else "")
+        cells = [[originals.get(src), bases.get(src), *[plain.get((src, g)) for g in shifts]] for src in sources]
         path = run.folder(SHEETS) / "@shifts.png"
-        atomic_write_bytes(path, edit_grid(title, labels, [[ok.get((s, g)) for g in shifts] for s in sources]))
+        atomic_write_bytes(path, edit_grid(title, labels, cells, row_labels=sources, marked_column=1))
         written["@shifts"] = path
     return written
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
+def _original_images(run: RunDir, sources: Sequence[str]) -> dict[str, Path | None]:
+    """The photo each source latent was projected from (a project run's source_path), or the sample itself
+    (a sample run's images/<id>); None where neither can be found (a grey cell)."""
+    import pyarrow.dataset as pads
+
+    record = run.read_run() or {}
+    parts = [Path(p) for p in (record.get("config") or {}).get("latents") or []]
+    if not parts:
+        return {}
+    wanted, found = set(sources), {}
+    try:
+        table = pads.dataset([str(p) for p in parts if p.is_file()], format="parquet")
+        columns = [c for c in ("image_id", "source_path") if c in table.schema.names]
+        rows = table.to_table(columns=columns).to_pylist()
+    except (OSError, ValueError):
+        return {}
+    latents_root = RunDir.of_part(parts[0]).root
+    for row in rows:
+        src = row.get("image_id")
+        if src not in wanted:
+            continue
+        candidates = [row.get("source_path"), latents_root / "images" / safe_relpath(src)]
+        found[src] = next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+    return found

@@ -806,7 +806,7 @@ def write_contact_sheet(out_dir: Path, app: str, max_rows: int = 16) -> Path | N
         row += [run.root / by_variant[v] if v in by_variant else None for v in variants]
         cells.append(row)
     labels = [label for label, _ in inputs] + [v.replace("alpha ", "").replace("layers ", "L") for v in variants]
-    title = f"mix {app}: " + ", ".join(pairs[:3]) + (" ..." if len(pairs) > 3 else "")
+    title = f"mix {app}: {len(pairs)} pair{'s' if len(pairs) != 1 else ''}, labelled by pair id"
     path = run.folder(SHEETS) / f"{app}.png"
-    atomic_write_bytes(path, edit_grid(title, labels, cells))
+    atomic_write_bytes(path, edit_grid(title, labels, cells, row_labels=pairs))
     return path
