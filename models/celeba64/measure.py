@@ -95,6 +95,8 @@ def confident_calls(nets, predictor, samples: int) -> dict:
 
 
 def boundary_flips(nets, predictor, boundaries_path: Path, ws: np.ndarray, strength: float = 3.0) -> dict:
+    """Per shipped edit, the share of images whose call flips when moved `strength` toward the other call, and
+    (`<edit>_others`) how far the other two edited attributes' probabilities moved on the way."""
     from facebatch.edit.apply import edit_latents
     from facebatch.edit.boundaries_io import load_boundaries
 
@@ -107,9 +109,13 @@ def boundary_flips(nets, predictor, boundaries_path: Path, ws: np.ndarray, stren
         call = q >= 0.5
         toward = np.where(call, -strength, strength).astype(np.float32)  # each image toward its other call
         edited = edit_latents(ws, boundaries[name], toward)
-        p = predictor.probs(render(nets.G, edited).clamp(-1, 1)).numpy()[:, names.index(attr)]
+        after = predictor.probs(render(nets.G, edited).clamp(-1, 1)).numpy()
+        p = after[:, names.index(attr)]
         q_after = p if sign > 0 else 1 - p
         result[name] = float(((q_after >= 0.5) != call).mean())
+        # What else moved: the mean |change| of the other edited attributes' probabilities (0: a clean edit).
+        others = [names.index(a) for n, (a, _) in EDITS.items() if n != name]
+        result[f"{name}_others"] = float(np.abs(after[:, others] - base[:, others]).mean())
     return result
 
 
