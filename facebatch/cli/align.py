@@ -43,11 +43,14 @@ def align(
     shard_size: Annotated[
         int, typer.Option("--shard-size", help="Images per shard (= per Parquet part; the unit of resume).")
     ] = 256,
-    # Its own --workers: landmarks and warps are single-threaded CPU work, so the default is one worker per core.
+    # Its own help: landmarks and warps are single-threaded, so each worker gets one thread (same default rule).
     workers: Annotated[
         Optional[int],
         typer.Option(
-            "--workers", "-w", help="Local worker processes (default: one per core); 0 = no Dask, in this process."
+            "--workers",
+            "-w",
+            help="Local worker processes of one thread each; 0 = in this process, no Dask. Default: this process "
+            "below 8 usable cores, else one per core (`facebatch info` shows the rule).",
         ),
     ] = None,
     scheduler: SchedulerOption = None,
