@@ -1,5 +1,7 @@
 """Errors a user can cause. The CLI prints their message as one line and exits with exit_code."""
 
+import re
+
 
 class FacebatchError(Exception):
     """A problem with the user's input or environment, not a bug: no traceback is shown."""
@@ -32,5 +34,22 @@ class FacebatchWarning(UserWarning):
 
 def first_line(exc: BaseException) -> str:
     """An exception as one short line for a one-line error: its message's first line, else its type's name."""
+    refusal = weights_only_refusal(exc)
+    if refusal:
+        return refusal
     text = str(exc).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def weights_only_refusal(exc: BaseException) -> str | None:
+    """torch's weights-only loader refusing a file, said as what happened; None for any other error.
+
+    torch's own message opens with advice to load the file again with weights_only=False, which would
+    run whatever code the file carries: that advice must never reach a user, cut short or whole.
+    """
+    text = str(exc)
+    if "weights only load failed" not in text.lower():
+        return None
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    what = f"imports {found.group(1)}" if found else "holds more than tensors and containers"
+    return f"refused to load: the file {what}, which would run code when it is read (nothing in it was run)"

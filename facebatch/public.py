@@ -128,11 +128,13 @@ def mix(
     """
     from facebatch.invert.presets import DEFAULT_PRESET, load_preset
     from facebatch.nets.checkpoints import load_networks
+    from facebatch.nets.device import check_device
     from facebatch.pipeline.cluster import ClusterOptions
     from facebatch.pipeline.runner import run_stage
     from facebatch.stages.augment import resolve_generator
     from facebatch.stages.mix import build_mix_spec, open_runs, read_manifest, write_contact_sheet
 
+    check_device(device)  # here, before any work: in the worker it would fail every pair
     if generator is None:
         if not latents:
             raise TypeError("mix() needs a generator, or latents= runs that name theirs")

@@ -176,6 +176,11 @@ def test_bad_shifts_are_one_line_and_exit_2(run, tmp_path):
     )
     res = augment(tmp, g_path, "--shift", tmp_path / "foreign.safetensors", "--out", tmp_path / "A")
     assert res.exit_code == 2 and res.output.count("\n") == 1 and "--force" in res.output, res.output
+    state = {k: v.clone() for k, v in shifted.G.state_dict().items()}
+    state["synthesis.b4.conv1.weight"].view(-1)[0] = float("nan")  # trained into NaN: would render black
+    write_native(tmp_path / "nan.safetensors", shifted.g_kwargs, state)
+    res = augment(tmp, g_path, "--shift", tmp_path / "nan.safetensors", "--out", tmp_path / "A")
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "NaN or infinite" in res.output, res.output
     res = augment(tmp, g_path, "--shift", tmp_path / "missing.safetensors", "--out", tmp_path / "A")
     assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
     res = augment(tmp, g_path, "--out", tmp_path / "A")

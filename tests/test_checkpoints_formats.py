@@ -134,9 +134,27 @@ def test_rosinality_export_without_d_explains_what_is_missing(tmp_path, rosinali
 def test_torch_save_with_a_code_payload_is_refused(tmp_path):
     marker = tmp_path / "MARKER"
     torch.save({"g_ema": {}, "hook": _SystemCall(marker)}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match=r"refused to load: the file imports (posix|os|nt)\.system"):
+    with pytest.raises(CheckpointError, match=r"refused to load: the file imports (posix|os|nt)\.system") as info:
         load_networks(tmp_path / "evil.pt")
+    assert "would run code" in str(info.value) and "weights_only" not in str(info.value)
     assert not marker.exists()
+
+
+def test_torchs_advice_to_load_a_refused_file_unsafely_is_never_shown(tmp_path):
+    """torch's refusal opens with "Re-running `torch.load` with `weights_only` set to `False` will likely
+    succeed": every one-line message made from an exception says instead that the file would run code."""
+    import pickle
+
+    from facebatch.errors import first_line
+
+    torch.save({"hook": _SystemCall(tmp_path / "MARKER")}, tmp_path / "evil.pt")
+    with pytest.raises(pickle.UnpicklingError) as info:
+        torch.load(tmp_path / "evil.pt", weights_only=True)
+    assert "Re-running" in str(info.value)  # what torch says
+    line = first_line(info.value)
+    assert line.startswith("refused to load: the file imports") and "would run code" in line, line
+    assert "weights_only" not in line and "Re-running" not in line
+    assert first_line(ValueError("plain\nsecond")) == "plain"
 
 
 @pytest.mark.parametrize(

@@ -248,3 +248,18 @@ def test_arch_with_local_weights_builds_that_architecture(tmp_path, monkeypatch)
     with pytest.raises(ModelNotAvailable) as info:
         fclip.load_clip(f"RN50:{path}")
     assert "tokenizer of RN50" in one_line_error(info) and "transformers" in str(info.value)
+
+
+def test_a_clip_file_that_would_run_code_is_refused_in_one_line_without_torchs_advice(tmp_path):
+    import os
+
+    class Touch:
+        def __reduce__(self):
+            return os.system, (f"touch {tmp_path / 'MARKER'}",)
+
+    torch.save({"state_dict": Touch()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError) as info:
+        fclip.load_clip(f"RN50:{tmp_path / 'evil.pt'}")
+    message = one_line_error(info)
+    assert "would run code" in message and "weights_only" not in message and "Re-running" not in message, message
+    assert not (tmp_path / "MARKER").exists()

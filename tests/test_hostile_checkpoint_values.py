@@ -1,8 +1,9 @@
-"""Issue 15, class 2: the values a checkpoint rebuilds are untrusted data.
+"""The values a checkpoint rebuilds are untrusted data.
 
 Root: `nets.arch_check` checks every architecture field (known name, type, bounds) and then the tensors'
-shapes against a meta-device build before anything is allocated; the state-only unpickler bounds what its
-rebuilders allocate by what the file holds; `read_checkpoint` turns any wrong type into a CheckpointError.
+shapes against a meta-device build before anything is allocated, and that every weight is finite; the
+state-only unpickler bounds what its rebuilders allocate by what the file holds; `read_checkpoint` turns
+any wrong type into a CheckpointError.
 Each case is a small file; none may take long, allocate much, or end in anything but a CheckpointError.
 """
 
@@ -161,3 +162,22 @@ def test_a_bad_config_through_the_cli_is_one_line_and_exit_2(tmp_path, g_state):
     torch.save({"G_init_kwargs": 5, "G_ema_state_dict": [1]}, path)
     res = CliRunner().invoke(app, ["sample", "-g", str(path), "-o", str(tmp_path / "o"), "-n", "1"])
     assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_weights_are_refused_wherever_a_generator_is_loaded(tmp_path, g_state, value):
+    """A NaN weight would render NaN (black) images marked ok: every load refuses it, `models convert` too."""
+    from facebatch.nets.native_format import write_native
+
+    state = {k: v.clone() for k, v in g_state.items()}
+    name = next(k for k in state if k.endswith("weight") and "synthesis" in k)
+    state[name].view(-1)[3] = value
+    paths = [tmp_path / "g.pt", tmp_path / "g.safetensors"]
+    torch.save({"G_init_kwargs": G, "G_ema_state_dict": state}, paths[0])
+    write_native(paths[1], G, state)
+    for path in paths:
+        with pytest.raises(CheckpointError, match=f"NaN or infinite values \\({name}\\)"):
+            load_networks(path)
+        res = CliRunner().invoke(app, ["models", "convert", str(path), str(tmp_path / "out.safetensors")])
+        assert res.exit_code == 2 and res.output.count("\n") == 1 and name in res.output, res.output
+        assert not (tmp_path / "out.safetensors").exists()

@@ -59,6 +59,25 @@ def test_a_folder_or_fifo_as_labels_file_is_one_error(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "args",
+    [
+        ["project", "{fifo}", "-g", "G.pt", "-o", "{out}"],
+        ["label", "{fifo}", "-o", "{out}/l.csv"],
+        ["score", "{fifo}"],
+        ["augment", "-l", "{fifo}", "-o", "{out}", "--attr", "x"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_a_fifo_given_for_a_folder_is_called_a_fifo(tmp_path, args):
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    res = runner.invoke(app, [a.format(fifo=tmp_path / "fifo", out=tmp_path / "out") for a in args])
+    assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+    assert "is a FIFO, not a" in res.output and "no such" not in res.output, res.output
+
+
+@pytest.mark.parametrize(
     "cells, typo",
     [
         (["1", "-1"] * 20 + ["11"], "'11'"),

@@ -60,5 +60,8 @@ def test_single_file_and_bad_paths(tmp_path):
     assert discover_images(f) == [{"image_id": "one.PNG", "path": str(f.resolve())}]
     with pytest.raises(InputError, match="no such folder"):
         discover_images(tmp_path / "nope")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(InputError, match="fifo is a FIFO, not a folder or image file"):
+        discover_images(tmp_path / "fifo")
     with pytest.raises(InputError, match="not an image file"):
         discover_images(touch(tmp_path / "a.txt"))

@@ -290,3 +290,10 @@ def test_models_fetch_downloads_an_open_clip_clip_once_for_offline_use(isolated_
     assert code == 0 and "already cached" in out and server.hits["/open_clip_model.safetensors"] == 1
     code, _, err = run_cli(["models", "fetch", "ViT-B-16:openai"], capsys)  # offline and not cached
     assert code == 2 and len(err.strip().splitlines()) == 1 and "put it at" in err
+
+
+@pytest.mark.parametrize("spec", [":", "ViT-B-32:", ":openai", " : "])
+def test_models_fetch_of_a_half_clip_name_says_what_to_name(spec, isolated_cache, capsys):
+    code, _, err = run_cli(["models", "fetch", spec], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "ARCH:TAG" in err, err
+    assert "local file" not in err

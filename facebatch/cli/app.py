@@ -6,6 +6,7 @@ import errno
 import functools
 import inspect
 import sys
+import typing
 from typing import Annotated, Optional
 
 import typer
@@ -83,6 +84,7 @@ def _user_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             with console.warnings_as_lines():
+                check_options(fn, kwargs)
                 return fn(*args, **kwargs)
         except FacebatchError as exc:
             if console.debug_enabled():
@@ -97,6 +99,52 @@ def _user_errors(fn):
 
     wrapper._facebatch_wrapped = True
     return wrapper
+
+
+def check_options(fn, values: dict) -> None:
+    """The checks all commands' options share, made before a command does anything: every float option is
+    finite and of a size float32 maths survives (click reads "nan", "inf" and "1e308" as floats), and
+    --device is spelled as a device. Here once, so a new command's options are checked too."""
+    from facebatch.ranges import finite_number
+
+    for name, (flag, kind) in _checked_options(fn).items():
+        value = values.get(name)
+        if value is None:
+            continue
+        if kind == "float":
+            for number in value if isinstance(value, (list, tuple)) else [value]:
+                finite_number(number, flag)
+        else:
+            from facebatch.nets.device import check_device
+
+            check_device(value)
+
+
+@functools.lru_cache(maxsize=None)
+def _checked_options(fn) -> dict[str, tuple[str, str]]:
+    """parameter -> (its longest flag, "float" or "device") for the options of a command function that
+    check_options validates, read from the typer.Option annotations."""
+    found = {}
+    for name, hint in typing.get_type_hints(fn, include_extras=True).items():
+        if typing.get_origin(hint) is not typing.Annotated:
+            continue
+        base, *meta = typing.get_args(hint)
+        info = next((m for m in meta if isinstance(m, typer.models.OptionInfo)), None)
+        if info is None:
+            continue
+        flags = [d for d in (info.default, *(info.param_decls or ())) if isinstance(d, str) and d.startswith("-")]
+        flag = max(flags, key=len) if flags else f"--{name.replace('_', '-')}"
+        if float in _leaf_types(base):
+            found[name] = (flag, "float")
+        elif "--device" in flags:
+            found[name] = (flag, "device")
+    return found
+
+
+def _leaf_types(hint) -> set:
+    """float for float, Optional[float], list[float] and Optional[list[float]]."""
+    args = typing.get_args(hint)
+    return {leaf for arg in args for leaf in _leaf_types(arg)} if args else {hint}
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -25,6 +25,7 @@ from facebatch.cli.cluster_options import (
 from facebatch.cli.console import out
 from facebatch.cli.fit_boundaries import split_names
 from facebatch.errors import InputError
+from facebatch.ranges import finite_number
 
 DEFAULT_STRENGTHS = "-3,-1.5,1.5,3"
 # Lets `--strengths -3 -1.5 1.5 3` work: click reads only "-3" as the option's value and would take
@@ -40,11 +41,12 @@ def parse_strengths(text: str, extra: list[str]) -> list[float]:
             if not part:
                 continue
             try:
-                values.append(float(part))
+                float(part)
             except ValueError:
                 raise InputError(
                     f"unexpected argument {part!r} (strengths are numbers: --strengths -3 -1.5 1.5 3)"
                 ) from None
+            values.append(finite_number(part, "--strengths"))
     if not values:
         raise InputError("--strengths is empty")
     return values

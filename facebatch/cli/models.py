@@ -80,10 +80,15 @@ def _fetch_clip(spec: str, force: bool) -> None:
     from facebatch.nets import clip
 
     arch, _, tag = spec.partition(":")
-    if Path(tag).expanduser().exists():
+    if not arch.strip() or not tag.strip():  # ":" alone would otherwise name "." as a local file
+        raise InputError(
+            f"{spec!r}: name a model from `facebatch models list` or an open_clip CLIP as ARCH:TAG "
+            "(e.g. ViT-B-32:openai)"
+        )
+    if Path(tag).expanduser().is_file():
         raise InputError(f"{spec}: a local file needs no fetching; pass it as --clip {spec}")
-    dest = clip.pretrained_cache_path(arch, tag) if arch and tag else None
-    was_cached = dest is not None and dest.is_file()
+    dest = clip.pretrained_cache_path(arch, tag)
+    was_cached = dest.is_file()
     if force and was_cached:
         dest.unlink()
         cache.sidecar_path(dest).unlink(missing_ok=True)

@@ -97,8 +97,9 @@ def nada(
     (same result as an uninterrupted run); grids of fixed seeds show before and after. The output
     records the texts, CLIP models, settings and the base generator's sha256.
     """
-    from facebatch.cli.sample import parse_seeds
     from facebatch.nada.api import run_nada
+    from facebatch.nada.train import MAX_GRID_SEEDS
+    from facebatch.ranges import parse_seeds
 
     specs = list(clip or [])
     weights = list(clip_weight or [])
@@ -120,7 +121,7 @@ def nada(
             auto_layer_iters=auto_layer_iters,
             auto_layer_batch=auto_layer_batch,
             mixing=mixing,
-            grid_seeds=parse_seeds(grid_seeds, 0, 0),
+            grid_seeds=parse_seeds(grid_seeds, "--grid-seeds", most=MAX_GRID_SEEDS),
             snapshot_every=snapshot_every,
             work=work,
             resume=resume,

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from facebatch import ranges
 from facebatch.cli.cluster_options import (
     DeviceOption,
     DryRunOption,
@@ -22,22 +23,21 @@ from facebatch.cli.cluster_options import (
 )
 from facebatch.cli.console import out
 from facebatch.errors import InputError
-from facebatch.ranges import parse_ranges
+
+# One run's seeds are planned in this process, about 340 bytes each (1,000,000: ~340 MB); more go in several runs.
+MAX_SAMPLES = ranges.MAX_SELECTED
 
 
 def parse_seeds(seeds: Optional[str], n: int, seed: int) -> list[int]:
-    """`--seeds 0-9,42` wins; otherwise n consecutive seeds from --seed."""
-    if not seeds:
-        if n < 1:
-            raise InputError("-n must be at least 1")
-        return list(range(seed, seed + n))
-    try:
-        result = parse_ranges(seeds)
-    except ValueError as exc:
-        raise InputError(f"--seeds: cannot read {str(exc)!r} (non-negative seeds, e.g. 0-99,123)") from None
-    if not result:
-        raise InputError("--seeds selects no seeds")
-    return result
+    """`--seeds 0-9,42` wins; otherwise n consecutive seeds from --seed. Bounded before the list is made."""
+    if seeds:
+        return ranges.parse_seeds(seeds, "--seeds", most=MAX_SAMPLES)
+    if not 1 <= n <= MAX_SAMPLES:
+        raise InputError(f"-n {n}: from 1 to {MAX_SAMPLES:,} samples in one run")
+    ranges.check_seeds([seed], "--seed")
+    if seed + n - 1 > ranges.MAX_SEED:
+        raise InputError(f"--seed {seed} -n {n} reaches seed {seed + n - 1}; seeds end at {ranges.MAX_SEED}")
+    return list(range(seed, seed + n))
 
 
 def sample(

@@ -15,6 +15,7 @@ import numpy as np
 from facebatch.edit.boundary import Boundary
 from facebatch.edit.conditional import edit_step
 from facebatch.errors import InputError
+from facebatch.ranges import MAX_MAGNITUDE, finite_number
 
 MODES = ("relative", "absolute")
 
@@ -40,6 +41,9 @@ def edit_latents(
     if step is None:
         step = edit_step(boundary, conditions, layers)
     amount = np.broadcast_to(np.asarray(strength, dtype=np.float64), (len(ws),)).copy()
+    unusable = amount[~(np.abs(amount) <= MAX_MAGNITUDE)]  # nan fails every comparison
+    if unusable.size:
+        finite_number(unusable[0], "strength")
     if mode == "absolute":
         amount = amount - boundary.distance(ws)
     return (ws.astype(np.float64) + amount[:, None, None] * step[None]).astype(np.float32)

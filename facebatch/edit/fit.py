@@ -26,6 +26,7 @@ from sklearn.svm import LinearSVC
 
 from facebatch.edit.boundary import SPACES, Boundary
 from facebatch.errors import InputError
+from facebatch.ranges import finite_number
 
 MIN_TRAIN_PER_CLASS = 2
 C_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -62,6 +63,9 @@ class FitSettings:
             raise InputError(f"--split-ratio must be between 0 and 1 (got {self.split_ratio})")
         if self.max_train_rows is not None and self.max_train_rows < 2 * MIN_TRAIN_PER_CLASS:
             raise InputError(f"--max-train-rows must be at least {2 * MIN_TRAIN_PER_CLASS}")
+        finite_number(self.chosen_ratio, "--chosen-ratio")
+        if self.C is not None:
+            finite_number(self.C, "-C")
         if self.chosen_ratio <= 0:
             raise InputError(f"--chosen-ratio must be positive (got {self.chosen_ratio})")
         if self.C is not None and self.C <= 0:

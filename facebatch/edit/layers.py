@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 from facebatch.errors import InputError
-from facebatch.ranges import parse_ranges
+from facebatch.ranges import RangeTooLarge, parse_ranges
 
 
 def parse_layers(spec: str | Sequence[int] | None, num_ws: int) -> list[int]:
@@ -14,7 +14,11 @@ def parse_layers(spec: str | Sequence[int] | None, num_ws: int) -> list[int]:
         return list(range(num_ws))
     if isinstance(spec, str):
         try:
-            indices = parse_ranges(spec)
+            indices = parse_ranges(spec, largest=num_ws - 1)
+        except RangeTooLarge:
+            raise InputError(
+                f"layer selection {spec!r} is out of range: the latents have {num_ws} layers (0-{num_ws - 1})"
+            ) from None
         except ValueError:
             raise InputError(f"bad layer selection {spec!r}: use indices and ranges such as 0-7 or 0,2,4-6") from None
     else:

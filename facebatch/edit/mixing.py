@@ -156,7 +156,7 @@ def check_alpha(alpha: torch.Tensor | Sequence[float], num_ws: int) -> torch.Ten
             f"alpha needs one value per layer: got {alpha.shape[-1] if alpha.ndim else 1} value(s), "
             f"the codes have {num_ws} layers"
         )
-    if alpha.min() < 0 or alpha.max() > 1:
+    if not (torch.isfinite(alpha).all() and alpha.min() >= 0 and alpha.max() <= 1):  # nan passes comparisons
         raise InputError("alpha values must lie in [0, 1]")
     return alpha
 

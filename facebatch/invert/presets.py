@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -16,6 +15,7 @@ import yaml
 
 from facebatch.errors import InputError
 from facebatch.nets.perceptual import BACKENDS, DEFAULT_BACKEND
+from facebatch.ranges import MAX_MAGNITUDE, check_seeds, finite_number, format_bound
 
 LATENT_SPACES = ("w", "w+")
 INITS = ("w_avg", "encoder")
@@ -24,6 +24,9 @@ NOISE_MODES = ("const", "none")  # 'random' would draw from the global RNG: not 
 # none: fp32 throughout; bf16 / fp16: synthesis + perceptual trunk under autocast (fp16: GPUs, no loss
 # scaling); auto: bf16 on a CPU with oneDNN bf16 support, none elsewhere (GPUs: until bench/gpu.py says)
 AUTOCASTS = ("auto", "none", "bf16", "fp16")
+# The z of w_avg are drawn in one piece: 100,000 x 512 floats is 200 MB (NVlabs draws 10,000).
+MAX_W_AVG_SAMPLES = 100_000
+FINITE = f"a finite number from {format_bound(-MAX_MAGNITUDE)} to {format_bound(MAX_MAGNITUDE)}"
 
 
 @dataclass
@@ -96,15 +99,18 @@ class ProjectionConfig:
         for key in ("steps", "noise_steps", "w_avg_samples"):
             if getattr(self, key) < 0:
                 raise InputError(f"{key} must be >= 0, not {getattr(self, key)}")
-        if self.w_avg_samples < 2:
-            raise InputError("w_avg_samples must be at least 2 (w_std needs a spread)")
+        if not 2 <= self.w_avg_samples <= MAX_W_AVG_SAMPLES:  # at least 2: w_std needs a spread
+            raise InputError(f"w_avg_samples must be from 2 to {MAX_W_AVG_SAMPLES:,}, not {self.w_avg_samples}")
+        check_seeds([self.w_avg_seed], "w_avg_seed")
         for key in ("lr", "noise_lr", "lr_rampup", "lr_rampdown", "w_noise_factor", "w_noise_ramp"):
             if getattr(self, key) < 0:
                 raise InputError(f"{key} must be >= 0, not {getattr(self, key)}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.type == "float" and not (isinstance(value, (int, float)) and math.isfinite(value)):
-                raise InputError(f"{f.name} must be a finite number, not {value!r}")
+            if f.type == "float":
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise InputError(f"{f.name} must be {FINITE}, not {value!r}")
+                finite_number(value, f.name)
         for key in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise InputError(f"{key} must be in [0, 1), not {getattr(self, key)}")
@@ -160,15 +166,13 @@ def _coerce(key: str, value: Any) -> Any:
                 raise ValueError(value)
             return int(number)
         if kind == "float":
-            if isinstance(value, bool):
-                raise ValueError(value)
-            number = float(value)
-            if not math.isfinite(number):
-                raise ValueError(value)
-            return number
+            try:
+                return finite_number(value, key)
+            except InputError:
+                raise ValueError(value) from None
         return str(value)
     except (TypeError, ValueError, OverflowError):
-        wants = {"int": "an integer", "float": "a finite number", "bool": "true or false"}.get(kind, "a string")
+        wants = {"int": "an integer", "float": FINITE, "bool": "true or false"}.get(kind, "a string")
         raise InputError(f"setting {key} wants {wants}, got {value!r}") from None
 
 

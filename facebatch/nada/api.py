@@ -21,7 +21,7 @@ def default_work_dir(out: Path) -> Path:
 def parse_rows(spec: str | Sequence[int] | None, G) -> tuple[int, ...] | None:
     """--layers: None (adaptive), "all" (every conv row) or indices / ranges of W+ rows."""
     from facebatch.nada.layers import candidate_rows, check_rows
-    from facebatch.ranges import parse_ranges
+    from facebatch.ranges import RangeTooLarge, parse_ranges
 
     if spec is None:
         return None
@@ -29,7 +29,9 @@ def parse_rows(spec: str | Sequence[int] | None, G) -> tuple[int, ...] | None:
         if spec.strip().lower() == "all":
             return tuple(candidate_rows(G))
         try:
-            rows = parse_ranges(spec)
+            rows = parse_ranges(spec, largest=G.num_ws - 1)
+        except RangeTooLarge:
+            raise InputError(f"--layers {spec!r}: out of range, the generator has W+ rows 0-{G.num_ws - 1}") from None
         except ValueError:
             raise InputError(f"--layers {spec!r}: use W+ row indices and ranges such as 0-5 or 0,2,4") from None
     else:
@@ -74,16 +76,19 @@ def run_nada(
     this call after that many iterations (the output is written only when `iters` are done).
     """
     from facebatch.nada.loss import ClipLoss
-    from facebatch.nada.train import NadaSettings, nada_metadata, train_nada, write_nada_generator
+    from facebatch.nada.train import MAX_GRID_SEEDS, NadaSettings, nada_metadata, train_nada, write_nada_generator
     from facebatch.nets.checkpoints import load_networks
     from facebatch.nets.clip import load_clip, resolve_clip
     from facebatch.nets.device import resolve_device
+    from facebatch.ranges import finite_number, parse_seeds
 
     out = Path(out)
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give the generator file to write (e.g. G_sketch.safetensors)")
     if out.exists() and not overwrite:
         raise InputError(f"{out} exists; pass --overwrite to replace it")
+    if isinstance(settings.get("grid_seeds"), str):
+        settings["grid_seeds"] = parse_seeds(settings["grid_seeds"], "--grid-seeds", most=MAX_GRID_SEEDS)
     if "grid_seeds" in settings:
         settings["grid_seeds"] = tuple(int(s) for s in settings["grid_seeds"])
     try:
@@ -91,14 +96,14 @@ def run_nada(
     except TypeError as exc:
         raise TypeError(f"run_nada: {exc}") from None
     base.check()  # texts and numbers first: before any network is loaded
+    dev = resolve_device(device)
     specs = list(clips) or default_clips()
-    weights = [float(w) for w in clip_weights] if clip_weights else [1.0] * len(specs)
+    weights = [finite_number(w, "--clip-weight", lo=0.0) for w in clip_weights] if clip_weights else [1.0] * len(specs)
     if len(weights) != len(specs):
         raise InputError(f"{len(specs)} --clip model(s) but {len(weights)} --clip-weight value(s): give one per model")
-    if not any(weights) or any(w < 0 for w in weights):
+    if not any(weights):
         raise InputError(f"--clip-weight must be >= 0 with at least one above 0, got {weights}")
     refs = [resolve_clip(s) for s in specs]  # unknown or offline CLIPs fail here, in one line
-    dev = resolve_device(device)
     nets = generator if hasattr(generator, "G") else load_networks(generator, device="cpu", with_d=False)
     rows = parse_rows(layers, nets.G)
     s = NadaSettings(**{**base.__dict__, "layers": rows})

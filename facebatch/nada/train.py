@@ -44,10 +44,15 @@ from facebatch.nada.layers import (
 from facebatch.nada.loss import ClipLoss
 from facebatch.pipeline.atomic import atomic_write_bytes
 from facebatch.pipeline.snapshots import SNAPSHOTS, claim_work_dir, latest_snapshot, read_snapshot, write_snapshot
+from facebatch.ranges import check_seeds, finite_number
 
 LR = 0.002 * 4 / 5  # the reference: args.lr (0.002) * g_reg_ratio (g_reg_every 4 -> 4/5)
 BETAS = (0.0, 0.99 ** (4 / 5))
 GRIDS = "grids"
+# Each is one tensor allocation: a training batch (two generators' images and CLIP features, with gradients), the
+# W codes of a selection, a grid rendered in one batch. The reference trains with 2 (train.py's 16 at most).
+MAX_BATCH = 64
+MAX_GRID_SEEDS = 64
 SETTINGS_FILE = "nada.json"
 
 
@@ -86,12 +91,25 @@ class NadaSettings:
         ):
             if value < low:
                 raise InputError(f"{name} must be at least {low}, got {value}")
+        for name, value in (("--batch", self.batch), ("--auto-layer-batch", self.auto_layer_batch)):
+            if value > MAX_BATCH:
+                raise InputError(f"{name} {value}: at most {MAX_BATCH} (each batch is allocated in one piece)")
         if self.auto_layer_k is not None and self.auto_layer_k < 1:
             raise InputError(f"--auto-layer-k must be at least 1, got {self.auto_layer_k}")
-        if not 0.0 <= self.mixing <= 1.0:
-            raise InputError(f"--mixing is a probability in [0, 1], got {self.mixing}")
+        finite_number(self.mixing, "--mixing", lo=0.0, hi=1.0)  # a probability
+        for name, value in (("truncation", self.truncation), ("grid_truncation", self.grid_truncation)):
+            finite_number(value, name)
+        finite_number(self.lr, "lr", lo=0.0)
+        for beta in self.betas:
+            finite_number(beta, "betas", lo=0.0, hi=1.0)
+        check_seeds([self.seed], "--seed")
         if not self.grid_seeds:
             raise InputError("--grid-seeds selects no seed")
+        if len(self.grid_seeds) > MAX_GRID_SEEDS:
+            raise InputError(
+                f"--grid-seeds selects {len(self.grid_seeds)} seeds; at most {MAX_GRID_SEEDS} (one grid row)"
+            )
+        check_seeds(self.grid_seeds, "--grid-seeds")
 
     def resume_key(self) -> dict:
         """The settings a snapshot must share to be resumed (not iters: a run may be continued further)."""

@@ -239,3 +239,11 @@ def check_shapes(kind: str, cls: type, kwargs: dict, state: Any) -> None:
                 f"its {kind} weights do not fit its stored config ({name} is {list(got[name])}, the config needs "
                 f"{list(shape)})"
             )
+
+
+def check_finite(kind: str, state: Any, path: Any = None) -> None:
+    """Weights holding NaN or inf load and run, and render NaN or black images marked ok: refuse them at load."""
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            where = f"{path}: its" if path is not None else "its"
+            raise CheckpointError(f"{where} {kind} weights hold NaN or infinite values ({name})")

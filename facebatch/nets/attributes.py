@@ -26,6 +26,7 @@ from torch import nn
 
 from facebatch import __version__
 from facebatch.errors import CheckpointError
+from facebatch.nets.arch_check import check_finite
 from facebatch.nets.cache import atomic_output
 
 FORMAT_NAME = "facebatch-attributes"
@@ -312,9 +313,7 @@ def load_predictor(path: Path | str, device: str | torch.device = "cpu") -> Attr
             if names
         )
         raise CheckpointError(f"{path}: its weights do not fit a {config['architecture']} predictor ({detail})")
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise CheckpointError(f"{path}: non-finite weights in {bad[:3]}")
+    check_finite("predictor", tensors, path)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
     predictor.net.load_state_dict(state, strict=False)  # strict up to num_batches_tracked, checked above
     return predictor.eval().requires_grad_(False).to(device)

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from facebatch.errors import CheckpointError
+from facebatch.errors import CheckpointError, weights_only_refusal
 from facebatch.nets import cache, registry
-from facebatch.nets.arch_check import check_kwargs, check_shapes
+from facebatch.nets.arch_check import check_finite, check_kwargs, check_shapes
 from facebatch.nets.native_format import RawNetworks, read_native
 from facebatch.nets.safe_pickle import TORCH_LEGACY_MAGIC, load_pickle, networks_from_pickle
 
@@ -113,12 +112,8 @@ def _from_torch_save(path: Path) -> tuple[str, RawNetworks]:
         with torch.serialization.safe_globals([argparse.Namespace]), open(path, "rb") as fh:
             ckpt = torch.load(fh, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f"imports {found.group(1)}" if found else "needs more than tensors and containers"
-        raise CheckpointError(
-            f"{path}: refused to load: the file {what}, which torch's weights-only loader does not "
-            "allow (checkpoints are data; nothing in the file was run)"
-        ) from None
+        refusal = weights_only_refusal(exc) or "refused to load: the file holds more than tensors and containers"
+        raise CheckpointError(f"{path}: {refusal}") from None
     except (RuntimeError, EOFError, ValueError, OSError, AttributeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: truncated or corrupt torch checkpoint ({first})") from None
@@ -144,11 +139,13 @@ def _from_torch_save(path: Path) -> tuple[str, RawNetworks]:
 
 
 def build(path: Path, kind: str, kwargs: dict, state: dict, cls: type) -> torch.nn.Module:
-    """Check the stored config (types, bounds, then shapes on the meta device), construct from it,
-    load the state dict strictly, freeze for inference. Nothing is allocated beyond what the file holds."""
+    """Check the stored config (types, bounds, then shapes on the meta device) and that every weight is finite,
+    construct from it, load the state dict strictly, freeze for inference. Nothing is allocated beyond what
+    the file holds."""
     try:
         check_kwargs(kind, kwargs)
         check_shapes(kind, cls, kwargs, state)
+        check_finite(kind, state)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - the config is data from the file: any failure means a bad file
@@ -163,6 +160,9 @@ def build(path: Path, kind: str, kwargs: dict, state: dict, cls: type) -> torch.
 
 
 def _first_line(exc: BaseException) -> str:
+    refusal = weights_only_refusal(exc)
+    if refusal:
+        return refusal
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 

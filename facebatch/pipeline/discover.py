@@ -7,6 +7,7 @@ machines and shard sizes. Hidden files and folders (".thumbnails", ".ipynb_check
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Iterable
@@ -22,6 +23,28 @@ def no_images(root: Path) -> InputError:
     return InputError(f"no images ({', '.join(s[1:] for s in _SUFFIX_ORDER)}) under {root}")
 
 
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages ("a FIFO", "a folder", ...), from its st_mode."""
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def not_a_folder(path: Path, what: str = "folder") -> InputError:
+    """The error for a path that is not the folder asked for: missing, or a FIFO, device or socket said as such."""
+    path = Path(path)
+    if not path.exists():
+        return InputError(f"no such {what}: {path}")
+    return InputError(f"{path} is {file_kind(path.stat().st_mode)}, not a {what}")
+
+
 def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
@@ -34,7 +57,7 @@ def discover_images(root: Path, exclude: Iterable[Path] = ()) -> list[dict]:
             raise InputError(f"{root} is not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")
         return [{"image_id": root.name, "path": str(root.resolve())}]
     if not root.is_dir():
-        raise InputError(f"no such folder: {root}")
+        raise not_a_folder(root, "folder or image file")
     skip = {_identity(p) for p in exclude if Path(p).is_dir()}
     found: dict[str, str] = {}
     seen_dirs: set[tuple[int, int]] = set()

@@ -20,6 +20,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facebatch.pipeline.atomic import atomic_write_bytes
+from facebatch.pipeline.discover import file_kind
 
 # PIL raises DecompressionBombError above twice this many pixels and only warns between 1x and 2x;
 # we refuse from 1x: a 180-megapixel "face photo" is far more likely a bomb than a portrait.
@@ -69,7 +70,7 @@ def read_bytes(path: Path) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise UnreadableImage(f"not a regular file ({_file_kind(st.st_mode)})")
+            raise UnreadableImage(f"not a regular file ({file_kind(st.st_mode)})")
         if st.st_size == 0:
             raise UnreadableImage("empty file (0 bytes)")
         if st.st_size > MAX_IMAGE_BYTES:
@@ -99,19 +100,6 @@ def _hash_rest(fh, head: bytes) -> str:
     for chunk in iter(lambda: fh.read(1 << 20), b""):
         digest.update(chunk)
     return digest.hexdigest()
-
-
-def _file_kind(mode: int) -> str:
-    for test, name in (
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISDIR, "a folder"),
-    ):
-        if test(mode):
-            return name
-    return "a special file"
 
 
 def decode(data: bytes, target: int | None = None) -> tuple[Image.Image, tuple[int, int]]:

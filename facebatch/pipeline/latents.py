@@ -25,8 +25,9 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from facebatch.errors import InputError
+from facebatch.pipeline.discover import not_a_folder
 from facebatch.pipeline.rundir import LATENTS, RunDir, locate_table
-from facebatch.pipeline.table import SHAPE_KEY, column_to_numpy, field_shape, run_metadata
+from facebatch.pipeline.table import SHAPE_KEY, column_to_numpy, field_shape, reading_parquet, run_metadata
 
 PART_COLUMN = "_part"
 
@@ -37,7 +38,7 @@ def parquet_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise InputError(f"no such table or folder: {path}")
+        raise not_a_folder(path, "table or folder")
     return sorted(
         p for p in path.rglob("*.parquet") if not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts)
     )
@@ -115,8 +116,9 @@ class LatentsSource:
 
     def read(self, columns: Iterable[str] | None = None) -> LatentTable:
         """The whole table; latent columns come back shaped."""
-        dataset = pads.dataset([str(f) for f in self.files], format="parquet")
-        table = dataset.to_table(columns=list(columns) if columns is not None else None)
+        with reading_parquet(self.path):  # pyarrow's message names the part when it can
+            dataset = pads.dataset([str(f) for f in self.files], format="parquet")
+            table = dataset.to_table(columns=list(columns) if columns is not None else None)
         latents, scalar_cols = {}, []
         for fld in table.schema:
             name = fld.name
@@ -142,14 +144,16 @@ class LatentsSource:
         """The given scalar columns of every part, plus PART_COLUMN; a table without status is all ok."""
         frames = []
         for path in self.files:
-            part = pq.ParquetFile(path)  # one footer read per part (thousands of parts in a large run)
+            with reading_parquet(path):
+                part = pq.ParquetFile(path)  # one footer read per part (thousands of parts in a large run)
             have = set(part.schema_arrow.names)
             missing = [c for c in columns if c not in have]
             if missing:
                 raise InputError(
                     f"{path} lacks column(s) {', '.join(missing)} that {self.files[0].name} has: mixed runs?"
                 )
-            frame = part.read(columns=list(columns)).to_pandas()  # scalar columns only: nothing to reshape
+            with reading_parquet(path):
+                frame = part.read(columns=list(columns)).to_pandas()  # scalar columns only: nothing to reshape
             frame[PART_COLUMN] = path.relative_to(self.path).as_posix() if self.path.is_dir() else path.name
             frames.append(frame)
         frame = pd.concat(frames, ignore_index=True)
@@ -171,12 +175,13 @@ class LatentsSource:
         ids, ok, which, rows = [], [], [], []
         for i, f in enumerate(self.files):
             names = ["image_id", column] + (["status"] if "status" in schema.names else [])
-            t = pq.read_table(f, columns=names)
-            n = t.num_rows
-            valid = t.column(column).is_valid().to_numpy(zero_copy_only=False)
-            if "status" in t.column_names:
-                valid &= np.asarray(t.column("status").to_pylist(), dtype=object) == "ok"
-            ids.append(np.asarray(t.column("image_id").to_pylist(), dtype=object))
+            with reading_parquet(f):
+                t = pq.read_table(f, columns=names)
+                n = t.num_rows
+                valid = t.column(column).is_valid().to_numpy(zero_copy_only=False)
+                if "status" in t.column_names:
+                    valid &= np.asarray(t.column("status").to_pylist(), dtype=object) == "ok"
+                ids.append(np.asarray(t.column("image_id").to_pylist(), dtype=object))
             ok.append(valid)
             which.append(np.full(n, i, dtype=np.int64))
             rows.append(np.arange(n, dtype=np.int64))
@@ -201,7 +206,10 @@ def open_latents(path: Path, table: str = LATENTS, what: str = "table or folder"
             f"{table_path} holds no {table}/ table and no Parquet files: "
             "pass a `facebatch project` or `facebatch sample` output folder"
         )
-    return LatentsSource(run=run, path=table_path, files=files, schema=pq.read_schema(files[0]))
+    with reading_parquet(files[0]):
+        schema = pq.read_schema(files[0])
+        run_metadata(schema)  # read again on every use: a damaged one is refused here, naming the file
+    return LatentsSource(run=run, path=table_path, files=files, schema=schema)
 
 
 def read_latent_table(path: Path, columns: Iterable[str] | None = None) -> LatentTable:
@@ -232,20 +240,21 @@ def read_rows(
         order = np.argsort(wanted_rows, kind="stable")
         wanted_sorted, dest_sorted = wanted_rows[order], want[order]
         start = 0
-        for batch in pq.ParquetFile(files[int(fi)]).iter_batches(columns=[column], batch_size=batch_size):
-            stop = start + batch.num_rows
-            lo, hi = np.searchsorted(wanted_sorted, [start, stop])
-            if hi > lo:
-                col = batch.column(0)
-                # .values ignores the array's offset; slice explicitly (null slots still hold `size` values).
-                values = col.values.slice(col.offset * size, len(col) * size)
-                flat = values.to_numpy(zero_copy_only=False).reshape(batch.num_rows, size)
-                picked = flat[wanted_sorted[lo:hi] - start].reshape((hi - lo,) + tuple(shape))
-                reduced = np.asarray(reduce(picked.astype(np.float32, copy=False)))
-                if out is None:
-                    out = np.empty((len(file_of_row),) + reduced.shape[1:], dtype=reduced.dtype)
-                out[dest_sorted[lo:hi]] = reduced
-            start = stop
+        with reading_parquet(files[int(fi)]):
+            for batch in pq.ParquetFile(files[int(fi)]).iter_batches(columns=[column], batch_size=batch_size):
+                stop = start + batch.num_rows
+                lo, hi = np.searchsorted(wanted_sorted, [start, stop])
+                if hi > lo:
+                    col = batch.column(0)
+                    # .values ignores the array's offset; slice explicitly (null slots still hold `size` values).
+                    values = col.values.slice(col.offset * size, len(col) * size)
+                    flat = values.to_numpy(zero_copy_only=False).reshape(batch.num_rows, size)
+                    picked = flat[wanted_sorted[lo:hi] - start].reshape((hi - lo,) + tuple(shape))
+                    reduced = np.asarray(reduce(picked.astype(np.float32, copy=False)))
+                    if out is None:
+                        out = np.empty((len(file_of_row),) + reduced.shape[1:], dtype=reduced.dtype)
+                    out[dest_sorted[lo:hi]] = reduced
+                start = stop
     if out is None:
         return np.empty((0,) + tuple(shape), dtype=np.float32)
     return out

@@ -32,6 +32,7 @@ from typing import Iterator, Sequence
 
 from facebatch.errors import InputError
 from facebatch.pipeline.atomic import open_nofollow, sweep_temps
+from facebatch.pipeline.discover import not_a_folder
 
 RUN_FILE = "_run.json"
 SUCCESS_FILE = "_SUCCESS"
@@ -188,8 +189,8 @@ def locate_table(path: Path, table: str = LATENTS, what: str = "table or folder"
     """(run folder, table path) from what a user passes: OUT (holding <table>/), OUT/<table>, one part
     file, or a folder of Parquet files another tool wrote (then that folder is the run's root)."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"no such {what}: {path}")
+    if not (path.is_file() or path.is_dir()):
+        raise not_a_folder(path, what)
     if path.is_dir() and (path / table).is_dir():
         return RunDir(path, table), path / table
     folder = path.parent if path.is_file() else path

@@ -10,14 +10,16 @@ the tables back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from facebatch.errors import InputError, first_line
 from facebatch.pipeline.atomic import atomic_output
 
 METADATA_KEY = b"facebatch"
@@ -84,3 +86,17 @@ def atomic_write_table(path: Path, table: pa.Table) -> None:
     """Parquet (zstd) through the atomic writer: a reader never sees a part half written."""
     with atomic_output(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
+
+
+@contextlib.contextmanager
+def reading_parquet(path: Path) -> Iterator[None]:
+    """A Parquet file that cannot be read (corrupt, truncated, not Parquet) is an InputError naming it: pyarrow's
+    own messages ("Parquet magic bytes not found", "Couldn't deserialize thrift") do not say which file.
+    An OSError with an errno (permission, a full disk) is the environment's and passes through."""
+    try:
+        yield
+    # UnicodeDecodeError: Parquet strings are not checked as UTF-8; JSONDecodeError: damaged facebatch metadata
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        raise InputError(f"{path}: not a readable Parquet file ({first_line(exc)})") from None

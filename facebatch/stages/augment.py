@@ -363,10 +363,12 @@ class Shift:
 
 
 def _architecture(path: Path) -> tuple[dict, dict]:
-    """(W+ shape and resolution, parameter name -> shape) of a checkpoint, without building it."""
+    """(W+ shape and resolution, parameter name -> shape) of a checkpoint, without building it; its weights finite."""
+    from facebatch.nets.arch_check import check_finite
     from facebatch.nets.checkpoints import read_checkpoint
 
     _, raw = read_checkpoint(path)
+    check_finite("generator", raw.g_state, path)  # here, once: in the workers it would fail every shard
     shapes = {k: tuple(v.shape) for k, v in raw.g_state.items()}
     kw = raw.g_kwargs
     return {k: kw.get(k) for k in ("z_dim", "w_dim", "img_resolution", "img_channels")}, shapes

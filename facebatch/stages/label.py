@@ -289,11 +289,17 @@ def read_labels_table(out_dir: Path, n_parts: int | None = None):
     import pandas as pd
     import pyarrow.parquet as pq
 
+    from facebatch.pipeline.table import reading_parquet
+
     run = RunDir(Path(out_dir), TABLE)
     parts = sorted(run.table_dir.glob("part-*.parquet"))
     if n_parts is not None:
         parts = parts[:n_parts]
-    return pd.concat([pq.read_table(p).to_pandas() for p in parts], ignore_index=True)
+    frames = []
+    for part in parts:
+        with reading_parquet(part):
+            frames.append(pq.read_table(part).to_pandas())
+    return pd.concat(frames, ignore_index=True)
 
 
 def labels_csv(frame, attrs: Sequence[str], binary: bool = False, threshold: float = 0.5) -> bytes:

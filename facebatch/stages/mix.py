@@ -33,7 +33,8 @@ from facebatch.errors import InputError
 from facebatch.pipeline.rundir import IMAGES, SHEETS, RunDir
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
-from facebatch.pipeline.table import latent_array_masked, latent_field
+from facebatch.pipeline.table import latent_array_masked, latent_field, reading_parquet
+from facebatch.ranges import finite_number, parse_numbers
 
 log = logging.getLogger("facebatch.mix")
 
@@ -45,6 +46,8 @@ DEFAULT_MASKS = {"crossover": "left", "inpaint": "center", "style": "right"}
 # the fixture generator; 0.2 restyles the region visibly and keeps the rest (the tests' and bench's choice).
 DEFAULT_STYLE_WEIGHT = 0.2
 DEFAULT_FRAMES = 8
+# A pair's frames are held at once (codes, noise maps, images for the animation): ~11 MB a frame at 1024 px.
+MAX_FRAMES = 256
 SCORES = ("psnr_a", "psnr_b", "psnr_hole", "style_distance")
 THRESHOLD = 0.5
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]")
@@ -106,9 +109,10 @@ def open_runs(paths: Sequence[Path]) -> LatentRuns:
         runs.index = runs.index or index
         sources = {}
         for f in source.files:
-            names = pq.read_schema(f).names
-            if "source_path" in names:
-                t = pq.read_table(f, columns=["image_id", "source_path"])
+            with reading_parquet(f):
+                names = pq.read_schema(f).names
+                t = pq.read_table(f, columns=["image_id", "source_path"]) if "source_path" in names else None
+            if t is not None:
                 sources.update(zip(t.column("image_id").to_pylist(), t.column("source_path").to_pylist()))
         for n, image_id in enumerate(index.image_ids):
             if image_id in runs.where or not index.ok[n]:
@@ -248,8 +252,9 @@ def build_mix_spec(
             raise InputError(f"--latents codes are {list(shape)}, the generator's W+ is {[G.num_ws, G.w_dim]}")
     params = dict(params)
     if app == "morph":
-        if int(params.get("frames", DEFAULT_FRAMES)) < 2:
-            raise InputError("--frames must be at least 2 (the two endpoints)")
+        frames = int(params.get("frames", DEFAULT_FRAMES))
+        if not 2 <= frames <= MAX_FRAMES:
+            raise InputError(f"--frames {frames}: from 2 (the two endpoints) to {MAX_FRAMES}")
         if params.get("animation", "gif") not in ("gif", "webp", "none"):
             raise InputError("--animation must be gif, webp or none")
     if app in DEFAULT_MASKS:
@@ -271,12 +276,14 @@ def build_mix_spec(
     if app == "style":
         if projection.get("perceptual") == "none":
             raise InputError("style transfer needs the perceptual network's features: not --set perceptual=none")
-        if float(params.get("style_weight", DEFAULT_STYLE_WEIGHT)) < 0:
-            raise InputError("--style-weight must be >= 0")
+        finite_number(params.get("style_weight", DEFAULT_STYLE_WEIGHT), "--style-weight", lo=0)
     if app == "expression":
         alpha = params.get("alpha")
         if alpha is not None:
-            values = [float(v) for v in alpha] if not isinstance(alpha, str) else _floats(alpha)
+            if isinstance(alpha, str):
+                values = parse_numbers(alpha, "--alpha", lo=0, hi=1)
+            else:
+                values = [finite_number(v, "--alpha", lo=0, hi=1) for v in alpha]
             params["alpha"] = mx.check_alpha(values, G.num_ws).tolist()
             params["alpha_layers"] = None
         else:
@@ -313,13 +320,6 @@ def build_mix_spec(
         metadata={"generator_sha256": nets.sha256, "generator": nets.name},
         rows_per_item="many",
     )
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise InputError(f"--alpha takes numbers, one per W+ layer, comma-separated: {text!r}") from None
 
 
 # -- the worker ----------------------------------------------------------------------------------------
