@@ -70,7 +70,7 @@ def project_images(
     """
     import pyarrow as pa
 
-    from facebatch.invert.presets import DEFAULT_PRESET, load_preset
+    from facebatch.invert.presets import default_preset_for, load_preset
     from facebatch.nets.device import resolve_device
     from facebatch.pipeline.latents import LatentTable
     from facebatch.pipeline.table import column_to_numpy
@@ -78,7 +78,7 @@ def project_images(
 
     dev = resolve_device(device)
     nets = generator if hasattr(generator, "G") else load_generator(generator, device=str(dev))
-    cfg = load_preset(preset or DEFAULT_PRESET, dict(overrides or {}))
+    cfg = load_preset(preset or default_preset_for(nets), dict(overrides or {}))
     paths = [Path(p) for p in images]
     names = [p.name for p in paths]
     items = [{"image_id": p.name if names.count(p.name) == 1 else str(p), "path": str(p)} for p in paths]

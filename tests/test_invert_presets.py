@@ -120,3 +120,21 @@ def test_default_keeps_everything_in_the_latent():
     assert (cfg.latent_space, cfg.noise_optimization, cfg.w_noise_factor) == ("w+", "none", 0.0)
     assert (cfg.lr, cfg.lr_rampup, cfg.lr_rampdown, cfg.perceptual) == (0.1, 0.05, 0.25, "stlpips-vgg")
     assert cfg.mse_weight > 0 and cfg.perceptual_weight > 0
+
+
+def test_a_generator_without_a_preset_gets_the_registrys_choice_for_it(monkeypatch):
+    from types import SimpleNamespace
+
+    from facebatch.cli.projection_options import projection_config
+    from facebatch.invert.presets import DEFAULT_PRESET, default_preset_for
+    from facebatch.nets import registry
+
+    entry = registry.ModelEntry(
+        name="g", url="", resolution=64, format="facebatch-safetensors", sha256="ab" * 32, default_preset="fast"
+    )
+    monkeypatch.setattr(registry, "models", lambda: {"g": entry})
+    ours, other = SimpleNamespace(sha256="ab" * 32), SimpleNamespace(sha256="cd" * 32)
+    assert default_preset_for(ours) == "fast" and default_preset_for(other) == DEFAULT_PRESET
+    assert projection_config(None, None, None, ours).name == "fast"
+    assert projection_config("nvlabs", None, None, ours).name == "nvlabs"  # a named preset always wins
+    assert projection_config(None, 7, None, other).name == DEFAULT_PRESET

@@ -88,9 +88,9 @@ def invert(
     missing = [str(p) for p in images if not p.is_file()]
     if missing:
         raise InputError(f"no such image file: {', '.join(missing)}")
-    cfg = projection_config(preset, steps, set_)
     dev = resolve_device(device)
     nets = load_networks(generator, device=str(dev))
+    cfg = projection_config(preset, steps, set_, nets)
     enc = projection_encoder(cfg, encoder, nets)
     if enc is not None:
         enc.encoder.to(dev)

@@ -95,15 +95,17 @@ def project(
     if batch_size is not None and batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     cluster = cluster_options(workers, scheduler, scheduler_file, threads_per_worker, device)
-    cfg = projection_config(preset, steps, set_)
-    if save_noise and cfg.noise_optimization == "none":
-        raise InputError(f"--save-noise: preset {cfg.name!r} does not optimise noise maps (noise_optimization=none)")
+    cfg = projection_config(preset, steps, set_)  # the settings are checked before any file is read
     if align:
         _check_align_available(align_backend)
     items = discover_images(input_dir, exclude=[out_dir])
     if not items:
         raise no_images(input_dir)
     nets = load_networks(generator, device="cpu")  # here only for its sha256 and shapes; fails early on a bad file
+    if preset is None:
+        cfg = projection_config(preset, steps, set_, nets)  # the generator's own default preset
+    if save_noise and cfg.noise_optimization == "none":
+        raise InputError(f"--save-noise: preset {cfg.name!r} does not optimise noise maps (noise_optimization=none)")
     build_perceptual(cfg.perceptual, "cpu")  # a missing perceptual weight file fails here, not on every worker
     enc = projection_encoder(cfg, encoder, nets)  # likewise a missing encoder, or one for another generator
     spec = build_project_spec(

@@ -35,14 +35,16 @@ EncoderOption = Annotated[
 ]
 
 
-def projection_config(preset: str | None, steps: int | None, set_: list[str] | None):
-    """The resolved ProjectionConfig: the preset (default if none), then --set overrides, then --steps."""
-    from facebatch.invert.presets import DEFAULT_PRESET, load_preset, parse_overrides
+def projection_config(preset: str | None, steps: int | None, set_: list[str] | None, nets=None):
+    """The resolved ProjectionConfig: the preset (if none, the generator's default: `default_preset_for`), then
+    --set overrides, then --steps."""
+    from facebatch.invert.presets import DEFAULT_PRESET, default_preset_for, load_preset, parse_overrides
 
     overrides = parse_overrides(set_ or [])
     if steps is not None:
         overrides["steps"] = steps
-    return load_preset(preset or DEFAULT_PRESET, overrides)
+    fallback = default_preset_for(nets) if nets is not None else DEFAULT_PRESET
+    return load_preset(preset or fallback, overrides)
 
 
 def projection_encoder(cfg, encoder: str | None, nets):

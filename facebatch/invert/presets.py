@@ -145,6 +145,16 @@ PRESETS: tuple[str, ...] = _preset_names()
 DEFAULT_PRESET = "default"
 
 
+def default_preset_for(nets) -> str:
+    """The preset a run gets when none is named: the registry's choice for this generator (by its file's
+    sha256; e.g. `hybrid` where a built-in encoder makes it reach `default`'s quality in a fraction of the
+    time), else DEFAULT_PRESET."""
+    from facebatch.nets import registry
+
+    entry = registry.generator_of(getattr(nets, "sha256", None))
+    return entry.default_preset if entry is not None and entry.default_preset else DEFAULT_PRESET
+
+
 def _coerce(key: str, value: Any) -> Any:
     """Type a value (YAML scalar or a `key=value` string from the command line) as the field wants."""
     if key not in _FIELDS:

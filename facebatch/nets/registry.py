@@ -35,6 +35,8 @@ class ModelEntry:
     builtin: str | None = None  # path inside the facebatch.models package
     boundaries: str | None = None  # built-in boundaries file fitted for this generator (same package)
     encoder: str | None = None  # registry name of the encoder trained for this generator
+    # The projection preset used for this generator when none is given (chosen from bench/encoder.py's figures).
+    default_preset: str | None = None
 
     @property
     def filename(self) -> str:
@@ -101,6 +103,14 @@ def shipped_boundaries(generator_sha256: str | None) -> tuple[ModelEntry, Path] 
             path = entry.boundaries_path()
             if path is not None and path.is_file():
                 return entry, path
+    return None
+
+
+def generator_of(sha256: str | None) -> ModelEntry | None:
+    """The registry generator whose pinned file has this sha256, else None."""
+    for entry in models().values():
+        if sha256 and entry.kind == "generator" and entry.sha256 == sha256:
+            return entry
     return None
 
 
