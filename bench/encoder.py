@@ -132,16 +132,34 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--quick", action="store_true", help="8 faces, hybrid 10/25/50/100, default 100/500, 16 per class")
+    ap.add_argument(
+        "--time-only",
+        action="store_true",
+        help="quality and seconds on val only: no samples, detection or edits (which do not depend on threads)",
+    )
+    ap.add_argument(
+        "--throughput",
+        type=int,
+        default=0,
+        help="only the speed goal: `encoder` on this many val faces (setup amortised as in a dataset run) against "
+        "`fast` at 100 steps on --faces faces; writes OUT.json/.md",
+    )
     ap.add_argument("--figure", type=Path, default=REPO / "docs" / "time_to_quality.png")
     ap.add_argument("--out", default="bench/out/encoder")
     a = ap.parse_args()
-    if a.quick:
-        a.faces, a.hybrid_steps, a.default_steps, a.detect, a.bootstrap = 8, "10,25,50,100", "100,500", 16, 200
+    if a.quick:  # the quick sizes, except what was given on the command line
+        given = {arg.split("=")[0] for arg in sys.argv[1:] if arg.startswith("--")}
+        quick = {"faces": 8, "hybrid_steps": "10,25,50,100", "default_steps": "100,500", "detect": 16, "bootstrap": 200}
+        for name, value in quick.items():
+            if f"--{name.replace('_', '-')}" not in given:
+                setattr(a, name, value)
     import facebatch as fb
 
     torch.set_num_threads(torch.get_num_threads())
     nets = fb.load_generator(a.generator)
     enc = fb.load_encoder(a.encoder, generator=nets)
+    if a.throughput:
+        return throughput(nets, enc, a)
     faces = val_faces(max(a.faces, a.detect))
     report: dict = {
         "command": shlex.join([sys.executable, *sys.argv]),
@@ -154,7 +172,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         samples = sample_pngs(nets.G, max(a.faces, a.detect), Path(tmp) / "samples")
-        for label, files in (("val", faces[: a.faces]), ("samples", samples[: a.faces])):
+        sets = [("val", faces[: a.faces])] + ([] if a.time_only else [("samples", samples[: a.faces])])
+        for label, files in sets:
             # the default preset is the yardstick on real faces only: its 500 steps cost most of the run
             yardstick = [("default (from w_avg)", "default", int(s)) for s in a.default_steps.split(",")]
             for recipe, preset, steps in (
@@ -187,6 +206,8 @@ def main() -> None:
         fast_row = val[val.recipe == "fast (from w_avg)"].iloc[0]
         report["encoder_vs_fast_speedup"] = float(fast_row.seconds_per_image / encoder_row.seconds_per_image)
 
+        if a.time_only:
+            return finish(report, curves, a)
         # detection: G's samples vs val faces, nonfaces vs faces, with the encoder alone and the hybrid
         nonfaces = sorted(p for p in (DATA / "nonfaces").iterdir() if p.suffix.lower() in {".jpg", ".png"})
         det = {}
@@ -217,7 +238,40 @@ def main() -> None:
                 _, ws, _ = run(faces[: a.faces], nets, enc, preset, steps, a.batch_size)
                 edits[recipe] = boundary_flips(nets, predictor, boundaries, ws)
             report["edits"] = edits
+    finish(report, curves, a)
 
+
+def throughput(nets, enc, a) -> None:
+    """Seconds per image of `encoder` over many faces and of `fast` (100 steps) over a few, same process."""
+    faces = val_faces(max(a.throughput, a.faces))
+    run(faces[:8], nets, enc, "encoder", 0, a.batch_size)  # warm-up: first-call allocations are not the method
+    _, _, encoder_s = run(faces[: a.throughput], nets, enc, "encoder", 0, a.batch_size)
+    _, _, fast_s = run(faces[: a.faces], nets, enc, "fast", 100, a.batch_size)
+    r = {
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "torch_threads": torch.get_num_threads(),
+        "encoder_faces": a.throughput,
+        "encoder_seconds_per_image": encoder_s,
+        "encoder_images_per_second": 1 / encoder_s,
+        "fast_faces": a.faces,
+        "fast_seconds_per_image": fast_s,
+        "speedup": fast_s / encoder_s,
+    }
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{out}.json").write_text(json.dumps(r, indent=1) + "\n")
+    text = (
+        f"# `encoder` against `fast` (100 steps), {r['torch_threads']} torch thread(s)\n\n`{r['command']}`\n\n"
+        f"`encoder`: {encoder_s:.4f} s per image ({1 / encoder_s:.1f} images/s) over {a.throughput} val faces, "
+        f"end to end (read, encode, render, every score column incl. encoder_consistency); `fast` at 100 steps: "
+        f"{fast_s:.2f} s per image over {a.faces}; `encoder` is {fast_s / encoder_s:.0f}x faster.\n"
+    )
+    Path(f"{out}.md").write_text(text)
+    print(text)
+
+
+def finish(report: dict, curves: dict, a) -> None:
+    """Write the JSON, the Markdown and the figure; print the Markdown."""
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{out}.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -253,15 +307,18 @@ def markdown(r: dict) -> str:
             if t["hybrid_steps"]
             else "no `hybrid` step count measured here reaches both."
         ),
-        "",
-        "Detection (AUROC [95 % CI]):",
-        "",
-        "| recipe | task | "
-        + " | ".join(("anomaly_score", "psnr", "ssim", "perceptual", "encoder_consistency"))
-        + " |",
-        "|---|---|" + "---:|" * 5,
     ]
-    for recipe, d in r["detection"].items():
+    if "detection" in r:
+        lines += [
+            "",
+            "Detection (AUROC [95 % CI]):",
+            "",
+            "| recipe | task | "
+            + " | ".join(("anomaly_score", "psnr", "ssim", "perceptual", "encoder_consistency"))
+            + " |",
+            "|---|---|" + "---:|" * 5,
+        ]
+    for recipe, d in r.get("detection", {}).items():
         for task in ("fake_vs_real", "nonfaces_vs_faces"):
             cells = []
             for k in ("anomaly_score", "psnr", "ssim", "perceptual", "encoder_consistency"):
