@@ -303,7 +303,8 @@ def describe(opts: ClusterOptions) -> str:
     if opts.scheduler_file:
         return f"Dask scheduler file {opts.scheduler_file}"
     if opts.in_process:
-        return f"this process (no Dask), {opts.torch_threads()} torch thread{'s' if opts.torch_threads() != 1 else ''}"
+        threads = opts.torch_threads()
+        return f"this process (no Dask), {threads} torch thread{'s' if threads != 1 else ''}"
     workers, threads, gpus = local_layout(opts)
     where = f"GPUs {','.join(g for g in gpus if g)}" if any(gpus) else f"CPU, {threads} torch threads each"
     over = workers * threads > thread_budget() and not any(gpus)

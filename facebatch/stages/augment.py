@@ -162,7 +162,6 @@ def _noise_for(state: dict, part: str, source_id: str) -> list[np.ndarray] | Non
 
 
 def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table:
-    import torch
 
     from facebatch.pipeline.images import save_image
 
@@ -225,16 +224,7 @@ def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table
         G = generators[shift]
         ks = [k for k, _ in chunk]
         try:
-            ws_t = torch.from_numpy(edited[ks]).to(state["device"])
-            with torch.no_grad():
-                if chunk[0][1] is not None:
-                    noise = [
-                        torch.from_numpy(np.stack([nz[layer] for _, nz in chunk])).to(state["device"])
-                        for layer in range(len(chunk[0][1]))
-                    ]
-                    img = G.synthesis(ws_t, noise=noise)
-                else:
-                    img = G.synthesis(ws_t, noise_mode="const")
+            img = _render(G, edited[ks], [nz for _, nz in chunk], state["device"])
             for j, k in enumerate(ks):
                 save_image(img[j].cpu(), out_dir / paths[k])
         except Exception as exc:  # a failed batch becomes error rows, the shard goes on
@@ -276,7 +266,6 @@ def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table
 def _render_sheet_bases(state: dict, items: list[dict], src_ws, where: dict, noise_cache: dict, out_dir: Path) -> None:
     """The unedited render (the reconstruction) of each contact-sheet source in this shard: the sheets' strength-0
     column. Side files of the sheets, not rows of the manifest: the augmentation set stays what was asked for."""
-    import torch
 
     from facebatch.pipeline.images import save_image
 
@@ -284,17 +273,24 @@ def _render_sheet_bases(state: dict, items: list[dict], src_ws, where: dict, noi
     firsts = {it["source_id"]: it for it in items if it["source_id"] in wanted}
     for source_id, it in firsts.items():
         nz = noise_cache.get((it["part"], source_id))
-        w = torch.from_numpy(src_ws[where[(it["part"], it["row"])]][None]).to(state["device"])
         try:
-            with torch.no_grad():
-                G = state["G"][None]
-                if nz is not None:
-                    img = G.synthesis(w, noise=[torch.from_numpy(layer[None]).to(state["device"]) for layer in nz])
-                else:
-                    img = G.synthesis(w, noise_mode="const")
+            img = _render(state["G"][None], src_ws[where[(it["part"], it["row"])]][None], [nz], state["device"])
             save_image(img[0].cpu(), out_dir / sheet_base_path(source_id, it.get("out_name")))
         except Exception:  # noqa: BLE001 - a sheet's picture must never fail the rows; the cell stays grey
             continue
+
+
+def _render(G, ws: np.ndarray, noises: list, device):
+    """G's images of W+ codes [B, num_ws, w_dim]: with each image's saved noise maps (a list per image, all
+    given or all None), else const noise."""
+    import torch
+
+    ws_t = torch.from_numpy(np.ascontiguousarray(ws)).to(device)
+    with torch.no_grad():
+        if noises[0] is None:
+            return G.synthesis(ws_t, noise_mode="const")
+        noise = [torch.from_numpy(np.stack([nz[layer] for nz in noises])).to(device) for layer in range(len(noises[0]))]
+        return G.synthesis(ws_t, noise=noise)
 
 
 def sheet_base_path(source_id: str, name: str | None = None) -> str:
