@@ -200,6 +200,54 @@ def test_pickle_importing_anything_else_is_refused_and_nothing_runs(tmp_path, pa
     assert not marker.exists()
 
 
+def _torch_saved(obj, *, zip_file: bool = True) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf, _use_new_zipfile_serialization=zip_file)
+    return buf.getvalue()
+
+
+class _Call:
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+@pytest.mark.parametrize(
+    "container",
+    ["torch.save zip", "torch.save legacy", "storage blob in an NVlabs pickle", "zip in an NVlabs pickle"],
+)
+def test_a_file_that_would_run_code_is_refused_in_one_line_without_torchs_advice(tmp_path, capsys, container):
+    """torch's weights-only loader reads the torch.save files and the storage blobs an NVlabs pickle carries;
+    its refusal opens with advice to load the file with weights_only=False, which would run the payload.
+    Whatever carries the payload, the message says the file would run code, and never gives that advice."""
+    from torch.storage import _load_from_bytes
+
+    marker = tmp_path / "MARKER"
+    payload = {"g_ema": _SystemCall(marker)}
+    data = {
+        "torch.save zip": lambda: _torch_saved(payload),
+        "torch.save legacy": lambda: _torch_saved(payload, zip_file=False),
+        "storage blob in an NVlabs pickle": lambda: pickle.dumps(
+            {"G_ema": _Call(_load_from_bytes, _torch_saved(_SystemCall(marker), zip_file=False))}, protocol=2
+        ),
+        "zip in an NVlabs pickle": lambda: pickle.dumps(
+            {"G_ema": _Call(_load_from_bytes, _torch_saved(_SystemCall(marker)))}, protocol=2
+        ),
+    }[container]()
+    path = tmp_path / "evil.pt"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError) as info:
+        load_networks(path)
+    message = str(info.value)
+    assert "would run code" in message and "\n" not in message, message
+    assert "weights_only" not in message and "Re-running" not in message, message
+    code, _, err = run_cli(["models", "convert", path, tmp_path / "out.safetensors"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "would run code" in err, err
+    assert not marker.exists()
+
+
 def test_cli_refuses_an_os_system_pickle_with_one_line_and_exit_2(tmp_path):
     marker = tmp_path / "MARKER"
     evil = tmp_path / "ffhq.pkl"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from facebatch.errors import CheckpointError, weights_only_refusal
+from facebatch.errors import CheckpointError, first_line, weights_only_refusal
 from facebatch.nets import cache, registry
 from facebatch.nets.arch_check import check_finite, check_kwargs, check_shapes
 from facebatch.nets.native_format import RawNetworks, read_native
@@ -115,8 +115,8 @@ def _from_torch_save(path: Path) -> tuple[str, RawNetworks]:
         refusal = weights_only_refusal(exc) or "refused to load: the file holds more than tensors and containers"
         raise CheckpointError(f"{path}: {refusal}") from None
     except (RuntimeError, EOFError, ValueError, OSError, AttributeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: truncated or corrupt torch checkpoint ({first})") from None
+        why = weights_only_refusal(exc) or f"truncated or corrupt torch checkpoint ({first_line(exc).split('. ')[0]})"
+        raise CheckpointError(f"{path}: {why}") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: a torch.save file holding a {type(ckpt).__name__}, not a checkpoint dict")
     if "g_ema" in ckpt:

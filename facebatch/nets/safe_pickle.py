@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facebatch.errors import CheckpointError
+from facebatch.errors import CheckpointError, first_line, weights_only_refusal
 
 # The first object of a pre-1.6 (non-zip) torch.save file; such files go to torch.load(weights_only=True).
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -182,8 +182,9 @@ def load_pickle(path: Path) -> Any:
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - nothing foreign ran, so any error here means a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: truncated or corrupt pickle ({first})") from None
+        # a stored storage blob is itself a pickle, read by torch's weights-only loader: its refusal is said as ours
+        why = weights_only_refusal(exc) or f"truncated or corrupt pickle ({first_line(exc)})"
+        raise CheckpointError(f"{path}: {why}") from None
 
 
 def plain(value: Any) -> Any:
