@@ -1,8 +1,10 @@
-"""Issue 15, class 5: facebatch deletes and trusts only what its own records say it wrote.
+"""facebatch deletes, replaces and trusts only what its own records say it wrote.
 
 Roots: markers list each shard's side files (the atomic writer records what it publishes) and --overwrite
-removes only those, the parts, markers, _run.json and _SUCCESS; the lock and temp files are opened with
-O_NOFOLLOW / O_EXCL; a finished part is trusted on resume only while its size and footer match its marker.
+removes only those, the parts, markers, _run.json and _SUCCESS, and only for a run of the same command; the
+lock and temp files are opened with O_NOFOLLOW / O_EXCL; a finished part is trusted on resume (and by
+readers) only while its size, footer and content hash match its marker; a run is read by its record, not by
+a recursive search; single output files are replaced only by the run the folder's ledger says wrote them.
 """
 
 from __future__ import annotations
@@ -166,3 +168,104 @@ def test_an_intact_finished_part_is_still_skipped(tmp_path):
     run(out)
     summary = run(out)
     assert summary.shards_run == 0 and summary.shards_skipped == 3
+
+
+def test_a_part_altered_in_place_is_redone_on_resume_and_refused_by_readers(tmp_path):
+    """Same size, same footer, other values: only the content hash in the marker tells."""
+    from facebatch.pipeline.latents import open_latents
+
+    out = tmp_path / "out"
+    run(out)
+    part = out / "latents" / "part-00001.parquet"
+    table = pq.read_table(part)
+    data = bytearray(part.read_bytes())
+    size = len(data)
+    pq.write_table(table.set_column(3, "value", pa.array([99.0, 98.0])), part)  # same shape: same size here
+    if part.stat().st_size != size:  # the writer chose another encoding: flip a byte of the data pages instead
+        data[8] ^= 0xFF
+        part.write_bytes(bytes(data))
+    assert part.stat().st_size == size and pq.read_metadata(part).num_rows == 2
+    with pytest.raises(InputError, match="changed after facebatch wrote it"):
+        open_latents(out)
+    summary = run(out)
+    assert summary.shards_run == 1 and summary.shards_skipped == 2
+    assert pq.read_table(part).column("value").to_pylist() == [2.0, 3.0]
+    open_latents(out)  # redone: readable again
+
+
+@pytest.mark.parametrize("record", ["[1, 2]", '"a string"', "3", "null", "{not json"])
+def test_a_run_record_that_is_not_an_object_is_one_line_and_touches_nothing(tmp_path, record):
+    out = tmp_path / "out"
+    run(out)
+    (out / "_run.json").write_text(record)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match="cannot tell what it wrote") as exc:
+            run(out, overwrite=overwrite)
+        assert "\n" not in str(exc.value)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_overwrite_never_replaces_another_commands_run(tmp_path):
+    """`label S --out-dir S --overwrite` must not turn S (its own input) into a label run."""
+    out = tmp_path / "out"
+    run(out)
+    parts = sorted((out / "latents").iterdir())
+    other = spec(out)
+    other.name = "label"
+    with pytest.raises(InputError, match="holds a 'own' run; --overwrite replaces only a 'label' run"):
+        run_stage(other, HERE, progress=False, overwrite=True)
+    assert sorted((out / "latents").iterdir()) == parts
+    assert '"stage": "own"' in (out / "_run.json").read_text()
+
+
+def test_a_folder_of_runs_is_not_read_as_one_run(tmp_path):
+    from facebatch.pipeline.latents import open_latents
+
+    run(tmp_path / "runs" / "a")
+    run(tmp_path / "runs" / "b")
+    with pytest.raises(InputError, match="holds 2 facebatch run"):
+        open_latents(tmp_path / "runs")
+    assert len(open_latents(tmp_path / "runs" / "a").files) == 3
+    # a copy of a part kept below a run's table folder is not part of the run
+    (tmp_path / "runs" / "a" / "latents" / "old").mkdir()
+    part = tmp_path / "runs" / "a" / "latents" / "part-00000.parquet"
+    (tmp_path / "runs" / "a" / "latents" / "old" / "part-00000.parquet").write_bytes(part.read_bytes())
+    assert len(open_latents(tmp_path / "runs" / "a").read().frame) == 5
+
+
+@pytest.mark.parametrize("kind", ["fifo", "file"])
+def test_an_output_that_is_not_a_folder_is_named_as_such(tmp_path, kind):
+    out = tmp_path / "out"
+    if kind == "fifo":
+        os.mkfifo(out)
+    else:
+        out.write_text("x")
+    with pytest.raises(InputError, match="not a folder to write into"):
+        run(out)
+
+
+def test_single_output_files_are_replaced_only_by_the_run_that_wrote_them(tmp_path):
+    from facebatch.pipeline.ownership import LEDGER, claim_files, record_written
+
+    run_a, run_b, out = tmp_path / "a", tmp_path / "b", tmp_path / "labels.csv"
+    way_out = "pick another -o"
+    claim_files([out], by=run_a, overwrite=False, way_out=way_out)  # nothing there yet
+    out.write_text("mine")  # a user's file
+    with pytest.raises(InputError, match="is not a file facebatch wrote there; pick another -o"):
+        claim_files([out], by=run_a, overwrite=False, way_out=way_out)
+    claim_files([out], by=run_a, overwrite=True, way_out=way_out)
+    out.write_text("written by a")
+    record_written([out], by=run_a)
+    claim_files([out], by=run_a, overwrite=False, way_out=way_out)  # its own: may be rewritten
+    with pytest.raises(InputError, match="the result of another facebatch run"):
+        claim_files([out], by=run_b, overwrite=False, way_out=way_out)
+    out.write_text("edited by hand since")
+    with pytest.raises(InputError, match="is not a file facebatch wrote there"):
+        claim_files([out], by=run_a, overwrite=False, way_out=way_out)
+    (tmp_path / LEDGER).write_text("[garbage")  # a damaged ledger vouches for nothing
+    with pytest.raises(InputError):
+        claim_files([out], by=run_a, overwrite=False, way_out=way_out)
+    (tmp_path / "dir.csv").mkdir()
+    with pytest.raises(InputError, match="is a folder"):
+        claim_files([tmp_path / "dir.csv"], by=run_a, overwrite=True, way_out=way_out)

@@ -236,3 +236,24 @@ def test_augment_without_boundaries_for_another_generator_exits_2(tmp_path, fixt
     invoke("sample", "-g", fixture_generator_path, "-n", "2", "--no-images", "-o", tmp_path / "S", "-q")
     res = invoke("augment", "--latents", tmp_path / "S", "--attr", "smile", "--out", tmp_path / "A", code=2)
     assert "pass --boundaries" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_label_replaces_only_a_csv_its_own_run_wrote(tmp_path, faces):
+    """A user's file at -o is never replaced silently; the run's own CSV is rewritten by a rerun."""
+    out = tmp_path / "labels.csv"
+    out.write_text("image_id,Smiling\nmine.png,1\n")
+    res = invoke("label", faces, "-o", out, "--attrs", "Smiling", "--workers", "0", code=2)
+    assert res.output.count("\n") == 1 and "not a file facebatch wrote there" in res.output, res.output
+    assert out.read_text() == "image_id,Smiling\nmine.png,1\n" and not (tmp_path / "labels_run").exists()
+    out.unlink()
+    invoke("label", faces, "-o", out, "--attrs", "Smiling", "--workers", "0", "-q")
+    invoke("label", faces, "-o", out, "--attrs", "Smiling,Male", "--workers", "0", "-q")  # its own: rewritten
+    assert pd.read_csv(out).columns.tolist() == ["image_id", "Smiling", "Male"]
+    # another label run (another --out-dir) does not take over this run's CSV
+    res = invoke("label", faces, "-o", out, "--out-dir", tmp_path / "other", "--workers", "0", code=2)
+    assert "another facebatch run" in res.output, res.output
+    # nor may a label run replace the run it reads
+    run = tmp_path / "S"
+    invoke("sample", "-g", "celeba64", "-n", "2", "--no-images", "-o", run, "-q")
+    res = invoke("label", run, "-o", tmp_path / "s.csv", "--out-dir", run, "--overwrite", "--workers", "0", code=2)
+    assert "holds a 'sample' run" in res.output and (run / "latents").is_dir(), res.output

@@ -245,9 +245,11 @@ def test_output_metadata_round_trips_and_loads_as_a_generator(files, tmp_path):
     res = runner.invoke(app, ["sample", "-g", str(out), "-o", str(tmp_path / "S"), "-n", "2", "-q"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "G_sketch.nada" / "before_after.png").exists()
-    # A rerun with the output in place is refused; the same work folder with another target too.
-    again = nada_cli(files, "--source", SOURCE, "--target", TARGET, "-o", out, "--iters", 3)
-    assert again.exit_code == 2 and "--overwrite" in again.output
+    # The same command again finds its run finished and leaves the output as it was; the same work folder
+    # with another target is refused.
+    before = out.read_bytes()
+    again = nada_cli(files, "--source", SOURCE, "--target", TARGET, "-o", out, "--iters", 3, "--batch", 1, "--seed", 5)
+    assert again.exit_code == 0 and out.read_bytes() == before, again.output
     work = tmp_path / "G_sketch.nada"
     other = nada_cli(files, "--source", SOURCE, "--target", "cartoon", "-o", tmp_path / "x.safetensors", "--work", work)
     assert other.exit_code == 2 and "target" in other.output and "--overwrite" in other.output
@@ -312,8 +314,11 @@ def test_the_notebook_function_is_the_command(files, tmp_path):
     )
     assert len(result.losses) == 2 and result.grid.exists()
     assert read_nada_metadata(out)["iterations"] == 2
+    mine = tmp_path / "mine.safetensors"
+    mine.write_bytes(b"a user's file")
     with pytest.raises(Exception, match="--overwrite"):
-        facebatch.shift_generator(str(g_path), SOURCE, TARGET, out, clips=[str(clip_path)], iters=2)
+        facebatch.shift_generator(str(g_path), SOURCE, TARGET, mine, clips=[str(clip_path)], iters=2)
+    assert mine.read_bytes() == b"a user's file"
 
 
 def test_a_killed_nada_process_resumes_to_the_uninterrupted_result(files, tmp_path):
@@ -351,3 +356,39 @@ def test_a_killed_nada_process_resumes_to_the_uninterrupted_result(files, tmp_pa
     a, b = load_file(str(whole)), load_file(str(cut))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert read_nada_metadata(cut)["iterations"] == 60
+
+
+def test_a_work_folder_holding_files_no_run_recorded_is_refused(files, tmp_path):
+    """--work ~ must not replace a user's nada.json or before_after.png; --overwrite removes only NADA's names."""
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("nada.json", "before_after.png"):
+        (work / name).write_text("mine")
+        res = nada_cli(files, "--source", SOURCE, "--target", TARGET, "-o", tmp_path / "o.safetensors", "--work", work)
+        assert res.exit_code == 2 and res.output.count("\n") == 1 and "no facebatch NADA run" in res.output, res.output
+        assert (work / name).read_text() == "mine"
+        (work / name).unlink()
+    (work / "notes.txt").write_text("keep")
+    res = nada_cli(files, "--source", SOURCE, "--target", TARGET, "-o", tmp_path / "o.safetensors", "--work", work,
+                   "--iters", 1, "--overwrite")  # fmt: skip
+    assert res.exit_code == 0 and (work / "notes.txt").read_text() == "keep", res.output
+
+
+def test_a_second_run_on_a_busy_work_folder_is_refused(files, tmp_path):
+    from facebatch.pipeline.rundir import folder_lock
+
+    out = tmp_path / "o.safetensors"
+    with folder_lock(tmp_path / "o.nada"):
+        res = nada_cli(files, "--source", SOURCE, "--target", TARGET, "-o", out, "--iters", 1)
+    assert res.exit_code == 2 and "in use by another facebatch run" in res.output, res.output
+    assert not out.exists()
+
+
+def test_a_finished_run_continues_to_more_iterations_without_overwrite(files, tmp_path):
+    out = tmp_path / "o.safetensors"
+    common = ["--source", SOURCE, "--target", TARGET, "-o", out, "--snapshot-every", 2]
+    assert nada_cli(files, *common, "--iters", 2).exit_code == 0
+    res = nada_cli(files, *common, "--iters", 4)
+    assert res.exit_code == 0 and "resumed at iteration 2" in res.output, res.output
+    assert read_nada_metadata(out)["iterations"] == 4
+    assert len(list((tmp_path / "o.nada" / "grids").glob("iter-*.png"))) == 2  # the earlier grids were kept

@@ -388,3 +388,18 @@ def test_not_a_run(tmp_path):
     (tmp_path / "empty").mkdir()
     res = score(tmp_path / "empty")
     assert res.exit_code == 2 and "latents/" in res.output
+
+
+def test_a_report_folder_holding_a_users_files_is_not_overwritten(run_dir, tmp_path):
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    (rep / "report.html").write_text("my own report")
+    res = score(run_dir, "--report", rep)
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "--overwrite" in res.output, res.output
+    assert (rep / "report.html").read_text() == "my own report" and not (rep / "metrics.json").exists()
+    assert score(run_dir, "--report", rep, "--overwrite").exit_code == 0
+    first = (rep / "metrics.json").read_bytes()
+    assert score(run_dir, "--report", rep).exit_code == 0  # its own report: a rerun replaces it
+    assert json.loads(first)["rows"] == json.loads((rep / "metrics.json").read_bytes())["rows"]
+    (rep / "metrics.json").write_text("{}")  # edited by hand since: the user's now
+    assert score(run_dir, "--report", rep).exit_code == 2 and (rep / "metrics.json").read_text() == "{}"

@@ -128,6 +128,8 @@ def label(
         select,
     )
     from facebatch.pipeline.atomic import atomic_write_bytes
+    from facebatch.pipeline.ownership import claim_files, record_written
+    from facebatch.pipeline.rundir import RunDir
     from facebatch.stages.label import build_label_spec, labels_csv, plan_input, read_labels_table
 
     if not 0.0 <= threshold <= 1.0:
@@ -135,6 +137,12 @@ def label(
     if labels_out.exists() and labels_out.is_dir():
         raise InputError(f"-o {labels_out} is a folder; name the CSV file to write")
     run_dir = out_dir or default_run_dir(labels_out)
+    claim_files(
+        [labels_out],
+        by=run_dir,
+        overwrite=overwrite,
+        way_out="pick another -o or move that file away (--overwrite replaces it, and labels every image again)",
+    )
     remote = bool(scheduler or scheduler_file)
     cluster = cluster_options(None if remote else workers, scheduler, scheduler_file, threads_per_worker, device)
     if clip is None and (prompt or prompts_file):
@@ -169,7 +177,10 @@ def label(
         return
     if not summary.failures:
         frame = read_labels_table(run_dir)
-        atomic_write_bytes(labels_out, labels_csv(frame, wanted, binary, threshold))
+        with RunDir(run_dir).lock():  # the CSV is this run's output: no other client may write it meanwhile
+            claim_files([labels_out], by=run_dir, overwrite=overwrite, way_out="pick another -o or move that file away")
+            atomic_write_bytes(labels_out, labels_csv(frame, wanted, binary, threshold))
+            record_written([labels_out], by=run_dir)
         bad = frame[frame.status != "ok"]
         if not quiet:
             kind = f"0/1 at p >= {threshold:g}" if binary else "probabilities"

@@ -156,7 +156,7 @@ def score(
     flags_out: Annotated[
         Optional[Path], typer.Option("--flags-out", help="Folder of the flags table (default: OUT/flags).")
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing flags table.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing flags table or report.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the report path.")] = False,
 ) -> None:
     """Evaluate reconstruction scores of a projection run: distributions and the most anomalous images; with labels,

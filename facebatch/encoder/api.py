@@ -14,6 +14,9 @@ import numpy as np
 import torch
 
 from facebatch.errors import InputError
+from facebatch.pipeline.ownership import record_written
+from facebatch.pipeline.rundir import folder_lock
+from facebatch.pipeline.snapshots import claim_trained_output
 
 if TYPE_CHECKING:
     from facebatch.encoder.train import EncoderResult
@@ -79,8 +82,8 @@ def train_encoder_file(
     out = Path(out)
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give the encoder file to write (e.g. celeba64-encoder.safetensors)")
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} exists; pass --overwrite to replace it")
+    work_dir = Path(work) if work is not None else default_work_dir(out)
+    claim_trained_output(out, work_dir, overwrite)
     if settings.get("widths") is not None:
         settings["widths"] = tuple(int(w) for w in settings["widths"])
     try:
@@ -97,15 +100,17 @@ def train_encoder_file(
     if images is not None:
         real_info = {"folder": str(Path(real).resolve()), "images": len(images), "skipped": skipped}
     run_key = {**s.resume_key(), "generator_sha256": nets.sha256, "real": real_info}
-    work_dir = Path(work) if work is not None else default_work_dir(out)
-    result = train_encoder(
-        nets.G, s, work_dir, run_key=run_key, real=images, device=dev, overwrite=overwrite, on_step=on_step,
-        stop_after=stop_after,
-    )  # fmt: skip
-    if result.iteration == s.iters:
-        recipe = {"script": RECIPE, "settings": s.resume_key() | {"iters": s.iters}, "real": real_info}
-        recipe["final_losses"] = _mean_of_last(result.losses, 50)
-        write_encoder(out, result.encoder, nets.sha256, result.images_seen, recipe, half=half)
+    with folder_lock(work_dir):  # a second run on this work folder would train over the same snapshots
+        result = train_encoder(
+            nets.G, s, work_dir, run_key=run_key, real=images, device=dev, overwrite=overwrite, on_step=on_step,
+            stop_after=stop_after,
+        )  # fmt: skip
+        if result.iteration == s.iters:
+            recipe = {"script": RECIPE, "settings": s.resume_key() | {"iters": s.iters}, "real": real_info}
+            recipe["final_losses"] = _mean_of_last(result.losses, 50)
+            claim_trained_output(out, work_dir, overwrite)  # again: another run may have written it meanwhile
+            write_encoder(out, result.encoder, nets.sha256, result.images_seen, recipe, half=half)
+            record_written([out], by=work_dir)
     return result
 
 

@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from facebatch.errors import InputError
 from facebatch.nada import DEFAULT_CLIP
+from facebatch.pipeline.ownership import record_written
+from facebatch.pipeline.rundir import folder_lock
+from facebatch.pipeline.snapshots import claim_trained_output
 
 if TYPE_CHECKING:
     from facebatch.nada.train import NadaResult
@@ -85,8 +88,8 @@ def run_nada(
     out = Path(out)
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give the generator file to write (e.g. G_sketch.safetensors)")
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} exists; pass --overwrite to replace it")
+    work_dir = Path(work) if work is not None else default_work_dir(out)
+    claim_trained_output(out, work_dir, overwrite)
     if isinstance(settings.get("grid_seeds"), str):
         settings["grid_seeds"] = parse_seeds(settings["grid_seeds"], "--grid-seeds", most=MAX_GRID_SEEDS)
     if "grid_seeds" in settings:
@@ -117,22 +120,24 @@ def run_nada(
         "format": nets.format,
     }
     run_key = {**s.resume_key(), "base_sha256": nets.sha256, "clips": clip_info}
-    work_dir = Path(work) if work is not None else default_work_dir(out)
 
-    result = train_nada(
-        nets.G,
-        loss,
-        s,
-        work_dir,
-        run_key=run_key,
-        device=dev,
-        overwrite=overwrite,
-        require_snapshot=resume,
-        on_step=on_step,
-        stop_after=stop_after,
-    )
-    if len(result.losses) == s.iters:
-        extra = nada_metadata(s, clip_info, {**base_info, "work": str(work_dir.resolve())}, result, nets.G.num_ws)
-        result.extra = extra
-        write_nada_generator(out, nets.g_kwargs, result.G, extra)
+    with folder_lock(work_dir):  # a second run on this work folder would train over the same snapshots
+        result = train_nada(
+            nets.G,
+            loss,
+            s,
+            work_dir,
+            run_key=run_key,
+            device=dev,
+            overwrite=overwrite,
+            require_snapshot=resume,
+            on_step=on_step,
+            stop_after=stop_after,
+        )
+        if len(result.losses) == s.iters:
+            extra = nada_metadata(s, clip_info, {**base_info, "work": str(work_dir.resolve())}, result, nets.G.num_ws)
+            result.extra = extra
+            claim_trained_output(out, work_dir, overwrite)  # again: another run may have written it meanwhile
+            write_nada_generator(out, nets.g_kwargs, result.G, extra)
+            record_written([out], by=work_dir)
     return result

@@ -25,6 +25,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from facebatch.errors import InputError
+from facebatch.nets.cache import sha256_of
 from facebatch.pipeline.discover import not_a_folder
 from facebatch.pipeline.rundir import LATENTS, RunDir, locate_table
 from facebatch.pipeline.table import SHAPE_KEY, column_to_numpy, field_shape, reading_parquet, run_metadata
@@ -33,15 +34,32 @@ PART_COLUMN = "_part"
 
 
 def parquet_files(path: Path) -> list[Path]:
-    """Data files of a table folder (or the file itself), skipping _/. prefixed side files."""
+    """Data files of a table folder (or the file itself): a facebatch run's parts by name, else (a table
+    another tool wrote, maybe partitioned into folders) every .parquet below it, skipping _/. prefixed ones."""
     path = Path(path)
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise not_a_folder(path, "table or folder")
+    run = RunDir.of_part(path / "part-00000.parquet")
+    if run.run_file.exists():
+        return run.parts()
     return sorted(
         p for p in path.rglob("*.parquet") if not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts)
     )
+
+
+def check_parts_unchanged(run: RunDir, files: Sequence[Path]) -> None:
+    """A part whose content no longer matches the hash its marker recorded was changed after facebatch
+    wrote it (edited in place, same size): refuse it rather than score or edit what the run never made."""
+    markers = run.read_markers() if run.run_file.exists() else {}
+    for path in files:
+        expected = (markers.get(path.stem) or {}).get("part_sha256")
+        if expected and Path(path).parent == run.table_dir and sha256_of(path) != expected:
+            raise InputError(
+                f"{path} was changed after facebatch wrote it (its content no longer matches its marker); "
+                "rerun the command that made the run to redo that part"
+            )
 
 
 def generator_sha256(meta: dict) -> str | None:
@@ -206,6 +224,7 @@ def open_latents(path: Path, table: str = LATENTS, what: str = "table or folder"
             f"{table_path} holds no {table}/ table and no Parquet files: "
             "pass a `facebatch project` or `facebatch sample` output folder"
         )
+    check_parts_unchanged(run, files)
     with reading_parquet(files[0]):
         schema = pq.read_schema(files[0])
         run_metadata(schema)  # read again on every use: a damaged one is refused here, naming the file

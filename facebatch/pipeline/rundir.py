@@ -99,9 +99,18 @@ class RunDir:
         if not self.run_file.exists():
             return None
         try:
-            return json.loads(self.run_file.read_text())
+            record = json.loads(self.run_file.read_text())
         except (OSError, ValueError) as exc:
-            raise InputError(f"{self.run_file} is unreadable ({exc}); use --overwrite to start again") from None
+            raise InputError(
+                f"{self.run_file} is unreadable ({exc}), so facebatch cannot tell what it wrote in {self.root}; "
+                "pick another output folder, or move that one away"
+            ) from None
+        if not isinstance(record, dict):
+            raise InputError(
+                f"{self.run_file} is not a facebatch run record (a JSON {type(record).__name__}, not an object), so "
+                f"facebatch cannot tell what it wrote in {self.root}; pick another output folder, or move that one away"
+            )
+        return record
 
     def generator_path(self) -> str | None:
         """The generator file the run recorded (its `runtime`), if any; never raises."""
@@ -116,10 +125,19 @@ class RunDir:
         if self.stats_dir.is_dir():
             for path in self.stats_dir.glob("part-*.json"):
                 try:
-                    found[path.stem] = json.loads(path.read_text())
+                    marker = json.loads(path.read_text())
                 except (OSError, ValueError):
                     continue
+                if isinstance(marker, dict):
+                    found[path.stem] = marker
         return found
+
+    def parts(self) -> list[Path]:
+        """The table's parts, in shard order: OUT/<table>/part-NNNNN.parquet only (never a recursive search,
+        which would merge a run with the runs or copies kept below it)."""
+        if not self.table_dir.is_dir():
+            return []
+        return sorted(p for p in self.table_dir.iterdir() if PART_NAME.match(p.name) and p.is_file())
 
     def remove_outputs(self, side_dirs: Sequence[str] = ()) -> None:
         """--overwrite: delete only what the run's own records list (its parts, markers, the side files
@@ -155,39 +173,51 @@ class RunDir:
         """Temp files left by killed workers (dot-prefixed, so readers never saw them)."""
         return sweep_temps([self.root, self.table_dir, self.stats_dir], [self.root / d for d in side_dirs])
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Two clients on one OUT would redo each other's shards and clean each other's temp files.
-        The lock file is opened without following links: a symlink planted at OUT/.lock is refused."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / LOCK_FILE
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """One client per OUT at a time (see `folder_lock`)."""
+        return folder_lock(self.root)
+
+
+@contextlib.contextmanager
+def folder_lock(root: Path) -> Iterator[None]:
+    """Hold root/.lock for as long as the block runs: every command that writes into a folder takes it, so two
+    clients never redo each other's shards, clean each other's temp files or overwrite each other's result.
+    The lock file is opened without following links: a symlink planted at root/.lock is refused."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise not_a_folder(root, "folder to write into")
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / LOCK_FILE
+    try:
+        fh = os.fdopen(open_nofollow(path, os.O_RDWR | os.O_CREAT), "r+")
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"{path} is a symbolic link; facebatch will not follow it (remove it)") from None
+        raise
+    try:
         try:
-            fh = os.fdopen(open_nofollow(path, os.O_RDWR | os.O_CREAT), "r+")
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise InputError(f"{path} is a symbolic link; facebatch will not follow it (remove it)") from None
-            raise
-        try:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.seek(0)
-                holder = fh.read().strip() or "another process"
-                raise InputError(
-                    f"{self.root} is in use by another facebatch run ({holder}); wait for it or pick another --out"
-                ) from None
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             fh.seek(0)
-            fh.truncate()
-            fh.write(f"pid {os.getpid()}")
-            fh.flush()
-            yield
-        finally:
-            fh.close()
+            holder = fh.read().strip() or "another process"
+            raise InputError(
+                f"{root} is in use by another facebatch run ({holder}); wait for it or pick another output"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
 
 
 def locate_table(path: Path, table: str = LATENTS, what: str = "table or folder") -> tuple[RunDir, Path]:
     """(run folder, table path) from what a user passes: OUT (holding <table>/), OUT/<table>, one part
-    file, or a folder of Parquet files another tool wrote (then that folder is the run's root)."""
+    file, or a folder of Parquet files another tool wrote (then that folder is the run's root).
+
+    A folder that is no run itself but holds facebatch runs below it (a parent of several OUTs) is refused:
+    its runs may come from different generators, and a run is read by its record, not by a search."""
     path = Path(path)
     if not (path.is_file() or path.is_dir()):
         raise not_a_folder(path, what)
@@ -196,6 +226,11 @@ def locate_table(path: Path, table: str = LATENTS, what: str = "table or folder"
     folder = path.parent if path.is_file() else path
     if folder.name == table:
         return RunDir(folder.parent, table), path
+    if path.is_dir() and not (path / RUN_FILE).exists():
+        runs = sorted(p.parent for p in path.rglob(RUN_FILE) if p.parent != path)
+        if runs:
+            shown = ", ".join(str(r) for r in runs[:3]) + (f" and {len(runs) - 3} more" if len(runs) > 3 else "")
+            raise InputError(f"{path} is not a run but holds {len(runs)} facebatch run(s) ({shown}); pass one of them")
     return RunDir(folder, table), path
 
 

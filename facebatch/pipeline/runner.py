@@ -20,6 +20,7 @@ import pyarrow as pa
 from rich.console import Console
 
 from facebatch.errors import InputError
+from facebatch.nets.cache import sha256_of
 from facebatch.pipeline.atomic import atomic_write_bytes, atomic_write_json
 from facebatch.pipeline.cluster import ClusterOptions, open_client
 from facebatch.pipeline.plan import Shard, config_diff, config_hash, digest, plan_hash, plan_shards, versions
@@ -84,6 +85,7 @@ def run_stage(
         return _summary(spec, run_dir, prep, prep.done, [], started, dry_run=True)
     with run_dir.lock():
         if overwrite:
+            _check_same_kind(spec, run_dir)
             run_dir.remove_outputs(spec.side_dirs)
         prep = _prepare(spec, run_dir, overwrite=overwrite, retry_errors=retry_errors, check=True)
         run_dir.remove_stale_temps(spec.side_dirs)
@@ -142,18 +144,32 @@ def _prepare(spec: StageSpec, run_dir: RunDir, *, overwrite: bool, retry_errors:
 
 def part_intact(part: Path, marker: dict) -> bool:
     """A finished part is trusted only while it is the file its marker describes: present, a regular
-    file (not a link), the recorded size, and a readable Parquet footer with the recorded row count.
-    A part truncated or replaced afterwards is redone instead of being reported "already done"."""
+    file (not a link), the recorded size and content hash, and a readable Parquet footer with the recorded
+    row count. A part truncated, replaced or altered in place afterwards is redone instead of being
+    reported "already done" (markers written before the hash was recorded are checked without it)."""
     try:
         if part.is_symlink() or not part.is_file():
             return False
         if "part_bytes" in marker and part.stat().st_size != marker["part_bytes"]:
+            return False
+        if "part_sha256" in marker and sha256_of(part, reuse=False) != marker["part_sha256"]:
             return False
         import pyarrow.parquet as pq
 
         return pq.read_metadata(part).num_rows == marker.get("rows")
     except Exception:  # noqa: BLE001 - unreadable in any way: not a finished part
         return False
+
+
+def _check_same_kind(spec: StageSpec, run_dir: RunDir) -> None:
+    """--overwrite replaces a run of this command only: another command's run (possibly this command's
+    input) is never deleted to make room."""
+    previous = run_dir.read_run()
+    if previous is not None and (previous.get("stage"), previous.get("table")) != (spec.name, spec.table):
+        raise InputError(
+            f"{run_dir.root} holds a '{previous.get('stage')}' run; --overwrite replaces only a '{spec.name}' run: "
+            "pick another output folder"
+        )
 
 
 def _check_resumable(spec: StageSpec, run_dir: RunDir, chash: str, phash: str) -> None:

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from facebatch.nets.cache import sha256_of
 from facebatch.pipeline.atomic import atomic_write_json, recording_writes
 from facebatch.pipeline.cluster import worker_device
 from facebatch.pipeline.progress import worker_step_reporting
@@ -109,6 +110,7 @@ def _run_shard(task: ShardTask) -> dict:
         atomic_write_table(part, table)
     marker = shard_marker(task, table, time.perf_counter() - start, retried)
     marker["part_bytes"] = part.stat().st_size
+    marker["part_sha256"] = sha256_of(part, reuse=False)
     marker["files"] = sorted(set(earlier) | _relative(run_dir, written, exclude=part))
     atomic_write_json(run_dir.marker(task.info.name), marker)
     return marker

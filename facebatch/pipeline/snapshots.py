@@ -16,6 +16,8 @@ import torch
 
 from facebatch.errors import InputError
 from facebatch.pipeline.atomic import atomic_output, atomic_write_json
+from facebatch.pipeline.discover import not_a_folder
+from facebatch.pipeline.ownership import claim_files
 
 SNAPSHOTS = "snapshots"
 
@@ -54,18 +56,24 @@ def claim_work_dir(work: Path, run_key: dict, *, record: str, owned: Sequence[st
     folder or anything else in it.
     """
     work = Path(work)
+    if work.exists() and not work.is_dir():
+        raise not_a_folder(work, "work folder")
     run_key = json.loads(json.dumps(run_key, sort_keys=True, default=str))  # tuples as lists, as read back
     record_file = work / record
+    if not overwrite and _read_record(record_file) is None:
+        theirs = [p for pattern in (record, *owned) for p in sorted(work.glob(pattern))]
+        if theirs:
+            raise InputError(
+                f"{work} holds {theirs[0].relative_to(work)}, which no facebatch {what} run recorded; pick another "
+                "--work folder (--overwrite replaces such files)"
+            )
     if overwrite:
         for pattern in (f"{SNAPSHOTS}/snapshot-*.pt", *owned):
             for path in work.glob(pattern):
                 path.unlink(missing_ok=True)
         record_file.unlink(missing_ok=True)
     if latest_snapshot(work) is not None:
-        try:
-            recorded = json.loads(record_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            recorded = {}
+        recorded = _read_record(record_file) or {}
         if recorded.get("key") != _fingerprint(run_key):
             before = recorded.get("run", {})
             changed = sorted(k for k in set(run_key) | set(before) if run_key.get(k) != before.get(k))
@@ -74,6 +82,26 @@ def claim_work_dir(work: Path, run_key: dict, *, record: str, owned: Sequence[st
                 "pass --overwrite to start over, or another --work"
             )
     atomic_write_json(record_file, {"key": _fingerprint(run_key), "run": run_key})
+
+
+def claim_trained_output(out: Path, work: Path, overwrite: bool) -> None:
+    """A trainer's output file may be replaced by the run that wrote it (the same work folder: a finished run
+    continued to more iterations); any other file there needs --overwrite, which also starts the training over."""
+    claim_files(
+        [out],
+        by=work,
+        overwrite=overwrite,
+        way_out="pick another -o or move that file away (--overwrite replaces it and starts the training over)",
+    )
+
+
+def _read_record(path: Path) -> dict | None:
+    """The run record a trainer wrote ({"key", "run"}), or None for a missing, unreadable or foreign file."""
+    try:
+        found = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) and isinstance(found.get("key"), str) and "run" in found else None
 
 
 def _fingerprint(obj) -> str:

@@ -15,12 +15,14 @@ import pandas as pd
 
 from facebatch import __version__, sheets
 from facebatch.errors import InputError
+from facebatch.pipeline.ownership import claim_files, record_written
+from facebatch.pipeline.rundir import folder_lock
 from facebatch.score import plots
 from facebatch.score.flags import FlagSummary, write_flags
 from facebatch.score.ground_truth import JoinedLabels, join_labels
 from facebatch.score.metrics import distribution, separation
 from facebatch.score.polarity import DEFAULT_PRIMARY, ERROR_LIKE, POSITIVE_CLASS, TASKS, ScoreSpec, canonical, spec_for
-from facebatch.score.report import write_report
+from facebatch.score.report import REPORT_FILES, report_paths, write_report
 from facebatch.score.runtable import RunTable, read_run
 from facebatch.score.thresholds import RULES, Threshold, at_fpr, at_threshold, best_f1, fpr_key
 
@@ -230,9 +232,16 @@ def _threshold(
     return threshold, {"name": f"at the applied threshold ({threshold.rule})", **point.to_dict(spec)}
 
 
+REPORT_WAY_OUT = "pass another --report folder, or --overwrite to replace it"
+
+
 def evaluate(opts: ScoreOptions) -> ScoreResult:
     _validate(opts)
     run = read_run(opts.run)
+    report_dir = Path(opts.report_dir) if opts.report_dir is not None else run.root / "report"
+    claim_files(
+        [report_dir / name for name in REPORT_FILES], by=run.root, overwrite=opts.overwrite, way_out=REPORT_WAY_OUT
+    )
     fixed = Threshold.load(opts.threshold_file) if opts.threshold_file is not None else None
     ok_mask = run.ok
     ok = run.frame[ok_mask].reset_index(drop=True)
@@ -257,7 +266,6 @@ def evaluate(opts: ScoreOptions) -> ScoreResult:
     flags = write_flags(run, threshold, opts.flags_out, opts.overwrite) if threshold is not None else None
     top, sheet_rows = _top_k(run, ok, primary, y, opts.top_k)
 
-    report_dir = Path(opts.report_dir) if opts.report_dir is not None else run.root / "report"
     notes = [
         f"{run.n_error} row(s) with status error were skipped (not scored)."
         if run.n_error
@@ -304,10 +312,13 @@ def evaluate(opts: ScoreOptions) -> ScoreResult:
         "notes": notes,
     }
     figures = _figures(ok, specs, y, threshold, point, primary, sheet_rows)
-    files = write_report(report_dir, metrics, figures)
-    if opts.fit_threshold and threshold is not None:
-        threshold.save(report_dir / "threshold.json")
-        files.append(report_dir / "threshold.json")
+    with folder_lock(report_dir):  # two scores writing one report would interleave its files
+        claim_files(report_paths(report_dir, figures), by=run.root, overwrite=opts.overwrite, way_out=REPORT_WAY_OUT)
+        files = write_report(report_dir, metrics, figures)
+        if opts.fit_threshold and threshold is not None:
+            threshold.save(report_dir / "threshold.json")
+            files.append(report_dir / "threshold.json")
+        record_written(files, by=run.root)
     return ScoreResult(metrics=metrics, report_dir=report_dir, files=files, flags=flags)
 
 

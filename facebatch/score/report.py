@@ -166,6 +166,14 @@ def render_html(metrics: dict, figures: dict[str, bytes]) -> str:
     )
 
 
+REPORT_FILES = ("metrics.json", "report.html", "threshold.json")  # and one <figure>.png per figure
+
+
+def report_paths(report_dir: Path, figures: dict[str, bytes]) -> list[Path]:
+    """Every file a report with these figures writes (threshold.json only with --fit-threshold)."""
+    return [Path(report_dir) / f"{name}.png" for name in figures] + [Path(report_dir) / n for n in REPORT_FILES]
+
+
 def write_report(report_dir: Path, metrics: dict, figures: dict[str, bytes]) -> list[Path]:
     """metrics.json, report.html and each figure as its own PNG; every write atomic."""
     report_dir = Path(report_dir)
