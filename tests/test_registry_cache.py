@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import io
 import re
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -275,15 +277,14 @@ def test_models_fetch_downloads_an_open_clip_clip_once_for_offline_use(isolated_
 
     code, _, err = run_cli(["models", "fetch", "ViT-B-32:no-such-tag"], capsys)
     assert code == 2 and "no pretrained tag" in err and len(err.strip().splitlines()) == 1
-    server.files["/open_clip_model.safetensors"] = b"clip weights"
+    weights = safetensors_bytes(1)
+    server.files["/open_clip_model.safetensors"] = weights
     url = f"{server.base}/open_clip_model.safetensors"
     monkeypatch.setattr(clip, "_pretrained_source", lambda arch, tag: (url, "open_clip_model.safetensors"))
     dest = isolated_cache / "models" / "clip" / "ViT-B-32-openai" / "open_clip_model.safetensors"
     code, out, err = run_cli(["models", "fetch", "ViT-B-32:openai"], capsys)
     assert code == 0 and f"downloaded: CLIP ViT-B-32:openai -> {dest}" in out, err
-    assert (
-        dest.read_bytes() == b"clip weights" and cache.read_sidecar(dest) == hashlib.sha256(b"clip weights").hexdigest()
-    )
+    assert dest.read_bytes() == weights and cache.read_sidecar(dest) == hashlib.sha256(weights).hexdigest()
     monkeypatch.setenv("FACEBATCH_OFFLINE", "1")  # what --clip ViT-B-32:openai then reads, offline
     assert clip.resolve_clip("ViT-B-32:openai").path == dest.resolve()
     code, out, _ = run_cli(["models", "fetch", "ViT-B-32:openai"], capsys)
@@ -292,8 +293,100 @@ def test_models_fetch_downloads_an_open_clip_clip_once_for_offline_use(isolated_
     assert code == 2 and len(err.strip().splitlines()) == 1 and "put it at" in err
 
 
-@pytest.mark.parametrize("spec", [":", "ViT-B-32:", ":openai", " : "])
-def test_models_fetch_of_a_half_clip_name_says_what_to_name(spec, isolated_cache, capsys):
+def safetensors_bytes(value: float) -> bytes:
+    from safetensors.torch import save
+
+    return save({"w": torch.full((4,), float(value))})
+
+
+class _Response(io.BytesIO):
+    """What urlopen returns, as far as the download reads it."""
+
+    def __init__(self, body: bytes, length: int):
+        super().__init__(body)
+        self.headers = {"Content-Length": str(length)}
+
+
+# How a --force download can fail: each must leave the cached copy as it was.
+FAILED_DOWNLOADS = {
+    "offline": ("FACEBATCH_OFFLINE", None, "downloads are off"),
+    "no network": ("urlopen", OSError("network is unreachable"), "network is unreachable"),
+    "cut short": ("urlopen", lambda: _Response(b"\0" * 10, 1000), "ended early"),
+    "an error page": ("urlopen", lambda: _Response(b"<html>sign in</html>", 20), "not a weights file"),
+}
+
+
+def _fail_downloads(monkeypatch, case: str) -> str:
+    how, what, message = FAILED_DOWNLOADS[case]
+    if how == "FACEBATCH_OFFLINE":
+        monkeypatch.setenv("FACEBATCH_OFFLINE", "1")
+    else:
+
+        def urlopen(*args, **kwargs):
+            if isinstance(what, Exception):
+                raise what
+            return what()
+
+        monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    return message
+
+
+@pytest.mark.parametrize("case", sorted(FAILED_DOWNLOADS))
+def test_a_forced_fetch_that_fails_keeps_the_cached_copy_as_it_was(monkeypatch, isolated_cache, capsys, case):
+    """`models fetch NAME --force` downloads beside the cached file and swaps only a whole, sound download in:
+    an offline node, a dropped connection, a short body or an error page never cost it the weights it had.
+    Both kinds of name: an open_clip CLIP (ARCH:TAG) and a registry model."""
+    from facebatch.nets import clip
+
+    monkeypatch.setattr(clip, "_pretrained_source", lambda arch, tag: ("https://example.invalid/w", "w.safetensors"))
+    entry = register(monkeypatch, "tiny-4", "https://example.invalid/tiny.safetensors", None)
+    cached = {}
+    for path in (clip.pretrained_cache_path("ViT-B-32", "openai"), entry.cache_path()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(safetensors_bytes(7))
+        cache.sidecar_path(path).write_text(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}\n")
+        cached[path] = (path.read_bytes(), cache.sidecar_path(path).read_text(), path.stat().st_mtime_ns)
+    message = _fail_downloads(monkeypatch, case)
+    for name, path in (
+        ("ViT-B-32:openai", clip.pretrained_cache_path("ViT-B-32", "openai")),
+        ("tiny-4", entry.cache_path()),
+    ):
+        code, out, err = run_cli(["models", "fetch", name, "--force"], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, (name, out, err)
+        assert message in err and f"the cached copy at {path} is kept" in err, (name, err)
+    for path, (data, sidecar, mtime) in cached.items():
+        assert (path.read_bytes(), cache.sidecar_path(path).read_text(), path.stat().st_mtime_ns) == (
+            data,
+            sidecar,
+            mtime,
+        )
+    assert leftovers(isolated_cache) == []
+    # and a sound download is swapped in, with its hash recorded
+    monkeypatch.delenv("FACEBATCH_OFFLINE", raising=False)
+    fresh = safetensors_bytes(8)
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: _Response(fresh, len(fresh)))
+    code, out, err = run_cli(["models", "fetch", "ViT-B-32:openai", "--force"], capsys)
+    path = clip.pretrained_cache_path("ViT-B-32", "openai")
+    assert code == 0 and "downloaded" in out and path.read_bytes() == fresh, err
+    assert cache.read_sidecar(path) == hashlib.sha256(fresh).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "spec, needle",
+    [
+        (":", "ARCH:TAG"),
+        ("::", "ARCH:TAG"),
+        ("ViT-B-32:", "ARCH:TAG"),
+        (":openai", "ARCH:TAG"),
+        (" : ", "ARCH:TAG"),
+        (":/etc/hostname", "ARCH:TAG"),
+        ("NoArch:openai", "no architecture 'NoArch'"),
+        ("a:b:c", "no architecture 'a'"),
+        ("ViT-B-32:nosuchtag", "no pretrained tag 'nosuchtag'"),
+        ("ViT-B-32:openai:x", "no pretrained tag 'openai:x'"),
+    ],
+)
+def test_models_fetch_of_a_malformed_clip_name_says_what_is_wrong(spec, needle, isolated_cache, capsys):
     code, _, err = run_cli(["models", "fetch", spec], capsys)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "ARCH:TAG" in err, err
-    assert "local file" not in err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert "local file" not in err and not (isolated_cache / "models").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,7 +10,7 @@ import typer
 from rich.table import Table
 
 from facebatch.cli.console import out, styled
-from facebatch.errors import CheckpointError, InputError, ModelNotAvailable, RunFailed
+from facebatch.errors import CheckpointError, FacebatchError, InputError, ModelNotAvailable, RunFailed
 from facebatch.nets import cache, registry
 
 app = typer.Typer(
@@ -70,9 +71,21 @@ def fetch(
         return
     entry = _entry(name)
     was_cached = entry.is_cached()
-    path = entry.fetch(force=force)
+    with _keeping(entry.cache_path() if force and was_cached else None):
+        path = entry.fetch(force=force)
     verb = "already cached" if was_cached and not force else "downloaded"
     out.print(f"{verb}: {entry.name} -> {path}  sha256 {cache.sha256_of(path)}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _keeping(cached: Path | None):
+    """A --force download that fails says that the cached copy it would have replaced is still there, as it was."""
+    try:
+        yield
+    except FacebatchError as exc:
+        if cached is None:
+            raise
+        raise type(exc)(f"{exc}; the cached copy at {cached} is kept as it was") from None
 
 
 def _fetch_clip(spec: str, force: bool) -> None:
@@ -89,10 +102,8 @@ def _fetch_clip(spec: str, force: bool) -> None:
         raise InputError(f"{spec}: a local file needs no fetching; pass it as --clip {spec}")
     dest = clip.pretrained_cache_path(arch, tag)
     was_cached = dest.is_file()
-    if force and was_cached:
-        dest.unlink()
-        cache.sidecar_path(dest).unlink(missing_ok=True)
-    ref = clip.resolve_clip(spec)
+    with _keeping(dest if force and was_cached else None):
+        ref = clip.resolve_clip(spec, refresh=force)
     verb = "already cached" if was_cached and not force else "downloaded"
     out.print(f"{verb}: CLIP {spec} -> {ref.path}  sha256 {ref.sha256}", highlight=False, soft_wrap=True)
 

@@ -98,7 +98,13 @@ def download(
     progress: bool = True,
     timeout: float = 60.0,
 ) -> Path:
-    """Download `url` to `dest` once across processes: lock, re-check, stream to a temp file, verify, rename."""
+    """Download `url` to `dest` once across processes: lock, re-check, stream to a temp file, verify, rename.
+
+    Verified means complete, starting like weights (safetensors, a torch zip or a pickle: not the HTML page a
+    proxy or a login wall answers with) and matching `sha256` when one is pinned. `force` downloads again over
+    a cached file the same way: the file in place is replaced only by a whole, verified download, so a failed
+    one (offline, cut short, the wrong bytes) leaves it as it was.
+    """
     dest = Path(dest)
     if offline():
         raise not_available(
@@ -119,9 +125,24 @@ def download(
                 raise CheckpointError(
                     f"sha256 mismatch for {url}: expected {sha256.lower()}, got {digest}; the download was discarded"
                 )
+            if not _starts_like_weights(tmp):
+                raise CheckpointError(
+                    f"{url} sent something that is not a weights file (safetensors, torch zip or pickle); "
+                    "the download was discarded"
+                )
         atomic_write_bytes(sidecar_path(dest), f"{digest}  {dest.name}\n".encode())
         _HASHES[(str(dest.resolve()), dest.stat().st_size, dest.stat().st_mtime_ns)] = digest
     return dest
+
+
+def _starts_like_weights(path: Path) -> bool:
+    from facebatch.nets.checkpoints import sniff  # checkpoints reads through this module: imported when needed
+
+    try:
+        sniff(path)
+    except CheckpointError:
+        return False
+    return True
 
 
 def _stream(url: str, tmp: Path, dest: Path, timeout: float, progress: bool) -> str:

@@ -195,6 +195,7 @@ def _pretrained_source(arch: str, tag: str) -> tuple[str, str]:
     """(url, file name) of an open_clip pretrained tag; safetensors on the HF hub preferred (no pickles)."""
     import open_clip
 
+    _check_arch(arch, f"{arch}:{tag}")
     cfg = open_clip.get_pretrained_cfg(arch, tag)
     if not cfg:
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
@@ -208,13 +209,25 @@ def _pretrained_source(arch: str, tag: str) -> tuple[str, str]:
     return url, Path(url.split("?")[0]).name
 
 
+def _check_arch(arch: str, spec: str) -> None:
+    import open_clip
+
+    if arch not in open_clip.list_models():
+        raise InputError(f"--clip {spec}: open_clip has no architecture {arch!r} (e.g. ViT-B-32, ViT-B-16, RN50)")
+
+
 def pretrained_cache_path(arch: str, tag: str) -> Path:
     """Where the weights of ARCH:TAG are (or will be) cached."""
     return cache.models_dir() / "clip" / f"{arch}-{tag}" / _pretrained_source(arch, tag)[1]
 
 
-def resolve_clip(spec: str | Path) -> ClipRef:
-    """Spec -> ClipRef, downloading pretrained weights once if needed; one-line errors for the rest."""
+def resolve_clip(spec: str | Path, *, refresh: bool = False) -> ClipRef:
+    """Spec -> ClipRef, downloading pretrained weights once if needed; one-line errors for the rest.
+
+    `refresh` downloads the weights of ARCH:TAG again (`facebatch models fetch --force`). Every download goes to
+    a temp file beside the cache's and replaces it only when whole and starting like weights: a refresh that
+    fails (offline, cut short, an error page) leaves the cached copy as it was.
+    """
     import open_clip
 
     text = str(spec).strip()
@@ -239,8 +252,7 @@ def resolve_clip(spec: str | Path) -> ClipRef:
             f"unknown CLIP {text!r}: give a registry name ({', '.join(known_clips()) or 'none'}), "
             "ARCH:TAG (e.g. ViT-B-32:openai) or ARCH:/path/to/weights"
         )
-    if arch not in open_clip.list_models():
-        raise InputError(f"--clip {text}: open_clip has no architecture {arch!r} (e.g. ViT-B-32, ViT-B-16, RN50)")
+    _check_arch(arch, text)
     local = Path(source).expanduser()
     if local.suffix in _STATE_FILES or local.exists():
         if not local.is_file():
@@ -254,7 +266,10 @@ def resolve_clip(spec: str | Path) -> ClipRef:
             f"and put it at {dest} (or pass --clip {arch}:PATH to a local file)"
         )
     try:
-        file = cache.ensure_file(url, dest, None)
+        if refresh:
+            file = cache.download(url, dest, None, force=True)
+        else:
+            file = cache.ensure_file(url, dest, None)
     except ModelNotAvailable as exc:
         raise ModelNotAvailable(str(exc).replace("--generator PATH", f"--clip {arch}:PATH")) from None
     expected = cache.read_sidecar(file)
