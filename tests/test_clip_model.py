@@ -263,3 +263,83 @@ def test_a_clip_file_that_would_run_code_is_refused_in_one_line_without_torchs_a
     message = one_line_error(info)
     assert "would run code" in message and "weights_only" not in message and "Re-running" not in message, message
     assert not (tmp_path / "MARKER").exists()
+
+
+def _with_config(tmp_path, model, **changes):
+    """A file of the tiny CLIP's weights under a facebatch-clip config with `changes` applied (model_cfg__x and
+    extra__x reach inside)."""
+    import copy
+    import json
+
+    from safetensors.torch import save_file
+
+    config = {
+        "format": fclip.FORMAT_NAME,
+        "format_version": fclip.FORMAT_VERSION,
+        "model_cfg": copy.deepcopy(TINY_CFG),
+        "extra": {"templates": TEMPLATES, "mean": [0.5] * 3, "std": [0.5] * 3},
+    }
+    for key, value in changes.items():
+        where, *path = key.split("__")
+        target = config
+        for part in [where, *path][:-1]:
+            target = target[part]
+        target[([where, *path])[-1]] = value
+    path = tmp_path / "c.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), {"facebatch": json.dumps(config)})
+    return path
+
+
+BAD_CLIP_CONFIGS = {
+    "version as text": (dict(format_version="abc"), "format_version 'abc'"),
+    "version too new": (dict(format_version=99), "format_version 99"),
+    "version as float": (dict(format_version=1.5), "format_version 1.5"),
+    "two-value mean": (dict(extra__mean=[0.5, 0.5]), "extra.mean must be 3"),
+    "nan mean": (dict(extra__mean=[float("nan")] * 3), "extra.mean must be 3"),
+    "zero std": (dict(extra__std=[0.5, 0.0, 0.5]), "extra.std must be 3"),
+    "text std": (dict(extra__std="0.5"), "extra.std must be 3"),
+    "extra a list": (dict(extra=[1, 2]), "extra must be a JSON object"),
+    "templates a text": (dict(extra__templates="a photo of {}"), "extra.templates must be a list"),
+    "template with two slots": (dict(extra__templates=["a {} of {}"]), "one '{}'"),
+    "template with a named slot": (dict(extra__templates=["{} {name}"]), "one '{}'"),
+    "template a number": (dict(extra__templates=[7]), "not a text"),
+    "model_cfg a list": (dict(model_cfg=[1, 2]), "model_cfg: the stored CLIP config is a list"),
+    "model_cfg missing": (dict(model_cfg=None), "model_cfg: the stored CLIP config is a NoneType"),
+    "huge width": (dict(model_cfg__vision_cfg__width=2**30), "vision_cfg.width must be in"),
+    "huge depth": (dict(model_cfg__text_cfg__layers=10**6), "text_cfg.layers must be in"),
+    "width as text": (dict(model_cfg__embed_dim="16"), "embed_dim must be an integer"),
+    "unknown setting": (dict(model_cfg__evil=1), "unknown architecture setting 'evil'"),
+    "a Hugging Face text tower": (dict(model_cfg__text_cfg__hf_model_name="bert-base-uncased"), "hf_model_name"),
+    "a timm image tower": (dict(model_cfg__vision_cfg__timm_model_name="vit_huge"), "timm_model_name"),
+    "a vocabulary smaller than the tokenizer's": (dict(model_cfg__text_cfg__vocab_size=10), "vocab_size"),
+    "resnet layers garbage": (dict(model_cfg__vision_cfg__layers=[1, "x"]), "4 stage depths"),
+    "heads that do not divide the width": (dict(model_cfg__text_cfg__heads=3), "cannot build the CLIP"),
+    "shapes that disagree with the weights": (dict(model_cfg__embed_dim=8), "do not fit"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CLIP_CONFIGS))
+def test_facebatch_clip_metadata_is_checked_like_generator_metadata(tiny, tmp_path, case):
+    """Whatever a facebatch-clip file's metadata holds, loading it is one CheckpointError line naming the file and
+    the field, fast (nothing allocated from an unchecked setting); the client's resolve already refuses what the
+    metadata alone shows."""
+    import time
+
+    changes, needle = BAD_CLIP_CONFIGS[case]
+    path = _with_config(tmp_path, tiny[0], **changes)
+    started = time.perf_counter()
+    with pytest.raises(CheckpointError) as info:
+        fclip.load_clip(str(path))
+    message = one_line_error(info)
+    assert str(path) in message and needle in message, message
+    assert time.perf_counter() - started < 5
+    if case not in ("heads that do not divide the width", "shapes that disagree with the weights"):
+        with pytest.raises(CheckpointError, match="not a usable CLIP"):
+            fclip.resolve_clip(str(path))
+
+
+def test_facebatch_clip_metadata_that_is_sound_loads(tiny, tmp_path):
+    path = _with_config(tmp_path, tiny[0], extra__templates=["{}", "a photo of {}", "plain"], extra__std=[1, 2, 3])
+    clip = fclip.load_clip(str(path))
+    assert clip.templates == ("{}", "a photo of {}", "plain") and clip.image_size == 32
+    assert fclip.config_problem(fclip.read_clip_config(path)) is None

@@ -10,6 +10,7 @@ allocates no more than the file already holds.
 from __future__ import annotations
 
 import math
+import reprlib
 from typing import Any, Callable
 
 import torch
@@ -52,7 +53,9 @@ def _bool(v) -> str | None:
 
 
 def _choice(*options) -> Callable[[Any], str | None]:
-    return lambda v: None if isinstance(v, str) and v in options else f"must be one of {', '.join(options)}, got {v!r}"
+    return lambda v: (
+        None if isinstance(v, str) and v in options else f"must be one of {', '.join(options)}, got {reprlib.repr(v)}"
+    )
 
 
 def _resolution(v) -> str | None:
@@ -172,11 +175,68 @@ ENCODER = {
     "head_width": _int(1, MAX_DIM),
 }
 
-SCHEMAS = {"generator": GENERATOR, "discriminator": DISCRIMINATOR, "encoder": ENCODER}
+
+def _clip_layers(v) -> str | None:
+    """A transformer's depth, or the four stage depths of open_clip's ModifiedResNet."""
+    if isinstance(v, (list, tuple)):
+        ok = len(v) == 4 and all(_int(1, 64)(x) is None for x in v)
+        return None if ok else "must be a depth or a list of 4 stage depths, each 1..64"
+    return _int(1, 64)(v)
+
+
+# The settings of open_clip's CLIP(**model_cfg) a facebatch-clip file may carry: a CLIP built from its own weights
+# with facebatch's tokenizer (open_clip's SimpleTokenizer: 49,408 tokens, so no smaller vocabulary). Towers
+# taken from timm or Hugging Face (downloads) and token outputs (another return type) are not among them.
+CLIP_TOKENIZER_VOCAB = 49408
+CLIP_VISION = {
+    "layers": _clip_layers,
+    "width": _int(1, MAX_DIM),
+    "head_width": _int(1, MAX_DIM),
+    "mlp_ratio": _float(0.25, 16),
+    "patch_size": _int(1, 512),
+    "image_size": _int(8, MAX_RESOLUTION),
+    "ls_init_value": _float(0, 10, none=True),
+    "patch_dropout": _float(0, 0.99),
+    "attentional_pool": _bool,
+    "attn_pooler_queries": _int(1, 1024),
+    "attn_pooler_heads": _int(1, 64),
+    "no_ln_pre": _bool,
+    "pos_embed_type": _choice("learnable", "sin_cos_2d"),
+    "final_ln_after_pool": _bool,
+    "pool_type": _choice("tok", "avg", "none"),
+}
+CLIP_TEXT = {
+    "context_length": _int(1, 1024),
+    "vocab_size": _int(CLIP_TOKENIZER_VOCAB, 1 << 20),
+    "width": _int(1, MAX_DIM),
+    "heads": _int(1, 64),
+    "layers": _int(1, 64),
+    "mlp_ratio": _float(0.25, 16),
+    "ls_init_value": _float(0, 10, none=True),
+    "embed_cls": _bool,
+    "pad_id": _int(0, CLIP_TOKENIZER_VOCAB - 1),
+    "eos_id": _int(0, CLIP_TOKENIZER_VOCAB - 1),
+    "no_causal_mask": _bool,
+    "final_ln_after_pool": _bool,
+    "pool_type": _choice("first", "last", "argmax", "eos", "none"),
+    "proj_type": _choice("linear", "none"),
+    "proj_bias": _bool,
+}
+CLIP = {
+    "embed_dim": _int(1, MAX_DIM),
+    "vision_cfg": CLIP_VISION,
+    "text_cfg": CLIP_TEXT,
+    "quick_gelu": _bool,
+    "init_logit_scale": _float(-100, 100),
+    "init_logit_bias": _float(-100, 100, none=True),
+}
+
+SCHEMAS = {"generator": GENERATOR, "discriminator": DISCRIMINATOR, "encoder": ENCODER, "CLIP": CLIP}
 REQUIRED = {
     "generator": ("z_dim", "w_dim", "img_resolution", "img_channels"),
     "discriminator": ("img_resolution",),
     "encoder": ("resolution", "num_ws", "w_dim"),
+    "CLIP": ("embed_dim", "vision_cfg", "text_cfg"),
 }
 
 
@@ -198,7 +258,7 @@ def _walk(kwargs: Any, schema: dict, where: str) -> None:
 
 
 def check_kwargs(kind: str, kwargs: Any) -> None:
-    """Every field of a generator / discriminator / encoder config has a known name, a sane type and bounds."""
+    """Every field of a generator / discriminator / encoder / CLIP config has a known name, a sane type and bounds."""
     schema = SCHEMAS[kind]
     if not isinstance(kwargs, dict):
         raise CheckpointError(f"the stored {kind} config is a {type(kwargs).__name__}, not a table of settings")

@@ -22,6 +22,8 @@ as CLIP's zero-shot classifier and StyleGAN-NADA do.
 from __future__ import annotations
 
 import json
+import math
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -37,6 +39,8 @@ from facebatch.pipeline.atomic import atomic_output
 FORMAT_NAME = "facebatch-clip"
 FORMAT_VERSION = 1
 META_KEY = "facebatch"
+MAX_TEMPLATES = 1000  # prompt templates a file may carry (OpenAI's ImageNet set has 80)
+MAX_TEMPLATE_CHARS = 1000
 _STATE_FILES = (".safetensors", ".bin", ".pt", ".pth")
 
 
@@ -169,22 +173,74 @@ def read_clip_config(path: Path) -> dict | None:
     return config if isinstance(config, dict) and config.get("format") == FORMAT_NAME else None
 
 
+def _channel_values(value, lo: float, hi: float) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(type(v) in (int, float) and math.isfinite(v) and lo <= v <= hi for v in value)
+    )
+
+
+def _templates_problem(templates) -> str | None:
+    if not isinstance(templates, list) or len(templates) > MAX_TEMPLATES:
+        return f"extra.templates must be a list of at most {MAX_TEMPLATES} texts"
+    for t in templates:
+        if not isinstance(t, str) or not 0 < len(t) <= MAX_TEMPLATE_CHARS:
+            return f"extra.templates holds {reprlib.repr(t)}, not a text of 1..{MAX_TEMPLATE_CHARS} characters"
+        try:
+            if "{}" in t:
+                t.format("x")  # what embed_prompt does with it
+        except (IndexError, KeyError, ValueError):
+            return f"extra.templates holds {reprlib.repr(t)}: a template takes the prompt at one '{{}}'"
+    return None
+
+
+def config_problem(config: dict) -> str | None:
+    """What is wrong with a facebatch-clip config, or None. The file is untrusted data, checked as generator
+    configs are: its version, the `extra` values loading reads (image mean and std, prompt templates) and every
+    model setting (names, types and bounds, `arch_check`); shapes are compared with the weights at build time.
+    """
+    from facebatch.nets.arch_check import check_kwargs
+
+    version = config.get("format_version")
+    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
+        shown = reprlib.repr(version)
+        return f"format_version {shown} is not one this facebatch {__version__} reads (1..{FORMAT_VERSION})"
+    extra = config.get("extra", {})
+    if not isinstance(extra, dict):
+        return f"extra must be a JSON object, not a {type(extra).__name__}"
+    if "mean" in extra and not _channel_values(extra["mean"], -10.0, 10.0):
+        return (
+            f"extra.mean must be 3 finite numbers in [-10, 10] (one per RGB channel), got {reprlib.repr(extra['mean'])}"
+        )
+    if "std" in extra and not _channel_values(extra["std"], 1e-6, 10.0):
+        return f"extra.std must be 3 numbers in [1e-06, 10] (one per RGB channel), got {reprlib.repr(extra['std'])}"
+    if "templates" in extra:
+        problem = _templates_problem(extra["templates"])
+        if problem:
+            return problem
+    try:
+        check_kwargs("CLIP", config.get("model_cfg"))
+    except CheckpointError as exc:
+        return f"model_cfg: {exc}"
+    return None
+
+
 def _build_facebatch_clip(path: Path, config: dict, device) -> tuple[torch.nn.Module, dict]:
     from open_clip import CLIP
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    if int(config.get("format_version", 0)) > FORMAT_VERSION:
-        version = config.get("format_version")
-        raise CheckpointError(f"{path}: {FORMAT_NAME} v{version} is newer than this facebatch reads")
+    from facebatch.nets.checkpoints import build
+
+    problem = config_problem(config)
+    if problem:
+        raise CheckpointError(f"{path}: not a usable CLIP: {problem}")
     try:
-        model = CLIP(**config["model_cfg"])
-        missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
-    except (TypeError, KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: not a usable CLIP: {first_line(exc)}") from None
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: weights do not match the model config (missing {missing[:3]}, extra {unexpected[:3]})"
-        )
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({first_line(exc)})") from None
+    model = build(path, "CLIP", config["model_cfg"], state, CLIP)  # shapes on the meta device, finite weights
     return model.to(device), config.get("extra") or {}
 
 
@@ -233,11 +289,15 @@ def resolve_clip(spec: str | Path, *, refresh: bool = False) -> ClipRef:
     text = str(spec).strip()
     path = Path(text).expanduser()
     if path.is_file():
-        if read_clip_config(path) is None:
+        config = read_clip_config(path)
+        if config is None:
             raise InputError(
                 f"--clip {text}: not a facebatch-clip file; for open_clip weights write ARCH:{text} "
                 f"(e.g. ViT-B-32:{text})"
             )
+        problem = config_problem(config)
+        if problem:
+            raise CheckpointError(f"{path}: not a usable CLIP: {problem}")
         return ClipRef(text, None, path.resolve(), cache.sha256_of(path))
     entry = registry.get(text)
     if entry is not None:
