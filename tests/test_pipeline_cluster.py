@@ -94,3 +94,88 @@ def test_a_local_gpu_worker_sees_its_one_gpu_as_plain_cuda(monkeypatch):
     monkeypatch.delenv("FACEBATCH_WORKER_GPU")
     shard_task.worker_state(lambda cfg: seen.append(cfg["device"]), "k2", {"device": "cuda:1"})  # e.g. a remote worker
     assert seen == ["cuda", "cuda:1"]
+
+
+def _stamp(state, items, info):
+    """A shard that holds its worker for a moment and says when (no torch, no device)."""
+    import time
+
+    import pyarrow as pa
+
+    start = time.monotonic()
+    time.sleep(0.2)
+    n = len(items)
+    return pa.table(
+        {
+            "image_id": [i["image_id"] for i in items],
+            "status": ["ok"] * n,
+            "error": pa.array([None] * n, pa.string()),
+            "start": [start] * n,
+            "end": [time.monotonic()] * n,
+        }
+    )
+
+
+def _config(config):
+    return config
+
+
+@pytest.fixture
+def mixed_cluster():
+    """A scheduler with one worker that declares a GPU (2 threads) and one that does not, in this process."""
+    from distributed import Scheduler, SpecCluster, Worker
+
+    workers = {
+        "gpu": {"cls": Worker, "options": {"nthreads": 2, "resources": {"GPU": 1}}},
+        "cpu": {"cls": Worker, "options": {"nthreads": 2}},
+    }
+    scheduler = {"cls": Scheduler, "options": {"dashboard": False, "dashboard_address": ":0"}}
+    with SpecCluster(workers=workers, scheduler=scheduler, silence_logs=40) as cluster:
+        cluster.wait_for_workers(2)
+        info = cluster.scheduler_info["workers"]
+        gpu = next(a for a, w in info.items() if w.get("resources", {}).get("GPU"))
+        yield cluster.scheduler_address, gpu
+
+
+def _run(tmp_path, address, device):
+    import json
+
+    from facebatch.pipeline.runner import StageSpec, run_stage
+
+    spec = StageSpec(
+        name="stamp",
+        out_dir=tmp_path / device,
+        table="latents",
+        items=[{"image_id": f"i{k}"} for k in range(8)],
+        shard_size=1,
+        config={},
+        setup=_config,
+        process=_stamp,
+    )
+    summary = run_stage(spec, ClusterOptions(scheduler=address, device=device), progress=False)
+    assert summary.complete
+    markers = [json.loads(p.read_text()) for p in sorted((tmp_path / device / "_stats" / "latents").glob("*.json"))]
+    import pandas as pd
+
+    return markers, pd.read_parquet(tmp_path / device / "latents").sort_values("start")
+
+
+def test_gpu_tasks_go_only_to_gpu_workers_and_one_at_a_time(mixed_cluster, tmp_path, monkeypatch):
+    from facebatch.pipeline import shard_task
+
+    monkeypatch.setattr(shard_task, "_device_of", lambda config: config["device"])  # workers here have no CUDA
+    address, gpu_worker = mixed_cluster
+    markers, frame = _run(tmp_path, address, "cuda")
+    assert {m["worker"] for m in markers} == {gpu_worker}  # the CPU-only worker got no shard
+    starts, ends = frame.start.to_numpy(), frame.end.to_numpy()
+    assert (starts[1:] >= ends[:-1]).all()  # two threads, one GPU: never two shards at once
+    markers, _ = _run(tmp_path, address, "cpu")  # a CPU run asks for no GPU: both workers take shards
+    assert len({m["worker"] for m in markers}) == 2
+
+
+def test_cuda_on_a_cluster_without_gpu_workers_is_refused_not_left_waiting(tmp_path):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with pytest.raises(InputError, match="declares a GPU resource"):
+            _run(tmp_path, cluster.scheduler_address, "cuda")

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from facebatch.pipeline.latents import read_latent_table
 from facebatch.pipeline.table import (
@@ -53,7 +54,7 @@ def test_pandas_dask_and_pyarrow_read_the_folder(tmp_path):
     ads = pads.dataset(folder, format="parquet", exclude_invalid_files=False).to_table()
     for frame in (pdf, ddf):
         assert len(frame) == len(lat)
-        np.testing.assert_array_equal(np.asarray(frame.w.iloc[0]).reshape(10, 16), lat[0])
+        np.testing.assert_array_equal(np.stack(frame.w.iloc[0]), lat[0])  # rows of w_dim values, num_ws of them
     assert ads.num_rows == len(lat)
     assert run_metadata(ads.schema)["seed"] == 3
 
@@ -144,3 +145,67 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_readers_that_never_heard_of_facebatch_see_the_latent_shape(tmp_path):
+    """Polars and DuckDB get (num_ws, w_dim) from the Parquet type itself, not from our field metadata."""
+    import duckdb
+    import polars as pl
+
+    lat, valid = _write(tmp_path, shape=(10, 16))
+    part = tmp_path / "latents" / "part-00000.parquet"
+    frame = pl.read_parquet(part)
+    assert frame.schema["w"] == pl.Array(pl.Float32, shape=(10, 16))
+    w = frame["w"].to_numpy()
+    assert w.shape == (len(lat), 10, 16)
+    np.testing.assert_array_equal(w[valid], lat[valid])
+    con = duckdb.connect()
+    assert con.sql(f"SELECT w FROM '{part}'").types == ["FLOAT[][]"]
+    first = con.sql(f"SELECT w FROM '{part}' WHERE image_id = 'img0.png'").fetchall()[0][0]
+    np.testing.assert_array_equal(np.asarray(first, dtype=np.float32), lat[0])
+    assert pa.types.is_fixed_size_list(pq.read_schema(part).field("w").type.value_type)
+
+
+def test_parts_written_with_flat_latents_still_read_alone_and_beside_nested_ones(tmp_path):
+    """tests/data/flat_latents holds a part as facebatch wrote them before the nesting: w flat [num_ws * w_dim]."""
+    import shutil
+
+    from facebatch.pipeline.latents import gather, read_index
+
+    old = Path(__file__).parent / "data" / "flat_latents"
+    expected = np.random.default_rng(0).standard_normal((3, 4, 8)).astype(np.float32)
+    back = read_latent_table(old)
+    assert back.latent("w").shape == (3, 4, 8)
+    np.testing.assert_array_equal(back.latent("w")[[0, 2]], expected[[0, 2]])
+    assert np.isnan(back.latent("w")[1]).all() and back.metadata["generator_sha256"] == "old"
+
+    run = tmp_path / "mixed"
+    shutil.copytree(old, run)
+    new = np.random.default_rng(1).standard_normal((2, 4, 8)).astype(np.float32)
+    schema = pq.read_schema(old / "latents" / "part-00000.parquet")
+    schema = schema.set(2, latent_field("w", (4, 8)))
+    table = pa.Table.from_arrays(
+        [
+            pa.array(["d.png", "e.png"]),
+            pa.array(["ok", "ok"]),
+            latent_array_masked(new, np.array([True, True]), (4, 8)),
+        ],
+        schema=schema,
+    )
+    atomic_write_table(run / "latents" / "part-00001.parquet", table)
+    both = read_latent_table(run)
+    assert list(both.frame.image_id) == ["a.png", "b.png", "c.png", "d.png", "e.png"]
+    np.testing.assert_array_equal(both.latent("w")[3:], new)
+    index = read_index(run)
+    np.testing.assert_array_equal(gather(index, np.array([4, 0, 3])), np.stack([new[1], expected[0], new[0]]))
+
+
+def test_nested_columns_read_back_through_slices_and_chunks():
+    """Arrow arrays with an offset (a slice of a record batch) must give their own rows, not the first ones."""
+    from facebatch.pipeline.table import flat_rows, latent_array
+
+    lat = np.arange(5 * 3 * 2, dtype=np.float32).reshape(5, 3, 2)
+    arr = latent_array(lat, 5, (3, 2))
+    np.testing.assert_array_equal(flat_rows(arr.slice(2, 2)), lat[2:4].reshape(2, 6))
+    chunked = pa.chunked_array([arr.slice(0, 1), arr.slice(3, 2)])
+    np.testing.assert_array_equal(flat_rows(chunked), lat[[0, 3, 4]].reshape(3, 6))

@@ -142,6 +142,31 @@ def local_layout(opts: ClusterOptions) -> tuple[int, int, list[str | None]]:
     return workers, threads, gpus
 
 
+GPU_RESOURCE = "GPU"
+
+
+def task_resources(client, opts: ClusterOptions) -> dict[str, int] | None:
+    """The Dask resources each shard task asks for: one GPU when the run is for CUDA, so workers without
+    a GPU never receive a shard, and a GPU worker runs one shard at a time whatever its thread count.
+
+    A worker has a GPU for Dask when it declares the resource (``dask worker ... --resources GPU=1``, or
+    ``dask cuda worker ... --resources GPU=1``: one worker process per GPU); the local CUDA cluster declares
+    it for each of its workers. `--device cuda` on a cluster where no worker declares it is refused here,
+    instead of leaving the tasks waiting forever; `--device auto` asks for the GPU where one is declared."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    with_gpu = [a for a, info in workers.items() if (info.get("resources") or {}).get(GPU_RESOURCE, 0) >= 1]
+    if opts.device.startswith("cuda"):
+        if not with_gpu:
+            raise InputError(
+                f"--device {opts.device}: no worker of the Dask cluster declares a {GPU_RESOURCE} resource; start "
+                f"GPU workers with --resources {GPU_RESOURCE}=1 (one per GPU), or pass --device cpu"
+            )
+        return {GPU_RESOURCE: 1}
+    if opts.device == "auto" and with_gpu:
+        return {GPU_RESOURCE: 1}
+    return None
+
+
 def worker_device(device: str) -> str:
     """The torch device a worker should use: a local CUDA worker sees its one GPU as plain `cuda`."""
     return "cuda" if os.environ.get("FACEBATCH_WORKER_GPU") else device
@@ -154,9 +179,10 @@ def _local_cluster(opts: ClusterOptions):
     specs = {}
     for i, gpu in enumerate(gpus):
         env = {var: str(threads) for var in THREAD_ENV_VARS}
+        options = dict(nthreads=1, env=env, host="127.0.0.1", dashboard=False, silence_logs=40)
         if gpu is not None:
             env.update(CUDA_VISIBLE_DEVICES=gpu, FACEBATCH_WORKER_GPU=gpu)
-        options = dict(nthreads=1, env=env, host="127.0.0.1", dashboard=False, silence_logs=40)
+            options["resources"] = {GPU_RESOURCE: 1}
         if opts.memory_limit:
             from distributed.worker_memory import parse_memory_limit
 

@@ -21,14 +21,20 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from facebatch.errors import InputError
 from facebatch.nets.cache import sha256_of
 from facebatch.pipeline.discover import not_a_folder
 from facebatch.pipeline.rundir import LATENTS, RunDir, locate_table
-from facebatch.pipeline.table import SHAPE_KEY, column_to_numpy, field_shape, reading_parquet, run_metadata
+from facebatch.pipeline.table import (
+    SHAPE_KEY,
+    column_to_numpy,
+    field_shape,
+    flat_rows,
+    reading_parquet,
+    run_metadata,
+)
 
 PART_COLUMN = "_part"
 
@@ -134,20 +140,23 @@ class LatentsSource:
 
     def read(self, columns: Iterable[str] | None = None) -> LatentTable:
         """The whole table; latent columns come back shaped."""
-        with reading_parquet(self.path):  # pyarrow's message names the part when it can
-            dataset = pads.dataset([str(f) for f in self.files], format="parquet")
-            table = dataset.to_table(columns=list(columns) if columns is not None else None)
-        latents, scalar_cols = {}, []
-        for fld in table.schema:
-            name = fld.name
-            src = self.schema.field(name) if name in self.schema.names else fld
-            if field_shape(src) is not None:
-                table_fld = table.schema.field(name).with_metadata(src.metadata)
-                t = pa.table({name: table.column(name)}, schema=pa.schema([table_fld]))
-                latents[name] = column_to_numpy(t, name)
-            else:
-                scalar_cols.append(name)
-        frame = table.select(scalar_cols).to_pandas()
+        wanted = list(columns) if columns is not None else None
+        frames, shaped = [], {}
+        for path in self.files:  # part by part: parts written before latents were nested read beside newer ones
+            with reading_parquet(path):
+                table = pq.read_table(path, columns=wanted)
+            scalar_cols = []
+            for fld in table.schema:
+                src = self.schema.field(fld.name) if fld.name in self.schema.names else fld
+                if field_shape(src) is not None:
+                    one = pa.schema([fld.with_metadata(src.metadata)])
+                    t = pa.table({fld.name: table.column(fld.name)}, schema=one)
+                    shaped.setdefault(fld.name, []).append(column_to_numpy(t, fld.name))
+                else:
+                    scalar_cols.append(fld.name)
+            frames.append(table.select(scalar_cols).to_pandas())
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        latents = {name: np.concatenate(arrays) for name, arrays in shaped.items()}
         return LatentTable(frame=frame, latents=latents, metadata=self.metadata)
 
     def scalar_numeric_columns(self) -> list[str]:
@@ -250,7 +259,6 @@ def read_rows(
     batch_size: int = 4096,
 ) -> np.ndarray:
     """Latents of the given (file, row) pairs in that order, each passed through ``reduce`` batch by batch."""
-    size = int(np.prod(shape))
     reduce = reduce or (lambda x: x)
     out: np.ndarray | None = None
     for fi in np.unique(file_of_row):
@@ -264,10 +272,7 @@ def read_rows(
                 stop = start + batch.num_rows
                 lo, hi = np.searchsorted(wanted_sorted, [start, stop])
                 if hi > lo:
-                    col = batch.column(0)
-                    # .values ignores the array's offset; slice explicitly (null slots still hold `size` values).
-                    values = col.values.slice(col.offset * size, len(col) * size)
-                    flat = values.to_numpy(zero_copy_only=False).reshape(batch.num_rows, size)
+                    flat = flat_rows(batch.column(0))
                     picked = flat[wanted_sorted[lo:hi] - start].reshape((hi - lo,) + tuple(shape))
                     reduced = np.asarray(reduce(picked.astype(np.float32, copy=False)))
                     if out is None:

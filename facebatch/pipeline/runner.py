@@ -22,7 +22,7 @@ from rich.console import Console
 from facebatch.errors import InputError
 from facebatch.nets.cache import sha256_of
 from facebatch.pipeline.atomic import atomic_write_bytes, atomic_write_json
-from facebatch.pipeline.cluster import ClusterOptions, open_client
+from facebatch.pipeline.cluster import ClusterOptions, open_client, task_resources
 from facebatch.pipeline.plan import Shard, config_diff, config_hash, digest, plan_hash, plan_shards, versions
 from facebatch.pipeline.progress import image_progress, reporting_steps, steps_topic
 from facebatch.pipeline.rundir import RunDir
@@ -331,7 +331,8 @@ def _execute_dask(
             client.subscribe_topic(steps_topic(run_id), lambda event: on_steps(_event_steps(event)))
         if cluster.remote:
             _check_shared_filesystem(client, tasks[0].info.run, run_id)
-        futures = client.map(run_shard, tasks, key=keys, pure=False, retries=spec.max_retries)
+        resources = task_resources(client, cluster)
+        futures = client.map(run_shard, tasks, key=keys, pure=False, retries=spec.max_retries, resources=resources)
         try:
             for fut in as_completed(futures):
                 task = by_key[fut.key]

@@ -200,6 +200,16 @@ def _device_of(config: dict) -> str | None:
     return str(resolve_device(worker_device(config["device"])))
 
 
+def _dask_worker() -> str | None:
+    """The address of the Dask worker running this shard (None in the client's own process)."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return None
+
+
 def shard_marker(task: ShardTask, table: pa.Table, seconds: float, retried: int) -> dict:
     status = table.column("status").to_pylist()
     errors = [e for s, e in zip(status, table.column("error").to_pylist()) if s != "ok"]
@@ -219,6 +229,7 @@ def shard_marker(task: ShardTask, table: pa.Table, seconds: float, retried: int)
         "scores": score_stats(table, task.score_columns),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # of this worker process
         "host": socket.gethostname(),
+        "worker": _dask_worker(),
         "device": _device_of(task.setup_config),
         "pid": os.getpid(),
         "finished_at": time.time(),

@@ -1,11 +1,15 @@
 """Parquet tables of latents: one schema convention and the atomic part writer, shared by every stage.
 
-A latent column is a flat ``fixed_size_list<float32>[num_ws * w_dim]`` whose field metadata holds
-the shape. Arrow's fixed-shape tensor type would read back shaped in pyarrow, but
-``dask.dataframe.read_parquet`` cannot read it (verified with dask 2026.8), and pandas, dask and
-pyarrow must all read every table facebatch writes. Run-level facts (generator sha256, config,
-versions) go into the schema metadata under the ``facebatch`` key. `facebatch.pipeline.latents` reads
-the tables back.
+A latent column of shape (num_ws, w_dim) is a nested ``fixed_size_list<fixed_size_list<float32>[w_dim]>
+[num_ws]`` (one level per dimension), so readers that have never heard of facebatch see its shape:
+Polars reads it as ``Array(Float32, shape=(num_ws, w_dim))`` (``.to_numpy()`` gives ``(N, num_ws, w_dim)``),
+DuckDB as ``FLOAT[][]``, pyarrow as the nested type, and pandas and ``dask.dataframe.read_parquet`` read
+it too (as arrays of arrays). Arrow's ``fixed_shape_tensor`` extension type was measured and rejected: Polars
+and DuckDB read it flat, and dask cannot read it at all (dask 2026.8, Polars 2.1, DuckDB 2.0; see
+tests/test_table.py). The field metadata also holds the shape, and parts written before the nesting (one flat
+``fixed_size_list<float32>[num_ws * w_dim]``) still read. Run-level facts (generator sha256, config,
+versions) go into the schema metadata under the ``facebatch`` key. `facebatch.pipeline.latents` reads the
+tables back.
 """
 
 from __future__ import annotations
@@ -26,28 +30,36 @@ METADATA_KEY = b"facebatch"
 SHAPE_KEY = b"shape"
 
 
+def latent_type(shape: Sequence[int]) -> pa.DataType:
+    """One fixed_size_list level per dimension: (18, 512) -> fixed_size_list<fixed_size_list<float>[512]>[18]."""
+    typ = pa.float32()
+    for dim in reversed(tuple(shape)):
+        typ = pa.list_(typ, int(dim))
+    return typ
+
+
 def latent_field(name: str, shape: Sequence[int]) -> pa.Field:
-    size = int(np.prod(shape))
-    return pa.field(name, pa.list_(pa.float32(), size), metadata={SHAPE_KEY: json.dumps(list(shape)).encode()})
+    return pa.field(name, latent_type(shape), metadata={SHAPE_KEY: json.dumps(list(shape)).encode()})
+
+
+def _nested(flat: np.ndarray, shape: Sequence[int], mask: pa.Array | None = None) -> pa.Array:
+    arr = pa.array(np.ascontiguousarray(flat, dtype=np.float32).reshape(-1))
+    for dim in reversed(tuple(shape)[1:]):
+        arr = pa.FixedSizeListArray.from_arrays(arr, int(dim))
+    return pa.FixedSizeListArray.from_arrays(arr, int(tuple(shape)[0]), mask=mask)
 
 
 def latent_array(latents: np.ndarray | None, n_rows: int, shape: Sequence[int]) -> pa.Array:
     """Arrow array for a latent column; ``latents`` may hold NaN-free rows or be None (all null)."""
-    size = int(np.prod(shape))
-    typ = pa.list_(pa.float32(), size)
     if latents is None:
-        return pa.nulls(n_rows, typ)
-    flat = np.ascontiguousarray(latents, dtype=np.float32).reshape(n_rows, size)
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), size)
+        return pa.nulls(n_rows, latent_type(shape))
+    return _nested(np.asarray(latents).reshape(n_rows, -1), shape)
 
 
 def latent_array_masked(latents: np.ndarray, valid: np.ndarray, shape: Sequence[int]) -> pa.Array:
     """Latent column where rows with ``valid == False`` are null (error rows keep their place)."""
-    size = int(np.prod(shape))
-    flat = np.ascontiguousarray(latents, dtype=np.float32).reshape(len(valid), size)
-    values = pa.array(flat.reshape(-1))
     mask = pa.array(~np.asarray(valid, dtype=bool))
-    return pa.FixedSizeListArray.from_arrays(values, size, mask=mask)
+    return _nested(np.asarray(latents).reshape(len(valid), -1), shape, mask=mask)
 
 
 def field_shape(fld: pa.Field) -> tuple[int, ...] | None:
@@ -56,19 +68,28 @@ def field_shape(fld: pa.Field) -> tuple[int, ...] | None:
     return None
 
 
+def flat_rows(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A latent column (nested or flat fixed-size lists) as an (N, size) float32 array of its values; the
+    values under a null row are whatever the writer left there (mask them with ``col.is_valid()``)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    n = len(arr)
+    # .values of a fixed-size list ignores the array's offset (null slots still occupy their values): slice it.
+    while pa.types.is_fixed_size_list(arr.type):
+        size = arr.type.list_size
+        arr = arr.values.slice(arr.offset * size, len(arr) * size)
+    return arr.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, -1)
+
+
 def column_to_numpy(table: pa.Table, name: str) -> np.ndarray:
     """A latent column as an (N, *shape) float32 array; null rows come back as NaN."""
-    fld = table.schema.field(name)
-    shape = field_shape(fld)
+    shape = field_shape(table.schema.field(name))
     col = table.column(name).combine_chunks()
-    size = col.type.list_size
-    out = np.full((len(col), size), np.nan, dtype=np.float32)
+    vals = flat_rows(col)
+    out = np.full(vals.shape, np.nan, dtype=np.float32)
     if len(col):
         valid = col.is_valid().to_numpy(zero_copy_only=False)
-        # .values of a FixedSizeList skips nothing: null slots still occupy `size` values.
-        vals = col.values.to_numpy(zero_copy_only=False).reshape(len(col), size)
         out[valid] = vals[valid]
-    return out.reshape((len(col),) + (shape or (size,)))
+    return out.reshape((len(col),) + (shape or (vals.shape[1],)))
 
 
 def with_run_metadata(schema: pa.Schema, meta: Mapping[str, Any]) -> pa.Schema:
