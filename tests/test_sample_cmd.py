@@ -6,7 +6,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from facebatch.cli.app import app
-from facebatch.cli.sample import parse_seeds
+from facebatch.commands.sample import SampleOptions
 from facebatch.nets.sampling import z_from_seeds
 from facebatch.pipeline.latents import read_latent_table
 
@@ -14,8 +14,9 @@ runner = CliRunner()
 
 
 def test_parse_seeds():
-    assert parse_seeds("0-3,10", 0, 0) == [0, 1, 2, 3, 10]
-    assert parse_seeds(None, 3, 5) == [5, 6, 7]
+    assert SampleOptions(seeds="0-3,10", n=0).seed_list() == [0, 1, 2, 3, 10]
+    assert SampleOptions(n=3, seed=5).seed_list() == [5, 6, 7]
+    assert SampleOptions(seeds=[4, 2]).seed_list() == [4, 2]
 
 
 def test_bad_seeds_exit_2(tmp_path, fixture_generator_path):

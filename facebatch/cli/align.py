@@ -8,20 +8,11 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from facebatch.cli.cluster_options import (
-    DryRunOption,
-    OverwriteOption,
-    QuietOption,
-    RetryErrorsOption,
-    SchedulerFileOption,
-    SchedulerOption,
-    cluster_options,
-    report_run,
-    run_shards,
-)
-from facebatch.cli.console import out
+from facebatch.cli.cluster_options import batch_command, report_run
+from facebatch.cli.console import err, out
 
 
+@batch_command(without=("workers", "threads_per_worker", "device"))
 def align(
     input_dir: Annotated[
         Path, typer.Argument(metavar="INPUT_DIR", help="Folder of images (searched recursively) or one image file.")
@@ -53,12 +44,8 @@ def align(
             "below 8 usable cores, else one per core (`facebatch info` shows the rule).",
         ),
     ] = None,
-    scheduler: SchedulerOption = None,
-    scheduler_file: SchedulerFileOption = None,
-    overwrite: OverwriteOption = False,
-    retry_errors: RetryErrorsOption = False,
-    dry_run: DryRunOption = False,
-    quiet: QuietOption = False,
+    *,
+    run,
 ) -> None:
     """Align every face under IN the way FFHQ was made: OUT/aligned/*.png and OUT/faces/part-*.parquet.
 
@@ -67,31 +54,18 @@ def align(
     other settings in the same OUT are refused unless --overwrite. Read the table with
     pandas.read_parquet(OUT/"faces") or facebatch.read_latents(OUT/"faces").
     """
+    from facebatch.commands.align import AlignOptions, align_run_options
+    from facebatch.commands.align import align as align_faces
     from facebatch.pipeline.cluster import describe
-    from facebatch.pipeline.discover import discover_images, no_images
-    from facebatch.stages.align import build_align_spec
 
-    remote = bool(scheduler or scheduler_file)
-    # dlib's detector is single-threaded: one thread per worker, so a large host gets one worker per core.
-    threads = None if remote else 1
-    cluster = cluster_options(workers, scheduler, scheduler_file, threads_per_worker=threads, device="cpu")
-    items = discover_images(input_dir, exclude=[out_dir])
-    if not items:
-        raise no_images(input_dir)
-    spec = build_align_spec(
-        items=items,
-        out_dir=out_dir,
-        size=size,
-        backend=backend,
-        faces=faces,
-        min_score=min_score,
-        shard_size=shard_size,
-    )
-    summary = run_shards(spec, cluster, overwrite, retry_errors, dry_run, quiet)
-    if dry_run:
-        out.print(_plan_table(input_dir, spec, summary, describe(cluster), overwrite))
+    run = run.with_(workers=workers)
+    options = AlignOptions(size=size, backend=backend, faces=faces, min_score=min_score, shard_size=shard_size)
+    result = align_faces(input_dir, out_dir, options, run, console=err)
+    if run.dry_run:
+        where = describe(align_run_options(run).cluster())
+        out.print(_plan_table(input_dir, result.spec, result.summary, where, run.overwrite))
         return
-    report_run(summary, quiet)
+    report_run(result.summary, run.quiet)
 
 
 def _plan_table(input_dir: Path, spec, summary, where: str, overwrite: bool) -> Table:

@@ -8,21 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from facebatch.cli.cluster_options import (
-    DeviceOption,
-    DryRunOption,
-    OverwriteOption,
-    QuietOption,
-    RetryErrorsOption,
-    SchedulerFileOption,
-    SchedulerOption,
-    ThreadsPerWorkerOption,
-    WorkersOption,
-    cluster_options,
-    report_run,
-    run_shards,
-)
-from facebatch.cli.console import out
+from facebatch.cli.cluster_options import batch_command, report_run
+from facebatch.cli.console import err, out
 from facebatch.cli.fit_boundaries import split_names
 from facebatch.errors import InputError
 from facebatch.ranges import finite_number
@@ -70,6 +57,7 @@ def shipped_boundaries_for(index, generator: Optional[str], quiet: bool) -> Path
     return path
 
 
+@batch_command
 def augment(
     ctx: typer.Context,
     latents: Annotated[
@@ -136,19 +124,12 @@ def augment(
     shard_size: Annotated[
         int, typer.Option("--shard-size", help="Edited images per shard (= per manifest part).")
     ] = 256,
-    workers: WorkersOption = None,
-    scheduler: SchedulerOption = None,
-    scheduler_file: SchedulerFileOption = None,
-    threads_per_worker: ThreadsPerWorkerOption = None,
-    device: DeviceOption = "auto",
     column: Annotated[str, typer.Option("--column", help="Latent column of the table.")] = "w",
     force: Annotated[
         bool, typer.Option("--force", help="Edit even if latents, boundaries and generator sha256 differ.")
     ] = False,
-    overwrite: OverwriteOption = False,
-    retry_errors: RetryErrorsOption = False,
-    dry_run: DryRunOption = False,
-    quiet: QuietOption = False,
+    *,
+    run,
 ) -> None:
     """Render every ok latent moved along each --attr by each strength, and through each --shift generator
     (the latent as it is and each edit): PNGs, a manifest linking each image to its source and generator,
@@ -159,6 +140,7 @@ def augment(
     also with --condition (those boundaries' distances do not move) and --layers.
     """
     from facebatch.pipeline.latents import read_index
+    from facebatch.pipeline.run_options import run_batch
     from facebatch.stages.augment import build_augment_spec, write_contact_sheets
 
     values = parse_strengths(strengths, list(ctx.args))
@@ -170,10 +152,10 @@ def augment(
         raise InputError("nothing to render: give --attr (boundary edits) and/or --shift (shifted generators)")
     if limit is not None and limit < 1:
         raise InputError("--limit must be at least 1")
-    cluster = cluster_options(workers, scheduler, scheduler_file, threads_per_worker, device)
+    run.cluster()  # a bad cluster combination is one line before anything is read
     index = read_index(latents, column)
     if boundaries is None and attributes:
-        boundaries = shipped_boundaries_for(index, generator, quiet)
+        boundaries = shipped_boundaries_for(index, generator, run.quiet)
     spec = build_augment_spec(
         index=index,
         boundaries_path=boundaries,
@@ -192,8 +174,8 @@ def augment(
         force=force,
         sheet_rows=sheet_rows,
     )
-    summary = run_shards(spec, cluster, overwrite, retry_errors, dry_run, quiet)
-    if dry_run:
+    summary = run_batch(spec, run, err)
+    if run.dry_run:
         out.print(
             f"plan: {summary.images} images ({len(attributes)} attribute(s) x {len(values)} strengths, "
             f"{len(shifts)} shifted generator(s)) in "
@@ -202,7 +184,7 @@ def augment(
         )
         return
     sheets = write_contact_sheets(out_dir, max_rows=sheet_rows) if summary.images_ok else {}
-    if not quiet:
+    if not run.quiet:
         for name, path in sheets.items():
             out.print(f"contact sheet {name}: {path}")
-    report_run(summary, quiet)
+    report_run(summary, run.quiet)

@@ -1,15 +1,19 @@
-"""The options and the ending every shard-runner command shares (project, align, augment).
+"""The options and the ending every batch command shares (project, sample, align, label, augment, mix).
 
 One definition of where shards run (--workers/--scheduler/--scheduler-file/--threads-per-worker/--device)
 and of how a run resumes (--overwrite/--retry-errors/--dry-run/--quiet), so the commands cannot drift
 apart in spelling, env var or help, and one `report_run` for the summary and failed shards.
-The option types are `Annotated` aliases: a command lists `workers: WorkersOption = None` in its signature.
+`@batch_command` adds the nine options to a command and hands it one `RunOptions` (`run`); the option
+types are `Annotated` aliases, also usable alone (`nada` takes `--device` and `--overwrite` only).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 
@@ -61,6 +65,63 @@ DryRunOption = Annotated[
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")]
 
 
+# (parameter, its option, default), in the order --help lists them after a command's own options.
+RUN_PARAMETERS = (
+    ("workers", WorkersOption, None),
+    ("scheduler", SchedulerOption, None),
+    ("scheduler_file", SchedulerFileOption, None),
+    ("threads_per_worker", ThreadsPerWorkerOption, None),
+    ("device", DeviceOption, "auto"),
+    ("overwrite", OverwriteOption, False),
+    ("retry_errors", RetryErrorsOption, False),
+    ("dry_run", DryRunOption, False),
+    ("quiet", QuietOption, False),
+)
+
+
+def shared_options(parameters, into: str, build: Callable, without: tuple[str, ...] = ()):
+    """A decorator that declares options several commands share once: typer sees `parameters` ((name, option,
+    default) triples, less `without`) after the function's own options, and the function gets them as one
+    keyword argument `into`, built by `build(**values)` (a typed options object)."""
+
+    def decorate(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+        own = [p for p in sig.parameters.values() if p.name != into]
+        names = [name for name, _, _ in parameters if name not in without]
+        shared = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+            for name, annotation, default in parameters
+            if name in names
+        ]
+
+        @functools.wraps(fn)
+        def command(*args, **kwargs):
+            values = {name: kwargs.pop(name) for name in names if name in kwargs}
+            return fn(*args, **{into: build(**values)}, **kwargs)
+
+        hints = {**typing.get_type_hints(fn, include_extras=True)}
+        command.__signature__ = sig.replace(
+            parameters=[p.replace(annotation=hints.get(p.name, p.annotation)) for p in own] + shared
+        )
+        command.__annotations__ = {p.name: p.annotation for p in command.__signature__.parameters.values()}
+        return command
+
+    return decorate
+
+
+def _run_options(**values):
+    from facebatch.pipeline.run_options import RunOptions
+
+    return RunOptions(**values)
+
+
+def batch_command(fn: Callable | None = None, *, without: tuple[str, ...] = ()):
+    """Give a batch command the nine run options, as one `run: RunOptions` argument (`without`: those that mean
+    nothing to it, e.g. align's --device). Declared here once, so every batch command spells them alike."""
+    decorate = shared_options(RUN_PARAMETERS, "run", _run_options, without)
+    return decorate(fn) if fn is not None else decorate
+
+
 def cluster_options(
     workers: int | None = None,
     scheduler: str | None = None,
@@ -80,25 +141,6 @@ def cluster_options(
     )
     cluster.validate()
     return cluster
-
-
-def run_shards(spec, cluster, overwrite: bool, retry_errors: bool, dry_run: bool, quiet: bool):
-    """run_stage with the CLI's progress and, on Ctrl-C, the hint that the run resumes (every stage resumes alike)."""
-    from facebatch.pipeline.runner import run_stage
-
-    try:
-        return run_stage(
-            spec,
-            cluster,
-            overwrite=overwrite,
-            retry_errors=retry_errors,
-            dry_run=dry_run,
-            progress=not quiet,
-            console=err,
-        )
-    except KeyboardInterrupt:
-        err.print("interrupted: finished shards are kept; rerun the same command to resume", highlight=False)
-        raise
 
 
 def report_run(summary, quiet: bool) -> None:

@@ -18,8 +18,6 @@ from facebatch.cli.projection_options import (
     PresetOption,
     SetOption,
     StepsOption,
-    projection_config,
-    projection_encoder,
 )
 from facebatch.errors import InputError, RunFailed
 
@@ -75,6 +73,8 @@ def invert(
     import torch
 
     from facebatch import __version__
+    from facebatch.commands.project import projection_encoder
+    from facebatch.invert.presets import projection_config
     from facebatch.nets.checkpoints import load_networks
     from facebatch.nets.device import resolve_device
     from facebatch.pipeline.atomic import atomic_write_json

@@ -7,20 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from facebatch.cli.cluster_options import (
-    DeviceOption,
-    DryRunOption,
-    OverwriteOption,
-    QuietOption,
-    RetryErrorsOption,
-    SchedulerFileOption,
-    SchedulerOption,
-    ThreadsPerWorkerOption,
-    WorkersOption,
-    cluster_options,
-    report_run,
-    run_shards,
-)
+from facebatch.cli.cluster_options import batch_command, report_run
 from facebatch.cli.console import err, out
 from facebatch.cli.fit_boundaries import split_names
 from facebatch.errors import InputError
@@ -33,6 +20,7 @@ def default_run_dir(labels_out: Path) -> Path:
     return labels_out.with_name(f"{labels_out.stem}_run")
 
 
+@batch_command
 def label(
     input_path: Annotated[
         Path,
@@ -97,19 +85,8 @@ def label(
     shard_size: Annotated[
         int, typer.Option("--shard-size", help="Images per shard (= per Parquet part; the unit of resume).")
     ] = 1024,
-    # Its own --workers default, as `sample`: a render + a predictor pass is ~20-30 ms per 64-px image on a CPU
-    # thread, so a local cluster rarely pays for its start. 600 samples on our loaded 2-core machine: 14 s
-    # in-process, 16 s on one worker with --threads-per-worker 1, 72 s on the default local cluster (2 torch
-    # threads in one worker). --workers N or --scheduler for big runs.
-    workers: WorkersOption = None,
-    scheduler: SchedulerOption = None,
-    scheduler_file: SchedulerFileOption = None,
-    threads_per_worker: ThreadsPerWorkerOption = None,
-    device: DeviceOption = "auto",
-    overwrite: OverwriteOption = False,
-    retry_errors: RetryErrorsOption = False,
-    dry_run: DryRunOption = False,
-    quiet: QuietOption = False,
+    *,
+    run,
 ) -> None:
     """Label every image (or rendered latent) with an attribute predictor or CLIP prompts: a CSV for fit-boundaries.
 
@@ -129,6 +106,7 @@ def label(
     )
     from facebatch.pipeline.atomic import atomic_write_bytes
     from facebatch.pipeline.ownership import claim_files, record_written
+    from facebatch.pipeline.run_options import run_batch
     from facebatch.pipeline.rundir import RunDir
     from facebatch.stages.label import build_label_spec, labels_csv, plan_input, read_labels_table
 
@@ -140,11 +118,10 @@ def label(
     claim_files(
         [labels_out],
         by=run_dir,
-        overwrite=overwrite,
+        overwrite=run.overwrite,
         way_out="pick another -o or move that file away (--overwrite replaces it, and labels every image again)",
     )
-    remote = bool(scheduler or scheduler_file)
-    cluster = cluster_options(None if remote else workers, scheduler, scheduler_file, threads_per_worker, device)
+    run.cluster()  # a bad cluster combination is one line before anything is read
     if clip is None and (prompt or prompts_file):
         raise InputError("--prompt/--prompts need --clip MODEL (they are CLIP prompts)")
     if clip is not None and predictor is not None:
@@ -167,9 +144,9 @@ def label(
         shard_size=shard_size,
         batch_size=batch_size,
     )
-    summary = run_shards(spec, cluster, overwrite, retry_errors, dry_run, quiet)
+    summary = run_batch(spec, run, err)
     what = "rendered latents" if src.mode == "render" else "files"
-    if dry_run:
+    if run.dry_run:
         out.print(
             f"plan: {summary.images} {what} of {src.kind} {input_path} in {summary.shards} shards; "
             f"{summary.shards_skipped} done, {summary.images_todo} to label"
@@ -178,11 +155,13 @@ def label(
     if not summary.failures:
         frame = read_labels_table(run_dir)
         with RunDir(run_dir).lock():  # the CSV is this run's output: no other client may write it meanwhile
-            claim_files([labels_out], by=run_dir, overwrite=overwrite, way_out="pick another -o or move that file away")
+            claim_files(
+                [labels_out], by=run_dir, overwrite=run.overwrite, way_out="pick another -o or move that file away"
+            )
             atomic_write_bytes(labels_out, labels_csv(frame, wanted, binary, threshold))
             record_written([labels_out], by=run_dir)
         bad = frame[frame.status != "ok"]
-        if not quiet:
+        if not run.quiet:
             kind = f"0/1 at p >= {threshold:g}" if binary else "probabilities"
             out.print(
                 f"{len(frame)} rows ({summary.images_processed} new) -> {labels_out}: {len(wanted)} attributes "
@@ -195,9 +174,9 @@ def label(
                 highlight=False,
                 soft_wrap=True,
             )
-            if not quiet:
+            if not run.quiet:
                 for row in bad.head(MAX_ERRORS_SHOWN).itertuples(index=False):
                     err.print(f"  {row.image_id}: {row.error}", highlight=False, soft_wrap=True)
     else:
         err.print(f"{labels_out} not written: some shards failed", highlight=False)
-    report_run(summary, quiet)
+    report_run(summary, run.quiet)

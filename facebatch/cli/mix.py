@@ -13,22 +13,9 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from facebatch.cli.cluster_options import (
-    DeviceOption,
-    DryRunOption,
-    OverwriteOption,
-    QuietOption,
-    RetryErrorsOption,
-    SchedulerFileOption,
-    SchedulerOption,
-    ThreadsPerWorkerOption,
-    WorkersOption,
-    cluster_options,
-    report_run,
-    run_shards,
-)
+from facebatch.cli.cluster_options import batch_command, report_run, shared_options
 from facebatch.cli.console import err, error_line, out, styled
-from facebatch.cli.projection_options import PresetOption, SetOption, StepsOption, projection_config
+from facebatch.cli.projection_options import PresetOption, SetOption, StepsOption
 from facebatch.errors import InputError
 
 APPS = ("morph", "crossover", "inpaint", "style", "expression")
@@ -99,53 +86,50 @@ InpaintMask = _mask_option("center", "The hole to fill (a shape), or a PNG that 
 StyleMask = _mask_option("right", "The region of A that takes B's style")
 
 
-def _run(app_name: str, params: dict, pairs: Path, out_dir: Path, common: dict) -> None:
-    from facebatch.nets.checkpoints import load_networks
-    from facebatch.nets.perceptual import build_perceptual
-    from facebatch.stages.augment import resolve_generator
-    from facebatch.stages.mix import build_mix_spec, open_runs, read_manifest, write_contact_sheet
+# The options every app shares, declared once: typer lists them after the app's own, the app gets a MixOptions.
+MIX_PARAMETERS = (
+    ("generator", GenOption, None),
+    ("latents", LatentsOption, None),
+    ("preset", PresetOption, None),
+    ("steps", StepsOption, None),
+    ("set_", SetOption, None),
+    ("seed", SeedOption, 0),
+    ("batch_size", BatchOption, 8),
+    ("shard_size", ShardOption, 64),
+    ("sheet_rows", SheetOption, 16),
+)
 
-    if not Path(pairs).is_file():
-        raise InputError(f"no such pairs file: {pairs}")
-    cluster = cluster_options(
-        common["workers"],
-        common["scheduler"],
-        common["scheduler_file"],
-        common["threads_per_worker"],
-        common["device"],
-    )
-    cfg = projection_config(common["preset"], common["steps"], common["set_"])
-    latents = common["latents"] or []
-    generator = common["generator"]
-    if generator is None:
-        if not latents:
-            raise InputError("--generator is required (or --latents, whose run names its generator)")
-        generator = str(resolve_generator(None, open_runs(latents).index)[0])
-    nets = load_networks(generator, device="cpu", with_d=False)
-    build_perceptual(cfg.perceptual, "cpu")  # a missing perceptual weight file fails here, not on every worker
-    spec = build_mix_spec(
-        app=app_name,
-        pairs_csv=pairs,
-        out_dir=out_dir,
-        nets=nets,
-        projection=cfg.to_dict(),
-        params=params,
-        latents=latents,
-        seed=common["seed"],
-        shard_size=common["shard_size"],
-        batch_size=common["batch_size"],
-    )
-    summary = run_shards(spec, cluster, common["overwrite"], common["retry_errors"], common["dry_run"], common["quiet"])
-    if common["dry_run"]:
+
+def _mix_options(set_=None, latents=None, **values):
+    from facebatch.commands.mix import MixOptions
+
+    return MixOptions(overrides=tuple(set_ or ()), latents=tuple(latents or ()), **values)
+
+
+def mix_app(name: str):
+    """Register an app: its own options, then the shared mix options, then the run options."""
+
+    def register(fn):
+        return app.command(name)(batch_command(shared_options(MIX_PARAMETERS, "common", _mix_options)(fn)))
+
+    return register
+
+
+def _run(app_name: str, params: dict, pairs: Path, out_dir: Path, common, run) -> None:
+    from facebatch.commands.mix import mix
+    from facebatch.stages.mix import read_manifest
+
+    result = mix(app_name, pairs, out_dir, params, common, run, console=err)
+    summary, cfg = result.summary, result.config
+    if run.dry_run:
         out.print(
             f"plan: mix {app_name}, {summary.images} pairs in {summary.shards} shards; {summary.shards_skipped} done, "
-            f"{summary.images_todo} to compute; preset {cfg.name} ({cfg.total_steps} steps) on {nets.name}"
+            f"{summary.images_todo} to compute; preset {cfg.name} ({cfg.total_steps} steps) on {result.nets.name}"
         )
         return
-    sheet = write_contact_sheet(out_dir, app_name, common["sheet_rows"]) if summary.images_ok else None
-    if not common["quiet"]:
-        if sheet is not None:
-            out.print(f"contact sheet: {sheet}")
+    if not run.quiet:
+        if result.sheet is not None:
+            out.print(f"contact sheet: {result.sheet}")
         if summary.images_ok or summary.images_error:
             frame = read_manifest(out_dir)
             cut = frame[frame.mask_thresholded.fillna(False).astype(bool)].pair_id.unique()
@@ -159,36 +143,10 @@ def _run(app_name: str, params: dict, pairs: Path, out_dir: Path, common: dict) 
                 err.print(
                     styled((f"pair {row.pair_id}:", "yellow"), " ", str(row.error)), highlight=False, soft_wrap=True
                 )
-    report_run(summary, common["quiet"])
+    report_run(summary, run.quiet)
 
 
-def _common(
-    generator: GenOption = None,
-    latents: LatentsOption = None,
-    preset: PresetOption = None,
-    steps: StepsOption = None,
-    set_: SetOption = None,
-    seed: SeedOption = 0,
-    batch_size: BatchOption = 8,
-    shard_size: ShardOption = 64,
-    sheet_rows: SheetOption = 16,
-    workers: WorkersOption = None,
-    scheduler: SchedulerOption = None,
-    scheduler_file: SchedulerFileOption = None,
-    threads_per_worker: ThreadsPerWorkerOption = None,
-    device: DeviceOption = "auto",
-    overwrite: OverwriteOption = False,
-    retry_errors: RetryErrorsOption = False,
-    dry_run: DryRunOption = False,
-    quiet: QuietOption = False,
-) -> dict:
-    return dict(locals())
-
-
-# Each command repeats the shared options in its signature (typer reads signatures), then passes them on.
-
-
-@app.command("morph")
+@mix_app("morph")
 def morph(
     pairs: PairsArg,
     out_dir: OutOption,
@@ -196,31 +154,15 @@ def morph(
         int, typer.Option("--frames", help="Frames from A to B, both endpoints included (W+ and noise together).")
     ] = 8,
     animation: Annotated[str, typer.Option("--animation", help="gif | webp | none: morph.<ext> per pair.")] = "gif",
-    generator: GenOption = None,
-    latents: LatentsOption = None,
-    preset: PresetOption = None,
-    steps: StepsOption = None,
-    set_: SetOption = None,
-    seed: SeedOption = 0,
-    batch_size: BatchOption = 8,
-    shard_size: ShardOption = 64,
-    sheet_rows: SheetOption = 16,
-    workers: WorkersOption = None,
-    scheduler: SchedulerOption = None,
-    scheduler_file: SchedulerFileOption = None,
-    threads_per_worker: ThreadsPerWorkerOption = None,
-    device: DeviceOption = "auto",
-    overwrite: OverwriteOption = False,
-    retry_errors: RetryErrorsOption = False,
-    dry_run: DryRunOption = False,
-    quiet: QuietOption = False,
+    *,
+    common,
+    run,
 ) -> None:
     """Image2StyleGAN morph: frames (1-t) w_A + t w_B (noise maps too when both have them), PNGs + an animation."""
-    common = _common(**{k: v for k, v in locals().items() if k not in ("pairs", "out_dir", "frames", "animation")})
-    _run("morph", {"frames": frames, "animation": animation}, pairs, out_dir, common)
+    _run("morph", {"frames": frames, "animation": animation}, pairs, out_dir, common, run)
 
 
-@app.command("crossover")
+@mix_app("crossover")
 def crossover(
     pairs: PairsArg,
     out_dir: OutOption,
@@ -233,65 +175,33 @@ def crossover(
             "(0-3,6); the rest from B.",
         ),
     ] = None,
-    generator: GenOption = None,
-    latents: LatentsOption = None,
-    preset: PresetOption = None,
-    steps: StepsOption = None,
-    set_: SetOption = None,
-    seed: SeedOption = 0,
-    batch_size: BatchOption = 8,
-    shard_size: ShardOption = 64,
-    sheet_rows: SheetOption = 16,
-    workers: WorkersOption = None,
-    scheduler: SchedulerOption = None,
-    scheduler_file: SchedulerFileOption = None,
-    threads_per_worker: ThreadsPerWorkerOption = None,
-    device: DeviceOption = "auto",
-    overwrite: OverwriteOption = False,
-    retry_errors: RetryErrorsOption = False,
-    dry_run: DryRunOption = False,
-    quiet: QuietOption = False,
+    *,
+    common,
+    run,
 ) -> None:
     """Image2StyleGAN++ crossover: A inside the mask, B outside, blended by one masked projection."""
     if layers is not None and mask is not None:
         raise InputError("--layers (layer crossover) and --mask (spatial crossover) exclude each other")
-    common = _common(**{k: v for k, v in locals().items() if k not in ("pairs", "out_dir", "mask", "layers")})
-    _run("crossover", {"mask": mask, "layers": layers}, pairs, out_dir, common)
+    _run("crossover", {"mask": mask, "layers": layers}, pairs, out_dir, common, run)
 
 
-@app.command("inpaint")
+@mix_app("inpaint")
 def inpaint(
     pairs: PairsArg,
     out_dir: OutOption,
     mask: InpaintMask = None,
-    generator: GenOption = None,
-    latents: LatentsOption = None,
-    preset: PresetOption = None,
-    steps: StepsOption = None,
-    set_: SetOption = None,
-    seed: SeedOption = 0,
-    batch_size: BatchOption = 8,
-    shard_size: ShardOption = 64,
-    sheet_rows: SheetOption = 16,
-    workers: WorkersOption = None,
-    scheduler: SchedulerOption = None,
-    scheduler_file: SchedulerFileOption = None,
-    threads_per_worker: ThreadsPerWorkerOption = None,
-    device: DeviceOption = "auto",
-    overwrite: OverwriteOption = False,
-    retry_errors: RetryErrorsOption = False,
-    dry_run: DryRunOption = False,
-    quiet: QuietOption = False,
+    *,
+    common,
+    run,
 ) -> None:
     """Image2StyleGAN++ inpainting: project with the loss on the known pixels; the generator fills the hole.
 
     PAIRS.csv needs only column a. A mask PNG is 1 (white) where pixels are known; a shape names the hole.
     """
-    common = _common(**{k: v for k, v in locals().items() if k not in ("pairs", "out_dir", "mask")})
-    _run("inpaint", {"mask": mask}, pairs, out_dir, common)
+    _run("inpaint", {"mask": mask}, pairs, out_dir, common, run)
 
 
-@app.command("style")
+@mix_app("style")
 def style(
     pairs: PairsArg,
     out_dir: OutOption,
@@ -304,31 +214,15 @@ def style(
             "1.0 cost ~4 dB of the content outside it in 40 steps.",
         ),
     ] = 0.2,
-    generator: GenOption = None,
-    latents: LatentsOption = None,
-    preset: PresetOption = None,
-    steps: StepsOption = None,
-    set_: SetOption = None,
-    seed: SeedOption = 0,
-    batch_size: BatchOption = 8,
-    shard_size: ShardOption = 64,
-    sheet_rows: SheetOption = 16,
-    workers: WorkersOption = None,
-    scheduler: SchedulerOption = None,
-    scheduler_file: SchedulerFileOption = None,
-    threads_per_worker: ThreadsPerWorkerOption = None,
-    device: DeviceOption = "auto",
-    overwrite: OverwriteOption = False,
-    retry_errors: RetryErrorsOption = False,
-    dry_run: DryRunOption = False,
-    quiet: QuietOption = False,
+    *,
+    common,
+    run,
 ) -> None:
     """Image2StyleGAN++ local style transfer: content A everywhere, B's texture (Gram matrices) inside the mask."""
-    common = _common(**{k: v for k, v in locals().items() if k not in ("pairs", "out_dir", "mask", "style_weight")})
-    _run("style", {"mask": mask, "style_weight": style_weight}, pairs, out_dir, common)
+    _run("style", {"mask": mask, "style_weight": style_weight}, pairs, out_dir, common, run)
 
 
-@app.command("expression")
+@mix_app("expression")
 def expression(
     pairs: PairsArg,
     out_dir: OutOption,
@@ -343,24 +237,9 @@ def expression(
     alpha_sweep: Annotated[
         bool, typer.Option("--alpha-sweep", help="One result per candidate alpha (single layers and adjacent pairs).")
     ] = False,
-    generator: GenOption = None,
-    latents: LatentsOption = None,
-    preset: PresetOption = None,
-    steps: StepsOption = None,
-    set_: SetOption = None,
-    seed: SeedOption = 0,
-    batch_size: BatchOption = 8,
-    shard_size: ShardOption = 64,
-    sheet_rows: SheetOption = 16,
-    workers: WorkersOption = None,
-    scheduler: SchedulerOption = None,
-    scheduler_file: SchedulerFileOption = None,
-    threads_per_worker: ThreadsPerWorkerOption = None,
-    device: DeviceOption = "auto",
-    overwrite: OverwriteOption = False,
-    retry_errors: RetryErrorsOption = False,
-    dry_run: DryRunOption = False,
-    quiet: QuietOption = False,
+    *,
+    common,
+    run,
 ) -> None:
     """Expression transfer: appearance from A, expression from B (Yang & Lim: w = alpha w_B + (1 - alpha) w_A).
 
@@ -368,8 +247,5 @@ def expression(
     """
     if sum(x is not None and x is not False for x in (alpha_layers, alpha, alpha_sweep or None)) > 1:
         raise InputError("choose one of --alpha-layers, --alpha and --alpha-sweep")
-    common = _common(
-        **{k: v for k, v in locals().items() if k not in ("pairs", "out_dir", "alpha_layers", "alpha", "alpha_sweep")}
-    )
     params = {"alpha_layers": alpha_layers, "alpha": alpha, "alpha_sweep": alpha_sweep}
-    _run("expression", params, pairs, out_dir, common)
+    _run("expression", params, pairs, out_dir, common, run)

@@ -1,4 +1,7 @@
-"""The projection options `project` and `invert` share: --preset, --steps, --set, resolved in one place."""
+"""The projection options `project`, `invert` and `mix` share: --preset, --steps, --set, --generator, --encoder.
+
+They resolve in the library: `facebatch.invert.presets.projection_config`, `facebatch.encoder.api.projection_encoder`.
+"""
 
 from __future__ import annotations
 
@@ -33,25 +36,3 @@ EncoderOption = Annotated[
         "one (encoder, hybrid; default: the generator's own) and for the encoder_consistency score.",
     ),
 ]
-
-
-def projection_config(preset: str | None, steps: int | None, set_: list[str] | None, nets=None):
-    """The resolved ProjectionConfig: the preset (if none, the generator's default: `default_preset_for`), then
-    --set overrides, then --steps."""
-    from facebatch.invert.presets import DEFAULT_PRESET, default_preset_for, load_preset, parse_overrides
-
-    overrides = parse_overrides(set_ or [])
-    if steps is not None:
-        overrides["steps"] = steps
-    fallback = default_preset_for(nets) if nets is not None else DEFAULT_PRESET
-    return load_preset(preset or fallback, overrides)
-
-
-def projection_encoder(cfg, encoder: str | None, nets):
-    """The encoder a projection uses: the one named, else the generator's own when the preset starts from an
-    encoder; None when neither applies. One line for a missing one or one trained for another generator."""
-    from facebatch.encoder.api import load_encoder
-
-    if encoder is None and cfg.init != "encoder":
-        return None
-    return load_encoder(encoder, generator=nets)

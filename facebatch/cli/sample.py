@@ -7,39 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from facebatch import ranges
-from facebatch.cli.cluster_options import (
-    DeviceOption,
-    DryRunOption,
-    OverwriteOption,
-    QuietOption,
-    SchedulerFileOption,
-    SchedulerOption,
-    ThreadsPerWorkerOption,
-    WorkersOption,
-    cluster_options,
-    report_run,
-    run_shards,
-)
-from facebatch.cli.console import out
-from facebatch.errors import InputError
-
-# One run's seeds are planned in this process, about 340 bytes each (1,000,000: ~340 MB); more go in several runs.
-MAX_SAMPLES = ranges.MAX_SELECTED
+from facebatch.cli.cluster_options import batch_command, report_run
+from facebatch.cli.console import err, out
 
 
-def parse_seeds(seeds: Optional[str], n: int, seed: int) -> list[int]:
-    """`--seeds 0-9,42` wins; otherwise n consecutive seeds from --seed. Bounded before the list is made."""
-    if seeds:
-        return ranges.parse_seeds(seeds, "--seeds", most=MAX_SAMPLES)
-    if not 1 <= n <= MAX_SAMPLES:
-        raise InputError(f"-n {n}: from 1 to {MAX_SAMPLES:,} samples in one run")
-    ranges.check_seeds([seed], "--seed")
-    if seed + n - 1 > ranges.MAX_SEED:
-        raise InputError(f"--seed {seed} -n {n} reaches seed {seed + n - 1}; seeds end at {ranges.MAX_SEED}")
-    return list(range(seed, seed + n))
-
-
+@batch_command(without=("retry_errors",))
 def sample(
     generator: Annotated[str, typer.Option("--generator", "-g", help="Registry name or checkpoint path.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder: images/ and latents/.")],
@@ -61,15 +33,8 @@ def sample(
         int,
         typer.Option("--part-size", "--shard-size", help="Rows per Parquet part (= per shard; the unit of resume)."),
     ] = 10000,
-    # Its own --workers default: sampling is one forward pass per image, so a cluster rarely pays for its start.
-    workers: WorkersOption = None,
-    scheduler: SchedulerOption = None,
-    scheduler_file: SchedulerFileOption = None,
-    threads_per_worker: ThreadsPerWorkerOption = None,
-    device: DeviceOption = "auto",
-    overwrite: OverwriteOption = False,
-    dry_run: DryRunOption = False,
-    quiet: QuietOption = False,
+    *,
+    run,
 ) -> None:
     """Sample the generator by seed: PNGs in OUT/images, latents (z, W+) in OUT/latents/part-*.parquet.
 
@@ -77,32 +42,29 @@ def sample(
     NVlabs gen_images.py for the same seed, truncation and noise mode. Reruns skip finished parts;
     other settings in the same OUT are refused unless --overwrite.
     """
-    from facebatch.nets.checkpoints import load_networks
-    from facebatch.stages.sample import build_sample_spec
+    from facebatch.commands.sample import SampleOptions
+    from facebatch.commands.sample import sample as sample_seeds
 
-    seed_list = parse_seeds(seeds, n, seed)
-    remote = bool(scheduler or scheduler_file)
-    cluster = cluster_options(None if remote else workers, scheduler, scheduler_file, threads_per_worker, device)
-    nets = load_networks(generator, device="cpu", with_d=False)  # here only for its sha256 and shapes
-    spec = build_sample_spec(
-        seeds=seed_list,
-        out_dir=out_dir,
-        nets=nets,
-        truncation_psi=truncation,
+    options = SampleOptions(
+        seeds=seeds,
+        n=n,
+        seed=seed,
+        truncation=truncation,
         truncation_cutoff=truncation_cutoff,
         noise_mode=noise_mode,
         images=images,
-        shard_size=part_size,
         batch_size=batch_size,
+        part_size=part_size,
     )
-    summary = run_shards(spec, cluster, overwrite, False, dry_run, quiet)
-    if dry_run:
+    result = sample_seeds(generator, out_dir, options, run, console=err)
+    summary, nets = result.summary, result.nets
+    if run.dry_run:
         out.print(
             f"plan: {summary.images} samples in {summary.shards} parts; {summary.shards_skipped} done, "
             f"{summary.images_todo} to draw"
         )
         return
-    if not quiet:
+    if not run.quiet:
         out.print(
             f"{summary.images} samples ({summary.images_processed} new) from {nets.name} -> {out_dir} "
             f"[{'images + ' if images else ''}latents]"

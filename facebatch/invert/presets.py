@@ -9,7 +9,7 @@ import dataclasses
 import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -233,3 +233,13 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
             raise InputError(f"--set wants key=value, got {pair!r}")
         out[key.strip()] = value.strip()
     return out
+
+
+def projection_config(preset: str | None, steps: int | None, overrides: Sequence[str] | None, nets=None):
+    """The resolved ProjectionConfig: the preset (if none, the generator's default: `default_preset_for`), then
+    key=value overrides (--set), then steps (--steps)."""
+    values = parse_overrides(list(overrides or []))
+    if steps is not None:
+        values["steps"] = steps
+    fallback = default_preset_for(nets) if nets is not None else DEFAULT_PRESET
+    return load_preset(preset or fallback, values)
