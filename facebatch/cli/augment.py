@@ -39,24 +39,6 @@ def parse_strengths(text: str, extra: list[str]) -> list[float]:
     return values
 
 
-def shipped_boundaries_for(index, generator: Optional[str], quiet: bool) -> Path:
-    """No --boundaries: those shipped with the run's generator when it is a built-in that has them, said in one line."""
-    from facebatch.nets.registry import shipped_boundaries
-    from facebatch.stages.augment import resolve_generator
-
-    _, sha = resolve_generator(generator, index)
-    found = shipped_boundaries(sha)
-    if found is None:
-        raise InputError(
-            f"no --boundaries given and generator {sha[:12]} ships none (only built-in generators do, e.g. "
-            "celeba64); pass --boundaries FILE from `facebatch fit-boundaries` or `facebatch directions sefa`"
-        )
-    entry, path = found
-    if not quiet:
-        out.print(f"using the boundaries shipped with {entry.name}: {path}", highlight=False, soft_wrap=True)
-    return path
-
-
 @batch_command
 def augment(
     ctx: typer.Context,
@@ -139,52 +121,46 @@ def augment(
     edited latent's distance is the original's + s (--mode relative) or exactly s (absolute),
     also with --condition (those boundaries' distances do not move) and --layers.
     """
-    from facebatch.pipeline.latents import read_index
-    from facebatch.pipeline.run_options import run_batch
-    from facebatch.stages.augment import build_augment_spec, write_contact_sheets
+    from facebatch.commands.augment import AugmentOptions
+    from facebatch.commands.augment import augment as edit_and_render
 
-    values = parse_strengths(strengths, list(ctx.args))
     attributes = split_names(attr)
-    shifts = list(shift or [])
     if attr is not None and not attributes:
         raise InputError("--attr names no boundary")
-    if not attributes and not shifts:
-        raise InputError("nothing to render: give --attr (boundary edits) and/or --shift (shifted generators)")
-    if limit is not None and limit < 1:
-        raise InputError("--limit must be at least 1")
-    run.cluster()  # a bad cluster combination is one line before anything is read
-    index = read_index(latents, column)
-    if boundaries is None and attributes:
-        boundaries = shipped_boundaries_for(index, generator, run.quiet)
-    spec = build_augment_spec(
-        index=index,
-        boundaries_path=boundaries,
+    options = AugmentOptions(
         attributes=attributes,
-        strengths=values,
-        out_dir=out_dir,
-        generator=generator,
-        shifts=shifts,
+        strengths=parse_strengths(strengths, list(ctx.args)),
+        boundaries=boundaries,
+        shifts=tuple(shift or ()),
         conditions=split_names(condition),
         layers=layers,
         mode=mode,
+        generator=generator,
         noise=noise,
-        shard_size=shard_size,
-        batch_size=batch_size,
         limit=limit,
-        force=force,
         sheet_rows=sheet_rows,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        column=column,
+        force=force,
     )
-    summary = run_batch(spec, run, err)
+    result = edit_and_render(latents, out_dir, options, run, console=err)
+    summary = result.summary
+    if result.shipped_with and not run.quiet:
+        out.print(
+            f"using the boundaries shipped with {result.shipped_with}: {result.boundaries}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if run.dry_run:
         out.print(
-            f"plan: {summary.images} images ({len(attributes)} attribute(s) x {len(values)} strengths, "
-            f"{len(shifts)} shifted generator(s)) in "
+            f"plan: {summary.images} images ({len(attributes)} attribute(s) x {len(options.strengths)} strengths, "
+            f"{len(options.shifts)} shifted generator(s)) in "
             f"{summary.shards} shards; {summary.shards_skipped} done, {summary.images_todo} to render; "
-            f"noise {'saved' if spec.config['use_saved_noise'] else 'const'}"
+            f"noise {'saved' if result.spec.config['use_saved_noise'] else 'const'}"
         )
         return
-    sheets = write_contact_sheets(out_dir, max_rows=sheet_rows) if summary.images_ok else {}
     if not run.quiet:
-        for name, path in sheets.items():
+        for name, path in result.sheets.items():
             out.print(f"contact sheet {name}: {path}")
     report_run(summary, run.quiet)
