@@ -40,21 +40,11 @@ def write_latents(out: Path, ids, ws, ok=None, parts: int = 1, sha: str = "ab" *
     import numpy as np
     import pyarrow as pa
 
-    from facebatch.pipeline.table import atomic_write_table, latent_array_masked, latent_field, with_run_metadata
+    from facebatch.pipeline.table import atomic_write_table, latent_array_masked, latents_schema, with_run_metadata
 
     ok = np.ones(len(ids), bool) if ok is None else np.asarray(ok)
     shape = tuple(np.shape(ws)[1:])
-    schema = with_run_metadata(
-        pa.schema(
-            [
-                pa.field("image_id", pa.string()),
-                pa.field("status", pa.string()),
-                pa.field("error", pa.string()),
-                latent_field("w", shape),
-            ]
-        ),
-        {"generator_sha256": sha},
-    )
+    schema = with_run_metadata(latents_schema(*shape), {"generator_sha256": sha})
     for p, rows in enumerate(np.array_split(np.arange(len(ids)), parts)):
         table = pa.Table.from_arrays(
             [

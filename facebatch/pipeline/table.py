@@ -62,6 +62,29 @@ def latent_array_masked(latents: np.ndarray, valid: np.ndarray, shape: Sequence[
     return _nested(np.asarray(latents).reshape(len(valid), -1), shape, mask=mask)
 
 
+def latents_schema(
+    num_ws: int,
+    w_dim: int,
+    *,
+    about: Sequence[pa.Field] = (),
+    latents: Sequence[pa.Field] = (),
+    after: Sequence[pa.Field] = (),
+) -> pa.Schema:
+    """The columns every table of W+ codes shares, in one order: image_id, what a stage knows `about` the row,
+    status, error, its other `latents`, w (num_ws, w_dim), then the rest (`after`: scores, timings)."""
+    return pa.schema(
+        [
+            pa.field("image_id", pa.string()),
+            *about,
+            pa.field("status", pa.string()),
+            pa.field("error", pa.string()),
+            *latents,
+            latent_field("w", (num_ws, w_dim)),
+            *after,
+        ]
+    )
+
+
 def field_shape(fld: pa.Field) -> tuple[int, ...] | None:
     if fld.metadata and SHAPE_KEY in fld.metadata:
         return tuple(json.loads(fld.metadata[SHAPE_KEY]))

@@ -34,7 +34,7 @@ from facebatch.pipeline.latents import LatentIndex, read_rows
 from facebatch.pipeline.rundir import IMAGES, SHEETS, RunDir, output_names, safe_relpath
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
-from facebatch.pipeline.table import latent_array_masked, latent_field
+from facebatch.pipeline.table import latent_array_masked, latents_schema
 
 TABLE = "manifest"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
@@ -103,26 +103,21 @@ def plan_items(
 
 
 def manifest_schema(num_ws: int, w_dim: int) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field("image_id", pa.string()),
-            pa.field("source_image_id", pa.string()),
-            pa.field("attribute", pa.string()),
-            pa.field("strength", pa.float64()),
-            pa.field("mode", pa.string()),
-            pa.field("condition", pa.list_(pa.string())),
-            pa.field("layers", pa.string()),
-            pa.field("distance_before", pa.float64()),
-            pa.field("distance_after", pa.float64()),
-            pa.field("shift", pa.string()),  # the shifted generator's name (null: the run's own generator)
-            pa.field("generator", pa.string()),  # the file that drew this image
-            pa.field("generator_sha256", pa.string()),
-            pa.field("path", pa.string()),
-            pa.field("status", pa.string()),
-            pa.field("error", pa.string()),
-            latent_field("w", (num_ws, w_dim)),
-        ]
-    )
+    about = [
+        pa.field("source_image_id", pa.string()),
+        pa.field("attribute", pa.string()),
+        pa.field("strength", pa.float64()),
+        pa.field("mode", pa.string()),
+        pa.field("condition", pa.list_(pa.string())),
+        pa.field("layers", pa.string()),
+        pa.field("distance_before", pa.float64()),
+        pa.field("distance_after", pa.float64()),
+        pa.field("shift", pa.string()),  # the shifted generator's name (null: the run's own generator)
+        pa.field("generator", pa.string()),  # the file that drew this image
+        pa.field("generator_sha256", pa.string()),
+        pa.field("path", pa.string()),
+    ]
+    return latents_schema(num_ws, w_dim, about=about)
 
 
 def setup_augment(config: dict) -> dict[str, Any]:

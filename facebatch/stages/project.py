@@ -28,7 +28,7 @@ from facebatch.pipeline.progress import report_steps
 from facebatch.pipeline.rundir import NOISE, RECONSTRUCTIONS
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
-from facebatch.pipeline.table import latent_array_masked, latent_field
+from facebatch.pipeline.table import latent_array_masked, latent_field, latents_schema
 
 log = logging.getLogger("facebatch.project")
 
@@ -42,15 +42,13 @@ def per_image_seed(seed: int, image_id: str) -> int:
 
 
 def project_schema(num_ws: int, w_dim: int, aligned: bool = False) -> pa.Schema:
-    fields = [
-        pa.field("image_id", pa.string()),
+    about = [
         pa.field("source_path", pa.string()),
         pa.field("file_sha256", pa.string()),
         pa.field("orig_width", pa.int32()),
         pa.field("orig_height", pa.int32()),
-        pa.field("status", pa.string()),
-        pa.field("error", pa.string()),
-        latent_field("w", (num_ws, w_dim)),
+    ]
+    after = [
         *[pa.field(k, pa.float64()) for k in ROW_SCORE_KEYS],
         pa.field("loss", pa.float64()),  # the optimiser's last per-image loss
         pa.field("perceptual_backend", pa.string()),
@@ -59,8 +57,8 @@ def project_schema(num_ws: int, w_dim: int, aligned: bool = False) -> pa.Schema:
         pa.field("seed", pa.int64()),
     ]
     if aligned:
-        fields.append(latent_field("quad", (4, 2)))  # FFHQ crop quad in original-image pixels
-    return pa.schema(fields)
+        after.append(latent_field("quad", (4, 2)))  # FFHQ crop quad in original-image pixels
+    return latents_schema(num_ws, w_dim, about=about, after=after)
 
 
 def build_project_spec(

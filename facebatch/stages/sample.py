@@ -22,7 +22,7 @@ from facebatch.errors import InputError
 from facebatch.pipeline.rundir import IMAGES, LATENTS
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
-from facebatch.pipeline.table import latent_array, latent_field
+from facebatch.pipeline.table import latent_array, latent_field, latents_schema
 
 STAGE = "sample"
 NOISE_MODES = ("const", "random", "none")
@@ -33,16 +33,7 @@ def seed_image_id(seed: int) -> str:
 
 
 def sample_schema(z_dim: int, num_ws: int, w_dim: int) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field("image_id", pa.string()),
-            pa.field("seed", pa.int64()),
-            pa.field("status", pa.string()),
-            pa.field("error", pa.string()),
-            latent_field("z", (z_dim,)),
-            latent_field("w", (num_ws, w_dim)),
-        ]
-    )
+    return latents_schema(num_ws, w_dim, about=[pa.field("seed", pa.int64())], latents=[latent_field("z", (z_dim,))])
 
 
 def build_sample_spec(
