@@ -40,7 +40,10 @@ STATS_DIR = "_stats"
 LOCK_FILE = ".lock"
 PART_NAME = re.compile(r"^part-\d{5,}\.parquet$")
 
-LATENTS = "latents"
+LATENTS = "latents"  # the tables: project and sample write latents, align faces, augment and mix manifest, label labels
+FACES = "faces"
+MANIFEST = "manifest"
+LABELS = "labels"
 RECONSTRUCTIONS = "reconstructions"
 NOISE = "noise"
 IMAGES = "images"

@@ -16,7 +16,7 @@ import pandas as pd
 from facebatch import __version__, sheets
 from facebatch.errors import InputError
 from facebatch.pipeline.ownership import claim_files, record_written
-from facebatch.pipeline.rundir import folder_lock
+from facebatch.pipeline.rundir import REPORT, folder_lock
 from facebatch.score import plots
 from facebatch.score.flags import FlagSummary, write_flags
 from facebatch.score.ground_truth import JoinedLabels, join_labels
@@ -238,7 +238,7 @@ REPORT_WAY_OUT = "pass another --report folder, or --overwrite to replace it"
 def evaluate(opts: ScoreOptions) -> ScoreResult:
     _validate(opts)
     run = read_run(opts.run)
-    report_dir = Path(opts.report_dir) if opts.report_dir is not None else run.root / "report"
+    report_dir = Path(opts.report_dir) if opts.report_dir is not None else run.root / REPORT
     claim_files(
         [report_dir / name for name in REPORT_FILES], by=run.root, overwrite=opts.overwrite, way_out=REPORT_WAY_OUT
     )

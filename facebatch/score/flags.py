@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from facebatch import __version__
 from facebatch.errors import InputError
 from facebatch.pipeline.latents import parquet_files
+from facebatch.pipeline.rundir import FLAGS
 from facebatch.pipeline.table import atomic_write_table, with_run_metadata
 from facebatch.score.runtable import PART_COLUMN, RunTable
 from facebatch.score.thresholds import Threshold
@@ -38,7 +39,7 @@ class FlagSummary:
 
 
 def default_destination(run: RunTable) -> Path:
-    return run.root / "flags"
+    return run.root / FLAGS
 
 
 def _check_destination(run: RunTable, dest: Path, overwrite: bool) -> None:

@@ -24,12 +24,12 @@ from facebatch.align.landmarks import check_name, get_backend
 from facebatch.errors import InputError
 from facebatch.pipeline.atomic import atomic_write_bytes
 from facebatch.pipeline.images import UnreadableImage, decode, read_bytes
-from facebatch.pipeline.rundir import ALIGNED
+from facebatch.pipeline.rundir import ALIGNED, FACES
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
 from facebatch.pipeline.table import latent_array_masked, latent_field
 
-STAGE, TABLE = "align", "faces"
+STAGE, TABLE = "align", FACES
 _SCALARS = (
     "image_id",
     "face_index",

@@ -31,12 +31,12 @@ from facebatch.edit.apply import edit_latents
 from facebatch.edit.boundaries_io import load_boundaries, pick
 from facebatch.edit.conditional import edit_step
 from facebatch.pipeline.latents import LatentIndex, read_rows
-from facebatch.pipeline.rundir import IMAGES, SHEETS, RunDir, output_names, safe_relpath
+from facebatch.pipeline.rundir import IMAGES, MANIFEST, SHEETS, RunDir, output_names, safe_relpath
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
 from facebatch.pipeline.table import latent_array_masked, latents_schema
 
-TABLE = "manifest"
+TABLE = MANIFEST
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
 
 
@@ -593,6 +593,6 @@ def _original_images(run: RunDir, sources: Sequence[str]) -> dict[str, Path | No
         src = row.get("image_id")
         if src not in wanted:
             continue
-        candidates = [row.get("source_path"), latents_root / "images" / safe_relpath(src)]
+        candidates = [row.get("source_path"), latents_root / IMAGES / safe_relpath(src)]
         found[src] = next((Path(c) for c in candidates if c and Path(c).is_file()), None)
     return found
