@@ -15,9 +15,10 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from facebatch.errors import CheckpointError, first_line, weights_only_refusal
+from facebatch.errors import CheckpointError, InputError, first_line, weights_only_refusal
 from facebatch.nets import cache, registry
 from facebatch.nets.arch_check import check_finite, check_kwargs, check_shapes
 from facebatch.nets.native_format import RawNetworks, read_native
@@ -36,6 +37,39 @@ class Networks:
     name: str
     g_kwargs: dict
     d_kwargs: dict | None = None
+
+    @torch.no_grad()
+    def mapping(self, z, truncation_psi: float = 1.0, truncation_cutoff: int | None = None) -> torch.Tensor:
+        """W+ codes [N, num_ws, w_dim] of latents z [N, z_dim] (a tensor or an array)."""
+        z = torch.as_tensor(np.asarray(z, dtype=np.float32) if not isinstance(z, torch.Tensor) else z)
+        if z.ndim != 2 or z.shape[1] != self.G.z_dim:
+            raise InputError(f"z must be [N, {self.G.z_dim}], got {list(z.shape)}")
+        device = next(self.G.parameters()).device
+        return self.G.mapping(z.to(device), truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+
+    @torch.no_grad()
+    def render(self, ws, noise=None) -> torch.Tensor:
+        """Images [N, 3, R, R] in [-1, 1] of W+ codes [N, num_ws, w_dim] (e.g. `read_latents(run).latent("w")`).
+        `noise`: one map [N, 1, r, r] per noise layer (a project run's saved noise), or None for the
+        constant noise every command renders with."""
+        ws = torch.as_tensor(np.asarray(ws, dtype=np.float32) if not isinstance(ws, torch.Tensor) else ws)
+        if ws.ndim != 3 or tuple(ws.shape[1:]) != (self.G.num_ws, self.G.w_dim):
+            raise InputError(f"ws must be [N, {self.G.num_ws}, {self.G.w_dim}], got {list(ws.shape)}")
+        device = next(self.G.parameters()).device
+        if noise is None:
+            return self.G.synthesis(ws.to(device), noise_mode="const").cpu()
+        maps = [torch.as_tensor(np.asarray(n, dtype=np.float32)).to(device) for n in noise]
+        return self.G.synthesis(ws.to(device), noise=maps).cpu()
+
+    def sample(self, seeds, truncation_psi: float = 1.0, truncation_cutoff: int | None = None) -> torch.Tensor:
+        """Images [N, 3, R, R] in [-1, 1] for seeds, drawn as `facebatch sample` and NVlabs gen_images.py draw them
+        (z = RandomState(seed).randn(z_dim), constant noise)."""
+        from facebatch.nets.sampling import z_from_seeds
+        from facebatch.ranges import check_seeds
+
+        seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+        check_seeds(seeds, "seeds")
+        return self.render(self.mapping(z_from_seeds(seeds, self.G.z_dim), truncation_psi, truncation_cutoff))
 
     def require_d(self, purpose: str) -> torch.nn.Module:
         if self.D is None:
