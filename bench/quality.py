@@ -12,7 +12,7 @@ boundary fit and ``edit_latents``), so the figures are what a user of the comman
   with their CelebA labels and (ii) on sampled w labelled by the celeba-attrs predictor; validation
   accuracy, then edits of the real faces' reconstructions at +-1.5 / +-3: how often the predictor's call
   flips toward the target and how much the other 39 attributes move (mean |dp|);
-- the clip-aware pixel loss (issue 12) on / off, real faces and samples.
+- the clip-aware pixel loss on / off, real faces and samples.
 
 ``--split val`` (the default) measures on `val`, the split nobody tunes on; ``--split train`` uses a
 held-out slice of `train` (images never used by the boundary fits here) and is where preset choices are
@@ -305,7 +305,7 @@ def render_markdown(res: dict) -> str:
             [[k, v["psnr"], v["ssim"], v["perceptual"]] for k, v in res["baselines"].items()],
         )
     )
-    out += ["", "## Clip-aware pixel loss (issue 12): off vs on", ""]
+    out += ["", "## Clip-aware pixel loss: off vs on", ""]
     out.append(
         f"Target pixels at the 8-bit limits: real {res['clipped']['real']:.3f}, samples "
         f"{res['clipped']['samples']:.3f}."

@@ -50,7 +50,7 @@ class ProjectionConfig:
     perceptual_weight: float = 1.0
     mse_weight: float = 0.0  # on [-1, 1] pixels, mean over pixels
     # Pixel loss ignores overshoot beyond a target pixel at the 8-bit clip limit (0 / 255): the
-    # generator's unclipped output there renders to the same saved pixel (issue 12).
+    # generator's unclipped output there renders to the same saved pixel.
     clip_aware_mse: bool = True
     noise_optimization: str = "joint"  # none | joint (with w, NVlabs) | sequential (after w, Image2StyleGAN++)
     noise_mode: str = "const"  # synthesis noise when the maps are not optimised

@@ -1,4 +1,4 @@
-"""Issue 15, class 3: errors from the OS and the network end as one line and exit 2, never a traceback.
+"""Errors from the OS and the network end as one line and exit 2, never a traceback.
 
 Roots: the CLI's one error wrapper turns any OSError into one line (with the resume hint on a full disk);
 `cluster._connect` bounds the whole scheduler handshake and names a malformed URL or scheduler file;

@@ -1,4 +1,4 @@
-"""Issue 15, class 4: every output path comes from a sanitised, unique id and stays under --out.
+"""Every output path comes from a sanitised, unique id and stays under --out.
 
 Roots: `rundir.safe_relpath` (no root, no '..', no empty parts), `rundir.output_names` (unique names over a
 run's ids, case-insensitively), `rundir.unique_ids` (ids for files named on the command line); `invert`,

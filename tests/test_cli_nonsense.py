@@ -1,4 +1,4 @@
-"""Issue 15, class 6: nonsense in labels files and --set values is refused up front, saying what and where.
+"""Nonsense in labels files and --set values is refused up front, saying what and where.
 
 Roots: `edit.labels.read_labels` is a strict csv reader (unique header names, every row as wide as the header,
 UTF-8 text), `parse_attribute` refuses a binary column with a few stray values; `invert.presets` coerces

@@ -1,4 +1,4 @@
-"""Issue 15, class 1: user text (paths, ids, column names) is printed verbatim, never parsed as rich markup.
+"""User text (paths, ids, column names) is printed verbatim, never parsed as rich markup.
 
 Root: both shared consoles are built with markup=False; styled words come from `console.styled` (rich Text).
 """

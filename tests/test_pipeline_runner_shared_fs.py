@@ -1,4 +1,4 @@
-"""Issue 15, class 8: paths are resolved on the client, and an existing cluster must share --out.
+"""Paths are resolved on the client, and an existing cluster must share --out.
 
 Roots: `run_stage` makes OUT absolute before any task is built; on an existing cluster the client writes
 a probe file in OUT and every worker must read it back (`runner._check_shared_filesystem`), else one line:

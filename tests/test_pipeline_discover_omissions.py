@@ -1,4 +1,4 @@
-"""Issue 15, class 7: nothing is left out silently, and no file is read whole before it is known to be an image.
+"""Nothing is left out silently, and no file is read whole before it is known to be an image.
 
 Roots: `discover_images` reports every folder it cannot list and every broken link as a FacebatchWarning
 (the CLI prints one 'warning:' line each command) and keeps special files as items; `images.read_bytes`
