@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from facebatch.cli.app import app
 from facebatch.pipeline.images import load_image
-from facebatch.stages.project import per_image_seed
+from facebatch.stages.common import per_image_seed
 
 runner = CliRunner()
 

@@ -25,7 +25,7 @@ from facebatch.cli.app import app
 from facebatch.pipeline.latents import read_latent_table
 from facebatch.pipeline.noise_store import read_noise
 from facebatch.pipeline.table import run_metadata
-from facebatch.stages.project import per_image_seed
+from facebatch.stages.common import per_image_seed
 
 runner = CliRunner()
 # One step, a small w_avg estimate, no perceptual net, one torch thread (5-10x faster than two on a shared

@@ -74,8 +74,7 @@ def test_sample_writes_images_and_matching_latents_then_resumes(tmp_path, fixtur
 
 
 def test_run_file_names_the_generator_so_augment_needs_no_generator_flag(tmp_path, fixture_generator_path):
-    from facebatch.pipeline.latents import read_index
-    from facebatch.stages.augment import resolve_generator
+    from facebatch.pipeline.latents import read_index, resolve_generator
 
     result = CliRunner().invoke(
         app, ["sample", "-g", str(fixture_generator_path), "-n", "2", "--out", str(tmp_path / "s"), "-q"]

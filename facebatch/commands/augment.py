@@ -93,7 +93,7 @@ def augment(
 def shipped_boundaries_for(index, generator) -> tuple[str, Path]:
     """(built-in generator name, its boundaries file) for the run's generator; one line when it ships none."""
     from facebatch.nets.registry import shipped_boundaries
-    from facebatch.stages.augment import resolve_generator
+    from facebatch.pipeline.latents import resolve_generator
 
     _, sha = resolve_generator(generator, index)
     found = shipped_boundaries(sha)

@@ -46,7 +46,7 @@ def mix(
     from facebatch.invert.presets import projection_config
     from facebatch.nets.checkpoints import load_networks
     from facebatch.nets.perceptual import build_perceptual
-    from facebatch.stages.augment import resolve_generator
+    from facebatch.pipeline.latents import resolve_generator
     from facebatch.stages.mix import build_mix_spec, open_runs, write_contact_sheet
 
     o = options

@@ -30,7 +30,7 @@ import pyarrow as pa
 from facebatch.edit.apply import edit_latents
 from facebatch.edit.boundaries_io import load_boundaries, pick
 from facebatch.edit.conditional import edit_step
-from facebatch.pipeline.latents import LatentIndex, read_rows
+from facebatch.pipeline.latents import LatentIndex, check_generator, read_rows, resolve_generator
 from facebatch.pipeline.rundir import IMAGES, MANIFEST, SHEETS, RunDir, output_names, safe_relpath
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
@@ -300,48 +300,6 @@ def _fingerprint(b) -> str:
     h.update(b.normal.tobytes())
     h.update(b.intercept.tobytes())
     return h.hexdigest()[:16]
-
-
-def resolve_generator(spec: str | None, index: LatentIndex) -> tuple[Path, str]:
-    """(checkpoint path, sha256): --generator, else the one the latents' run recorded in its _run.json."""
-    from facebatch.errors import FacebatchError, InputError
-    from facebatch.nets import cache
-    from facebatch.nets.checkpoints import resolve
-
-    if spec is None:
-        # the run's recorded file first, then what `sample` records: a registry name or file stem
-        candidates = [
-            RunDir.of_part(index.files[0]).generator_path(),
-            index.metadata.get("generator"),
-        ]  # `sample` records a registry name or file stem
-        for candidate in filter(None, candidates):
-            try:
-                path, _ = resolve(candidate)
-            except FacebatchError:
-                continue
-            return Path(path).resolve(), cache.sha256_of(path)
-        raise InputError("the latents do not say where their generator file is; pass --generator")
-    path, _ = resolve(spec)
-    return Path(path).resolve(), cache.sha256_of(path)
-
-
-def check_generator(sha: str, index: LatentIndex, boundaries: Sequence, force: bool) -> None:
-    """Latents, boundaries and generator must come from one generator: an edit is meaningless otherwise."""
-    from facebatch.errors import InputError
-
-    if force:
-        return
-    if index.generator_sha256 and index.generator_sha256 != sha:
-        raise InputError(
-            f"the latents were made with generator {index.generator_sha256[:12]}, --generator is "
-            f"{sha[:12]}; pass --force to edit anyway"
-        )
-    for b in boundaries:
-        if b.generator_sha256 and b.generator_sha256 != sha:
-            raise InputError(
-                f"boundary {b.name!r} was fitted for generator {b.generator_sha256[:12]}, --generator is "
-                f"{sha[:12]}; pass --force to use it anyway"
-            )
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
-"""What several stages' `setup` share: torch threads, the device and the generator, loaded once per worker."""
+"""What several stages share: the generator loaded once per worker (with its torch threads and device) and the
+seed each image (or pair) derives from the run seed."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 
@@ -23,3 +25,9 @@ def worker_networks(config: dict, *, with_d: bool = True) -> tuple[Any, Any]:
         config["generator_path"], device=str(device), with_d=with_d, expect_sha256=config["generator_sha256"]
     )
     return nets, device
+
+
+def per_image_seed(seed: int, image_id: str) -> int:
+    """63-bit seed from (run seed, image_id): the same image gets the same noise in any shard or batch."""
+    digest = hashlib.sha256(f"{int(seed)}\0{image_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1

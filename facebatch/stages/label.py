@@ -137,7 +137,7 @@ def build_label_spec(
     batch_size: int = 32,
 ) -> StageSpec:
     """The stage as the runner sees it; `names` are the predictor's attribute names (all of them)."""
-    from facebatch.stages.augment import check_generator, resolve_generator
+    from facebatch.pipeline.latents import check_generator, resolve_generator
 
     if shard_size < 1 or batch_size < 1:
         raise InputError("--shard-size and --batch-size must be at least 1")

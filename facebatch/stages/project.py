@@ -9,7 +9,6 @@ composition: every image draws from its own seed, derived from (run seed, image_
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,16 +28,11 @@ from facebatch.pipeline.rundir import NOISE, RECONSTRUCTIONS
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
 from facebatch.pipeline.table import latent_array_masked, latent_field, latents_schema
+from facebatch.stages.common import per_image_seed
 
 log = logging.getLogger("facebatch.project")
 
 STAGE, TABLE = "project", "latents"
-
-
-def per_image_seed(seed: int, image_id: str) -> int:
-    """63-bit seed from (run seed, image_id): the same image gets the same noise in any shard or batch."""
-    digest = hashlib.sha256(f"{int(seed)}\0{image_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def project_schema(num_ws: int, w_dim: int, aligned: bool = False) -> pa.Schema:
