@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -28,10 +27,10 @@ from facebatch import __version__
 from facebatch.errors import CheckpointError
 from facebatch.nets.arch_check import check_finite
 from facebatch.nets.cache import atomic_output
+from facebatch.nets.safetensors_meta import META_KEY, metadata_keys, read_file
 
 FORMAT_NAME = "facebatch-attributes"
 FORMAT_VERSION = 1
-META_KEY = "facebatch"
 MAX_ATTRIBUTES = 256
 RESOLUTION_BOUNDS = (16, 512)
 
@@ -271,23 +270,13 @@ def load_predictor(path: Path | str, device: str | torch.device = "cpu") -> Attr
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such attribute-predictor file")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            meta = fh.metadata() or {}
-            if META_KEY not in meta:
-                raise CheckpointError(
-                    f"{path}: a safetensors file without a facebatch config (its metadata has "
-                    f"{sorted(meta) or 'nothing'})"
-                )
-            config = json.loads(meta[META_KEY])
-            problem = _check_config(config)
-            if problem:
-                raise CheckpointError(f"{path}: not a usable attribute predictor: {problem}")
-            tensors = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118 (safe_open is not a mapping)
-    except SafetensorError as exc:
-        raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({exc})") from None
-    except (json.JSONDecodeError, RecursionError):
-        raise CheckpointError(f"{path}: the facebatch config in the safetensors metadata is not valid JSON") from None
+    config, tensors = read_file(path, "attribute predictor")
+    if config is None:
+        found = metadata_keys(path) or "nothing"
+        raise CheckpointError(f"{path}: a safetensors file without a facebatch config (its metadata has {found})")
+    problem = _check_config(config)
+    if problem:
+        raise CheckpointError(f"{path}: not a usable attribute predictor: {problem}")
     try:
         predictor = AttributePredictor(
             config["architecture"],

@@ -34,11 +34,11 @@ import torch.nn.functional as F
 from facebatch import __version__
 from facebatch.errors import CheckpointError, InputError, ModelNotAvailable, first_line
 from facebatch.nets import cache, registry
+from facebatch.nets.safetensors_meta import META_KEY
 from facebatch.pipeline.atomic import atomic_output
 
 FORMAT_NAME = "facebatch-clip"
 FORMAT_VERSION = 1
-META_KEY = "facebatch"
 MAX_TEMPLATES = 1000  # prompt templates a file may carry (OpenAI's ImageNet set has 80)
 MAX_TEMPLATE_CHARS = 1000
 _STATE_FILES = (".safetensors", ".bin", ".pt", ".pth")
@@ -157,20 +157,10 @@ def write_clip(
 
 def read_clip_config(path: Path) -> dict | None:
     """The facebatch-clip config of a file, or None when it is not one (another safetensors, not safetensors)."""
-    from safetensors import SafetensorError, safe_open
+    from facebatch.nets.safetensors_meta import read_config
 
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            meta = fh.metadata() or {}
-    except (SafetensorError, OSError, ValueError):
-        return None
-    if META_KEY not in meta:
-        return None
-    try:
-        config = json.loads(meta[META_KEY])
-    except (json.JSONDecodeError, RecursionError):
-        raise CheckpointError(f"{path}: the facebatch config in the safetensors metadata is not valid JSON") from None
-    return config if isinstance(config, dict) and config.get("format") == FORMAT_NAME else None
+    config = read_config(path)
+    return config if config is not None and config.get("format") == FORMAT_NAME else None
 
 
 def _channel_values(value, lo: float, hi: float) -> bool:

@@ -36,10 +36,10 @@ from torchvision.models.resnet import BasicBlock
 
 from facebatch import __version__
 from facebatch.errors import CheckpointError, InputError
+from facebatch.nets.safetensors_meta import META_KEY
 
 FORMAT_NAME = "facebatch-encoder"
 FORMAT_VERSION = 1
-META_KEY = "facebatch"
 MAX_INPUT = 256
 
 
@@ -203,25 +203,15 @@ def write_encoder(
 
 def read_encoder(path: Path, device="cpu") -> EncoderFile:
     """An encoder file as data: its settings are checked field by field and its tensors shape by shape first."""
-    from safetensors import SafetensorError, safe_open
-
     from facebatch.nets.arch_check import check_kwargs, check_shapes
     from facebatch.nets.cache import sha256_of
+    from facebatch.nets.safetensors_meta import read_file
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no encoder file at {path}")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            meta = fh.metadata() or {}
-            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
-    try:
-        config = json.loads(meta.get(META_KEY, "null"))
-    except json.JSONDecodeError:
-        config = None
-    if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
+    config, tensors = read_file(path, "encoder")
+    if config is None or config.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path} is not a facebatch encoder (its metadata names no {FORMAT_NAME} config)")
     if int(config.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(f"{path}: encoder format v{config.get('format_version')} is newer than this facebatch")

@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from facebatch import __version__
 from facebatch.errors import CheckpointError
+from facebatch.nets.safetensors_meta import META_KEY, metadata_keys, read_file
 from facebatch.pipeline.atomic import atomic_output
 
 FORMAT_NAME = "facebatch-stylegan2"
 FORMAT_VERSION = 1
-META_KEY = "facebatch"
+__all__ = ["META_KEY", "RawNetworks", "read_native", "write_native"]
 
 
 @dataclass
@@ -65,20 +65,12 @@ def write_native(
 
 
 def read_native(path: Path) -> RawNetworks:
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            meta = fh.metadata() or {}
-            if META_KEY not in meta:
-                raise CheckpointError(
-                    f"{path}: a safetensors file without a facebatch config (its metadata has "
-                    f"{sorted(meta) or 'nothing'}); facebatch cannot tell the architecture"
-                )
-            config = json.loads(meta[META_KEY])
-            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
-    except SafetensorError as exc:
-        raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({exc})") from None
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{path}: the facebatch config in the safetensors metadata is not valid JSON") from None
+    config, tensors = read_file(path, "checkpoint")
+    if config is None:
+        raise CheckpointError(
+            f"{path}: a safetensors file without a facebatch config (its metadata has "
+            f"{metadata_keys(path) or 'nothing'}); facebatch cannot tell the architecture"
+        )
     if config.get("format") != FORMAT_NAME or int(config.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: format {config.get('format')!r} v{config.get('format_version')} is not one this "
