@@ -32,6 +32,13 @@ class FacebatchWarning(UserWarning):
     The CLI prints each as one 'warning:' line on stderr."""
 
 
+def shown(value, most: int = 60) -> str:
+    """A value a user gave, as a one-line error quotes it: its repr, cut short (a list of a million paths
+    or a 10,000-character string would drown the message)."""
+    text = repr(value)
+    return text if len(text) <= most else f"{text[: most - 3]}..."
+
+
 def first_line(exc: BaseException) -> str:
     """An exception as one short line for a one-line error: its message's first line, else its type's name."""
     refusal = weights_only_refusal(exc)

@@ -17,15 +17,18 @@ Each is the function the matching command uses, so results are the command's res
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from facebatch import checks
 from facebatch.edit.apply import edit_latents
 from facebatch.edit.boundaries_io import load_boundaries
 from facebatch.encoder.api import encode, load_encoder
 from facebatch.encoder.api import train_encoder_file as train_encoder
+from facebatch.errors import InputError
 from facebatch.pipeline.latents import LatentTable
-from facebatch.pipeline.latents import read_latent_table as read_latents
+from facebatch.ranges import check_seeds, whole_number
 
 __all__ = [
     "edit_latents",
@@ -45,9 +48,31 @@ __all__ = [
 def load_generator(spec: str | Path, device: str = "cpu", *, with_d: bool = True):
     """G (and D when the checkpoint has one) from a registry name, a path or a URL: `Networks`
     with `.G`, `.D`, `.sha256`. Any supported format; none can run code."""
-    from facebatch.nets.checkpoints import load_networks
+    import torch
 
-    return load_networks(spec, device=device, with_d=with_d)
+    from facebatch.nets.checkpoints import load_networks
+    from facebatch.nets.device import resolve_device
+
+    spec = checks.a_path(spec, "generator", "a registry name, a path or a URL")
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    return load_networks(spec, device=dev, with_d=with_d)
+
+
+def read_latents(path: str | Path, columns: Sequence[str] | None = None) -> LatentTable:
+    """A run (OUT of `project` / `sample`), its table folder or one part: scalar columns in `.frame`, the
+    latent columns shaped (N, num_ws, w_dim) by `.latent("w")`."""
+    from facebatch.pipeline.latents import read_latent_table
+
+    if columns is not None:
+        columns = checks.texts(columns, "columns", "column names")
+    return read_latent_table(checks.a_path(path, "path"), columns)
+
+
+def networks(generator: Any, device: Any = "cpu"):
+    """`generator` as loaded `Networks`: as given when it is one, else loaded (G only)."""
+    if hasattr(checks.a_generator(generator), "G"):
+        return generator
+    return load_generator(generator, device=str(device), with_d=False)
 
 
 def project_images(
@@ -76,10 +101,14 @@ def project_images(
     from facebatch.pipeline.table import column_to_numpy
     from facebatch.stages.project import project_files
 
+    paths = checks.paths(images, "images")
+    overrides = checks.a_mapping(overrides, "overrides")
+    check_seeds([seed], "--seed")
+    if batch_size is not None:
+        whole_number(batch_size, "--batch-size", lo=1)
     dev = resolve_device(device)
-    nets = generator if hasattr(generator, "G") else load_generator(generator, device=str(dev))
-    cfg = load_preset(preset or default_preset_for(nets), dict(overrides or {}))
-    paths = [Path(p) for p in images]
+    nets = networks(generator, dev)
+    cfg = load_preset(preset or default_preset_for(nets), overrides)
     names = [p.name for p in paths]
     items = [{"image_id": p.name if names.count(p.name) == 1 else str(p), "path": str(p)} for p in paths]
     enc = encoder if encoder is None or hasattr(encoder, "encoder") else load_encoder(encoder, generator=nets)
@@ -98,9 +127,17 @@ def fit_boundaries(labels: str | Path, latents: str | Path, **options):
     Options are `fit_from_labels`'s (attrs, exclude, id_col, settings, layers, ...); returns its report,
     whose `.boundaries` go to `edit_latents` or `facebatch.edit.boundaries_io.save_boundaries`.
     """
+    from facebatch.edit.fit import FitSettings
     from facebatch.edit.fit_labels import fit_from_labels
 
-    return fit_from_labels(Path(labels), Path(latents), **options)
+    known = checks.keyword_names(fit_from_labels, skip=("labels_path", "latents_path"))
+    checks.known_options(options, known, "fit_boundaries")
+    for name in ("attrs", "exclude"):
+        if options.get(name) is not None:
+            options[name] = checks.texts(options[name], name, "attribute names")
+    if options.get("settings") is not None:
+        checks.an_instance(options["settings"], FitSettings, "settings", "facebatch.edit.fit.FitSettings")
+    return fit_from_labels(checks.a_path(labels, "labels"), checks.a_path(latents, "latents"), **options)
 
 
 def mix(
@@ -127,7 +164,6 @@ def mix(
     A rerun resumes; rows of pairs that failed have status "error".
     """
     from facebatch.invert.presets import DEFAULT_PRESET, load_preset
-    from facebatch.nets.checkpoints import load_networks
     from facebatch.nets.device import check_device
     from facebatch.pipeline.cluster import ClusterOptions
     from facebatch.pipeline.runner import run_stage
@@ -135,27 +171,31 @@ def mix(
     from facebatch.stages.mix import build_mix_spec, open_runs, read_manifest, write_contact_sheet
 
     check_device(device)  # here, before any work: in the worker it would fail every pair
+    pairs, out = checks.a_path(pairs, "pairs"), checks.a_path(out, "out")
+    latents = checks.paths(latents, "latents")
+    overrides = checks.a_mapping(overrides, "overrides")
+    check_seeds([seed], "--seed")
     if generator is None:
         if not latents:
-            raise TypeError("mix() needs a generator, or latents= runs that name theirs")
-        generator = resolve_generator(None, open_runs([Path(p) for p in latents]).index)[0]
-    nets = generator if hasattr(generator, "G") else load_networks(generator, device="cpu", with_d=False)
-    cfg = load_preset(preset or DEFAULT_PRESET, dict(overrides or {}))
+            raise InputError("mix: give a generator, or latents= runs that name theirs")
+        generator = resolve_generator(None, open_runs(latents).index)[0]
+    nets = networks(generator)
+    cfg = load_preset(preset or DEFAULT_PRESET, overrides)
     spec = build_mix_spec(
         app=app,
-        pairs_csv=Path(pairs),
-        out_dir=Path(out),
+        pairs_csv=pairs,
+        out_dir=out,
         nets=nets,
         projection=cfg.to_dict(),
         params=params,
-        latents=[Path(p) for p in latents],
+        latents=latents,
         seed=seed,
         batch_size=batch_size,
     )
     summary = run_stage(spec, ClusterOptions(workers=0, device=device), overwrite=overwrite, progress=False)
     if summary.images_ok:
-        write_contact_sheet(Path(out), app)
-    return read_manifest(Path(out))
+        write_contact_sheet(out, app)
+    return read_manifest(out)
 
 
 def shift_generator(
@@ -183,16 +223,25 @@ def shift_generator(
     `.G`, `.losses`, `.rows` (W+ rows trained per iteration) and `.grid` (the before/after PNG).
     """
     from facebatch.nada.api import run_nada
+    from facebatch.nada.train import NadaSettings
 
+    known = {f.name for f in fields(NadaSettings)} | set(checks.keyword_names(run_nada))
+    checks.known_options(settings, known - set(checks.keyword_names(shift_generator)), "shift_generator")
+    # A str ("0-7" seeds, "0-5" or "all" rows) is read as the command reads it; anything else is a list of ints.
+    if settings.get("grid_seeds") is not None and not isinstance(settings["grid_seeds"], str):
+        settings["grid_seeds"] = checks.items(settings["grid_seeds"], "--grid-seeds", "seeds")
+        check_seeds(settings["grid_seeds"], "--grid-seeds")
+    if layers is not None and not isinstance(layers, str):
+        layers = [whole_number(r, "--layers", lo=None) for r in checks.items(layers, "--layers", "W+ rows")]
     return run_nada(
-        generator,
-        source=source,
-        target=target,
-        out=out,
-        clips=clips,
-        clip_weights=clip_weights,
+        checks.a_generator(generator),
+        source=checks.a_text(source, "--source"),
+        target=checks.a_text(target, "--target"),
+        out=checks.a_path(out, "out"),
+        clips=checks.texts(clips, "clips", "CLIP specs"),
+        clip_weights=checks.items(clip_weights, "clip_weights", "weights"),
         layers=layers,
-        work=work,
+        work=checks.maybe_path(work, "work"),
         device=device,
         overwrite=overwrite,
         **settings,

@@ -1,15 +1,17 @@
 """Numbers a user gives, checked where they come in: integer selections such as "0-7" or "0,2,4-6"
-(seeds for `sample` and `nada`, W+ layers for boundaries and edits) and real numbers (strengths, weights,
-alphas, truncation). The CLI checks every float option with `finite_number`; the library functions call
-the same checks on their arguments, so both refuse a value with the same one line.
+(seeds for `sample` and `nada`, W+ layers for boundaries and edits), counts and sizes (iterations,
+batches) and real numbers (strengths, weights, alphas, truncation). The CLI checks every float option
+with `finite_number`; the library functions call the same checks on their arguments, so both refuse a
+value with the same one line.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 from typing import Iterable
 
-from facebatch.errors import InputError
+from facebatch.errors import InputError, shown
 
 # A selection is counted before it is expanded, so "0-100000000000" is refused at once, not after filling memory.
 MAX_SELECTED = 1_000_000
@@ -67,6 +69,23 @@ def check_seeds(seeds: Iterable[int], name: str = "--seed") -> None:
     for seed in seeds:
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
             raise InputError(f"{name} {seed!r}: seeds are integers from 0 to {MAX_SEED}")
+
+
+def whole_number(value, name: str, *, lo: int | None = 0, hi: int | None = None) -> int:
+    """`value` as an int, refused unless a whole number in [lo, hi]: a bool, a float, a str such as "3" (the
+    library's callers pass Python values; click has already turned the CLI's text into an int) or a size past
+    its bound is one line naming the bound, before anything is allocated from it."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)  # numpy integers too
+    except TypeError:
+        number = None
+    if number is None or (lo is not None and number < lo) or (hi is not None and number > hi):
+        if lo is not None and hi is not None:
+            bound = f" from {lo:,} to {hi:,}"
+        else:
+            bound = f" of at least {lo:,}" if lo is not None else f" of at most {hi:,}" if hi is not None else ""
+        raise InputError(f"{name} {shown(value)}: must be a whole number{bound}")
+    return number
 
 
 def finite_number(value, name: str, *, lo: float = -MAX_MAGNITUDE, hi: float = MAX_MAGNITUDE) -> float:

@@ -2,12 +2,13 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import facebatch
-from facebatch.errors import FacebatchError
+from facebatch.errors import FacebatchError, InputError
 
 
 def test_public_names_resolve_and_the_cli_stays_light():
@@ -60,3 +61,133 @@ def _noise_shapes(nets, n: int):
 
     maps = [buf for name, buf in nets.G.synthesis.named_buffers() if name.endswith("noise_const")]
     return [torch.ones((n, 1, *m.shape[-2:])) for m in maps]
+
+
+# -- arguments are checked where they come in ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny generator file, a run of 4 W+ codes made with it, a labels CSV and a pairs CSV naming its ids."""
+    import torch
+    from conftest import write_latents
+    from test_nada import G_KWARGS  # 16 px, 6 W+ rows: loads and renders in milliseconds
+
+    from facebatch.nets.cache import sha256_of
+    from facebatch.nets.native_format import write_native
+    from facebatch.nets.stylegan2 import Generator
+
+    tmp = tmp_path_factory.mktemp("api")
+    torch.manual_seed(0)
+    g_path = write_native(tmp / "G.safetensors", G_KWARGS, Generator(**G_KWARGS).state_dict())
+    ids = [f"i{i}.png" for i in range(8)]
+    ws = np.random.default_rng(0).standard_normal((8, 6, 16)).astype(np.float32)
+    run = write_latents(tmp / "run", ids, ws, sha=sha256_of(g_path))
+    (tmp / "labels.csv").write_text("image_id,Smiling\n" + "".join(f"{i},{n % 2}\n" for n, i in enumerate(ids)))
+    (tmp / "pairs.csv").write_text("a,b\ni0.png,i1.png\n")
+    return {"G": g_path, "run": run, "labels": tmp / "labels.csv", "pairs": tmp / "pairs.csv", "tmp": tmp, "ws": ws}
+
+
+def boundary():
+    from facebatch.edit.boundary import Boundary
+
+    return Boundary("smile", "w", list(range(6)), 6, np.full(16, 0.25), 0.0)
+
+
+def refused(call, *fragments: str) -> str:
+    """The call raises one InputError (a FacebatchError) of one line holding every fragment."""
+    with pytest.raises(InputError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message and all(f in message for f in fragments), message
+    return message
+
+
+def test_a_lone_string_where_a_list_is_expected_is_refused_not_read_letter_by_letter(tiny):
+    G, run, out = str(tiny["G"]), tiny["run"], tiny["tmp"] / "never"
+    cases = [
+        (lambda: facebatch.project_images("x.jpg", G, device="cpu"), "images", "'x.jpg'"),
+        (lambda: facebatch.project_images(Path("x.jpg"), G, device="cpu"), "images", "x.jpg"),
+        (lambda: facebatch.fit_boundaries(tiny["labels"], run, attrs="Smiling"), "attrs", "['Smiling']"),
+        (lambda: facebatch.fit_boundaries(tiny["labels"], run, exclude="Smiling"), "exclude"),
+        (lambda: facebatch.mix("morph", tiny["pairs"], out, latents=str(run)), "latents"),
+        (lambda: facebatch.shift_generator(G, "a", "b", out / "g.st", clips="ViT-B-32:openai"), "clips"),
+        (lambda: facebatch.shift_generator(G, "a", "b", out / "g.st", grid_seeds=5), "--grid-seeds"),
+        (lambda: facebatch.shift_generator(G, "a", "b", out / "g.st", clip_weights=1.0), "clip_weights"),
+        (lambda: facebatch.read_latents(run, columns="w"), "columns"),
+        (lambda: facebatch.edit_latents(tiny["ws"], boundary(), 1.0, conditions=boundary()), "conditions"),
+    ]
+    for call, *fragments in cases:
+        assert "expected a list of" in refused(call, *fragments)
+    assert not out.exists()
+
+
+def test_arguments_of_the_wrong_type_or_range_are_one_line_before_any_work(tiny):
+    G, ws, out = str(tiny["G"]), tiny["ws"], tiny["tmp"] / "never"
+    nada = {"clips": ["ViT-B-32:/nowhere"], "device": "cpu"}
+    cases = [
+        (lambda: facebatch.edit_latents(ws, None, 1), "boundary", "Boundary"),
+        (lambda: facebatch.edit_latents(ws, boundary(), 1, layers=[99]), "[99]", "0-5"),
+        (lambda: facebatch.edit_latents(ws, boundary(), 1, layers=[-1]), "[-1]", "0-5"),
+        (lambda: facebatch.edit_latents(ws, boundary(), 1, layers=[1.5]), "1.5", "whole number"),
+        (lambda: facebatch.edit_latents(ws, boundary(), 1, layers="0-9"), "0-9", "out of range"),
+        (lambda: facebatch.load_generator(5), "generator", "int 5"),
+        (lambda: facebatch.load_generator(G, device="gpu"), "--device 'gpu'"),
+        (lambda: facebatch.read_latents(None), "path", "NoneType"),
+        (lambda: facebatch.load_boundaries(5), "path", "int 5"),
+        (lambda: facebatch.load_encoder(5), "spec"),
+        (lambda: facebatch.encode(["x.jpg"], None), "encoder", "load_encoder"),
+        (lambda: facebatch.project_images(["x.jpg"], G, seed="a", device="cpu"), "--seed 'a'"),
+        (lambda: facebatch.project_images(["x.jpg"], G, batch_size=0, device="cpu"), "--batch-size 0"),
+        (lambda: facebatch.project_images(["x.jpg"], G, overrides=["steps=2"], device="cpu"), "overrides"),
+        (lambda: facebatch.project_images(["x.jpg"], 7, device="cpu"), "generator", "int 7"),
+        (lambda: facebatch.mix("morph", tiny["pairs"], out, G, frames="8"), "--frames '8'", "whole number"),
+        (lambda: facebatch.mix("morph", tiny["pairs"], out, G, batch_size=2.0), "--batch-size 2.0"),
+        (lambda: facebatch.mix("crossover", tiny["pairs"], out, G, mask=3), "--mask", "int 3"),
+        (lambda: facebatch.mix("morph", tiny["pairs"], out), "generator", "latents"),
+        (lambda: facebatch.shift_generator(G, "a", "b", out / "g.st", iters="3", **nada), "--iters '3'"),
+        (lambda: facebatch.shift_generator(G, "a", "b", out / "g.st", iters=10**9, **nada), "--iters", "100,000"),
+        (lambda: facebatch.shift_generator(G, None, "b", out / "g.st", **nada), "--source", "NoneType"),
+        (lambda: facebatch.shift_generator(G, "a", "b", out / "g.st", layers=[0.5], **nada), "--layers 0.5"),
+        (lambda: facebatch.shift_generator(G, "a", "b", out / "g.st", auto_layer_k=True, **nada), "--auto-layer-k"),
+        (lambda: facebatch.train_encoder(G, out=out / "e.st", iters="3"), "--iters '3'"),
+        (lambda: facebatch.train_encoder(G, out=out / "e.st", widths=8), "widths"),
+        (lambda: facebatch.train_encoder(G, out=out / "e.st", mixing=float("nan")), "--mixing"),
+        (lambda: facebatch.train_encoder(G, out=None), "--out", "NoneType"),
+    ]
+    for call, *fragments in cases:
+        refused(call, *fragments)
+    assert not out.exists()
+
+
+def test_an_unknown_option_is_refused_naming_the_nearest_known_one(tiny):
+    G, out = str(tiny["G"]), tiny["tmp"] / "never"
+    cases = [
+        (lambda: facebatch.mix("morph", tiny["pairs"], out, G, frame=3), "'frame'", "'frames'"),
+        (lambda: facebatch.mix("crossover", tiny["pairs"], out, G, frames=3), "mix crossover", "'frames'"),
+        (lambda: facebatch.mix("style", tiny["pairs"], out, G, style_wieght=0.5), "'style_weight'"),
+        (lambda: facebatch.shift_generator(G, "a", "b", out / "g.st", iter=5), "'iter'", "'iters'"),
+        (lambda: facebatch.train_encoder(G, out=out / "e.st", bach=4), "'bach'", "'batch'"),
+        (lambda: facebatch.fit_boundaries(tiny["labels"], tiny["run"], attr=["Smiling"]), "'attr'", "'attrs'"),
+    ]
+    for call, *fragments in cases:
+        assert "unknown option" in refused(call, *fragments)
+    assert not out.exists()
+
+
+def test_valid_arguments_of_every_kind_are_still_accepted(tiny, restore_torch_threads):
+    ws, b = tiny["ws"], boundary()
+    plain = facebatch.edit_latents(ws, b, 1.0, layers=[0, 1, 2, 3])
+    for layers in ("0-3", (3, 2, 1, 0), np.arange(4), [np.int64(i) for i in range(4)]):
+        assert np.array_equal(facebatch.edit_latents(ws, b, 1.0, layers=layers), plain)
+    assert np.array_equal(
+        facebatch.edit_latents(ws.tolist(), b, np.float32(1.0), conditions=()), facebatch.edit_latents(ws, b, 1.0)
+    )
+    table = facebatch.read_latents(str(tiny["run"]), columns=("image_id", "w"))
+    assert table.latent("w").shape == (8, 6, 16)
+    nets = facebatch.load_generator(Path(tiny["G"]), device="cpu", with_d=False)
+    report = facebatch.fit_boundaries(str(tiny["labels"]), tiny["run"], attrs=("Smiling",), exclude=[])
+    assert [x.name for x in report.boundaries] == ["Smiling"]
+    out = tiny["tmp"] / "morph"
+    frame = facebatch.mix("morph", tiny["pairs"], out, nets, latents=(tiny["run"],), frames=np.int64(3), device="cpu")
+    assert set(frame.status) == {"ok"} and len(frame) == 3

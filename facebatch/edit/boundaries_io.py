@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from facebatch import __version__
+from facebatch.checks import a_path
 from facebatch.edit.boundary import Boundary
 from facebatch.errors import InputError
 from facebatch.pipeline.atomic import atomic_write_bytes
@@ -91,7 +92,7 @@ def write_boundaries(path: Path, new: list[Boundary], run: Mapping, overwrite: b
 
 
 def load_boundaries(path: Path) -> dict[str, Boundary]:
-    path = Path(path)
+    path = a_path(path, "path")
     if path.is_dir():
         path = path / "boundaries.json"
     if not path.is_file():

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+from facebatch.checks import items
 from facebatch.errors import InputError
-from facebatch.ranges import RangeTooLarge, parse_ranges
+from facebatch.ranges import RangeTooLarge, parse_ranges, whole_number
 
 
 def parse_layers(spec: str | Sequence[int] | None, num_ws: int) -> list[int]:
@@ -22,7 +23,7 @@ def parse_layers(spec: str | Sequence[int] | None, num_ws: int) -> list[int]:
         except ValueError:
             raise InputError(f"bad layer selection {spec!r}: use indices and ranges such as 0-7 or 0,2,4-6") from None
     else:
-        indices = [int(i) for i in spec]
+        indices = [whole_number(i, "layer", lo=None) for i in items(spec, "layers", "W+ layer indices")]
     bad = [i for i in indices if not 0 <= i < num_ws]
     if bad:
         raise InputError(f"layer(s) {sorted(set(bad))} out of range: the latents have {num_ws} layers (0-{num_ws - 1})")

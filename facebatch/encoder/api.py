@@ -7,16 +7,19 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
 
+from facebatch import checks
 from facebatch.errors import InputError
 from facebatch.pipeline.ownership import record_written
 from facebatch.pipeline.rundir import folder_lock
 from facebatch.pipeline.snapshots import claim_trained_output
+from facebatch.ranges import whole_number
 
 if TYPE_CHECKING:
     from facebatch.encoder.train import EncoderResult
@@ -79,18 +82,20 @@ def train_encoder_file(
     from facebatch.nets.device import resolve_device
     from facebatch.nets.encoder import write_encoder
 
-    out = Path(out)
+    checks.a_generator(generator)
+    out, real, work = checks.a_path(out, "--out"), checks.maybe_path(real, "--real"), checks.maybe_path(work, "--work")
+    if real_limit is not None:
+        whole_number(real_limit, "--real-limit", lo=1)
+    checks.known_options(settings, [f.name for f in fields(EncoderSettings)], "train_encoder")
+    if settings.get("widths") is not None:
+        widths = checks.items(settings["widths"], "widths", "channel widths")
+        settings["widths"] = tuple(whole_number(w, "widths", lo=1) for w in widths)
+    s = EncoderSettings(**settings)
+    s.check()  # numbers first: before any network or image is loaded
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give the encoder file to write (e.g. celeba64-encoder.safetensors)")
     work_dir = Path(work) if work is not None else default_work_dir(out)
     claim_trained_output(out, work_dir, overwrite)
-    if settings.get("widths") is not None:
-        settings["widths"] = tuple(int(w) for w in settings["widths"])
-    try:
-        s = EncoderSettings(**settings)
-    except TypeError as exc:
-        raise TypeError(f"train_encoder_file: {exc}") from None
-    s.check()  # numbers first: before any network or image is loaded
     dev = resolve_device(device)
     nets = generator if hasattr(generator, "G") else load_networks(generator, device="cpu", with_d=False)
     images, skipped = (None, 0)
@@ -134,6 +139,10 @@ def load_encoder(spec: str | Path | None = None, generator=None, device: str = "
     from facebatch.nets import registry
     from facebatch.nets.encoder import check_encoder_fits, read_encoder
 
+    if spec is not None:
+        spec = checks.a_path(spec, "spec", "a registry name or a path")
+    if generator is not None and not hasattr(generator, "G"):
+        raise InputError(f"generator: expected what load_generator returns, got {checks.what_it_is(generator)}")
     if spec is None:
         spec = encoder_for(generator) if generator is not None else None
         if spec is None:
@@ -158,15 +167,27 @@ def load_encoder(spec: str | Path | None = None, generator=None, device: str = "
 def encode(images, encoder: "EncoderFile", *, batch_size: int = 64) -> np.ndarray:
     """W+ codes [N, num_ws, w_dim] of images: file paths (read as `project` reads them) or a [N, 3, R, R]
     tensor in [-1, 1] at the encoder's resolution."""
-    from facebatch.pipeline.images import load_image
+    from facebatch.nets.encoder import EncoderFile
 
-    E = encoder.encoder
+    E = checks.an_instance(encoder, EncoderFile, "encoder", "what load_encoder returns").encoder
+    whole_number(batch_size, "batch_size", lo=1)
     if isinstance(images, torch.Tensor):
         x = images
     else:
-        x = torch.stack([load_image(Path(p), E.resolution)[0] for p in images])
-    if x.ndim != 4 or tuple(x.shape[1:]) != (3, E.resolution, E.resolution):
-        raise InputError(f"images must be [N, 3, {E.resolution}, {E.resolution}], got {list(x.shape)}")
+        files = checks.paths(images, "images")
+        x = torch.stack([_read_image(p, E.resolution) for p in files]) if files else torch.empty(0)
+    if x.ndim != 4 or tuple(x.shape[1:]) != (3, E.resolution, E.resolution) or not len(x):
+        raise InputError(f"images must be [N, 3, {E.resolution}, {E.resolution}] with N >= 1, got {list(x.shape)}")
     device = E.w_avg.device
     out = [E(x[i : i + batch_size].to(device, torch.float32)).cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(out).numpy().astype(np.float32)
+
+
+def _read_image(path: Path, resolution: int) -> torch.Tensor:
+    """One image as `project` reads it; a file that is not one is an InputError naming it."""
+    from facebatch.pipeline.images import UnreadableImage, load_image
+
+    try:
+        return load_image(path, resolution)[0]
+    except UnreadableImage as exc:
+        raise InputError(f"{path}: {exc}") from None

@@ -26,13 +26,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
-from facebatch.errors import InputError
+from facebatch.errors import InputError, shown
 from facebatch.nets.encoder import Encoder, build_encoder
 from facebatch.pipeline.atomic import atomic_write_bytes
 from facebatch.pipeline.snapshots import claim_work_dir, latest_snapshot, read_snapshot, write_snapshot
+from facebatch.ranges import check_seeds, finite_number, whole_number
 
 SETTINGS_FILE = "encoder.json"
 GRIDS = "grids"
@@ -66,6 +66,8 @@ class EncoderSettings:
     snapshot_every: int = 500
 
     def check(self) -> None:
+        """Every setting's type and range, before anything is loaded (the library's callers pass Python values:
+        iters="3" is refused here, not deep in the loop)."""
         for name, value, low in (
             ("--iters", self.iters, 1),
             ("--batch", self.batch, 1),
@@ -74,21 +76,20 @@ class EncoderSettings:
             ("--image-every", self.image_every, 1),
             ("--snapshot-every", self.snapshot_every, 1),
         ):
-            if value < low:
-                raise InputError(f"{name} must be at least {low}, got {value}")
+            whole_number(value, name, lo=low)
         if self.image_batch > self.batch:
             raise InputError(f"--image-batch ({self.image_batch}) cannot exceed --batch ({self.batch})")
         for name, value in (("--mixing", self.mixing), ("--jitter-prob", self.jitter_prob)):
-            if not 0.0 <= value <= 1.0:
-                raise InputError(f"{name} is a probability in [0, 1], got {value}")
-        if not 0.0 < self.truncation_min <= 1.0:
-            raise InputError(f"--truncation-min must be in (0, 1], got {self.truncation_min}")
+            finite_number(value, name, lo=0.0, hi=1.0)  # a probability
+        if finite_number(self.truncation_min, "--truncation-min", lo=0.0, hi=1.0) == 0:
+            raise InputError("--truncation-min must be above 0")
         for name in ("lr", "latent_weight", "mse_weight", "perceptual_weight", "delta_weight", "jitter", "grad_clip"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and value >= 0):
-                raise InputError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+            finite_number(getattr(self, name), f"--{name.replace('_', '-')}", lo=0.0)
         if self.lr == 0:
             raise InputError("--lr must be > 0")
+        if not isinstance(self.perceptual, str):
+            raise InputError(f"perceptual: expected a perceptual network's name, got {shown(self.perceptual)}")
+        check_seeds([self.seed], "--seed")
 
     def resume_key(self) -> dict:
         """What a snapshot must share to be resumed (not iters: a run may be continued further)."""

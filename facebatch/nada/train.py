@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import torch
 
 from facebatch import __version__
-from facebatch.errors import InputError
+from facebatch.errors import InputError, shown
 from facebatch.nada.layers import (
     candidate_rows,
     check_rows,
@@ -44,7 +44,7 @@ from facebatch.nada.layers import (
 from facebatch.nada.loss import ClipLoss
 from facebatch.pipeline.atomic import atomic_write_bytes
 from facebatch.pipeline.snapshots import SNAPSHOTS, claim_work_dir, latest_snapshot, read_snapshot, write_snapshot
-from facebatch.ranges import check_seeds, finite_number
+from facebatch.ranges import check_seeds, finite_number, whole_number
 
 LR = 0.002 * 4 / 5  # the reference: args.lr (0.002) * g_reg_ratio (g_reg_every 4 -> 4/5)
 BETAS = (0.0, 0.99 ** (4 / 5))
@@ -53,6 +53,8 @@ GRIDS = "grids"
 # W codes of a selection, a grid rendered in one batch. The reference trains with 2 (train.py's 16 at most).
 MAX_BATCH = 64
 MAX_GRID_SEEDS = 64
+# Every snapshot holds the loss and the rows of each iteration so far; the reference trains 200-400 (styles) or ~50.
+MAX_ITERS = 100_000
 SETTINGS_FILE = "nada.json"
 
 
@@ -78,24 +80,23 @@ class NadaSettings:
     snapshot_every: int = 50  # iterations between snapshots (and grids)
 
     def check(self) -> None:
-        if not self.source.strip() or not self.target.strip():
-            raise InputError("--source and --target must both be non-empty texts")
+        """Every setting's type and range, before anything is loaded or allocated (the library's callers pass
+        Python values: iters="3" is refused here, not deep in the loop)."""
+        for name, text in (("--source", self.source), ("--target", self.target)):
+            if not isinstance(text, str) or not text.strip():
+                raise InputError(f"{name} must be a non-empty text, got {shown(text)}")
         if self.source.strip() == self.target.strip():
             raise InputError(f"--source and --target are the same text ({self.source!r}): there is no direction")
-        for name, value, low in (
-            ("--iters", self.iters, 1),
-            ("--batch", self.batch, 1),
-            ("--snapshot-every", self.snapshot_every, 1),
-            ("--auto-layer-batch", self.auto_layer_batch, 1),
-            ("--auto-layer-iters", self.auto_layer_iters, 0),
+        for name, value, lo, hi in (
+            ("--iters", self.iters, 1, MAX_ITERS),
+            ("--batch", self.batch, 1, MAX_BATCH),  # each batch is allocated in one piece
+            ("--auto-layer-batch", self.auto_layer_batch, 1, MAX_BATCH),
+            ("--snapshot-every", self.snapshot_every, 1, None),
+            ("--auto-layer-iters", self.auto_layer_iters, 0, None),
         ):
-            if value < low:
-                raise InputError(f"{name} must be at least {low}, got {value}")
-        for name, value in (("--batch", self.batch), ("--auto-layer-batch", self.auto_layer_batch)):
-            if value > MAX_BATCH:
-                raise InputError(f"{name} {value}: at most {MAX_BATCH} (each batch is allocated in one piece)")
-        if self.auto_layer_k is not None and self.auto_layer_k < 1:
-            raise InputError(f"--auto-layer-k must be at least 1, got {self.auto_layer_k}")
+            whole_number(value, name, lo=lo, hi=hi)
+        if self.auto_layer_k is not None:
+            whole_number(self.auto_layer_k, "--auto-layer-k", lo=1)  # its top bound is the generator's: check_for
         finite_number(self.mixing, "--mixing", lo=0.0, hi=1.0)  # a probability
         for name, value in (("truncation", self.truncation), ("grid_truncation", self.grid_truncation)):
             finite_number(value, name)
@@ -110,6 +111,12 @@ class NadaSettings:
                 f"--grid-seeds selects {len(self.grid_seeds)} seeds; at most {MAX_GRID_SEEDS} (one grid row)"
             )
         check_seeds(self.grid_seeds, "--grid-seeds")
+
+    def check_for(self, G: torch.nn.Module) -> None:
+        """What depends on the generator: no more rows chosen per step than it has rows to train."""
+        rows = len(candidate_rows(G))
+        if self.layers is None and self.auto_layer_k is not None and self.auto_layer_k > rows:
+            raise InputError(f"--auto-layer-k {self.auto_layer_k}: at most {rows}, the W+ rows this generator trains")
 
     def resume_key(self) -> dict:
         """The settings a snapshot must share to be resumed (not iters: a run may be continued further)."""
@@ -273,6 +280,7 @@ def train_nada(
     """Train (or resume) in `work`; returns the trained G. `stop_after` ends the loop early (tests, a
     bounded slice of a long run); the snapshot of that iteration is written, so a rerun goes on from it."""
     settings.check()
+    settings.check_for(G)
     work = Path(work)
     prepare_work(work, run_key, overwrite)
     trainer = NadaTrainer(G, loss, settings, device)

@@ -29,12 +29,14 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
+from facebatch.checks import a_path, known_options
+from facebatch.checks import items as several
 from facebatch.errors import InputError
 from facebatch.pipeline.rundir import IMAGES, SHEETS, RunDir
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
 from facebatch.pipeline.table import latent_array_masked, latent_field, reading_parquet
-from facebatch.ranges import finite_number, parse_numbers
+from facebatch.ranges import check_seeds, finite_number, parse_numbers, whole_number
 
 log = logging.getLogger("facebatch.mix")
 
@@ -42,6 +44,14 @@ STAGE, TABLE = "mix", "manifest"
 APPS = ("morph", "crossover", "inpaint", "style", "expression")
 LATENT_APPS = ("morph", "expression")  # (and crossover --layers): codes in, no optimisation of the result
 DEFAULT_MASKS = {"crossover": "left", "inpaint": "center", "style": "right"}
+# The options of each app, by the command's names in Python spelling: any other is refused, not ignored.
+APP_OPTIONS = {
+    "morph": ("frames", "animation"),
+    "crossover": ("mask", "layers"),
+    "inpaint": ("mask",),
+    "style": ("mask", "style_weight"),
+    "expression": ("alpha_layers", "alpha", "alpha_sweep"),
+}
 # At 1.0 (the maths' default) the style term cost about 4 dB of the content outside the region in 40 steps on
 # the fixture generator; 0.2 restyles the region visibly and keeps the rest (the tests' and bench's choice).
 DEFAULT_STYLE_WEIGHT = 0.2
@@ -237,8 +247,10 @@ def build_mix_spec(
 
     if app not in APPS:
         raise InputError(f"unknown mix app {app!r}; choose one of {', '.join(APPS)}")
-    if shard_size < 1 or batch_size < 1:
-        raise InputError("--shard-size and --batch-size must be at least 1")
+    known_options(params, APP_OPTIONS[app], f"mix {app}")
+    whole_number(shard_size, "--shard-size", lo=1)
+    whole_number(batch_size, "--batch-size", lo=1)
+    check_seeds([seed], "--seed")
     G = nets.G
     runs = open_runs(latents) if latents else None
     if runs is not None and runs.sha256 and runs.sha256 != nets.sha256:
@@ -252,9 +264,7 @@ def build_mix_spec(
             raise InputError(f"--latents codes are {list(shape)}, the generator's W+ is {[G.num_ws, G.w_dim]}")
     params = dict(params)
     if app == "morph":
-        frames = int(params.get("frames", DEFAULT_FRAMES))
-        if not 2 <= frames <= MAX_FRAMES:
-            raise InputError(f"--frames {frames}: from 2 (the two endpoints) to {MAX_FRAMES}")
+        whole_number(params.get("frames", DEFAULT_FRAMES), "--frames", lo=2, hi=MAX_FRAMES)  # both endpoints count
         if params.get("animation", "gif") not in ("gif", "webp", "none"):
             raise InputError("--animation must be gif, webp or none")
     if app in DEFAULT_MASKS:
@@ -262,6 +272,7 @@ def build_mix_spec(
 
         params["mask"] = params.get("mask") or DEFAULT_MASKS[app]
         mask = params["mask"]
+        a_path(mask, "--mask")  # a shape's name or a PNG's path
         if mask not in SHAPES:
             if not Path(mask).is_file():
                 raise InputError(f"--mask {mask!r} is neither a shape ({', '.join(SHAPES)}) nor a mask file")
@@ -271,7 +282,7 @@ def build_mix_spec(
         k = int(layers) if str(layers).strip().isdigit() else None
         if k is not None and not 1 <= k <= G.num_ws:
             raise InputError(f"--layers {k}: the first k layers from A, k in 1-{G.num_ws} (the generator's W+ rows)")
-        chosen = list(range(k)) if k is not None else parse_layers(str(layers), G.num_ws)
+        chosen = list(range(k)) if k is not None else parse_layers(layers, G.num_ws)
         params["layers"] = chosen
     if app == "style":
         if projection.get("perceptual") == "none":
@@ -283,7 +294,7 @@ def build_mix_spec(
             if isinstance(alpha, str):
                 values = parse_numbers(alpha, "--alpha", lo=0, hi=1)
             else:
-                values = [finite_number(v, "--alpha", lo=0, hi=1) for v in alpha]
+                values = [finite_number(v, "--alpha", lo=0, hi=1) for v in several(alpha, "--alpha", "numbers")]
             params["alpha"] = mx.check_alpha(values, G.num_ws).tolist()
             params["alpha_layers"] = None
         else:
