@@ -275,6 +275,28 @@ def test_user_errors_are_one_line_and_exit_2(files, tmp_path, args, message):
     assert not out.exists()
 
 
+def test_sizes_are_bounded_before_training_with_the_bound_in_the_message(files, tmp_path):
+    out = tmp_path / "o.safetensors"
+    for args, option, bound in (
+        (["--iters", "1000000000000"], "--iters", "100,000"),
+        (["--iters", "100001"], "--iters", "100,000"),
+        (["--batch", "100000"], "--batch", "64"),
+        (["--auto-layer-batch", "65"], "--auto-layer-batch", "64"),
+        (["--auto-layer-k", "1000000000"], "--auto-layer-k", "at most 5"),  # 6 W+ rows, the last one ToRGB's
+        (["--auto-layer-k", "0"], "--auto-layer-k", "at least 1"),
+        (["--grid-seeds", "0-100"], "--grid-seeds", "64"),
+        (["--grid-seeds", "0-5000000000"], "--grid-seeds", "4294967295"),
+        (["--grid-seeds", "x"], "--grid-seeds", "4294967295"),
+    ):
+        res = nada_cli(files, "--source", "photo", "--target", "sketch", "-o", out, *args)
+        assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+        assert option in res.output and bound in res.output, res.output
+        assert "--seeds" not in res.output.replace("--grid-seeds", ""), res.output
+    assert not out.exists() and not (tmp_path / "o.nada" / "snapshots").exists()
+    res = nada_cli(files, "--source", "photo", "--target", "sketch", "-o", out, "--iters", 1, "--auto-layer-k", 5)
+    assert res.exit_code == 0 and out.exists(), res.output
+
+
 def test_unknown_clip_and_missing_generator_are_one_line_and_exit_2(files, tmp_path, monkeypatch):
     tmp, g_path, clip_path = files
     out = tmp_path / "o.safetensors"

@@ -111,3 +111,20 @@ def test_sample_without_images_never_runs_the_synthesis_network(tmp_path, monkey
     assert list(a.frame.image_id) == list(b.frame.image_id)
     np.testing.assert_array_equal(a.latent("w"), b.latent("w"))
     np.testing.assert_array_equal(a.latent("z"), b.latent("z"))
+
+
+def test_batch_and_part_sizes_are_bounded_before_anything_is_written(tmp_path, fixture_generator_path):
+    base = ["sample", "-g", str(fixture_generator_path), "-o", str(tmp_path / "S"), "-n", "2"]
+    for args, option, bound in (
+        (["--batch-size", "0"], "--batch-size", "from 1 to 1,024"),
+        (["--batch-size", "1025"], "--batch-size", "1,024"),
+        (["-b", "1000000000000"], "--batch-size", "1,024"),
+        (["--part-size", "0"], "--part-size", "from 1 to 100,000"),
+        (["--shard-size", "1000000000000000"], "--part-size", "100,000"),
+    ):
+        res = runner.invoke(app, [*base, *args])
+        assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+        assert option in res.output and bound in res.output, res.output
+    assert not (tmp_path / "S").exists()
+    res = runner.invoke(app, [*base, "--batch-size", "1024", "--part-size", "100000", "--dry-run"])
+    assert res.exit_code == 0 and "2 samples in 1 parts" in res.output, res.output

@@ -23,8 +23,13 @@ from facebatch.pipeline.rundir import IMAGES, LATENTS
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
 from facebatch.pipeline.table import latent_array, latent_field, latents_schema
+from facebatch.ranges import whole_number
 
 STAGE = "sample"
+# Both are held in one piece, so both are bounded before a run starts: a batch's images and activations (at
+# 1024 px ~50 MB an image), a part's rows in the worker that writes it (at 1024 px ~40 KB of z and W+ a row).
+MAX_BATCH_SIZE = 1024
+MAX_PART_SIZE = 100_000
 NOISE_MODES = ("const", "random", "none")
 
 
@@ -51,8 +56,8 @@ def build_sample_spec(
     """The stage as the runner sees it; `nets` is the client's `load_networks` result (for sha and shapes)."""
     if noise_mode not in NOISE_MODES:
         raise InputError(f"--noise-mode must be const, random or none, not {noise_mode!r}")
-    if batch_size < 1 or shard_size < 1:
-        raise InputError("--batch-size and --part-size must be at least 1")
+    whole_number(batch_size, "--batch-size", lo=1, hi=MAX_BATCH_SIZE)
+    whole_number(shard_size, "--part-size", lo=1, hi=MAX_PART_SIZE)
     G = nets.G
     facts = {
         "generator": nets.name,
