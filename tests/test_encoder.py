@@ -150,6 +150,55 @@ def test_resumed_training_is_the_uninterrupted_run_bit_for_bit(nets, tmp_path):
                            **{**settings, "lr": 0.01})  # fmt: skip
 
 
+def test_a_damaged_snapshot_is_one_line_naming_it_and_ctrl_c_says_how_to_resume(
+    nets, generator_file, tmp_path, monkeypatch
+):
+    import shutil
+
+    from test_nada import _saved, damaged_snapshots
+
+    from facebatch.encoder.api import train_encoder_file
+    from facebatch.encoder.train import EncoderTrainer
+    from facebatch.pipeline.snapshots import latest_snapshot
+
+    settings = {**TINY, "iters": 4, "snapshot_every": 2}
+    train_encoder_file(nets, out=tmp_path / "E.safetensors", stop_after=2, **settings)
+    good = tmp_path / "E.encoder-work"
+    snapshot = latest_snapshot(good)
+    state = torch.load(snapshot, weights_only=True)
+    cases = damaged_snapshots(snapshot, "encoder") + [
+        ("losses not JSON", _saved({**state, "losses": "not json"})),
+        ("losses too few", _saved({**state, "losses": "[]"})),
+        ("images seen negative", _saved({**state, "images_seen": -1})),
+    ]
+    for n, (what, data) in enumerate(cases):
+        work = tmp_path / f"w{n}"
+        shutil.copytree(good, work)
+        (work / "snapshots" / snapshot.name).write_bytes(data)
+        with pytest.raises(InputError) as info:
+            train_encoder_file(nets, out=tmp_path / f"E{n}.safetensors", work=work, **settings)
+        message = str(info.value)
+        assert "\n" not in message and str(work / "snapshots" / snapshot.name) in message, (what, message)
+        assert "cannot be resumed" in message and "--overwrite" in message, (what, message)
+        assert not (tmp_path / f"E{n}.safetensors").exists(), what
+    # Ctrl-C in the command: one line, exit 130, the snapshot it goes on from; then the same command resumes
+    step = EncoderTrainer.step
+
+    def interrupted(self):
+        if self.iteration == 3:
+            raise KeyboardInterrupt
+        return step(self)
+
+    args = ["encoder", "train", "-g", generator_file, "-o", tmp_path / "cli.safetensors", "--iters", 4, "--batch", 4,
+            "--image-batch", 2, "--real-batch", 0, "--snapshot-every", 2]  # fmt: skip
+    monkeypatch.setattr(EncoderTrainer, "step", interrupted)
+    res = invoke(*args, code=130)
+    monkeypatch.setattr(EncoderTrainer, "step", step)
+    assert res.output.count("\n") == 1 and "interrupted at step 3 of 4" in res.output, res.output
+    assert "resumes from the last snapshot (step 2" in res.output, res.output
+    assert "resumed at step 2" in invoke(*args).output
+
+
 def test_cli_trains_and_the_file_says_what_it_is(generator_file, tmp_path):
     out = tmp_path / "E.safetensors"
     res = invoke("encoder", "train", "-g", generator_file, "-o", out, "--iters", 2, "--batch", 4, "--image-batch", 2,

@@ -14,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from facebatch.cli.app import app
+from facebatch.errors import InputError
 from facebatch.nada.layers import candidate_rows, row_layers
 from facebatch.nada.loss import ClipLoss
 from facebatch.nada.train import NadaSettings, NadaTrainer, latest_snapshot, read_nada_metadata, train_nada
@@ -214,6 +215,113 @@ def test_resume_from_a_snapshot_equals_an_uninterrupted_run(parts, tmp_path):
     a, b = whole.G.state_dict(), resumed.G.state_dict()
     assert all(torch.equal(a[n], b[n]) for n in a)
     assert (tmp_path / "cut" / "before_after.png").exists() and (tmp_path / "cut" / "grids" / "before.png").exists()
+
+
+def damaged_snapshots(path, weights: str) -> list[tuple[str, bytes]]:
+    """(what, bytes) of the snapshot at `path` broken in each way a resuming trainer must refuse: damaged
+    files, and well-formed ones whose content does not fit the run (`weights`: the trained module's key)."""
+    import copy
+    import os
+    import pickle
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    state = torch.load(path, weights_only=True)
+
+    def edited(change) -> bytes:
+        s = copy.deepcopy(state)
+        change(s)
+        return _saved(s)
+
+    name = next(k for k, v in state[weights].items() if v.is_floating_point() and v.numel() > 1)
+    moments = state["optimizer"]["state"]
+    data = path.read_bytes()
+    return [
+        ("empty", b""),
+        ("truncated", data[: len(data) // 2]),
+        ("garbage", bytes(range(256)) * 8),
+        ("a list", _saved([1, 2, 3])),
+        ("code", pickle.dumps({"iteration": RunsCode()}, protocol=2)),
+        ("no rng", edited(lambda s: s.pop("rng"))),
+        ("no weights", edited(lambda s: s.pop(weights))),
+        ("a weight of another shape", edited(lambda s: s[weights].update({name: torch.zeros(3, 3)}))),
+        ("a weight too few", edited(lambda s: s[weights].pop(name))),
+        ("a nan weight", edited(lambda s: s[weights][name].fill_(float("nan")))),
+        (
+            "a moment of another shape",
+            edited(lambda s: s["optimizer"]["state"][next(iter(moments))].update(exp_avg=torch.zeros(7, 7, 7))),
+        ),  # fmt: skip
+        ("another lr", edited(lambda s: s["optimizer"]["param_groups"][0].update(lr=1.0))),
+        ("an rng of another kind", edited(lambda s: s.update(rng=torch.zeros(3, dtype=torch.uint8)))),
+        ("an iteration its history lacks", edited(lambda s: s.update(iteration=s["iteration"] + 2))),
+        ("an iteration as text", edited(lambda s: s.update(iteration=str(s["iteration"])))),
+    ]
+
+
+def test_a_damaged_snapshot_is_one_line_naming_it_never_a_resume_or_a_false_success(parts, tmp_path):
+    import shutil
+
+    nets, loss = parts
+    settings = NadaSettings(SOURCE, TARGET, iters=4, snapshot_every=2, auto_layer_batch=2, grid_seeds=(0,))
+    key = {"test": 1}
+    train_nada(nets.G, loss, settings, tmp_path / "good", run_key=key, stop_after=2)
+    snapshot = latest_snapshot(tmp_path / "good")
+    cases = damaged_snapshots(snapshot, "generator")
+    state = torch.load(snapshot, weights_only=True)
+    for what, change in (("a row out of range", [[99]] * 2), ("rows too few", [[0]])):
+        cases.append((what, _saved({**state, "rows": change})))
+    cases.append(("losses as text", _saved({**state, "losses": "0.5,0.4"})))
+    for n, (what, data) in enumerate(cases):
+        work = tmp_path / f"w{n}"
+        shutil.copytree(tmp_path / "good", work)
+        (work / "snapshots" / snapshot.name).write_bytes(data)
+        with pytest.raises(InputError) as info:
+            train_nada(nets.G, loss, settings, work, run_key=key)
+        message = str(info.value)
+        assert "\n" not in message and str(work / "snapshots" / snapshot.name) in message, (what, message)
+        assert "cannot be resumed" in message and "--overwrite" in message, (what, message)
+        assert not (work / "before_after.png").exists(), what
+        if what == "code":
+            assert "would run code" in message and "weights_only" not in message, message
+    assert train_nada(nets.G, loss, settings, tmp_path / "good", run_key=key).resumed_from == 2
+
+
+def test_the_command_never_claims_an_unwritten_generator_and_says_how_ctrl_c_resumes(files, tmp_path, monkeypatch):
+    out, work = tmp_path / "o.safetensors", tmp_path / "o.nada"
+    common = ["--source", SOURCE, "--target", TARGET, "-o", out, "--snapshot-every", 2, "--grid-seeds", "0"]
+    step = NadaTrainer.step
+
+    def interrupted_at_3(self):
+        if self.iteration == 2:
+            raise KeyboardInterrupt
+        return step(self)
+
+    monkeypatch.setattr(NadaTrainer, "step", interrupted_at_3)
+    res = nada_cli(files, *common, "--iters", 4)
+    assert res.exit_code == 130 and res.output.count("\n") == 1, res.output
+    assert "interrupted at iteration 2 of 4" in res.output and "rerunning the same command resumes" in res.output
+    assert "snapshot-000002.pt" in res.output and not out.exists()
+    monkeypatch.setattr(NadaTrainer, "step", step)
+    snapshot = latest_snapshot(work)
+    good = snapshot.read_bytes()
+    state = torch.load(snapshot, weights_only=True)
+    snapshot.write_bytes(_saved({**state, "iteration": 4}))  # claims the run is done; its history says 2
+    res = nada_cli(files, *common, "--iters", 4)
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and str(snapshot) in res.output, res.output
+    assert "shifted generator" not in res.output and not out.exists()
+    snapshot.write_bytes(good)
+    res = nada_cli(files, *common, "--iters", 4)
+    assert res.exit_code == 0 and "resumed at iteration 2" in res.output and out.exists(), res.output
+
+
+def _saved(obj) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
 
 
 def nada_cli(files, *args):

@@ -9,7 +9,8 @@ import typer
 
 from facebatch.cli.cluster_options import DeviceOption, OverwriteOption, QuietOption
 from facebatch.cli.console import out
-from facebatch.cli.nada import iteration_progress
+from facebatch.cli.nada import iteration_progress, resumable
+from facebatch.errors import RunFailed
 
 app = typer.Typer(help="Encoders: image -> W+ in one forward pass, trained for your generator.", no_args_is_help=True)
 
@@ -58,10 +59,15 @@ def train(
     at fixed inputs. The output records the generator's sha256, the recipe and the images seen; an
     encoder is refused with any other generator.
     """
-    from facebatch.encoder.api import train_encoder_file
+    from facebatch.encoder.api import default_work_dir, train_encoder_file
 
     bar = iteration_progress(not quiet, iters)
-    with bar:
+
+    def on_step(i: int, record: dict) -> None:
+        reached[0] = i
+        bar.update(task, completed=i, description=f"encoder latent {record['latent']:.3f}")
+
+    with resumable(work or default_work_dir(output), iters, "step") as reached, bar:
         task = bar.add_task("encoder", total=iters)
         result = train_encoder_file(
             generator,
@@ -83,8 +89,10 @@ def train(
             seed=seed,
             snapshot_every=snapshot_every,
             half=half,
-            on_step=lambda i, r: bar.update(task, completed=i, description=f"encoder latent {r['latent']:.3f}"),
+            on_step=on_step,
         )
+    if result.iteration != iters:  # never claim an encoder that was not written
+        raise RunFailed(f"the run stopped at step {result.iteration} of {iters}; {output} was not written")
     if not quiet:
         resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
         out.print(f"{result.iteration} steps, {result.images_seen:,} images{resumed}", highlight=False)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Iterator, Optional
 
 import typer
 
 from facebatch.cli.cluster_options import DeviceOption, OverwriteOption, QuietOption
-from facebatch.cli.console import out
+from facebatch.cli.console import err, out
+from facebatch.errors import RunFailed
 from facebatch.nada import DEFAULT_CLIP
 
 
@@ -35,6 +37,27 @@ def iteration_progress(enabled: bool, total: int):
         disable=not (enabled and out.is_terminal),
         transient=False,
     )
+
+
+@contextmanager
+def resumable(work: Path, total: int, unit: str = "iteration") -> Iterator[list[int]]:
+    """A training loop the user may stop: Ctrl-C is one line saying where it stopped and which snapshot the
+    same command goes on from, then exit 130. Yields a one-item list the progress callback keeps at the
+    iteration reached."""
+    from facebatch.pipeline.snapshots import latest_snapshot
+
+    reached = [0]
+    try:
+        yield reached
+    except KeyboardInterrupt:
+        last = latest_snapshot(work)
+        if last is None:
+            then = "no snapshot was written yet, so rerunning the same command starts over"
+        else:
+            at = int(last.stem.split("-")[-1])
+            then = f"rerunning the same command resumes from the last snapshot ({unit} {at}, {last})"
+        err.print(f"interrupted at {unit} {reached[0]} of {total}: {then}", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
 
 
 def nada(
@@ -97,14 +120,19 @@ def nada(
     (same result as an uninterrupted run); grids of fixed seeds show before and after. The output
     records the texts, CLIP models, settings and the base generator's sha256.
     """
-    from facebatch.nada.api import run_nada
+    from facebatch.nada.api import default_work_dir, run_nada
     from facebatch.nada.train import MAX_GRID_SEEDS
     from facebatch.ranges import parse_seeds
 
     specs = list(clip or [])
     weights = list(clip_weight or [])
     bar = iteration_progress(not quiet, iters)
-    with bar:
+
+    def on_step(i: int, value: float, rows: list[int]) -> None:
+        reached[0] = i
+        bar.update(task, completed=i, description=f"nada loss {value:.4f}")
+
+    with resumable(work or default_work_dir(output), iters) as reached, bar:
         task = bar.add_task("nada", total=iters)
         result = run_nada(
             generator,
@@ -127,8 +155,10 @@ def nada(
             resume=resume,
             device=device,
             overwrite=overwrite,
-            on_step=lambda i, value, rows: bar.update(task, completed=i, description=f"nada loss {value:.4f}"),
+            on_step=on_step,
         )
+    if len(result.losses) != iters:  # never claim a generator that was not written
+        raise RunFailed(f"the run stopped at iteration {len(result.losses)} of {iters}; {output} was not written")
     if not quiet:
         losses = result.losses
         n = max(1, min(10, len(losses) // 2))  # two windows that do not overlap

@@ -31,7 +31,16 @@ import torch
 from facebatch.errors import InputError, shown
 from facebatch.nets.encoder import Encoder, build_encoder
 from facebatch.pipeline.atomic import atomic_write_bytes
-from facebatch.pipeline.snapshots import claim_work_dir, latest_snapshot, read_snapshot, write_snapshot
+from facebatch.pipeline.snapshots import (
+    SnapshotMismatch,
+    check_count,
+    check_history,
+    check_training_state,
+    claim_work_dir,
+    latest_snapshot,
+    resume_from,
+    write_snapshot,
+)
 from facebatch.ranges import check_seeds, finite_number, whole_number
 
 SETTINGS_FILE = "encoder.json"
@@ -226,12 +235,22 @@ class EncoderTrainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Go on from a snapshot; each part is checked against this run before any is taken (SnapshotMismatch)."""
+        iteration = check_training_state(state, "encoder", self.encoder, self.opt, self.rng, ("images_seen", "losses"))
+        images_seen = check_count(state["images_seen"], "count of images seen")
+        try:
+            losses = json.loads(state["losses"])
+        except (TypeError, ValueError):
+            losses = None
+        if not isinstance(losses, list) or not all(isinstance(r, dict) for r in losses):
+            raise SnapshotMismatch("its loss history is not a list of records")
+        check_history(len(losses), iteration, "loss history")
         self.encoder.load_state_dict(state["encoder"], strict=True)
         self.opt.load_state_dict(state["optimizer"])
         self.rng.set_state(state["rng"])
-        self.iteration = int(state["iteration"])
-        self.images_seen = int(state["images_seen"])
-        self.losses = json.loads(state["losses"])
+        self.iteration = iteration
+        self.images_seen = images_seen
+        self.losses = losses
 
     # -- the grid: target | reconstruction at fixed inputs --------------------------------------------
     @torch.no_grad()
@@ -287,7 +306,7 @@ def train_encoder(
     found = latest_snapshot(work)
     resumed_from = 0
     if found is not None:
-        trainer.load_state_dict(read_snapshot(found))
+        resume_from(found, trainer.load_state_dict)
         resumed_from = trainer.iteration
         if trainer.iteration > settings.iters:
             raise InputError(f"{found} is at step {trainer.iteration}, past --iters {settings.iters}")

@@ -43,7 +43,16 @@ from facebatch.nada.layers import (
 )
 from facebatch.nada.loss import ClipLoss
 from facebatch.pipeline.atomic import atomic_write_bytes
-from facebatch.pipeline.snapshots import SNAPSHOTS, claim_work_dir, latest_snapshot, read_snapshot, write_snapshot
+from facebatch.pipeline.snapshots import (
+    SNAPSHOTS,
+    SnapshotMismatch,
+    check_history,
+    check_training_state,
+    claim_work_dir,
+    latest_snapshot,
+    resume_from,
+    write_snapshot,
+)
 from facebatch.ranges import check_seeds, finite_number, whole_number
 
 LR = 0.002 * 4 / 5  # the reference: args.lr (0.002) * g_reg_ratio (g_reg_every 4 -> 4/5)
@@ -236,12 +245,23 @@ class NadaTrainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Go on from a snapshot; each part is checked against this run before any is taken (SnapshotMismatch)."""
+        iteration = check_training_state(state, "generator", self.G_train, self.opt, self.rng, ("losses", "rows"))
+        losses, rows = state["losses"], state["rows"]
+        if not isinstance(losses, torch.Tensor) or losses.ndim != 1 or not losses.is_floating_point():
+            raise SnapshotMismatch("its loss history is not a list of numbers")
+        check_history(len(losses), iteration, "loss history")
+        if not isinstance(rows, list) or not all(
+            isinstance(r, list) and all(type(i) is int and 0 <= i < self.num_ws for i in r) for r in rows
+        ):
+            raise SnapshotMismatch(f"its trained rows are not lists of W+ rows 0-{self.num_ws - 1}")
+        check_history(len(rows), iteration, "list of trained rows")
         self.G_train.load_state_dict(state["generator"], strict=True)
         self.opt.load_state_dict(state["optimizer"])
         self.rng.set_state(state["rng"])
-        self.iteration = int(state["iteration"])
-        self.losses = [float(x) for x in state["losses"].tolist()]
-        self.rows = [list(map(int, r)) for r in state["rows"]]
+        self.iteration = iteration
+        self.losses = [float(x) for x in losses.tolist()]
+        self.rows = [list(r) for r in rows]
 
     # ------------------------------------------------------------------------------------------ grids
 
@@ -289,7 +309,7 @@ def train_nada(
         raise InputError(f"--resume: no snapshot in {work / SNAPSHOTS}")
     resumed_from = 0
     if found is not None:
-        trainer.load_state_dict(read_snapshot(found))
+        resume_from(found, trainer.load_state_dict)
         resumed_from = trainer.iteration
         if trainer.iteration > settings.iters:
             raise InputError(
