@@ -127,6 +127,24 @@ def test_unreadable_files_raise_with_a_clear_message(tmp_path, name, content, me
         assert len(caught.value.image_info["file_sha256"]) == 64  # an error row still says which bytes failed
 
 
+def test_a_file_that_is_no_image_is_named_by_what_it_is_not_never_by_its_bytes(tmp_path):
+    """The message reaches the console and the manifest: a file's first bytes (a key, a token, a header) must
+    not, whether shown as hex or as text."""
+    for name, content in (
+        ("secret.png", b"AKIAIOSFODNN7EXAMPLE\n" * 4),
+        ("archive.jpg", b"PK\x03\x04\x14\x00\x00\x00" + b"\x00" * 64),
+        ("program.png", b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 64),
+        ("doc.jpg", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" * 8),
+    ):
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(UnreadableImage) as caught:
+            load_image(path, SIZE)
+        message = str(caught.value)
+        assert message.startswith("not an image file PIL can read") and f"{len(content)} bytes" in message, message
+        assert content[:8].hex() not in message and content[:4].decode("latin-1") not in message, message
+
+
 def test_missing_file_is_unreadable(tmp_path):
     with pytest.raises(UnreadableImage, match="cannot read"):
         load_image(tmp_path / "gone.png", SIZE)

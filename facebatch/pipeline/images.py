@@ -81,7 +81,10 @@ def read_bytes(path: Path) -> bytes:
         with os.fdopen(os.dup(fd), "rb") as fh:
             head = fh.read(SNIFF_BYTES)
             if sniff_image(head) is None:
-                exc = UnreadableImage(f"not an image file (starts {head[:8].hex()}; {st.st_size} bytes)")
+                # What the file is not, never its bytes: they would be echoed to the console and the manifest.
+                exc = UnreadableImage(
+                    f"not an image file PIL can read (its first bytes match no image format; {st.st_size} bytes)"
+                )
                 exc.image_info = {"file_sha256": _hash_rest(fh, head)}  # the error row says which bytes failed
                 raise exc
             data = head + fh.read(MAX_IMAGE_BYTES + 1 - len(head))
