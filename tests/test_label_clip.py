@@ -172,6 +172,49 @@ def test_clip_option_errors_exit_2_with_one_line(tmp_path, faces, tiny_clip, mon
     assert not out.exists()
 
 
+def test_a_clip_that_cannot_load_fails_once_before_any_shard(tmp_path, faces, tiny_clip, monkeypatch):
+    """Every CLIP is loaded once on the CPU in the client: a file no worker could load is one line and exit 2
+    before any shard runs (it was a failed shard per worker, "rerun to retry", forever). The members: a
+    facebatch-clip file whose weights do not fit its config, one with NaN weights, a cached ARCH:TAG download
+    that is damaged (with or without the hash recorded at download), and ARCH:/path weights of another model."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    from facebatch.nets import cache
+
+    monkeypatch.setenv("FACEBATCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("FACEBATCH_OFFLINE", "1")
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**TINY_CFG).eval()
+    misfit = fclip.write_clip(tmp_path / "misfit.safetensors", model, dict(TINY_CFG, embed_dim=8))
+    with torch.no_grad():
+        model.visual.proj.fill_(float("nan"))
+    nan = fclip.write_clip(tmp_path / "nan.safetensors", model, TINY_CFG)
+    cached = fclip.pretrained_cache_path("RN50", "openai")
+    cached.parent.mkdir(parents=True)
+    save_file({"visual.proj": torch.zeros(2, 2)}, str(tmp_path / "other.safetensors"))
+    cases = [
+        ([misfit], str(misfit), "do not fit"),
+        ([nan], str(nan), "NaN"),
+        (["RN50:openai"], str(cached), "not usable weights for RN50"),
+        (["RN50:openai", "recorded"], str(cached), "not usable weights for RN50"),
+        ([f"RN50:{tmp_path / 'other.safetensors'}"], "other.safetensors", "not usable weights for RN50"),
+    ]
+    for k, (spec, where, needle) in enumerate(cases):
+        cached.write_bytes(b"\x80\x02 a download cut short" * 40)
+        cache.sidecar_path(cached).unlink(missing_ok=True)
+        if spec[1:] == ["recorded"]:
+            cache.sidecar_path(cached).write_text(f"{cache.sha256_of(cached, reuse=False)}  {cached.name}\n")
+        out = tmp_path / f"l{k}.csv"
+        res = invoke("label", faces[0], "-o", out, "--clip", spec[0], "--prompt", SMILE, code=2)
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and where in lines[0] and needle in lines[0], (spec, res.output)
+        assert "rerun" not in res.output and not out.exists(), res.output
+        assert not list(tmp_path.glob(f"l{k}_run/**/*.parquet")), "a shard ran"
+    res = invoke("label", faces[0], "-o", tmp_path / "ok.csv", "--clip", tiny_clip, "--prompt", SMILE, "-q")
+    assert (tmp_path / "ok.csv").is_file()  # a sound CLIP passes the same check
+
+
 def test_an_open_clip_architecture_with_local_weights_labels_through_the_same_predictor(tmp_path, monkeypatch):
     """ARCH:/path (what ARCH:TAG resolves to once downloaded): the ref carries the architecture to the worker,
     which builds open_clip's model with the ImageNet templates (2 of the 80 here: RN50's text tower on 1
@@ -185,7 +228,7 @@ def test_an_open_clip_architecture_with_local_weights_labels_through_the_same_pr
     path = tmp_path / "rn50.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     ref = predictors.resolve_clip_predictor(f"RN50:{path}", [("Smiling", "a smiling person", "a person")])
-    assert ref.kind == "clip" and ref.name == f"RN50:{path}" and predictors.peek_names(ref) == ("Smiling",)
+    assert ref.kind == "clip" and ref.name == f"RN50:{path}" and predictors.preflight(ref) == ("Smiling",)
     pred = predictors.load(ref)
     assert pred.resolution == 224 and len(pred.clip.templates) == 2
     x = torch.rand(1, 3, 64, 64) * 2 - 1

@@ -170,6 +170,36 @@ def test_a_generator_file_as_predictor_exits_2(tmp_path, faces):
     assert "is a generator checkpoint, not an attribute predictor" in res.output
 
 
+def test_a_damaged_predictor_file_fails_once_before_any_shard(tmp_path, faces):
+    """The predictor is loaded once on the CPU in the client: a file no worker could load (a tensor missing or of
+    another shape, NaN weights, cut short) is one line and exit 2 before any shard, never a failed shard per worker."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from facebatch.nets.registry import get
+
+    good = get("celeba-attrs").fetch()
+    with safe_open(str(good), framework="pt") as fh:
+        meta, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    first = sorted(tensors)[0]
+    damaged = {
+        "a tensor missing": {k: v for k, v in tensors.items() if k != first},
+        "a tensor of another shape": {**tensors, first: torch.zeros(3)},
+        "NaN weights": {k: v.float().fill_(float("nan")) if v.is_floating_point() else v for k, v in tensors.items()},
+    }
+    for k, (case, state) in enumerate([*damaged.items(), ("cut short", None)]):
+        path = tmp_path / f"p{k}.safetensors"
+        if state is None:
+            path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+        else:
+            save_file(state, str(path), meta)
+        out = tmp_path / f"l{k}.csv"
+        res = invoke("label", faces, "-o", out, "--predictor", path, code=2)
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and str(path) in lines[0] and "rerun" not in res.output, (case, res.output)
+        assert not out.exists() and not list(tmp_path.glob(f"l{k}_run/**/*.parquet")), case
+
+
 def test_sample_run_with_no_images_has_no_sources(tmp_path):
     invoke("sample", "-g", "celeba64", "-n", "2", "--no-images", "-o", tmp_path / "S", "-q")
     res = invoke("label", tmp_path / "S", "-o", tmp_path / "l.csv", "--from", "source", code=2)

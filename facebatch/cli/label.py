@@ -98,8 +98,7 @@ def label(
     """
     from facebatch.nets.predictors import (
         collect_prompts,
-        load,
-        peek_names,
+        preflight,
         resolve_clip_predictor,
         resolve_predictor,
         select,
@@ -128,11 +127,9 @@ def label(
         raise InputError("--clip and --predictor are two ways to label: give one of them")
     if clip is not None:
         ref = resolve_clip_predictor(clip, collect_prompts(prompt or (), prompts_file))
-        if ref.options["clip"]["arch"] and Path(clip.partition(":")[2]).expanduser().is_file():
-            load(ref, "cpu")  # the user's own weights file: a wrong one is one line here, not a failed shard per worker
     else:
         ref = resolve_predictor(predictor or "celeba-attrs")
-    names = peek_names(ref)
+    names = preflight(ref)  # the model loads once here: one that cannot is one line, not a failed shard per worker
     wanted = select(names, split_names(attrs)) if attrs else list(names)
     src = plan_input(input_path, source, exclude=[run_dir])
     spec = build_label_spec(

@@ -83,12 +83,15 @@ class ClipPromptPredictor:
         return logits.softmax(dim=-1)[..., 0]
 
 
-def _load_clip_prompts(ref: PredictorRef, device) -> Predictor:
+def _load_clip(ref: PredictorRef, device):
     from facebatch.nets.clip import ClipRef, load_clip
 
     clip = ref.options["clip"]
-    clip_ref = ClipRef(clip["spec"], clip["arch"], ref.path, ref.sha256, bool(clip.get("quick_gelu")))
-    return ClipPromptPredictor(load_clip(clip_ref, device), [tuple(p) for p in ref.options["prompts"]])
+    return load_clip(ClipRef(clip["spec"], clip["arch"], ref.path, ref.sha256, bool(clip.get("quick_gelu"))), device)
+
+
+def _load_clip_prompts(ref: PredictorRef, device) -> Predictor:
+    return ClipPromptPredictor(_load_clip(ref, device), [tuple(p) for p in ref.options["prompts"]])
 
 
 # kind -> loader(ref, device). The registry's `kind` names the loader; a file is sniffed (see _file_kind).
@@ -237,10 +240,16 @@ def load(ref: PredictorRef, device="cpu") -> Predictor:
     return LOADERS[ref.kind](ref, device)
 
 
-def peek_names(ref: PredictorRef) -> tuple[str, ...]:
-    """The attribute names, for validating --attrs in the client (loads a predictor on the CPU: ~10 MB;
-    a CLIP's names are its prompts' names, and a web-scale CLIP is not loaded for that)."""
+def preflight(ref: PredictorRef) -> tuple[str, ...]:
+    """Load the model once on the CPU in the client and return the attribute names (for checking --attrs).
+
+    A file no worker can load (damaged, truncated, not the architecture it names, a tokenizer that cannot be
+    had) is then one line before any shard, not a failed shard on every worker with "rerun to retry". An
+    attribute predictor is ~10 MB; a CLIP is loaded without embedding its prompts (a web-scale CLIP costs a
+    few seconds here, and its names are its prompts' names).
+    """
     if ref.kind == "clip":
+        _load_clip(ref, "cpu")  # load_clip checks the file is still the one resolved
         return tuple(p[0] for p in ref.options["prompts"])
     return tuple(load(ref, "cpu").names)
 
