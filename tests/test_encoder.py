@@ -4,6 +4,7 @@ projector starting from one (`--init encoder`, the `encoder` and `hybrid` preset
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,6 +198,25 @@ def test_a_damaged_snapshot_is_one_line_naming_it_and_ctrl_c_says_how_to_resume(
     assert res.output.count("\n") == 1 and "interrupted at step 3 of 4" in res.output, res.output
     assert "resumes from the last snapshot (step 2" in res.output, res.output
     assert "resumed at step 2" in invoke(*args).output
+
+
+def test_real_images_not_in_a_folder_are_said_as_what_they_are(tmp_path):
+    import os
+
+    from facebatch.encoder.api import load_real_images
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "photo.jpg").write_bytes(b"x")
+    for path, said in (
+        (tmp_path / "fifo", "is a FIFO"),
+        (Path("/dev/null"), "is a character device"),
+        (tmp_path / "photo.jpg", "is a file, not a folder"),
+        (tmp_path / "missing", "no such folder"),
+    ):
+        with pytest.raises(InputError) as info:
+            load_real_images(path, 32)
+        message = str(info.value)
+        assert said in message and str(path) in message and "--real" in message and "\n" not in message, message
 
 
 def test_cli_trains_and_the_file_says_what_it_is(generator_file, tmp_path):

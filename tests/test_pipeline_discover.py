@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +66,17 @@ def test_single_file_and_bad_paths(tmp_path):
         discover_images(tmp_path / "fifo")
     with pytest.raises(InputError, match="not an image file"):
         discover_images(touch(tmp_path / "a.txt"))
+
+
+def test_a_path_that_is_not_the_folder_asked_for_is_said_as_what_it_is(tmp_path):
+    from facebatch.pipeline.discover import not_a_folder
+
+    os.mkfifo(tmp_path / "fifo")
+    for path, said in (
+        (tmp_path / "fifo", "is a FIFO, not a run folder"),
+        (Path("/dev/null"), "is a character device, not a run folder"),
+        (touch(tmp_path / "a.txt"), "is a file, not a run folder"),
+        (tmp_path / "nope", "no such run folder"),
+    ):
+        message = str(not_a_folder(path, "run folder"))
+        assert said in message and str(path) in message, message

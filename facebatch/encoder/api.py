@@ -37,12 +37,12 @@ def default_work_dir(out: Path) -> Path:
 def load_real_images(folder: str | Path, resolution: int, limit: int | None = None) -> tuple[torch.Tensor, int]:
     """uint8 [N, 3, R, R] of the images under `folder`, read as `facebatch project` reads them (centre square,
     Lanczos), sorted by path; files that cannot be read are skipped and counted."""
-    from facebatch.pipeline.discover import discover_images
+    from facebatch.pipeline.discover import discover_images, not_a_folder
     from facebatch.pipeline.images import load_image
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(f"--real {folder} is not a folder of images")
+        raise not_a_folder(folder, "folder of real images (--real)")
     items = discover_images(folder)[:limit]
     images, skipped = [], 0
     for item in items:

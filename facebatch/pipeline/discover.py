@@ -24,8 +24,9 @@ def no_images(root: Path) -> InputError:
 
 
 def file_kind(mode: int) -> str:
-    """What a non-regular file is, for messages ("a FIFO", "a folder", ...), from its st_mode."""
+    """What a file is, for messages ("a FIFO", "a folder", "a file", ...), from its st_mode."""
     for test, name in (
+        (stat.S_ISREG, "a file"),
         (stat.S_ISFIFO, "a FIFO"),
         (stat.S_ISCHR, "a character device"),
         (stat.S_ISBLK, "a block device"),
