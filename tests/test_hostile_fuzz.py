@@ -9,6 +9,9 @@ would create never appears. The unmutated files must be accepted: a reader that 
 Numbers: non-finite and overflowing floats (nan, inf, 1e308) in every float option of every command and in
 the options parsed from text (strengths, alphas, --set), huge ranges and sizes (seeds, grid seeds, frames,
 batches) and misspelled devices are one line and exit 2 before any work; usable values are accepted.
+
+Special files: a FIFO, /dev/zero, a folder or an oversized file named where a small text file belongs
+(--prompts, --preset) is one line without waiting on it, as is a YAML key given twice; a sound file passes.
 """
 
 from __future__ import annotations
@@ -502,3 +505,80 @@ def test_the_library_checks_devices_and_numbers_like_the_commands(hostile, tiny_
         with pytest.raises(InputError, match="strength"):
             fb.edit_latents(ws, boundary, strength)
     assert not (hostile["T"] / "OUT").exists() and not (hostile["T"] / "g.safetensors").exists()
+
+
+# Special files: an option that names a small text file (label --prompts, project --preset) reads a regular file of
+# bounded size only, without waiting on a FIFO; a key given twice is refused by name; a sound file is accepted.
+TEXT_FILE_OPTIONS = {
+    "label --prompts": (
+        ["label", "{IN}", "-o", "{OUT}/l.csv", "--clip", "celeba-clip", "--prompts", "{}"],
+        "Smiling: [a smiling person, a person]\nMale: [a man, a woman]\n",
+        "Smiling: [a smiling person, a person]\nSmiling: [a man, a woman]\n",
+    ),
+    "project --preset": (
+        ["project", "{IN}", "-g", "{G}", "-o", "{OUT}", "--preset", "{}"],
+        "base: fast\nsteps: 2\n",
+        "base: fast\nsteps: 2\nsteps: 3\n",
+    ),
+}
+
+
+def _special_files(folder):
+    os.mkfifo(folder / "fifo.yaml")
+    with open(folder / "big.yaml", "wb") as fh:
+        fh.truncate((1 << 20) + 1)  # sparse
+    (folder / "folder.yaml").mkdir()
+    return {
+        folder / "fifo.yaml": "is a FIFO, not a regular file",
+        "/dev/zero": "is a character device, not a regular file",
+        folder / "folder.yaml": "is a folder, not a regular file",
+        folder / "big.yaml": "larger than 1024 KiB",
+    }
+
+
+@pytest.mark.parametrize("option", sorted(TEXT_FILE_OPTIONS))
+def test_text_file_options_refuse_special_files_and_repeated_keys_and_accept_a_sound_file(hostile, option):
+    from test_pipeline_textfiles import deadline
+
+    template, good, repeated = TEXT_FILE_OPTIONS[option]
+
+    def run(path, code):
+        args = [a.format(path) if a == "{}" else a.format(**hostile) for a in template]
+        with deadline(120):
+            res = CliRunner().invoke(app, [*args, "--dry-run"])
+        assert res.exit_code == code, (option, path, res.output)
+        return res
+
+    for path, message in _special_files(hostile["T"]).items():
+        line = one_line(run(path, 2))
+        assert str(path) in line and message in line, (option, line)
+    (hostile["T"] / "repeated.yaml").write_text(repeated)
+    assert "is given twice" in one_line(run(hostile["T"] / "repeated.yaml", 2))
+    assert not os.path.exists(hostile["OUT"])
+    (hostile["T"] / "good.yaml").write_text(good)
+    run(hostile["T"] / "good.yaml", 0)
+
+
+def test_prompts_reader(tmp_path):
+    """Fuzzed prompts files: read as prompts or refused in one InputError line, never another exception."""
+    from facebatch.nets.predictors import read_prompts_file
+
+    rng = random.Random(SEED)
+    originals = [
+        b"Smiling: [a smiling person, a person]\nMale: [a man, a woman]\n",
+        b'{"Young": ["a young person", "an old person"], Bald: [a bald person, a person]}\n',
+        b"base: &b [a, b]\nHat: *b\n",
+    ]
+    for n, data in enumerate(originals):
+        (tmp_path / f"original{n}.yaml").write_bytes(data)
+        assert read_prompts_file(tmp_path / f"original{n}.yaml")
+    for n, data in enumerate(samples(rng, originals, extra=b"\nSmiling: [x, y]\n")):
+        path = tmp_path / f"{n}.yaml"
+        path.write_bytes(data)
+        try:
+            prompts = read_prompts_file(path)
+        except InputError as exc:
+            assert "\n" not in str(exc), str(exc)
+            continue
+        names = [p[0] for p in prompts]
+        assert len(set(names)) == len(names) and all(n and n[0] not in "=+-@\t\r" for n in names)

@@ -112,6 +112,27 @@ def test_unknown_preset_and_bad_yaml_are_user_errors(tmp_path):
         parse_overrides(["steps"])
 
 
+def test_a_preset_file_is_a_small_regular_file_naming_each_setting_once(tmp_path):
+    """A preset file is read as the prompts files are: a FIFO or a device is refused without waiting on it, a
+    setting given twice is refused by name (YAML would keep the last), and a sound file still loads."""
+    import os
+
+    os.mkfifo(tmp_path / "fifo.yaml")
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("base: fast\nsteps: 30\nlr: 0.05\nsteps: 300\n")
+    for path, message in (
+        (tmp_path / "fifo.yaml", "is a FIFO, not a regular file"),
+        ("/dev/zero", "is a character device, not a regular file"),
+        (tmp_path, "is a folder, not a regular file"),
+        (twice, "'steps' is given twice (lines 2 and 4)"),
+    ):
+        with pytest.raises(InputError) as info:
+            load_preset(str(path))
+        assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+    twice.write_text("base: fast\nsteps: 30\nlr: 0.05\n")
+    assert (load_preset(str(twice)).steps, load_preset(str(twice)).lr) == (30, 0.05)
+
+
 def test_default_keeps_everything_in_the_latent():
     # Chosen on real faces (see configs/presets/default.yaml): the Image2StyleGAN W+ loss with the NVlabs
     # lr schedule beat its constant lr 0.01 by 3 dB at 500 steps; w noise cost ~3 dB; no noise maps take

@@ -134,7 +134,8 @@ def test_bad_prompts_exit_2_with_one_line(tmp_path, faces, tiny_clip, args, mess
     [
         ("Smiling: [a smiling person]\n", "expected [POSITIVE, NEGATIVE]"),
         ("- Smiling\n", "expected a mapping"),
-        ("Smiling: [a, b\n", "not YAML"),
+        ("Smiling: [a, b\n", "not valid YAML"),
+        ("Smiling: [a, b]\nMale: [c, d]\nSmiling: [e, f]\n", "'Smiling' is given twice (lines 1 and 3)"),
         ("yes: [a smiling person, a person]\n", "is not text; quote it"),
     ],
 )
@@ -143,6 +144,58 @@ def test_bad_prompts_file_exits_2_with_one_line(tmp_path, faces, tiny_clip, text
     prompts.write_text(text)
     res = invoke("label", faces[0], "-o", tmp_path / "l.csv", "--clip", tiny_clip, "--prompts", prompts, code=2)
     assert message in res.output and len(res.output.strip().splitlines()) == 1, res.output
+
+
+FORMULA_NAMES = ["@SUM(1+1)*cmd|calc", "=HYPERLINK(x)", "+1", "-2+3", "\tx", "\rx", " @x"]
+
+
+def test_prompt_names_a_spreadsheet_would_run_as_a_formula_are_refused(tmp_path, faces, tiny_clip):
+    """A labels CSV header cell that starts with = + - @ (or a tab or CR) is a formula to a spreadsheet: such a
+    prompt name is refused where names are parsed, by --prompt, in a --prompts file and from the library."""
+    import json
+
+    prompts = tmp_path / "p.yaml"
+    for name in FORMULA_NAMES:
+        # --prompt splits at the first '=', so a name cannot start with one there: refused as nameless
+        res = invoke(
+            "label", faces[0], "-o", tmp_path / "l.csv", "--clip", tiny_clip, "--prompt", f"{name}=a|b", code=2
+        )
+        assert len(res.output.strip().splitlines()) == 1, (name, res.output)
+        assert ("needs a name" if name.startswith("=") else "formula") in res.output, (name, res.output)
+        prompts.write_text(f"{json.dumps(name)}: [a, b]\n")  # JSON is YAML, and escapes the tab and CR
+        res = invoke("label", faces[0], "-o", tmp_path / "l.csv", "--clip", tiny_clip, "--prompts", prompts, code=2)
+        assert "formula" in res.output and len(res.output.strip().splitlines()) == 1, (name, res.output)
+        with pytest.raises(InputError, match="formula"):
+            predictors.resolve_clip_predictor(str(tiny_clip), [(name, "a", "b")])
+    assert not (tmp_path / "l.csv").exists()
+    ref = predictors.resolve_clip_predictor(str(tiny_clip), [("Smiling", "a", "b"), ("Top-hat", "c", "d")])
+    assert [p[0] for p in ref.options["prompts"]] == ["Smiling", "Top-hat"]  # a '-' inside a name is plain text
+    for bad in ["Smiling=a|b", ("Smiling", "a"), ("Smiling", "a", 3)]:
+        with pytest.raises(InputError, match="three texts"):
+            predictors.resolve_clip_predictor(str(tiny_clip), [bad])
+
+
+def test_a_prompts_file_must_be_a_small_regular_file(tmp_path, faces, tiny_clip):
+    """--prompts on a FIFO waited for a writer forever and on /dev/zero ran out of memory: anything but a regular
+    file of at most 1 MiB is one line naming the file (and the bound), before anything is read."""
+    import os
+
+    from test_pipeline_textfiles import deadline
+
+    os.mkfifo(tmp_path / "fifo.yaml")
+    big = tmp_path / "big.yaml"
+    with open(big, "wb") as fh:
+        fh.truncate((1 << 20) + 1)
+    for path, message in (
+        (tmp_path / "fifo.yaml", "is a FIFO, not a regular file"),
+        ("/dev/zero", "is a character device, not a regular file"),
+        (tmp_path, "is a folder, not a regular file"),
+        (big, "larger than 1024 KiB"),
+    ):
+        with deadline(60):
+            res = invoke("label", faces[0], "-o", tmp_path / "l.csv", "--clip", tiny_clip, "--prompts", path, code=2)
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and f"--prompts {path}" in lines[0] and message in lines[0], res.output
 
 
 def test_clip_option_errors_exit_2_with_one_line(tmp_path, faces, tiny_clip, monkeypatch):

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
-
 from facebatch.errors import InputError
 from facebatch.nets.perceptual import BACKENDS, DEFAULT_BACKEND
+from facebatch.pipeline.textfiles import load_yaml, read_small_text
 from facebatch.ranges import MAX_MAGNITUDE, check_seeds, finite_number, format_bound
 
 LATENT_SPACES = ("w", "w+")
@@ -187,10 +186,7 @@ def _coerce(key: str, value: Any) -> Any:
 
 
 def _read_yaml(text: str, where: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InputError(f"{where} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = load_yaml(text, where)  # a setting given twice is refused, not silently the last one
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -206,9 +202,9 @@ def _preset_settings(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str,
         where, default_name = f"preset {name_or_path}", name_or_path
     else:
         path = Path(name_or_path)
-        if not path.is_file():
+        if not path.exists():
             raise InputError(f"unknown preset {name_or_path!r}: choose one of {', '.join(PRESETS)} or give a YAML file")
-        text, where, default_name = path.read_text(), str(path), path.stem
+        text, where, default_name = read_small_text(path, "preset file"), str(path), path.stem
     data = _read_yaml(text, where)
     base = data.pop("base", None)
     settings = _preset_settings(str(base), seen + (name_or_path,)) if base is not None else {}

@@ -158,13 +158,23 @@ def resolve_predictor(spec: str | Path) -> PredictorRef:
 
 PROMPT_SYNTAX = "NAME='POSITIVE|NEGATIVE' (e.g. Smiling='a smiling person|a person')"
 _RESERVED_NAMES = ("image_id", "source", "status", "error")
+# A labels-CSV header cell starting with one of these is a formula to a spreadsheet (CSV injection, OWASP).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _check_prompt(name: str, pos: str, neg: str, where: str) -> tuple[str, str, str]:
+    if not all(isinstance(t, str) for t in (name, pos, neg)):
+        raise InputError(f"{where}: a prompt is three texts (name, positive, negative): {PROMPT_SYNTAX}")
+    starts = {name[:1], name.strip()[:1]} & set(FORMULA_STARTS)  # "\t=cmd" strips to "=cmd"
+    if starts:
+        raise InputError(
+            f"{where}: the name {name!r} starts with {starts.pop()!r}, which makes it a formula to a spreadsheet "
+            "opening the labels CSV; start it with a letter or digit"
+        )
     name, pos, neg = name.strip(), pos.strip(), neg.strip()
     if not name or not pos or not neg:
         raise InputError(f"{where}: a prompt needs a name, a positive and a negative text: {PROMPT_SYNTAX}")
-    if name in _RESERVED_NAMES or any(c in name for c in ',"\n\r'):
+    if name in _RESERVED_NAMES or any(c in name for c in ',"\n\r\t'):
         raise InputError(f"{where}: {name!r} cannot be an attribute name (a labels column)")
     if "{}" in pos or "{}" in neg:
         raise InputError(f"{where}: write the prompt text without '{{}}': the model's templates wrap it")
@@ -181,16 +191,14 @@ def parse_prompt(text: str) -> tuple[str, str, str]:
 
 
 def read_prompts_file(path: Path) -> list[tuple[str, str, str]]:
-    """A YAML mapping, one attribute per key: ``Smiling: [a smiling person, a person]`` (positive, negative)."""
-    import yaml
+    """A YAML mapping, one attribute per key: ``Smiling: [a smiling person, a person]`` (positive, negative).
+
+    A regular file of at most 1 MiB (a FIFO or device is refused without waiting on it); a name given twice is
+    refused, as a repeated --prompt is."""
+    from facebatch.pipeline.textfiles import load_yaml, read_small_text
 
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(f"--prompts {path}: cannot read it ({exc.strerror or exc})") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise InputError(f"--prompts {path}: not YAML ({str(exc).splitlines()[0]})") from None
+    doc = load_yaml(read_small_text(path, "--prompts"), f"--prompts {path}")
     if not isinstance(doc, dict) or not doc:
         raise InputError(f"--prompts {path}: expected a mapping NAME: [POSITIVE, NEGATIVE], one per line")
     prompts = []
@@ -206,12 +214,16 @@ def read_prompts_file(path: Path) -> list[tuple[str, str, str]]:
 def collect_prompts(prompts: Sequence[str] = (), prompts_file: Path | None = None) -> list[tuple[str, str, str]]:
     """--prompts FILE entries, then each --prompt; an attribute named twice is an error."""
     found = (read_prompts_file(prompts_file) if prompts_file else []) + [parse_prompt(t) for t in prompts]
+    return _named_once(found)
+
+
+def _named_once(prompts: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
     seen: set[str] = set()
-    for name, _, _ in found:
+    for name, _, _ in prompts:
         if name in seen:
             raise InputError(f"prompt {name!r} is given twice")
         seen.add(name)
-    return found
+    return prompts
 
 
 def resolve_clip_predictor(spec: str, prompts: Sequence[tuple[str, str, str]]) -> PredictorRef:
@@ -220,12 +232,19 @@ def resolve_clip_predictor(spec: str, prompts: Sequence[tuple[str, str, str]]) -
 
     if not prompts:
         raise InputError(f"--clip {spec} needs prompts: --prompt NAME='POSITIVE|NEGATIVE' or --prompts FILE")
+    prompts = _named_once([_check_prompt(*_three(p), "prompt") for p in prompts])  # a library caller's too
     ref = resolve_clip(spec)
     options = {
         "clip": {"spec": ref.spec, "arch": ref.arch, "quick_gelu": ref.quick_gelu},
         "prompts": [list(p) for p in prompts],
     }
     return PredictorRef(ref.path, ref.label, "clip", ref.sha256, options)
+
+
+def _three(prompt) -> tuple:
+    if isinstance(prompt, str) or not isinstance(prompt, (tuple, list)) or len(prompt) != 3:
+        raise InputError(f"prompt {prompt!r}: expected (name, positive, negative), three texts")
+    return tuple(prompt)
 
 
 def known_predictors() -> list[str]:
