@@ -37,7 +37,7 @@ def per_call(fn, repeats: int) -> float:
 
 
 def bench_detect(n: int) -> None:
-    from facebatch.align.api import find_faces
+    from facebatch.alignment.api import find_faces
 
     sets = {
         "CelebA-HQ 1024px": sorted((DATA / "faces_aligned").glob("*.jpg"))[:n],
@@ -59,8 +59,8 @@ def bench_detect(n: int) -> None:
 
 
 def bench_warp(sizes: list[int], repeats: int) -> None:
-    from facebatch.align.api import find_faces
-    from facebatch.align.ffhq import ffhq_quad, warp_quad
+    from facebatch.alignment.api import find_faces
+    from facebatch.alignment.ffhq import ffhq_quad, warp_quad
 
     photo = Image.open(DATA / "faces_unaligned" / "astronaut.png").convert("RGB")
     quad = ffhq_quad(find_faces(photo)[0].landmarks)

@@ -83,8 +83,8 @@ def summary(frame: pd.DataFrame, seconds: float) -> dict:
 
 def detection(pos: pd.DataFrame, neg: pd.DataFrame, task: str, n_boot: int) -> dict:
     from facebatch.invert.scores import ROW_SCORE_KEYS
-    from facebatch.score.metrics import separation
-    from facebatch.score.polarity import spec_for
+    from facebatch.scoring.metrics import separation
+    from facebatch.scoring.polarity import spec_for
 
     out = {}
     for name in ROW_SCORE_KEYS:

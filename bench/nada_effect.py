@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from facebatch import load_generator
-from facebatch.nada.api import run_nada
+from facebatch.domain_shift.api import run_nada
 from facebatch.nets import predictors
 
 PAIRS = {

@@ -55,8 +55,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
 
-    from facebatch.nada.loss import ClipLoss
-    from facebatch.nada.train import NadaSettings, NadaTrainer
+    from facebatch.domain_shift.loss import ClipLoss
+    from facebatch.domain_shift.train import NadaSettings, NadaTrainer
     from facebatch.nets.checkpoints import load_networks
     from facebatch.nets.clip import load_clip
     from facebatch.nets.device import resolve_device

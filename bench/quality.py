@@ -187,8 +187,8 @@ def summarise(frame) -> dict:
 
 
 def detection(pos, neg, task: str, n_boot: int) -> dict:
-    from facebatch.score.metrics import separation
-    from facebatch.score.polarity import spec_for
+    from facebatch.scoring.metrics import separation
+    from facebatch.scoring.polarity import spec_for
 
     out = {}
     for name in SCORES:

@@ -214,7 +214,7 @@ def shift_generator(
 ):
     """`facebatch nada` in this process: a copy of `generator` shifted from `source` to `target` text,
     written to `out` (facebatch safetensors, loadable wherever a generator is). Not named `nada`: that
-    is the `facebatch.nada` package.
+    is the `facebatch.domain_shift` package.
 
     `generator` is what `load_generator` returns or accepts; `clips` are CLIP specs (default: the
     built-in face CLIP when installed); `settings` are the command's options by field name (iters=300,
@@ -222,8 +222,8 @@ def shift_generator(
     resumes from the snapshots in `work` (default: OUT's name + ``.nada/``). Returns the result with
     `.G`, `.losses`, `.rows` (W+ rows trained per iteration) and `.grid` (the before/after PNG).
     """
-    from facebatch.nada.api import run_nada
-    from facebatch.nada.train import NadaSettings
+    from facebatch.domain_shift.api import run_nada
+    from facebatch.domain_shift.train import NadaSettings
 
     known = {f.name for f in fields(NadaSettings)} | set(checks.keyword_names(run_nada))
     checks.known_options(settings, known - set(checks.keyword_names(shift_generator)), "shift_generator")

@@ -8,9 +8,9 @@ import types
 import numpy as np
 import pytest
 
-from facebatch.align import fan_backend
-from facebatch.align.api import detect_and_align
-from facebatch.align.landmarks import get_backend
+from facebatch.alignment import fan_backend
+from facebatch.alignment.api import detect_and_align
+from facebatch.alignment.landmarks import get_backend
 
 
 class FakeFaceAlignment:

@@ -13,8 +13,8 @@ from conftest import require
 from PIL import Image
 from typer.testing import CliRunner
 
-from facebatch.align import fan_backend
-from facebatch.align.api import check_backend
+from facebatch.alignment import fan_backend
+from facebatch.alignment.api import check_backend
 from facebatch.cli.app import app
 from facebatch.errors import InputError, ModelNotAvailable
 
@@ -59,7 +59,7 @@ def test_unknown_and_unavailable_backends_are_one_line_errors(tmp_path, monkeypa
 
 def test_align_writes_pngs_and_a_row_per_image_and_resumes(tmp_path, data_dir):
     pytest.importorskip("dlib", reason="the dlib backend needs dlib-bin (the align extra)")
-    from facebatch.align import api
+    from facebatch.alignment import api
     from facebatch.pipeline.latents import read_latent_table
 
     inp, out = photos(data_dir, tmp_path / "in"), tmp_path / "out"
@@ -117,7 +117,7 @@ def test_project_align_records_the_crop_quad_with_the_latent(
     tmp_path, data_dir, fixture_generator_path, restore_torch_threads
 ):
     pytest.importorskip("dlib", reason="the dlib backend needs dlib-bin (the align extra)")
-    from facebatch.align import api
+    from facebatch.alignment import api
     from facebatch.pipeline.latents import read_latent_table
 
     inp = tmp_path / "in"

@@ -22,10 +22,10 @@ from PIL import Image
 
 pytest.importorskip("dlib", reason="the dlib backend needs dlib-bin (the align extra)")
 
-from facebatch.align import api  # noqa: E402
-from facebatch.align.accuracy import realignment_shift  # noqa: E402
-from facebatch.align.ffhq import keypoints, roll_degrees, source_to_aligned  # noqa: E402
-from facebatch.align.landmarks import get_backend  # noqa: E402
+from facebatch.alignment import api  # noqa: E402
+from facebatch.alignment.accuracy import realignment_shift  # noqa: E402
+from facebatch.alignment.ffhq import keypoints, roll_degrees, source_to_aligned  # noqa: E402
+from facebatch.alignment.landmarks import get_backend  # noqa: E402
 from facebatch.pipeline.shard_task import ShardInfo  # noqa: E402
 from facebatch.stages.align import AlignState, process_align  # noqa: E402
 

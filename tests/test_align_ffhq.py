@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facebatch.align.ffhq import aligned_to_source, ffhq_quad, keypoints, roll_degrees, source_to_aligned, warp_quad
+from facebatch.alignment.ffhq import aligned_to_source, ffhq_quad, keypoints, roll_degrees, source_to_aligned, warp_quad
 
 
 def landmarks(eye_l, eye_r, mouth_l, mouth_r) -> np.ndarray:

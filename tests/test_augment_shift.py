@@ -49,7 +49,7 @@ def run(tmp_path_factory, one_torch_thread):
     """A project-like OUT (3 ok rows + an error row, saved noise maps), a boundary, two NADA generators."""
     import open_clip
 
-    from facebatch.nada.api import run_nada
+    from facebatch.domain_shift.api import run_nada
     from facebatch.nets.clip import write_clip
 
     tmp = tmp_path_factory.mktemp("shift")
@@ -162,7 +162,7 @@ def test_bad_shifts_are_one_line_and_exit_2(run, tmp_path):
     assert res.exit_code == 2 and res.output.count("\n") == 1 and "architecture" in res.output, res.output
     # same architecture, but a NADA generator trained from another base generator
     base2 = tiny_generator(tmp_path / "G2.safetensors", 7)
-    from facebatch.nada.train import read_nada_metadata
+    from facebatch.domain_shift.train import read_nada_metadata
 
     shifted = load_networks(tmp / "G_sketch.safetensors", with_d=False)
     meta = read_nada_metadata(tmp / "G_sketch.safetensors")

@@ -14,10 +14,10 @@ import torch
 from typer.testing import CliRunner
 
 from facebatch.cli.app import app
+from facebatch.domain_shift.layers import candidate_rows, row_layers
+from facebatch.domain_shift.loss import ClipLoss
+from facebatch.domain_shift.train import NadaSettings, NadaTrainer, latest_snapshot, read_nada_metadata, train_nada
 from facebatch.errors import InputError
-from facebatch.nada.layers import candidate_rows, row_layers
-from facebatch.nada.loss import ClipLoss
-from facebatch.nada.train import NadaSettings, NadaTrainer, latest_snapshot, read_nada_metadata, train_nada
 from facebatch.nets.cache import sha256_of
 from facebatch.nets.checkpoints import load_networks
 from facebatch.nets.native_format import write_native

@@ -14,7 +14,7 @@ import torch
 from conftest import celeba64_measured
 
 from facebatch import load_generator
-from facebatch.nada.api import run_nada
+from facebatch.domain_shift.api import run_nada
 from facebatch.nets import predictors
 
 ITERS = 80

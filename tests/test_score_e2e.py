@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from facebatch.cli.app import app
 from facebatch.pipeline.latents import read_latent_table
-from facebatch.score.polarity import ERROR_LIKE
+from facebatch.scoring.polarity import ERROR_LIKE
 
 runner = CliRunner()
 N_EACH = 3

@@ -7,9 +7,9 @@ from scipy.stats import norm
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from facebatch.errors import InputError
-from facebatch.score.metrics import auroc_ap, bootstrap_ci, distribution, separation
-from facebatch.score.polarity import default_higher_is, spec_for
-from facebatch.score.thresholds import Threshold, at_fpr, at_threshold, best_f1
+from facebatch.scoring.metrics import auroc_ap, bootstrap_ci, distribution, separation
+from facebatch.scoring.polarity import default_higher_is, spec_for
+from facebatch.scoring.thresholds import Threshold, at_fpr, at_threshold, best_f1
 
 
 def gaussian_scores(n_pos, n_neg, d, seed=0):

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from facebatch.align.api import detect_and_align, find_faces
-from facebatch.align.ffhq import keypoints, roll_degrees, source_to_aligned
-from facebatch.align.landmarks import DEFAULT_BACKEND
+from facebatch.alignment.api import detect_and_align, find_faces
+from facebatch.alignment.ffhq import keypoints, roll_degrees, source_to_aligned
+from facebatch.alignment.landmarks import DEFAULT_BACKEND
 
 
 @dataclass

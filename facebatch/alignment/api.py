@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from facebatch.align.ffhq import ffhq_quad, warp_quad
-from facebatch.align.landmarks import BACKENDS, DEFAULT_BACKEND, Face, check_name, get_backend
+from facebatch.alignment.ffhq import ffhq_quad, warp_quad
+from facebatch.alignment.landmarks import BACKENDS, DEFAULT_BACKEND, Face, check_name, get_backend
 from facebatch.errors import FacebatchError, InputError
 
 FACE_MODES = ("largest", "all")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facebatch.align.landmarks import Face
+from facebatch.alignment.landmarks import Face
 from facebatch.errors import ModelNotAvailable
 
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"

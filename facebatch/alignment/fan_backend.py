@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facebatch.align.landmarks import Face
+from facebatch.alignment.landmarks import Face
 from facebatch.errors import ModelNotAvailable
 
 # face_alignment 1.5's own URLs (api.models_urls['2DFAN-4'], detection/sfd models_urls['s3fd']).

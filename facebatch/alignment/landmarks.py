@@ -40,13 +40,13 @@ class LandmarkBackend(Protocol):
 
 
 def _dlib() -> LandmarkBackend:
-    from facebatch.align.dlib_backend import DlibBackend
+    from facebatch.alignment.dlib_backend import DlibBackend
 
     return DlibBackend()
 
 
 def _face_alignment() -> LandmarkBackend:
-    from facebatch.align.fan_backend import FanBackend
+    from facebatch.alignment.fan_backend import FanBackend
 
     return FanBackend()
 

@@ -10,8 +10,8 @@ import typer
 
 from facebatch.cli.cluster_options import DeviceOption, OverwriteOption, QuietOption
 from facebatch.cli.console import err, out
+from facebatch.domain_shift import DEFAULT_CLIP
 from facebatch.errors import RunFailed
-from facebatch.nada import DEFAULT_CLIP
 
 
 def iteration_progress(enabled: bool, total: int):
@@ -120,8 +120,8 @@ def nada(
     (same result as an uninterrupted run); grids of fixed seeds show before and after. The output
     records the texts, CLIP models, settings and the base generator's sha256.
     """
-    from facebatch.nada.api import default_work_dir, run_nada
-    from facebatch.nada.train import MAX_GRID_SEEDS
+    from facebatch.domain_shift.api import default_work_dir, run_nada
+    from facebatch.domain_shift.train import MAX_GRID_SEEDS
     from facebatch.ranges import parse_seeds
 
     specs = list(clip or [])

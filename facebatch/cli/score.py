@@ -54,7 +54,7 @@ def _key_table(m: dict) -> Table:
     )
     for i, head in enumerate(heads):
         table.add_column(head, justify="left" if i == 0 else "right", no_wrap=True)
-    from facebatch.score.thresholds import fpr_key
+    from facebatch.scoring.thresholds import fpr_key
 
     key = fpr_key(m["config"]["target_fpr"])
     for name, s in m["scores"].items():
@@ -163,7 +163,7 @@ def score(
     AUROC/AP with bootstrap intervals, thresholds, ROC/PR curves. Writes REPORT/report.html and metrics.json;
     --threshold/--fit-threshold/--threshold-from also write a flags table (is_anomalous / is_fake) beside the
     latents."""
-    from facebatch.score.evaluate import ScoreOptions, evaluate
+    from facebatch.scoring.evaluate import ScoreOptions, evaluate
 
     opts = ScoreOptions(
         run=run,

@@ -94,7 +94,7 @@ def projection_encoder(cfg, encoder: str | None, nets):
 def check_align_available(backend: str) -> None:
     """Fail before planning when the landmark backend (package or model file) is missing, not once per image."""
     try:
-        from facebatch.align import api
+        from facebatch.alignment import api
     except ImportError as exc:
         raise InputError(f"--align is not available in this install ({exc}); install facebatch[align]") from None
     api.check_backend(backend)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from facebatch.domain_shift import DEFAULT_CLIP
 from facebatch.errors import InputError
-from facebatch.nada import DEFAULT_CLIP
 from facebatch.pipeline.ownership import record_written
 from facebatch.pipeline.rundir import folder_lock
 from facebatch.pipeline.snapshots import claim_trained_output
 
 if TYPE_CHECKING:
-    from facebatch.nada.train import NadaResult
+    from facebatch.domain_shift.train import NadaResult
 
 
 def default_work_dir(out: Path) -> Path:
@@ -23,7 +23,7 @@ def default_work_dir(out: Path) -> Path:
 
 def parse_rows(spec: str | Sequence[int] | None, G) -> tuple[int, ...] | None:
     """--layers: None (adaptive), "all" (every conv row) or indices / ranges of W+ rows."""
-    from facebatch.nada.layers import candidate_rows, check_rows
+    from facebatch.domain_shift.layers import candidate_rows, check_rows
     from facebatch.ranges import RangeTooLarge, parse_ranges
 
     if spec is None:
@@ -78,8 +78,14 @@ def run_nada(
     `on_step(iteration, loss, rows)` is called after each iteration (a progress bar); `stop_after` ends
     this call after that many iterations (the output is written only when `iters` are done).
     """
-    from facebatch.nada.loss import ClipLoss
-    from facebatch.nada.train import MAX_GRID_SEEDS, NadaSettings, nada_metadata, train_nada, write_nada_generator
+    from facebatch.domain_shift.loss import ClipLoss
+    from facebatch.domain_shift.train import (
+        MAX_GRID_SEEDS,
+        NadaSettings,
+        nada_metadata,
+        train_nada,
+        write_nada_generator,
+    )
     from facebatch.nets.checkpoints import load_networks
     from facebatch.nets.clip import load_clip, resolve_clip
     from facebatch.nets.device import resolve_device

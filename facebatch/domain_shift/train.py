@@ -3,7 +3,7 @@
 The recipe is the reference code's (rinongal/StyleGAN-nada, ``train.py`` + ``ZSSGAN.py``):
 
 - a frozen copy and a trainable copy of G; in the trainable one the mapping network, the affine
-  (style) layers, the ToRGB layers and the constant never change (`facebatch.nada.layers`);
+  (style) layers, the ToRGB layers and the constant never change (`facebatch.domain_shift.layers`);
 - per step: adaptive layer selection (or the fixed ``layers``), then ``batch`` z from N(0, I)
   (with probability ``mixing`` two z and a crossover row, as rosinality's ``mixing_noise``),
   W through the frozen mapping (no truncation while training), one image from each copy with its
@@ -32,8 +32,7 @@ from typing import Callable, Sequence
 import torch
 
 from facebatch import __version__
-from facebatch.errors import InputError, shown
-from facebatch.nada.layers import (
+from facebatch.domain_shift.layers import (
     candidate_rows,
     check_rows,
     default_k,
@@ -41,7 +40,8 @@ from facebatch.nada.layers import (
     select_rows,
     trainable_parameters,
 )
-from facebatch.nada.loss import ClipLoss
+from facebatch.domain_shift.loss import ClipLoss
+from facebatch.errors import InputError, shown
 from facebatch.pipeline.atomic import atomic_write_bytes
 from facebatch.pipeline.snapshots import (
     SNAPSHOTS,

@@ -17,14 +17,22 @@ from facebatch import __version__, sheets
 from facebatch.errors import InputError
 from facebatch.pipeline.ownership import claim_files, record_written
 from facebatch.pipeline.rundir import REPORT, folder_lock
-from facebatch.score import plots
-from facebatch.score.flags import FlagSummary, write_flags
-from facebatch.score.ground_truth import JoinedLabels, join_labels
-from facebatch.score.metrics import distribution, separation
-from facebatch.score.polarity import DEFAULT_PRIMARY, ERROR_LIKE, POSITIVE_CLASS, TASKS, ScoreSpec, canonical, spec_for
-from facebatch.score.report import REPORT_FILES, report_paths, write_report
-from facebatch.score.runtable import RunTable, read_run
-from facebatch.score.thresholds import RULES, Threshold, at_fpr, at_threshold, best_f1, fpr_key
+from facebatch.scoring import plots
+from facebatch.scoring.flags import FlagSummary, write_flags
+from facebatch.scoring.ground_truth import JoinedLabels, join_labels
+from facebatch.scoring.metrics import distribution, separation
+from facebatch.scoring.polarity import (
+    DEFAULT_PRIMARY,
+    ERROR_LIKE,
+    POSITIVE_CLASS,
+    TASKS,
+    ScoreSpec,
+    canonical,
+    spec_for,
+)
+from facebatch.scoring.report import REPORT_FILES, report_paths, write_report
+from facebatch.scoring.runtable import RunTable, read_run
+from facebatch.scoring.thresholds import RULES, Threshold, at_fpr, at_threshold, best_f1, fpr_key
 
 
 @dataclass

@@ -21,8 +21,8 @@ from facebatch.errors import InputError
 from facebatch.pipeline.latents import parquet_files
 from facebatch.pipeline.rundir import FLAGS
 from facebatch.pipeline.table import atomic_write_table, with_run_metadata
-from facebatch.score.runtable import PART_COLUMN, RunTable
-from facebatch.score.thresholds import Threshold
+from facebatch.scoring.runtable import PART_COLUMN, RunTable
+from facebatch.scoring.thresholds import Threshold
 
 THRESHOLD_SIDE_FILE = "_threshold.json"
 

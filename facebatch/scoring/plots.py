@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-from facebatch.score.polarity import ScoreSpec
+from facebatch.scoring.polarity import ScoreSpec
 
 MAX_BINS = 60
 CLASS_COLOURS = {0: "tab:blue", 1: "tab:red"}

@@ -14,8 +14,8 @@ from pathlib import Path
 import jinja2
 
 from facebatch.pipeline.atomic import atomic_write_bytes, atomic_write_json
-from facebatch.score.metrics import QUANTILES
-from facebatch.score.thresholds import fpr_key
+from facebatch.scoring.metrics import QUANTILES
+from facebatch.scoring.thresholds import fpr_key
 
 TEMPLATE = r"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">

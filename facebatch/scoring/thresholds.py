@@ -16,7 +16,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve
 
 from facebatch.errors import InputError
 from facebatch.pipeline.atomic import atomic_write_json
-from facebatch.score.polarity import FLAG_COLUMN, ScoreSpec, spec_for
+from facebatch.scoring.polarity import FLAG_COLUMN, ScoreSpec, spec_for
 
 RULES = ("best-f1", "fpr")
 

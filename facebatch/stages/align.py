@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from facebatch.align.api import FACE_MODES, NoFaceFound, detect_and_align
-from facebatch.align.ffhq import TRANSFORM_OVERSAMPLE
-from facebatch.align.landmarks import check_name, get_backend
+from facebatch.alignment.api import FACE_MODES, NoFaceFound, detect_and_align
+from facebatch.alignment.ffhq import TRANSFORM_OVERSAMPLE
+from facebatch.alignment.landmarks import check_name, get_backend
 from facebatch.errors import InputError
 from facebatch.pipeline.atomic import atomic_write_bytes
 from facebatch.pipeline.images import UnreadableImage, decode, read_bytes

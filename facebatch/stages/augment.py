@@ -327,8 +327,8 @@ def resolve_shifts(specs: Sequence[str], base_path: Path, base_sha: str, force: 
     """--shift files: readable generators of the run generator's architecture, each once. A NADA output
     records its base generator: one trained from another generator than the latents' is refused
     unless --force (the latents would mean other images)."""
+    from facebatch.domain_shift.train import read_nada_metadata
     from facebatch.errors import InputError
-    from facebatch.nada.train import read_nada_metadata
     from facebatch.nets import cache
     from facebatch.nets.checkpoints import resolve
 

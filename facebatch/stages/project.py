@@ -231,7 +231,7 @@ def project_files(
 def _aligner(backend: str | None) -> tuple[Callable | None, tuple[type[BaseException], ...]]:
     if backend is None:
         return None, ()
-    from facebatch.align import api  # imported only when --align is used: it pulls in dlib
+    from facebatch.alignment import api  # imported only when --align is used: it pulls in dlib
 
     def align(img, size):
         return api.align_for_projection(img, size, backend)

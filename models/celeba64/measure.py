@@ -146,7 +146,7 @@ def held_out_edits(nets, predictor, boundaries_path: Path) -> dict:
 
 
 def nada_effect(nets, predictor) -> dict:
-    from facebatch.nada.api import run_nada
+    from facebatch.domain_shift.api import run_nada
     from facebatch.nets.sampling import z_from_seeds
 
     def probs(G):
