@@ -213,3 +213,22 @@ def test_whole_command_errors_exit_2(tmp_path, inputs, fixture_generator_path):
     res = mix("style", tmp_path / "p.csv", "-o", out, *g, *NO_PERCEPTUAL)
     assert res.exit_code == 2 and "perceptual" in res.output
     assert not out.exists() and "Traceback" not in res.output
+
+
+def test_a_damaged_manifest_part_is_one_line_naming_it(tmp_path):
+    import pyarrow as pa
+
+    from facebatch.errors import InputError
+    from facebatch.pipeline.table import atomic_write_table
+    from facebatch.stages.mix import manifest_schema, read_manifest
+
+    table = pa.Table.from_pylist([], schema=manifest_schema(1, 1))
+    good = tmp_path / "manifest" / "part-00000.parquet"
+    atomic_write_table(good, table)
+    assert list(read_manifest(tmp_path).columns) == [n for n in table.schema.names if n != "w"]
+    bad = tmp_path / "manifest" / "part-00001.parquet"
+    for content in (b"", b"not parquet at all" * 20, good.read_bytes()[:-40], b"PAR1" + b"\0" * 100 + b"PAR1"):
+        bad.write_bytes(content)
+        with pytest.raises(InputError) as info:
+            read_manifest(tmp_path)
+        assert str(bad) in str(info.value) and "\n" not in str(info.value), str(info.value)

@@ -144,3 +144,15 @@ def reading_parquet(path: Path) -> Iterator[None]:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise
         raise InputError(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
+
+
+def read_parts_frame(parts: Sequence[Path], columns: Sequence[str] | None = None):
+    """A run's own table read back part by part (a manifest, the labels) as one DataFrame, in part order; a
+    damaged part is an InputError naming it (pyarrow's dataset reader raises ArrowInvalid)."""
+    import pandas as pd
+
+    frames = []
+    for part in parts:
+        with reading_parquet(part):
+            frames.append(pq.read_table(part, columns=list(columns) if columns is not None else None).to_pandas())
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(columns or []))

@@ -286,20 +286,10 @@ def process_label(state: LabelState, items: list[dict], info: ShardInfo) -> pa.T
 
 def read_labels_table(out_dir: Path, n_parts: int | None = None):
     """The run's rows as a DataFrame in item order (parts are written in item order)."""
-    import pandas as pd
-    import pyarrow.parquet as pq
+    from facebatch.pipeline.table import read_parts_frame
 
-    from facebatch.pipeline.table import reading_parquet
-
-    run = RunDir(Path(out_dir), TABLE)
-    parts = sorted(run.table_dir.glob("part-*.parquet"))
-    if n_parts is not None:
-        parts = parts[:n_parts]
-    frames = []
-    for part in parts:
-        with reading_parquet(part):
-            frames.append(pq.read_table(part).to_pandas())
-    return pd.concat(frames, ignore_index=True)
+    parts = sorted(RunDir(Path(out_dir), TABLE).table_dir.glob("part-*.parquet"))
+    return read_parts_frame(parts[:n_parts] if n_parts is not None else parts)
 
 
 def labels_csv(frame, attrs: Sequence[str], binary: bool = False, threshold: float = 0.5) -> bytes:

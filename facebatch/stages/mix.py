@@ -784,11 +784,10 @@ def _nan_to_none(value):
 
 def read_manifest(out_dir: Path):
     """The manifest as a DataFrame (no latent column)."""
-    import pyarrow.dataset as pads
+    from facebatch.pipeline.table import read_parts_frame
 
-    run = RunDir(Path(out_dir), TABLE)
     names = [n for n in manifest_schema(1, 1).names if n != "w"]
-    return pads.dataset(str(run.table_dir), format="parquet").to_table(columns=names).to_pandas()
+    return read_parts_frame(RunDir(Path(out_dir), TABLE).parts(), names)
 
 
 def write_contact_sheet(out_dir: Path, app: str, max_rows: int = 16) -> Path | None:
