@@ -1,6 +1,6 @@
 """Encoders against optimisation: quality, time per image, detection and edits (`encoder` / `hybrid` presets).
 
-Everything runs through `facebatch.project_images` (read, encode or optimise, render, every score), so
+Everything runs through `facebatch.project` (read, encode or optimise, render, every score), so
 seconds per image are what `facebatch project` costs per image, end to end, on this machine.
 
 - quality: PSNR / SSIM / ST-LPIPS on `val` faces (people neither the generator nor the encoder saw)
@@ -68,7 +68,7 @@ def run(files, nets, enc, preset: str, steps: int | None, batch: int) -> tuple[p
     if key not in _RUNS:
         overrides = {} if steps is None else {"steps": steps}
         t0 = time.perf_counter()
-        table = fb.project_images(files, nets, preset=preset, overrides=overrides, batch_size=batch, device="cpu",
+        table = fb.project(files, nets, preset=preset, overrides=overrides, batch_size=batch, device="cpu",
                                   encoder=enc)  # fmt: skip
         seconds = (time.perf_counter() - t0) / len(files)
         _RUNS[key] = (table.frame, table.latent("w"), seconds)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from facebatch import load_generator, project_images
+from facebatch import load_generator
+from facebatch import project as project_images
 
 VARIANTS = {
     "lr 0.01 constant": {"lr": 0.01, "lr_rampup": 0.0, "lr_rampdown": 0.0},

@@ -1,6 +1,6 @@
 """Quality of facebatch on real faces with the built-in celeba64 generator: one table per question.
 
-Everything runs through facebatch's own functions (``facebatch.project_images``, the score metrics, the
+Everything runs through facebatch's own functions (``facebatch.project``, the score metrics, the
 boundary fit and ``edit_latents``), so the figures are what a user of the commands gets.
 
 - inversion: PSNR / SSIM / ST-LPIPS (stlpips-vgg) and seconds per image of real faces and of G's own
@@ -94,7 +94,7 @@ class Sets:
 
 
 class Projections:
-    """project_images results keyed by (set, preset, steps, overrides); images are independent, so a
+    """facebatch.project results keyed by (set, preset, steps, overrides); images are independent, so a
     larger request reuses the smaller one's rows and projects only the rest."""
 
     def __init__(self, nets, sets: Sets, batch: int, log, cache_dir: Path | None = None):
@@ -113,7 +113,7 @@ class Projections:
         import pandas as pd
 
         from facebatch.invert.presets import parse_overrides
-        from facebatch.public import project_images
+        from facebatch.public import project as project_images
 
         # "default:lr=0.03:steps_note=..." = a preset with overrides, for trying variants side by side.
         preset, *pairs = preset.split(":")

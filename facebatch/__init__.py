@@ -1,22 +1,30 @@
 """facebatch: batch StyleGAN2 projection, editing and reconstruction scoring for face datasets.
 
-The functions a notebook wants are importable from here (`from facebatch import project_images`);
+Every batch command is a function named like it (`facebatch.project`, `.sample`, `.label`, `.augment`, ...),
+beside the models and tables a notebook wants (`load_generator`, `read_latents`, `edit_latents`, ...);
 they load on first use, so `facebatch --help` does not import torch.
 """
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "align",
+    "augment",
     "edit_latents",
     "encode",
     "fit_boundaries",
+    "label",
+    "list_models",
+    "list_presets",
     "load_boundaries",
     "load_encoder",
     "load_generator",
     "mix",
-    "project_images",
+    "nada",
+    "project",
     "read_latents",
-    "shift_generator",
+    "sample",
+    "score",
     "train_encoder",
 ]
 

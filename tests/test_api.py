@@ -21,10 +21,10 @@ def test_public_names_resolve_and_the_cli_stays_light():
     )
 
 
-def test_project_images_gives_the_project_rows(fixture_generator_path, data_dir, nvlabs_G, restore_torch_threads):
+def test_project_in_memory_gives_the_project_rows(fixture_generator_path, data_dir, nvlabs_G, restore_torch_threads):
     face = data_dir / "faces_aligned" / "ref_female_015248.jpg"
     nets = facebatch.load_generator(fixture_generator_path)
-    table = facebatch.project_images(
+    table = facebatch.project(
         [face, data_dir / "nonfaces" / "coffee.png"],
         nets,
         preset="fast",
@@ -106,14 +106,14 @@ def refused(call, *fragments: str) -> str:
 def test_a_lone_string_where_a_list_is_expected_is_refused_not_read_letter_by_letter(tiny):
     G, run, out = str(tiny["G"]), tiny["run"], tiny["tmp"] / "never"
     cases = [
-        (lambda: facebatch.project_images("x.jpg", G, device="cpu"), "images", "'x.jpg'"),
-        (lambda: facebatch.project_images(Path("x.jpg"), G, device="cpu"), "images", "x.jpg"),
+        (lambda: facebatch.project("x.jpg", G, device="cpu"), "images", "'x.jpg'"),
+        (lambda: facebatch.project(Path("x.jpg"), G, device="cpu"), "images", "x.jpg"),
         (lambda: facebatch.fit_boundaries(tiny["labels"], run, attrs="Smiling"), "attrs", "['Smiling']"),
         (lambda: facebatch.fit_boundaries(tiny["labels"], run, exclude="Smiling"), "exclude"),
         (lambda: facebatch.mix("morph", tiny["pairs"], out, latents=str(run)), "latents"),
-        (lambda: facebatch.shift_generator(G, "a", "b", out / "g.st", clips="ViT-B-32:openai"), "clips"),
-        (lambda: facebatch.shift_generator(G, "a", "b", out / "g.st", grid_seeds=5), "--grid-seeds"),
-        (lambda: facebatch.shift_generator(G, "a", "b", out / "g.st", clip_weights=1.0), "clip_weights"),
+        (lambda: facebatch.nada(G, "a", "b", out / "g.st", clips="ViT-B-32:openai"), "clips"),
+        (lambda: facebatch.nada(G, "a", "b", out / "g.st", grid_seeds=5), "--grid-seeds"),
+        (lambda: facebatch.nada(G, "a", "b", out / "g.st", clip_weights=1.0), "clip_weights"),
         (lambda: facebatch.read_latents(run, columns="w"), "columns"),
         (lambda: facebatch.edit_latents(tiny["ws"], boundary(), 1.0, conditions=boundary()), "conditions"),
     ]
@@ -137,19 +137,19 @@ def test_arguments_of_the_wrong_type_or_range_are_one_line_before_any_work(tiny)
         (lambda: facebatch.load_boundaries(5), "path", "int 5"),
         (lambda: facebatch.load_encoder(5), "spec"),
         (lambda: facebatch.encode(["x.jpg"], None), "encoder", "load_encoder"),
-        (lambda: facebatch.project_images(["x.jpg"], G, seed="a", device="cpu"), "--seed 'a'"),
-        (lambda: facebatch.project_images(["x.jpg"], G, batch_size=0, device="cpu"), "--batch-size 0"),
-        (lambda: facebatch.project_images(["x.jpg"], G, overrides=["steps=2"], device="cpu"), "overrides"),
-        (lambda: facebatch.project_images(["x.jpg"], 7, device="cpu"), "generator", "int 7"),
+        (lambda: facebatch.project(["x.jpg"], G, seed="a", device="cpu"), "--seed 'a'"),
+        (lambda: facebatch.project(["x.jpg"], G, batch_size=0, device="cpu"), "--batch-size 0"),
+        (lambda: facebatch.project(["x.jpg"], G, overrides=["steps=2"], device="cpu"), "overrides"),
+        (lambda: facebatch.project(["x.jpg"], 7, device="cpu"), "generator", "int 7"),
         (lambda: facebatch.mix("morph", tiny["pairs"], out, G, frames="8"), "--frames '8'", "whole number"),
         (lambda: facebatch.mix("morph", tiny["pairs"], out, G, batch_size=2.0), "--batch-size 2.0"),
         (lambda: facebatch.mix("crossover", tiny["pairs"], out, G, mask=3), "--mask", "int 3"),
         (lambda: facebatch.mix("morph", tiny["pairs"], out), "generator", "latents"),
-        (lambda: facebatch.shift_generator(G, "a", "b", out / "g.st", iters="3", **nada), "--iters '3'"),
-        (lambda: facebatch.shift_generator(G, "a", "b", out / "g.st", iters=10**9, **nada), "--iters", "100,000"),
-        (lambda: facebatch.shift_generator(G, None, "b", out / "g.st", **nada), "--source", "NoneType"),
-        (lambda: facebatch.shift_generator(G, "a", "b", out / "g.st", layers=[0.5], **nada), "--layers 0.5"),
-        (lambda: facebatch.shift_generator(G, "a", "b", out / "g.st", auto_layer_k=True, **nada), "--auto-layer-k"),
+        (lambda: facebatch.nada(G, "a", "b", out / "g.st", iters="3", **nada), "--iters '3'"),
+        (lambda: facebatch.nada(G, "a", "b", out / "g.st", iters=10**9, **nada), "--iters", "100,000"),
+        (lambda: facebatch.nada(G, None, "b", out / "g.st", **nada), "--source", "NoneType"),
+        (lambda: facebatch.nada(G, "a", "b", out / "g.st", layers=[0.5], **nada), "--layers 0.5"),
+        (lambda: facebatch.nada(G, "a", "b", out / "g.st", auto_layer_k=True, **nada), "--auto-layer-k"),
         (lambda: facebatch.train_encoder(G, out=out / "e.st", iters="3"), "--iters '3'"),
         (lambda: facebatch.train_encoder(G, out=out / "e.st", widths=8), "widths"),
         (lambda: facebatch.train_encoder(G, out=out / "e.st", mixing=float("nan")), "--mixing"),
@@ -166,7 +166,7 @@ def test_an_unknown_option_is_refused_naming_the_nearest_known_one(tiny):
         (lambda: facebatch.mix("morph", tiny["pairs"], out, G, frame=3), "'frame'", "'frames'"),
         (lambda: facebatch.mix("crossover", tiny["pairs"], out, G, frames=3), "mix crossover", "'frames'"),
         (lambda: facebatch.mix("style", tiny["pairs"], out, G, style_wieght=0.5), "'style_weight'"),
-        (lambda: facebatch.shift_generator(G, "a", "b", out / "g.st", iter=5), "'iter'", "'iters'"),
+        (lambda: facebatch.nada(G, "a", "b", out / "g.st", iter=5), "'iter'", "'iters'"),
         (lambda: facebatch.train_encoder(G, out=out / "e.st", bach=4), "'bach'", "'batch'"),
         (lambda: facebatch.fit_boundaries(tiny["labels"], tiny["run"], attr=["Smiling"]), "'attr'", "'attrs'"),
     ]
@@ -189,5 +189,69 @@ def test_valid_arguments_of_every_kind_are_still_accepted(tiny, restore_torch_th
     report = facebatch.fit_boundaries(str(tiny["labels"]), tiny["run"], attrs=("Smiling",), exclude=[])
     assert [x.name for x in report.boundaries] == ["Smiling"]
     out = tiny["tmp"] / "morph"
-    frame = facebatch.mix("morph", tiny["pairs"], out, nets, latents=(tiny["run"],), frames=np.int64(3), device="cpu")
+    result = facebatch.mix("morph", tiny["pairs"], out, nets, latents=(tiny["run"],), frames=np.int64(3), device="cpu")
+    frame = result.manifest()
     assert set(frame.status) == {"ok"} and len(frame) == 3
+
+
+def test_every_batch_command_runs_as_a_function_named_like_it(
+    tmp_path, fixture_generator_path, data_dir, one_torch_thread
+):
+    """sample -> project -> score, label -> fit_boundaries -> augment, mix, align, nada: each called, each
+    returning its typed result with the files the command writes."""
+    import open_clip
+    from test_nada import CLIP_CFG, G_KWARGS, TEMPLATES
+
+    from facebatch.commands.augment import AugmentResult
+    from facebatch.commands.label import LabelResult
+    from facebatch.commands.project import ProjectResult
+    from facebatch.commands.sample import SampleResult
+    from facebatch.nets.clip import write_clip
+    from facebatch.nets.native_format import write_native
+    from facebatch.nets.stylegan2 import Generator
+    from facebatch.scoring.evaluate import ScoreResult
+
+    fb, gen, run = facebatch, str(fixture_generator_path), {"workers": 0, "quiet": True}
+    assert "celeba64" in fb.list_models("generator") and "fast" in fb.list_presets()
+    samples = fb.sample(gen, tmp_path / "S", seeds=range(16), **run)
+    assert isinstance(samples, SampleResult) and samples.summary.images_ok == 16
+    assert len(list((tmp_path / "S" / "images").glob("*.png"))) == 16
+
+    project = fb.project(
+        samples.out_dir / "images", gen, tmp_path / "P", steps=1, overrides=("perceptual=none",), **run
+    )
+    assert isinstance(project, ProjectResult) and project.summary.images_ok == 16
+    assert fb.read_latents(project.out_dir).latent("w").shape[0] == 16
+    scored = fb.score(project.out_dir, report_dir=tmp_path / "report", n_bootstrap=10)
+    assert isinstance(scored, ScoreResult) and (tmp_path / "report" / "report.html").is_file()
+
+    labels = fb.label(samples.out_dir, tmp_path / "labels.csv", attrs=["Smiling", "Male"], **run)
+    assert isinstance(labels, LabelResult) and labels.labels.read_text().startswith("image_id,Smiling,Male")
+    from facebatch.edit.fit import FitSettings
+
+    fit = fb.fit_boundaries(labels.labels, samples.out_dir, attrs=["Smiling"], settings=FitSettings(chosen_ratio=0.5))
+    from facebatch.edit.boundaries_io import save_boundaries
+
+    save_boundaries(tmp_path / "b.json", fit.boundaries, {})
+    assert fb.load_boundaries(tmp_path / "b.json")
+    edited = fb.augment(
+        samples.out_dir, tmp_path / "A", attributes=["Smiling"], strengths=[-1, 1], boundaries=tmp_path / "b.json",
+        limit=2, **run,
+    )  # fmt: skip
+    assert isinstance(edited, AugmentResult) and edited.summary.images_ok == 4 and edited.sheets
+
+    (tmp_path / "pairs.csv").write_text("a,b\nseed000000.png,seed000001.png\n")
+    morph = fb.mix("morph", tmp_path / "pairs.csv", tmp_path / "M", latents=[project.out_dir], frames=3, **run)
+    assert len(morph.manifest()) == 3 and morph.sheet.is_file()
+
+    faces = fb.align(data_dir / "faces_aligned", tmp_path / "F", size=64, **run)
+    assert faces.summary.images_ok >= 1 and (tmp_path / "F" / "aligned").is_dir()
+
+    import torch
+
+    torch.manual_seed(0)
+    tiny = write_native(tmp_path / "G16.safetensors", G_KWARGS, Generator(**G_KWARGS).state_dict())
+    write_clip(tmp_path / "clip.safetensors", open_clip.CLIP(**CLIP_CFG), CLIP_CFG, extra={"templates": TEMPLATES})
+    clip = [str(tmp_path / "clip.safetensors")]
+    shifted = fb.nada(tiny, "photo", "sketch", tmp_path / "G_sketch.safetensors", clips=clip, iters=1, grid_seeds=(0,))
+    assert len(shifted.losses) == 1 and fb.load_generator(tmp_path / "G_sketch.safetensors").G is not None

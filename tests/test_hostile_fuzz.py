@@ -411,8 +411,8 @@ def test_selections_are_counted_before_they_are_expanded():
 
     import torch
 
+    from facebatch.domain_shift.api import parse_rows
     from facebatch.edit.layers import parse_layers
-    from facebatch.nada.api import parse_rows
     from facebatch.nets.stylegan2 import Generator
     from facebatch.ranges import RangeTooLarge, parse_ranges
 
@@ -480,11 +480,11 @@ def test_the_library_checks_devices_and_numbers_like_the_commands(hostile, tiny_
     for device in ("auto", "cpu", "cuda", "cuda:1", "mps"):
         assert check_device(device) == device
     with pytest.raises(InputError, match="--device 'gpu'"):
-        fb.project_images([hostile["IN"] + "/a.png"], str(tiny_generator), device="gpu")
+        fb.project([hostile["IN"] + "/a.png"], str(tiny_generator), device="gpu")
     with pytest.raises(InputError, match="--device 'gpu'"):
         fb.mix("morph", hostile["T"] / "pairs.csv", hostile["OUT"], str(tiny_generator), device="gpu")
     with pytest.raises(InputError, match="--device 'gpu'"):
-        fb.shift_generator(str(tiny_generator), "a", "b", hostile["T"] / "g.safetensors", device="gpu")
+        fb.nada(str(tiny_generator), "a", "b", hostile["T"] / "g.safetensors", device="gpu")
     nada = {"clips": ["ViT-B-32:/nowhere"], "device": "cpu"}
     for settings, option in (
         ({"mixing": math.nan}, "--mixing"),
@@ -495,7 +495,7 @@ def test_the_library_checks_devices_and_numbers_like_the_commands(hostile, tiny_
         ({"seed": -1}, "--seed"),
     ):
         with pytest.raises(InputError, match=f"^{option} "):
-            fb.shift_generator(str(tiny_generator), "a", "b", hostile["T"] / "g.safetensors", **nada, **settings)
+            fb.nada(str(tiny_generator), "a", "b", hostile["T"] / "g.safetensors", **nada, **settings)
     with pytest.raises(InputError, match="--style-weight"):
         fb.mix("style", hostile["T"] / "pairs.csv", hostile["OUT"], str(tiny_generator), style_weight=math.nan)
     boundary = Boundary("d", "w", [0, 1], 2, np.array([1.0, 0, 0, 0]), 0.0, None)

@@ -146,8 +146,7 @@ def test_default_keeps_everything_in_the_latent():
 def test_a_generator_without_a_preset_gets_the_registrys_choice_for_it(monkeypatch):
     from types import SimpleNamespace
 
-    from facebatch.cli.projection_options import projection_config
-    from facebatch.invert.presets import DEFAULT_PRESET, default_preset_for
+    from facebatch.invert.presets import DEFAULT_PRESET, default_preset_for, projection_config
     from facebatch.nets import registry
 
     entry = registry.ModelEntry(

@@ -32,7 +32,7 @@ def test_fast_projection_of_val_faces_beats_the_mean_face():
     mean_face = torch.stack([load_image(p, R)[0] for p in train]).mean(0, keepdim=True)
     targets = torch.stack([load_image(p, R)[0] for p in val])
     baseline = score_pairs(targets, mean_face.expand_as(targets), perceptual=None)["psnr"]
-    table = fb.project_images(val, nets, preset="fast", overrides={"steps": STEPS}, batch_size=4)
+    table = fb.project(val, nets, preset="fast", overrides={"steps": STEPS}, batch_size=4)
     psnr = table.frame.psnr.to_numpy()
     assert (table.frame.status == "ok").all()
     measured = celeba64_measured()["inversion"]

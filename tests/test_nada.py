@@ -439,7 +439,7 @@ def test_the_notebook_function_is_the_command(files, tmp_path):
 
     tmp, g_path, clip_path = files
     out = tmp_path / "G.safetensors"
-    result = facebatch.shift_generator(
+    result = facebatch.nada(
         str(g_path), SOURCE, TARGET, out, clips=[str(clip_path)], iters=2, auto_layer_batch=2, grid_seeds=(0,)
     )
     assert len(result.losses) == 2 and result.grid.exists()
@@ -447,7 +447,7 @@ def test_the_notebook_function_is_the_command(files, tmp_path):
     mine = tmp_path / "mine.safetensors"
     mine.write_bytes(b"a user's file")
     with pytest.raises(Exception, match="--overwrite"):
-        facebatch.shift_generator(str(g_path), SOURCE, TARGET, mine, clips=[str(clip_path)], iters=2)
+        facebatch.nada(str(g_path), SOURCE, TARGET, mine, clips=[str(clip_path)], iters=2)
     assert mine.read_bytes() == b"a user's file"
 
 

@@ -10,14 +10,8 @@ import typer
 from facebatch.cli.cluster_options import batch_command, report_run
 from facebatch.cli.console import err, out
 from facebatch.cli.fit_boundaries import split_names
-from facebatch.errors import InputError
 
 MAX_ERRORS_SHOWN = 3
-
-
-def default_run_dir(labels_out: Path) -> Path:
-    """Where the shard runner keeps its parts when --out-dir is not given: labels.csv -> labels_run/ beside it."""
-    return labels_out.with_name(f"{labels_out.stem}_run")
 
 
 @batch_command
@@ -96,77 +90,42 @@ def label(
     is counted in the summary; the parts (OUT-DIR/labels/part-*.parquet) keep its error. Reruns
     resume; --attrs/--binary/--threshold only change the CSV, never the work.
     """
-    from facebatch.nets.predictors import (
-        collect_prompts,
-        preflight,
-        resolve_clip_predictor,
-        resolve_predictor,
-        select,
-    )
-    from facebatch.pipeline.atomic import atomic_write_bytes
-    from facebatch.pipeline.ownership import claim_files, record_written
-    from facebatch.pipeline.run_options import run_batch
-    from facebatch.pipeline.rundir import RunDir
-    from facebatch.stages.label import build_label_spec, labels_csv, plan_input, read_labels_table
+    from facebatch.commands.label import LabelOptions
+    from facebatch.commands.label import label as label_images
 
-    if not 0.0 <= threshold <= 1.0:
-        raise InputError("--threshold must be between 0 and 1")
-    if labels_out.exists() and labels_out.is_dir():
-        raise InputError(f"-o {labels_out} is a folder; name the CSV file to write")
-    run_dir = out_dir or default_run_dir(labels_out)
-    claim_files(
-        [labels_out],
-        by=run_dir,
-        overwrite=run.overwrite,
-        way_out="pick another -o or move that file away (--overwrite replaces it, and labels every image again)",
-    )
-    run.cluster()  # a bad cluster combination is one line before anything is read
-    if clip is None and (prompt or prompts_file):
-        raise InputError("--prompt/--prompts need --clip MODEL (they are CLIP prompts)")
-    if clip is not None and predictor is not None:
-        raise InputError("--clip and --predictor are two ways to label: give one of them")
-    if clip is not None:
-        ref = resolve_clip_predictor(clip, collect_prompts(prompt or (), prompts_file))
-    else:
-        ref = resolve_predictor(predictor or "celeba-attrs")
-    names = preflight(ref)  # the model loads once here: one that cannot is one line, not a failed shard per worker
-    wanted = select(names, split_names(attrs)) if attrs else list(names)
-    src = plan_input(input_path, source, exclude=[run_dir])
-    spec = build_label_spec(
-        source=src,
-        predictor=ref,
-        names=names,
-        out_dir=run_dir,
+    options = LabelOptions(
+        predictor=predictor,
+        clip=clip,
+        prompts=tuple(prompt or ()),
+        prompts_file=prompts_file,
+        run_dir=out_dir,
+        attrs=split_names(attrs) if attrs else (),
+        binary=binary,
+        threshold=threshold,
+        source=source,
         generator=generator,
-        shard_size=shard_size,
         batch_size=batch_size,
+        shard_size=shard_size,
     )
-    summary = run_batch(spec, run, err)
-    what = "rendered latents" if src.mode == "render" else "files"
+    result = label_images(input_path, labels_out, options, run, console=err)
+    summary, run_dir = result.summary, Path(result.spec.out_dir)
     if run.dry_run:
         out.print(
-            f"plan: {summary.images} {what} of {src.kind} {input_path} in {summary.shards} shards; "
+            f"plan: {summary.images} {result.what} of {result.kind} {input_path} in {summary.shards} shards; "
             f"{summary.shards_skipped} done, {summary.images_todo} to label"
         )
         return
-    if not summary.failures:
-        frame = read_labels_table(run_dir)
-        with RunDir(run_dir).lock():  # the CSV is this run's output: no other client may write it meanwhile
-            claim_files(
-                [labels_out], by=run_dir, overwrite=run.overwrite, way_out="pick another -o or move that file away"
-            )
-            atomic_write_bytes(labels_out, labels_csv(frame, wanted, binary, threshold))
-            record_written([labels_out], by=run_dir)
-        bad = frame[frame.status != "ok"]
+    if result.labels is not None:
+        bad, rows = result.errors, summary.images
         if not run.quiet:
             kind = f"0/1 at p >= {threshold:g}" if binary else "probabilities"
             out.print(
-                f"{len(frame)} rows ({summary.images_processed} new) -> {labels_out}: {len(wanted)} attributes "
-                f"({kind}) from {ref.name} on {what}; parts in {run_dir}"
+                f"{rows} rows ({summary.images_processed} new) -> {labels_out}: {len(result.attributes)} attributes "
+                f"({kind}) from {result.model} on {result.what}; parts in {run_dir}"
             )
         if len(bad):
             err.print(
-                f"{len(bad)} of {len(frame)} images could not be labelled: empty cells (unknown) in the CSV; "
+                f"{len(bad)} of {rows} images could not be labelled: empty cells (unknown) in the CSV; "
                 f"errors in {run_dir}/labels",
                 highlight=False,
                 soft_wrap=True,

@@ -32,6 +32,12 @@ class MixResult(BatchResult):
     config: object  # ProjectionConfig
     sheet: Path | None  # OUT/contact_sheets/<app>.png, when a pair succeeded
 
+    def manifest(self):
+        """The manifest as a DataFrame: one row per output (the result codes: `read_latents(OUT / "manifest")`)."""
+        from facebatch.stages.mix import read_manifest
+
+        return read_manifest(self.out_dir)
+
 
 def mix(
     app: str,

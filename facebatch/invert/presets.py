@@ -231,10 +231,12 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def projection_config(preset: str | None, steps: int | None, overrides: Sequence[str] | None, nets=None):
+def projection_config(
+    preset: str | None, steps: int | None, overrides: Sequence[str] | Mapping[str, Any] | None, nets=None
+):
     """The resolved ProjectionConfig: the preset (if none, the generator's default: `default_preset_for`), then
-    key=value overrides (--set), then steps (--steps)."""
-    values = parse_overrides(list(overrides or []))
+    the overrides (key=value texts as --set gives them, or a mapping), then steps (--steps)."""
+    values = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(list(overrides or []))
     if steps is not None:
         values["steps"] = steps
     fallback = default_preset_for(nets) if nets is not None else DEFAULT_PRESET

@@ -207,6 +207,23 @@ def load_image(path: Path, size: int, align: AlignFn | None = None) -> tuple[tor
     return pil_to_tensor(img), info
 
 
+def image_to_tensor(image, size: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """An image already in memory as `load_image` gives a file: a PIL image (centre crop, LANCZOS to size) or a
+    [3, size, size] tensor in [-1, 1], as is. Anything else is an UnreadableImage (an error row)."""
+    if isinstance(image, Image.Image):
+        img = image.convert("RGB")
+        return pil_to_tensor(square(img, size)), {"orig_width": img.width, "orig_height": img.height}
+    if isinstance(image, torch.Tensor):
+        if tuple(image.shape) != (3, size, size) or not image.is_floating_point():
+            raise UnreadableImage(
+                f"a tensor image must be float [3, {size}, {size}] in [-1, 1], got {image.dtype} {list(image.shape)}"
+            )
+        if not torch.isfinite(image).all():
+            raise UnreadableImage("the tensor image holds NaN or infinite values")
+        return image.detach().to("cpu", torch.float32), {"orig_width": size, "orig_height": size}
+    raise UnreadableImage(f"not an image: {type(image).__name__} (give a PIL image, a tensor or a file path)")
+
+
 def save_image(tensor: torch.Tensor, path: Path) -> None:
     """A [3,H,W] tensor in [-1, 1] as an 8-bit PNG (or the format the suffix names), written atomically."""
     path = Path(path)

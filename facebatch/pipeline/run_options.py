@@ -33,7 +33,11 @@ class RunOptions:
         return replace(self, **changes)
 
     def cluster(self) -> ClusterOptions:
-        """The validated ClusterOptions: a bad combination is one line before anything is loaded."""
+        """The validated ClusterOptions: a bad combination or a misspelt device is one line before anything is
+        loaded (on a worker it would fail every shard)."""
+        from facebatch.nets.device import check_device
+
+        check_device(self.device)
         cluster = ClusterOptions(
             workers=self.workers,
             scheduler=self.scheduler,

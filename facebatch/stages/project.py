@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from facebatch.invert.presets import ProjectionConfig
 from facebatch.invert.scores import ROW_SCORE_KEYS
-from facebatch.pipeline.images import UnreadableImage, load_image, save_image
+from facebatch.pipeline.images import UnreadableImage, image_to_tensor, load_image, save_image
 from facebatch.pipeline.noise_store import NoiseWriter
 from facebatch.pipeline.progress import report_steps
 from facebatch.pipeline.rundir import NOISE, RECONSTRUCTIONS
@@ -276,7 +276,7 @@ class _Rows:
         ok = np.array([s == "ok" for s in self.status])
         arrays = {
             "image_id": pa.array([i["image_id"] for i in self.items], pa.string()),
-            "source_path": pa.array([str(i["path"]) for i in self.items], pa.string()),
+            "source_path": pa.array([_source(i) for i in self.items], pa.string()),
             "status": pa.array(self.status, pa.string()),
             "w": latent_array_masked(self.w, ok, self.w.shape[1:]),
         }
@@ -332,7 +332,10 @@ def _load_batch(state: ProjectState, chunk: list[dict], rows: _Rows) -> list[tup
         start = time.perf_counter()
         image_id = item["image_id"]
         try:
-            tensor, meta = load_image(Path(item["path"]), state.resolution, align=state.align)
+            if "image" in item:  # in memory (the library's project of PIL images or tensors)
+                tensor, meta = image_to_tensor(item["image"], state.resolution)
+            else:
+                tensor, meta = load_image(Path(item["path"]), state.resolution, align=state.align)
         except (UnreadableImage, *state.align_errors) as exc:
             meta = getattr(exc, "image_info", {})
             rows.set(image_id, error=str(exc) or type(exc).__name__, **_file_facts(meta))
@@ -342,6 +345,11 @@ def _load_batch(state: ProjectState, chunk: list[dict], rows: _Rows) -> list[tup
             rows.quad[rows.index[image_id]] = meta["quad"]
         loaded.append((item, tensor, time.perf_counter() - start))
     return loaded
+
+
+def _source(item: dict) -> str | None:
+    """The file an item came from; None for an image given in memory."""
+    return None if item.get("path") is None else str(item["path"])
 
 
 def _file_facts(meta: dict) -> dict:

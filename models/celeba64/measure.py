@@ -60,14 +60,14 @@ def inversion(nets, faces: int, steps: int) -> tuple[dict, np.ndarray]:
 
     files = split_files("val", faces)
     t0 = time.perf_counter()
-    table = fb.project_images(files, nets, preset="default", overrides={"steps": steps}, batch_size=8, device="cpu")
+    table = fb.project(files, nets, preset="default", overrides={"steps": steps}, batch_size=8, device="cpu")
     seconds = time.perf_counter() - t0
     frame = table.frame
     assert (frame.status == "ok").all(), frame[frame.status != "ok"]
     R = nets.G.img_resolution
     mean_face = torch.stack([load_image(p, R)[0] for p in split_files("train", 64)]).mean(0, keepdim=True)
     targets = torch.stack([load_image(p, R)[0] for p in files[:4]])
-    fast = fb.project_images(files[:4], nets, preset="fast", overrides={"steps": 30}, batch_size=4, device="cpu")
+    fast = fb.project(files[:4], nets, preset="fast", overrides={"steps": 30}, batch_size=4, device="cpu")
     baseline = score_pairs(targets, mean_face.expand_as(targets), perceptual=None)["psnr"]
     gain = fast.frame.psnr.to_numpy() - baseline
     result = {
