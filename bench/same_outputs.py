@@ -19,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -71,7 +72,7 @@ def _frame(table, side: Path):
     frame = table.drop_columns([c for c in table.column_names if c in TIMING_COLUMNS or c in _lists(table)])
     frame = frame.to_pandas()
     for col in frame.columns:
-        if frame[col].dtype == object:
+        if frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col]):
             frame[col] = frame[col].map(lambda v: v.replace(str(side), "OUT") if isinstance(v, str) else v)
     return frame
 
