@@ -28,6 +28,15 @@ VOLATILE = {"created_at", "started_at", "finished_at", "versions", "facebatch", 
 TIMING_COLUMNS = {"seconds"}  # wall-clock time of a row: differs between any two runs
 
 
+MIX_APPS = (  # each app once more (morph is above), with settings that run in seconds
+    ("crossover", ["--set", "perceptual=none"]),
+    ("crossover", ["--layers", "0-3", "--latents", "{work}/project"]),
+    ("inpaint", ["--set", "perceptual=none", "--mask", "mouth"]),
+    ("style", []),
+    ("expression", ["--alpha-sweep", "--latents", "{work}/project"]),
+)
+
+
 def jobs(data: Path, gen: str) -> list[tuple[str, list[str]]]:
     faces = str(data / "faces")
     return [
@@ -39,6 +48,9 @@ def jobs(data: Path, gen: str) -> list[tuple[str, list[str]]]:
                      "-o", "{out}", "-w", "0", "-q"]),
         ("mix", ["mix", "morph", str(data / "pairs.csv"), "-o", "{out}", "-g", gen, "--frames", "3", "--steps", "2",
                  "--set", "perceptual=none", "--animation", "none", "-w", "0", "-q"]),
+        *[(f"mix-{app}" + ("-layers" if "--layers" in extra else ""),
+           ["mix", app, str(data / "pairs.csv"), "-o", "{out}", "-g", gen, "--steps", "2", *extra, "-w", "0", "-q"])
+          for app, extra in MIX_APPS],
     ]  # fmt: skip
 
 
