@@ -261,12 +261,22 @@ def score(run: str | Path, **settings: Any):
     return evaluate(ScoreOptions(run=checks.a_path(run, "run"), **settings))
 
 
-def fit_boundaries(labels: str | Path, latents: str | Path, **options):
-    """InterFaceGAN boundaries from a labels CSV and a latents table, as `facebatch fit-boundaries` fits them.
+def fit_boundaries(
+    labels: str | Path,
+    latents: str | Path,
+    out: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    update: bool = False,
+    **options,
+):
+    """`facebatch fit-boundaries`: InterFaceGAN boundaries from a labels CSV and a latents table, one per column.
 
-    Options are `fit_from_labels`'s (attrs, exclude, id_col, settings, layers, ...); returns its report,
-    whose `.boundaries` go to `edit_latents` or `facebatch.edit.boundaries_io.save_boundaries`.
+    Options are `fit_from_labels`'s (attrs, exclude, id_col, skip_unknown, settings (a FitSettings), layers,
+    column). With `out` the boundaries file is written as the command writes it (refused when it exists,
+    unless overwrite or update). Returns the report, whose `.boundaries` go to `edit_latents`.
     """
+    from facebatch.commands.boundaries import fit_boundaries as fit_and_write
     from facebatch.edit.fit import FitSettings
     from facebatch.edit.fit_labels import fit_from_labels
 
@@ -277,7 +287,8 @@ def fit_boundaries(labels: str | Path, latents: str | Path, **options):
             options[name] = checks.texts(options[name], name, "attribute names")
     if options.get("settings") is not None:
         checks.an_instance(options["settings"], FitSettings, "settings", "facebatch.edit.fit.FitSettings")
-    return fit_from_labels(checks.a_path(labels, "labels"), checks.a_path(latents, "latents"), **options)
+    labels, latents = checks.a_path(labels, "labels"), checks.a_path(latents, "latents")
+    return fit_and_write(labels, latents, checks.maybe_path(out, "out"), overwrite=overwrite, update=update, **options)
 
 
 def mix(app: str, pairs: str | Path, out: str | Path, generator: Any = None, **settings: Any):

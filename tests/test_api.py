@@ -255,3 +255,15 @@ def test_every_batch_command_runs_as_a_function_named_like_it(
     clip = [str(tmp_path / "clip.safetensors")]
     shifted = fb.nada(tiny, "photo", "sketch", tmp_path / "G_sketch.safetensors", clips=clip, iters=1, grid_seeds=(0,))
     assert len(shifted.losses) == 1 and fb.load_generator(tmp_path / "G_sketch.safetensors").G is not None
+
+
+def test_fit_boundaries_writes_the_file_the_command_writes(tiny):
+    """With out=, the library writes the boundaries with the command's record; an existing file is refused."""
+    import json
+
+    out = tiny["tmp"] / "fitted.json"
+    report = facebatch.fit_boundaries(tiny["labels"], tiny["run"], out, attrs=["Smiling"])
+    written = json.loads(out.read_text())
+    assert [b.name for b in report.boundaries] == list(facebatch.load_boundaries(out)) == ["Smiling"]
+    assert json.dumps(written).count('"fit-boundaries"') == 1 and str(Path(tiny["run"]).resolve()) in out.read_text()
+    refused(lambda: facebatch.fit_boundaries(tiny["labels"], tiny["run"], out), "exists", "--overwrite")

@@ -40,31 +40,15 @@ def sefa(
     Each direction is a unit W vector applied to the chosen layers; its "distance" is the
     coordinate of a latent along it, so augment strengths are steps in latent units.
     """
-    from facebatch.edit.boundaries_io import check_writable, write_boundaries
-    from facebatch.edit.layers import parse_layers
-    from facebatch.edit.sefa import affine_layers, sefa_boundaries
-    from facebatch.nets.checkpoints import load_networks
+    from facebatch.commands.boundaries import sefa_directions
 
-    check_writable(out_path, overwrite, update)
-    nets = load_networks(generator, device="cpu", with_d=False)
-    state = nets.G.state_dict()
-    _, num_ws = affine_layers(state)
-    rows = parse_layers(layers, num_ws)
-    found = sefa_boundaries(
-        state, k=k, w_rows=rows, include_torgb=include_torgb, generator_sha256=nets.sha256, prefix=prefix
-    )
-    run = {
-        "command": "directions sefa",
-        "generator": nets.name,
-        "generator_sha256": nets.sha256,
-        "layers": format_layers(rows),
-        "k": k,
-        "include_torgb": include_torgb,
-    }
-    write_boundaries(out_path, found, run, overwrite, update)
+    found, name = sefa_directions(
+        generator, out_path, k=k, layers=layers, include_torgb=include_torgb, prefix=prefix, overwrite=overwrite,
+        update=update,
+    )  # fmt: skip
     if quiet:
         return
-    table = Table(title=f"SeFa directions of {nets.name} -> {out_path}", title_justify="left", header_style="bold")
+    table = Table(title=f"SeFa directions of {name} -> {out_path}", title_justify="left", header_style="bold")
     for col in ("name", "eigenvalue", "share", "layers"):
         table.add_column(col, justify="right" if col in ("eigenvalue", "share") else "left")
     for b in found:

@@ -10,7 +10,6 @@ from rich.table import Table
 
 from facebatch.cli.cluster_options import QuietOption
 from facebatch.cli.console import out
-from facebatch.edit.boundaries_io import check_writable, write_boundaries
 from facebatch.edit.boundary import Boundary
 from facebatch.edit.layers import format_layers
 
@@ -124,16 +123,18 @@ def fit_boundaries(
     numeric scores keep the top and bottom --chosen-ratio as positives and negatives and report
     accuracy on the unused middle too. Empty cells are unknown labels.
     """
+    from facebatch.commands.boundaries import fit_boundaries as fit_and_write
     from facebatch.edit.fit import FitSettings
-    from facebatch.edit.fit_labels import fit_from_labels
 
     settings = FitSettings(
         space=space, chosen_ratio=chosen_ratio, split_ratio=split_ratio, C=C, seed=seed, max_train_rows=max_train_rows
     )
-    check_writable(out_path, overwrite, update)  # before the fit, which may take minutes
-    report = fit_from_labels(
+    report = fit_and_write(
         labels,
         latents,
+        out_path,
+        overwrite=overwrite,
+        update=update,
         attrs=split_names(attrs) or None,
         exclude=split_names(exclude),
         id_col=id_col,
@@ -142,16 +143,6 @@ def fit_boundaries(
         layers=layers,
         column=column,
     )
-    run = {
-        "command": "fit-boundaries",
-        "labels": str(labels.resolve()),
-        "latents": str(latents.resolve()),
-        "label_rows": report.label_rows,
-        "matched": report.matched,
-        "unknown": report.unknown,
-        "not_ok": report.not_ok,
-    }
-    write_boundaries(out_path, report.boundaries, run, overwrite, update)
     if quiet:
         return
     out.print(boundaries_table(report.boundaries, f"boundaries -> {out_path}"))
