@@ -6,7 +6,8 @@ projection: `noise=` passes per-sample noise maps (the official buffers are shar
 and `Discriminator.features` returns the activations before minibatch-std (which mixes samples).
 Only the fp32 path exists: fp16 layers of official configs run in fp32, which changes nothing but
 speed. `channels` may override the channel_base/channel_max table (rosinality exports with
-arbitrary widths need it).
+arbitrary widths need it). Over 400 lines as NVlabs' networks.py is: the modules nest, and keeping them
+in one file keeps the official names one search away.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 A stage is two top-level functions: `setup(config) -> state` (run once per worker process: the model)
 and `process(state, items, info) -> pyarrow.Table` (one row per item, errors as rows). The runner owns
 everything else: shards, atomic parts, `_stats` markers, `_run.json`, `_SUCCESS`, retries, Ctrl-C.
+Kept in one module (over 400 lines) because the resume check, the run record and the two executors (this
+process, Dask) must agree on one plan and one marker format; reading them side by side is the point.
 """
 
 from __future__ import annotations

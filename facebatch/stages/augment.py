@@ -12,7 +12,8 @@ Runs through the shared shard runner, so it is sharded, resumable and distributa
 
 Every manifest row names the generator file and sha256 that drew it. Items of one source image are
 adjacent so a shard reads each latent once. Items carry the latents part file and row, not the
-latent, to keep the plan small.
+latent, to keep the plan small. Over 400 lines: planning, the worker and the contact sheets all read the
+same item layout (ids, folders, the shift/edit cross product); they stay together so it is defined once.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ builds the projector); `process_project` decodes one shard in batches (the next 
 the current one is optimised) and returns its rows. Results do not depend on shard or batch
 composition: every image draws from its own seed, derived from (run seed, image_id).
 `project_files` runs the same function on a few files in this process (`facebatch invert`).
+
+Over 400 lines on purpose: planning, the worker's batch pipeline and the row builder share the row layout
+and the per-image seed, and splitting them would spread one table's definition over three files.
 """
 
 from __future__ import annotations
