@@ -96,3 +96,20 @@ def test_celeba_names_find_the_shipped_boundaries_turned_the_right_way():
     np.testing.assert_allclose(young.distance(ws), -shipped["age"].distance(ws))  # + age is older, + Young younger
     with pytest.raises(InputError, match="unknown attribute 'Wavy_Hair'"):
         pick(shipped, ["Wavy_Hair"])  # a CelebA name with no shipped boundary is still unknown
+
+
+def test_a_boundaries_file_is_read_within_a_bound_and_only_if_regular(tmp_path, monkeypatch):
+    import os
+
+    from facebatch.edit import boundaries_io
+    from facebatch.errors import InputError
+
+    fifo = tmp_path / "b.json"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="FIFO"):  # reading it would wait for a writer forever
+        boundaries_io.load_boundaries(fifo)
+    big = tmp_path / "big.json"
+    big.write_text('{"format": "x"}' + " " * 2048)
+    monkeypatch.setattr(boundaries_io, "MAX_BOUNDARIES_FILE_BYTES", 1024)
+    with pytest.raises(InputError, match="larger than 1 KiB"):
+        boundaries_io.load_boundaries(big)

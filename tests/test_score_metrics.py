@@ -117,3 +117,16 @@ def test_threshold_in_score_units_flags_the_right_side(tmp_path):
     (tmp_path / "bad.json").write_text('{"score": "mse"}')
     with pytest.raises(InputError, match="not a facebatch threshold file"):
         Threshold.load(tmp_path / "bad.json")
+
+
+def test_a_threshold_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path):
+    import os
+
+    from facebatch.errors import InputError
+    from facebatch.scoring.thresholds import Threshold
+
+    os.mkfifo(tmp_path / "threshold.json")
+    with pytest.raises(InputError, match="threshold file .* FIFO"):
+        Threshold.load(tmp_path / "threshold.json")
+    with pytest.raises(InputError, match="no threshold file"):
+        Threshold.load(tmp_path / "missing.json")

@@ -91,15 +91,22 @@ def write_boundaries(path: Path, new: list[Boundary], run: Mapping, overwrite: b
     save_boundaries(path, merged, run)
 
 
+# A W+-space boundary of an 18x512 generator is ~200 KB of JSON; a thousand of them fit well below this.
+MAX_BOUNDARIES_FILE_BYTES = 256 << 20
+
+
 def load_boundaries(path: Path) -> dict[str, Boundary]:
     path = a_path(path, "path")
     if path.is_dir():
         path = path / "boundaries.json"
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"no boundaries file at {path}")
+    from facebatch.pipeline.textfiles import read_small_text
+
+    text = read_small_text(path, "boundaries file", limit=MAX_BOUNDARIES_FILE_BYTES)
     try:
-        doc = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise InputError(f"{path} is not a facebatch boundaries file (not JSON: {exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InputError(f'{path} is not a facebatch boundaries file (no "format": "{FORMAT}")')

@@ -20,6 +20,8 @@ from facebatch.scoring.polarity import FLAG_COLUMN, ScoreSpec, spec_for
 
 RULES = ("best-f1", "fpr")
 
+MAX_THRESHOLD_FILE_BYTES = 64 << 20  # a threshold.json is a few lines; a metrics.json holding one, kilobytes
+
 
 @dataclass(frozen=True)
 class OperatingPoint:
@@ -129,11 +131,14 @@ class Threshold:
     @classmethod
     def load(cls, path: Path) -> "Threshold":
         """A threshold.json written by `facebatch score --fit-threshold` (or metrics.json holding one)."""
+        from facebatch.pipeline.textfiles import read_small_text
+
+        if not Path(path).exists():
+            raise InputError(f"no threshold file at {path}")
+        text = read_small_text(Path(path), "threshold file", limit=MAX_THRESHOLD_FILE_BYTES)
         try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise InputError(f"no threshold file at {path}") from None
-        except (OSError, ValueError) as exc:
+            data = json.loads(text)
+        except ValueError as exc:
             raise InputError(f"threshold file {path} is not readable JSON ({exc})") from None
         if isinstance(data, dict) and isinstance(data.get("threshold"), dict):
             data = data["threshold"]
