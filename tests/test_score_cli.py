@@ -403,3 +403,13 @@ def test_a_report_folder_holding_a_users_files_is_not_overwritten(run_dir, tmp_p
     assert json.loads(first)["rows"] == json.loads((rep / "metrics.json").read_bytes())["rows"]
     (rep / "metrics.json").write_text("{}")  # edited by hand since: the user's now
     assert score(run_dir, "--report", rep).exit_code == 2 and (rep / "metrics.json").read_text() == "{}"
+
+
+def test_the_runs_own_report_folder_is_the_runs_to_replace(tmp_path):
+    """OUT/report belongs to the run (a report an older facebatch wrote there has no ledger, and is replaced)."""
+    run = make_run(tmp_path / "run")
+    (run / "report").mkdir()
+    (run / "report" / "report.html").write_text("written before reports were recorded")
+    res = score(run)
+    assert res.exit_code == 0, res.output
+    assert "written before" not in (run / "report" / "report.html").read_text()

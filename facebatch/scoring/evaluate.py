@@ -247,9 +247,12 @@ def evaluate(opts: ScoreOptions) -> ScoreResult:
     _validate(opts)
     run = read_run(opts.run)
     report_dir = Path(opts.report_dir) if opts.report_dir is not None else run.root / REPORT
-    claim_files(
-        [report_dir / name for name in REPORT_FILES], by=run.root, overwrite=opts.overwrite, way_out=REPORT_WAY_OUT
-    )
+    # OUT/report is the run's own folder (RunDir names it); a report folder elsewhere may hold a user's files.
+    foreign = opts.report_dir is not None and Path(opts.report_dir).resolve() != (run.root / REPORT).resolve()
+    if foreign:
+        claim_files(
+            [report_dir / name for name in REPORT_FILES], by=run.root, overwrite=opts.overwrite, way_out=REPORT_WAY_OUT
+        )
     fixed = Threshold.load(opts.threshold_file) if opts.threshold_file is not None else None
     ok_mask = run.ok
     ok = run.frame[ok_mask].reset_index(drop=True)
@@ -321,7 +324,9 @@ def evaluate(opts: ScoreOptions) -> ScoreResult:
     }
     figures = _figures(ok, specs, y, threshold, point, primary, sheet_rows)
     with folder_lock(report_dir):  # two scores writing one report would interleave its files
-        claim_files(report_paths(report_dir, figures), by=run.root, overwrite=opts.overwrite, way_out=REPORT_WAY_OUT)
+        if foreign:
+            paths = report_paths(report_dir, figures)
+            claim_files(paths, by=run.root, overwrite=opts.overwrite, way_out=REPORT_WAY_OUT)
         files = write_report(report_dir, metrics, figures)
         if opts.fit_threshold and threshold is not None:
             threshold.save(report_dir / "threshold.json")
