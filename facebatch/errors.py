@@ -39,13 +39,17 @@ def shown(value, most: int = 60) -> str:
     return text if len(text) <= most else f"{text[: most - 3]}..."
 
 
-def first_line(exc: BaseException) -> str:
-    """An exception as one short line for a one-line error: its message's first line, else its type's name."""
+def first_line(exc: BaseException, with_type: bool = False) -> str:
+    """An exception as one short line for a one-line error: its message's first line (after its type's name
+    with `with_type`), else its type's name."""
     refusal = weights_only_refusal(exc)
     if refusal:
         return refusal
     text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    line = text.splitlines()[0][:200]
+    return f"{type(exc).__name__}: {line}" if with_type else line
 
 
 def weights_only_refusal(exc: BaseException) -> str | None:

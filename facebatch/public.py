@@ -162,6 +162,7 @@ def _project_here(
 
     from facebatch.invert.presets import default_preset_for, load_preset
     from facebatch.nets.device import resolve_device
+    from facebatch.pipeline.rundir import unique_ids
     from facebatch.pipeline.table import column_to_numpy
     from facebatch.stages.project import project_files
 
@@ -179,12 +180,9 @@ def _project_here(
             items.append({"image_id": f"image-{k:05d}", "image": image, "path": None})
         else:
             items.append({"path": checks.a_path(image, f"images[{k}]")})
-    paths = [it["path"] for it in items if it["path"] is not None]
-    for it in items:
-        if it["path"] is not None:
-            name = it["path"].name
-            it["image_id"] = name if [p.name for p in paths].count(name) == 1 else str(it["path"])
-            it["path"] = str(it["path"])
+    files = [it for it in items if it["path"] is not None]
+    for it, image_id in zip(files, unique_ids([it["path"] for it in files])):  # as `facebatch invert` names them
+        it["image_id"], it["path"] = image_id, str(it["path"])
     enc = encoder if encoder is None or hasattr(encoder, "encoder") else load_encoder(encoder, generator=nets)
     if enc is None and cfg.init == "encoder":
         enc = load_encoder(None, generator=nets)

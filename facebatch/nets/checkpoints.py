@@ -118,7 +118,7 @@ def read_checkpoint(path: Path) -> tuple[str, RawNetworks]:
     except (CheckpointError, MemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001 - no code from the file ran; a value of the wrong shape or type did
-        raise CheckpointError(f"{path}: malformed checkpoint ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: malformed checkpoint ({first_line(exc, with_type=True)})") from None
 
 
 def _read_checkpoint(path: Path) -> tuple[str, RawNetworks]:
@@ -183,22 +183,16 @@ def build(path: Path, kind: str, kwargs: dict, state: dict, cls: type) -> torch.
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - the config is data from the file: any failure means a bad file
-        raise CheckpointError(f"{path}: cannot build the {kind} from its stored config ({_first_line(exc)})") from None
+        why = first_line(exc, with_type=True)
+        raise CheckpointError(f"{path}: cannot build the {kind} from its stored config ({why})") from None
     try:
         net = cls(**kwargs)
         net.load_state_dict(state, strict=True)
     except Exception as exc:  # noqa: BLE001 - shapes were checked; what is left is a bad value in the file
-        raise CheckpointError(f"{path}: its {kind} weights cannot be loaded ({_first_line(exc)})") from None
+        why = first_line(exc, with_type=True)
+        raise CheckpointError(f"{path}: its {kind} weights cannot be loaded ({why})") from None
     net.eval().requires_grad_(False)
     return net
-
-
-def _first_line(exc: BaseException) -> str:
-    refusal = weights_only_refusal(exc)
-    if refusal:
-        return refusal
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
 
 def build_networks(path: Path, raw: RawNetworks) -> tuple[torch.nn.Module, torch.nn.Module | None]:

@@ -25,8 +25,9 @@ def safe_pair_id(text: str) -> str:
     return name or "pair"
 
 
-def unique_ids(raw: Sequence[str]) -> list[str]:
-    """Sanitised ids, made unique (case-insensitively: some file systems are) with -2, -3, ..."""
+def unique_pair_ids(raw: Sequence[str]) -> list[str]:
+    """Pair ids from what PAIRS.csv says (a pair_id, or the sides' stems): sanitised, and made unique
+    (case-insensitively: some file systems are) with -2, -3, ..."""
     seen: set[str] = set()
     out = []
     for text in raw:
@@ -129,7 +130,7 @@ def read_pairs(pairs_csv: Path, app: App, runs: LatentRuns | None = None) -> lis
 
     raw_ids = [r.get("pair_id") or "+".join(stem(r[c]) for c in app.columns) for r in rows]
     items = []
-    for line, (r, pair_id) in enumerate(zip(rows, unique_ids(raw_ids)), start=2):
+    for line, (r, pair_id) in enumerate(zip(rows, unique_pair_ids(raw_ids)), start=2):
         item = {
             "image_id": pair_id,
             "line": line,
