@@ -113,3 +113,16 @@ def test_a_boundaries_file_is_read_within_a_bound_and_only_if_regular(tmp_path, 
     monkeypatch.setattr(boundaries_io, "MAX_BOUNDARIES_FILE_BYTES", 1024)
     with pytest.raises(InputError, match="larger than 1 KiB"):
         boundaries_io.load_boundaries(big)
+
+
+def test_an_update_waits_for_another_writer_and_says_so_when_it_cannot(tmp_path, monkeypatch):
+    from filelock import FileLock
+
+    from facebatch.edit import boundaries_io
+
+    path = tmp_path / "b.json"
+    monkeypatch.setattr(boundaries_io, "LOCK_WAIT_S", 0.2)
+    with FileLock(str(tmp_path / ".b.json.lock")):  # another run is merging into the same file
+        with pytest.raises(InputError, match="being written by another facebatch run"):
+            boundaries_io.write_boundaries(path, [], {}, overwrite=False, update=True)
+    assert not path.exists()

@@ -287,3 +287,18 @@ def test_label_replaces_only_a_csv_its_own_run_wrote(tmp_path, faces):
     invoke("sample", "-g", "celeba64", "-n", "2", "--no-images", "-o", run, "-q")
     res = invoke("label", run, "-o", tmp_path / "s.csv", "--out-dir", run, "--overwrite", "--workers", "0", code=2)
     assert "holds a 'sample' run" in res.output and (run / "latents").is_dir(), res.output
+
+
+@pytest.mark.parametrize("name", ["=cmd|calc", "+1", "-x", "@SUM(1)", "\t=x"])
+def test_a_predictor_naming_a_formula_attribute_is_refused(tmp_path, name):
+    """A predictor file names its attributes: one that a spreadsheet would run from the CSV header is refused."""
+    from types import SimpleNamespace
+
+    from facebatch.errors import InputError
+    from facebatch.stages.label import build_label_spec
+
+    with pytest.raises(InputError, match="formula"):
+        build_label_spec(
+            source=SimpleNamespace(items=[]), predictor=SimpleNamespace(name="p"), names=["Smiling", name],
+            out_dir=tmp_path, generator=None, shard_size=1, batch_size=1,
+        )  # fmt: skip

@@ -80,15 +80,26 @@ def check_writable(path: Path, overwrite: bool, update: bool) -> None:
         raise InputError(f"{path} exists; pass --update to add to it or --overwrite to replace it")
 
 
+LOCK_WAIT_S = 60  # another writer of the same file: a merge takes a second, so a minute means it is stuck
+
+
 def write_boundaries(path: Path, new: list[Boundary], run: Mapping, overwrite: bool, update: bool) -> None:
     """--update merges into an existing file (same names are replaced); otherwise refuse to clobber one."""
+    from filelock import FileLock, Timeout
+
     check_writable(path, overwrite, update)
-    merged = new
-    if update and Path(path).exists():
-        old = load_boundaries(path)
-        names = {b.name for b in new}
-        merged = [b for name, b in old.items() if name not in names] + new
-    save_boundaries(path, merged, run)
+    path = Path(path)
+    # --update reads, merges and writes: two at once would each drop the other's boundaries.
+    try:
+        with FileLock(str(path.with_name(f".{path.name}.lock")), timeout=LOCK_WAIT_S):
+            merged = new
+            if update and path.exists():
+                old = load_boundaries(path)
+                names = {b.name for b in new}
+                merged = [b for name, b in old.items() if name not in names] + new
+            save_boundaries(path, merged, run)
+    except Timeout:
+        raise InputError(f"{path} is being written by another facebatch run; wait for it and rerun") from None
 
 
 # A W+-space boundary of an 18x512 generator is ~200 KB of JSON; a thousand of them fit well below this.

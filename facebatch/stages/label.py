@@ -141,6 +141,14 @@ def build_label_spec(
 
     if shard_size < 1 or batch_size < 1:
         raise InputError("--shard-size and --batch-size must be at least 1")
+    from facebatch.nets.predictors import FORMULA_STARTS
+
+    formula = [n for n in names if {str(n)[:1], str(n).strip()[:1]} & set(FORMULA_STARTS)]
+    if formula:  # a predictor file names its attributes: the labels CSV header must not become a formula
+        raise InputError(
+            f"predictor {predictor.name} names an attribute {formula[0]!r}, which a spreadsheet opening the labels "
+            "CSV would run as a formula; rename it in the predictor file"
+        )
     clash = [n for n in names if n in RESERVED]
     if clash:
         raise InputError(f"predictor {predictor.name} names an attribute {clash[0]!r}, a column label reserves")
