@@ -269,3 +269,16 @@ def test_single_output_files_are_replaced_only_by_the_run_that_wrote_them(tmp_pa
     (tmp_path / "dir.csv").mkdir()
     with pytest.raises(InputError, match="is a folder"):
         claim_files([tmp_path / "dir.csv"], by=run_a, overwrite=True, way_out=way_out)
+
+
+def test_another_commands_run_is_refused_without_suggesting_overwrite(tmp_path):
+    """Without --overwrite the refusal names the safe way out; --overwrite would be refused as well."""
+    out = tmp_path / "out"
+    run(out)
+    other = spec(out)
+    other.name = "label"
+    with pytest.raises(
+        InputError, match="holds a 'own' run; --overwrite replaces only a 'label' run: pick another"
+    ) as exc:
+        run_stage(other, HERE, progress=False)
+    assert "use --overwrite" not in str(exc.value)

@@ -184,8 +184,7 @@ def _check_resumable(spec: StageSpec, run_dir: RunDir, chash: str, phash: str) -
                 f"{run_dir.table_dir} holds parts that no facebatch run recorded (no {run_dir.run_file.name}); {hint}"
             )
         return
-    if (previous.get("stage"), previous.get("table")) != (spec.name, spec.table):
-        raise InputError(f"{run_dir.root} holds a '{previous.get('stage')}' run ({previous.get('table')}); {hint}")
+    _check_same_kind(spec, run_dir)  # another command's run: --overwrite would not replace it either
     if previous.get("config_hash") != chash:
         changes = config_diff(previous.get("config", {}), spec.config)
         detail = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
