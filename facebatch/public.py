@@ -306,8 +306,6 @@ def mix(app: str, pairs: str | Path, out: str | Path, generator: Any = None, **s
     pairs, out = checks.a_path(pairs, "pairs"), checks.a_path(out, "out")
     if "latents" in settings:
         settings["latents"] = checks.paths(settings["latents"], "latents")
-    if "overrides" in settings and isinstance(settings["overrides"], Mapping):
-        settings["overrides"] = checks.a_mapping(settings["overrides"], "overrides")
     if "seed" in settings:
         check_seeds([settings["seed"]], "--seed")
     if generator is not None:

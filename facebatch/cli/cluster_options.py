@@ -99,7 +99,7 @@ def shared_options(parameters, into: str, build: Callable, without: tuple[str, .
             values = {name: kwargs.pop(name) for name in names if name in kwargs}
             return fn(*args, **{into: build(**values)}, **kwargs)
 
-        hints = {**typing.get_type_hints(fn, include_extras=True)}
+        hints = typing.get_type_hints(fn, include_extras=True)
         command.__signature__ = sig.replace(
             parameters=[p.replace(annotation=hints.get(p.name, p.annotation)) for p in own] + shared
         )
@@ -120,27 +120,6 @@ def batch_command(fn: Callable | None = None, *, without: tuple[str, ...] = ()):
     nothing to it, e.g. align's --device). Declared here once, so every batch command spells them alike."""
     decorate = shared_options(RUN_PARAMETERS, "run", _run_options, without)
     return decorate(fn) if fn is not None else decorate
-
-
-def cluster_options(
-    workers: int | None = None,
-    scheduler: str | None = None,
-    scheduler_file: Path | None = None,
-    threads_per_worker: int | None = None,
-    device: str = "auto",
-):
-    """Validated ClusterOptions: a bad combination is a one-line user error before anything is loaded."""
-    from facebatch.pipeline.cluster import ClusterOptions  # keeps `facebatch --help` free of the pipeline imports
-
-    cluster = ClusterOptions(
-        workers=workers,
-        scheduler=scheduler,
-        scheduler_file=scheduler_file,
-        threads_per_worker=threads_per_worker,
-        device=device,
-    )
-    cluster.validate()
-    return cluster
 
 
 def report_run(summary, quiet: bool) -> None:
