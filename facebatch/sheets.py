@@ -32,13 +32,26 @@ ROW_LABEL_WIDTH = 96
 MARK = (220, 60, 40)
 
 
+def open_image(path) -> Image.Image:
+    """PIL's Image.open for a local path or an object-store URL (read whole: a cell is a small PNG). The store's
+    own errors come back as OSError, which the callers treat as a missing cell."""
+    from facebatch.pipeline import storage
+
+    if not storage.is_url(path):
+        return Image.open(path)
+    try:
+        return Image.open(io.BytesIO(storage.location(path).read_bytes()))
+    except Exception as exc:  # noqa: BLE001 - missing, denied, unreachable: a missing cell, like a local OSError
+        raise OSError(str(exc)) from None
+
+
 def _grid_cell(path: Path | None, size: int) -> Image.Image:
     """The image at `path` as a size x size cell: a non-square photo is centre-cropped first, as the projector
     saw it (a stretched face would not compare)."""
     if path is None:
         return Image.new("RGB", (size, size), MISSING)
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             w, h = img.size
             side = min(w, h)
             box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
@@ -73,7 +86,7 @@ def edit_grid(
     probes = [p for row in cells for p in row[1:] if p is not None] + [p for row in cells for p in row if p]
     for probe_path in probes[:1]:
         try:
-            with Image.open(probe_path) as probe:
+            with open_image(probe_path) as probe:
                 size = min(CELL_MAX, probe.size[0])
         except (OSError, ValueError):
             pass
@@ -139,7 +152,7 @@ def _read_reconstruction(path: Path | None) -> Image.Image | None:
     if path is None:
         return None
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             return img.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError):
         return None

@@ -73,7 +73,7 @@ def test_workers_that_share_the_folder_pass_the_check(tmp_path, scheduler):
 
 @pytest.mark.parametrize("seen", [None, "another token"])
 def test_workers_that_do_not_see_out_stop_the_run_with_one_line(tmp_path, scheduler, monkeypatch, seen):
-    monkeypatch.setattr(runner_mod, "_read_probe", lambda path: seen)
+    monkeypatch.setattr(runner_mod, "_read_probe", lambda path, options: seen)
     with pytest.raises(InputError, match="the workers do not share this filesystem"):
         run_stage(spec(tmp_path / "out"), ClusterOptions(scheduler=scheduler), progress=False)
     assert not (tmp_path / "out" / "_SUCCESS").exists()

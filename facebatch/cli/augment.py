@@ -3,7 +3,6 @@ generators (NADA), sharded on Dask, resumable."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -43,9 +42,11 @@ def parse_strengths(text: str, extra: list[str]) -> list[float]:
 def augment(
     ctx: typer.Context,
     latents: Annotated[
-        Path, typer.Option("--latents", "-l", help="OUT of `facebatch project`/`sample` (or its latents/).")
+        str, typer.Option("--latents", "-l", help="OUT of `facebatch project`/`sample` (or its latents/).")
     ],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder: images/, manifest/, contact_sheets/.")],
+    out_dir: Annotated[
+        str, typer.Option("--out", "-o", help="Output folder or URL: images/, manifest/, contact_sheets/.")
+    ],
     attr: Annotated[
         Optional[str],
         typer.Option(
@@ -63,7 +64,7 @@ def augment(
         ),
     ] = None,
     boundaries: Annotated[
-        Optional[Path],
+        Optional[str],
         typer.Option(
             "--boundaries",
             "-B",

@@ -1,9 +1,9 @@
 """The options and the ending every batch command shares (project, sample, align, label, augment, mix).
 
 One definition of where shards run (--workers/--scheduler/--scheduler-file/--threads-per-worker/--device)
-and of how a run resumes (--overwrite/--retry-errors/--dry-run/--quiet), so the commands cannot drift
-apart in spelling, env var or help, and one `report_run` for the summary and failed shards.
-`@batch_command` adds the nine options to a command and hands it one `RunOptions` (`run`); the option
+and of how a run resumes (--overwrite/--retry-errors/--dry-run/--quiet), with --storage-option for URLs, so the
+commands cannot drift apart in spelling, env var or help, and one `report_run` for the summary and failed shards.
+`@batch_command` adds the run options to a command and hands it one `RunOptions` (`run`); the option
 types are `Annotated` aliases, also usable alone (`nada` takes `--device` and `--overwrite` only).
 """
 
@@ -63,6 +63,18 @@ DryRunOption = Annotated[
     bool, typer.Option("--dry-run", help="Print the plan (what would run, what is done) and exit.")
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")]
+StorageOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--storage-option",
+        metavar="KEY=VALUE",
+        help=(
+            "An fsspec option for the URLs (s3://, gs://, az://) this command reads and writes, e.g. "
+            "endpoint_url=http://host:9000; repeatable. fsspec's config files and the cloud SDKs' variables also "
+            "work. Never written to any output."
+        ),
+    ),
+]
 
 
 # (parameter, its option, default), in the order --help lists them after a command's own options.
@@ -76,6 +88,7 @@ RUN_PARAMETERS = (
     ("retry_errors", RetryErrorsOption, False),
     ("dry_run", DryRunOption, False),
     ("quiet", QuietOption, False),
+    ("storage_options", StorageOption, None),
 )
 
 
@@ -110,13 +123,15 @@ def shared_options(parameters, into: str, build: Callable, without: tuple[str, .
 
 
 def _run_options(**values):
+    from facebatch.pipeline import storage
     from facebatch.pipeline.run_options import RunOptions
 
+    values["storage_options"] = storage.parse_options(values.get("storage_options") or ())
     return RunOptions(**values)
 
 
 def batch_command(fn: Callable | None = None, *, without: tuple[str, ...] = ()):
-    """Give a batch command the nine run options, as one `run: RunOptions` argument (`without`: those that mean
+    """Give a batch command the run options, as one `run: RunOptions` argument (`without`: those that mean
     nothing to it, e.g. align's --device). Declared here once, so every batch command spells them alike."""
     decorate = shared_options(RUN_PARAMETERS, "run", _run_options, without)
     return decorate(fn) if fn is not None else decorate

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from facebatch.cli.cluster_options import QuietOption
+from facebatch.cli.cluster_options import QuietOption, StorageOption
 from facebatch.cli.console import out
 from facebatch.edit.boundary import Boundary
 from facebatch.edit.layers import format_layers
@@ -66,13 +65,13 @@ def boundaries_table(boundaries: list[Boundary], title: str) -> Table:
 
 def fit_boundaries(
     labels: Annotated[
-        Path,
+        str,
         typer.Argument(metavar="LABELS", help="CSV with an image_id (or path) column and one column per attribute."),
     ],
     latents: Annotated[
-        Path, typer.Option("--latents", "-l", help="OUT of `facebatch project`/`sample`, or its latents/ folder.")
+        str, typer.Option("--latents", "-l", help="OUT of `facebatch project`/`sample`, or its latents/ folder.")
     ],
-    out_path: Annotated[Path, typer.Option("--out", "-o", help="Boundaries file to write (JSON).")],
+    out_path: Annotated[str, typer.Option("--out", "-o", help="Boundaries file to write (JSON); a path or URL.")],
     attrs: Annotated[
         Optional[str], typer.Option("--attrs", "-a", help="Comma-separated attribute columns (default: all).")
     ] = None,
@@ -116,6 +115,7 @@ def fit_boundaries(
         bool, typer.Option("--update", help="Add to an existing file, replacing same-named boundaries.")
     ] = False,
     quiet: QuietOption = False,
+    storage_options: StorageOption = None,
 ) -> None:
     """Fit one linear SVM boundary per attribute (InterFaceGAN) and write them to a boundaries file.
 
@@ -125,6 +125,9 @@ def fit_boundaries(
     """
     from facebatch.commands.boundaries import fit_boundaries as fit_and_write
     from facebatch.edit.fit import FitSettings
+    from facebatch.pipeline import storage
+
+    storage.configure(storage_options)
 
     settings = FitSettings(
         space=space, chosen_ratio=chosen_ratio, split_ratio=split_ratio, C=C, seed=seed, max_train_rows=max_train_rows

@@ -17,14 +17,16 @@ MAX_ERRORS_SHOWN = 3
 @batch_command
 def label(
     input_path: Annotated[
-        Path,
+        str,
         typer.Argument(
             metavar="INPUT_PATH",
             help="A folder of images (recursive, as `project`), or a `project`/`sample` run folder (its latents "
             "are rendered by their generator; --from source reads the original files instead).",
         ),
     ],
-    labels_out: Annotated[Path, typer.Option("--out", "-o", help="The labels CSV to write (image_id + attributes).")],
+    labels_out: Annotated[
+        str, typer.Option("--out", "-o", help="The labels CSV to write (image_id + attributes); a path or URL.")
+    ],
     predictor: Annotated[
         Optional[str],
         typer.Option(
@@ -59,7 +61,7 @@ def label(
         ),
     ] = None,
     out_dir: Annotated[
-        Optional[Path],
+        Optional[str],
         typer.Option("--out-dir", help="Run folder for the resumable parts (default: <labels stem>_run beside -o)."),
     ] = None,
     attrs: Annotated[
@@ -108,7 +110,7 @@ def label(
         shard_size=shard_size,
     )
     result = label_images(input_path, labels_out, options, run, console=err)
-    summary, run_dir = result.summary, Path(result.spec.out_dir)
+    summary, run_dir = result.summary, result.spec.out_dir
     if run.dry_run:
         out.print(
             f"plan: {summary.images} {result.what} of {result.kind} {input_path} in {summary.shards} shards; "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,10 +15,16 @@ from facebatch.cli.projection_options import EncoderOption, GeneratorOption, Pre
 @batch_command
 def project(
     input_dir: Annotated[
-        Path, typer.Argument(metavar="INPUT_DIR", help="Folder of images (searched recursively) or one image file.")
+        str,
+        typer.Argument(
+            metavar="INPUT_DIR",
+            help="Folder of images (searched recursively), one image file, or a URL (s3://bucket/photos).",
+        ),
     ],
     generator: GeneratorOption,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder: latents/ parts, _run.json, _SUCCESS.")],
+    out_dir: Annotated[
+        str, typer.Option("--out", "-o", help="Output folder or URL: latents/ parts, _run.json, _SUCCESS.")
+    ],
     preset: PresetOption = None,
     steps: StepsOption = None,
     set_: SetOption = None,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich import box
 from rich.table import Table
 
+from facebatch.cli.cluster_options import StorageOption
 from facebatch.cli.console import err, out
 
 # scikit-learn, scipy and matplotlib load inside the command, not when `facebatch --help` builds the app.
@@ -83,10 +83,11 @@ def _key_table(m: dict) -> Table:
 
 def score(
     run: Annotated[
-        Path, typer.Argument(metavar="RUN", help="A `facebatch project` output folder (OUT, holding latents/).")
+        str,
+        typer.Argument(metavar="RUN", help="A `facebatch project` output folder or URL (OUT, holding latents/)."),
     ],
     report: Annotated[
-        Optional[Path], typer.Option("--report", "-r", help="Report folder (default: OUT/report).")
+        Optional[str], typer.Option("--report", "-r", help="Report folder (default: OUT/report).")
     ] = None,
     score_names: Annotated[
         Optional[list[str]],
@@ -112,7 +113,7 @@ def score(
         ),
     ] = None,
     labels: Annotated[
-        Optional[Path],
+        Optional[str],
         typer.Option(
             "--labels", "-l", help="CSV with image_id (or path) and a binary label column (0/1, -1/+1, true/false)."
         ),
@@ -151,19 +152,23 @@ def score(
         ),
     ] = None,
     threshold_from: Annotated[
-        Optional[Path], typer.Option("--threshold-from", help="Apply a threshold.json written by --fit-threshold.")
+        Optional[str], typer.Option("--threshold-from", help="Apply a threshold.json written by --fit-threshold.")
     ] = None,
     flags_out: Annotated[
-        Optional[Path], typer.Option("--flags-out", help="Folder of the flags table (default: OUT/flags).")
+        Optional[str], typer.Option("--flags-out", help="Folder of the flags table (default: OUT/flags).")
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing flags table or report.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the report path.")] = False,
+    storage_options: StorageOption = None,
 ) -> None:
     """Evaluate reconstruction scores of a projection run: distributions and the most anomalous images; with labels,
     AUROC/AP with bootstrap intervals, thresholds, ROC/PR curves. Writes REPORT/report.html and metrics.json;
     --threshold/--fit-threshold/--threshold-from also write a flags table (is_anomalous / is_fake) beside the
     latents."""
+    from facebatch.pipeline import storage
     from facebatch.scoring.evaluate import ScoreOptions, evaluate
+
+    storage.configure(storage_options)
 
     opts = ScoreOptions(
         run=run,

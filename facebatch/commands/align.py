@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from facebatch.pipeline import storage
 from facebatch.pipeline.run_options import BatchResult, RunOptions, run_batch
 
 
@@ -40,8 +41,9 @@ def align(
     from facebatch.stages.align import build_align_spec
 
     run = align_run_options(run)
+    run.configure_storage()
     run.cluster()
-    input_dir, out = Path(input_dir), Path(out)
+    input_dir, out = storage.location(input_dir), storage.location(out)
     items = discover_images(input_dir, exclude=[out])
     if not items:
         raise no_images(input_dir)

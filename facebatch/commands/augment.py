@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 from facebatch.pipeline.run_options import BatchResult, RunOptions, run_batch
 
 DEFAULT_STRENGTHS = (-3.0, -1.5, 1.5, 3.0)
@@ -60,6 +61,7 @@ def augment(
         raise InputError("--strengths is empty")
     if o.limit is not None and o.limit < 1:
         raise InputError("--limit must be at least 1")
+    run.configure_storage()
     run.cluster()  # a bad cluster combination is one line before anything is read
     index = read_index(latents, o.column)
     boundaries, shipped_with = o.boundaries, None
@@ -70,7 +72,7 @@ def augment(
         boundaries_path=boundaries,
         attributes=attributes,
         strengths=list(o.strengths),
-        out_dir=Path(out),
+        out_dir=storage.location(out),
         generator=o.generator,
         shifts=shifts,
         conditions=list(o.conditions),
@@ -86,8 +88,8 @@ def augment(
     summary = run_batch(spec, run, console)
     sheets = {}
     if not run.dry_run and summary.images_ok:
-        sheets = write_contact_sheets(Path(out), max_rows=o.sheet_rows)
-    return AugmentResult(summary, spec, Path(boundaries) if boundaries else None, shipped_with, sheets)
+        sheets = write_contact_sheets(storage.location(out), max_rows=o.sheet_rows)
+    return AugmentResult(summary, spec, storage.location(boundaries) if boundaries else None, shipped_with, sheets)
 
 
 def shipped_boundaries_for(index, generator) -> tuple[str, Path]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from facebatch.pipeline import storage
+
 
 def fit_boundaries(
     labels: str | Path,
@@ -23,21 +25,21 @@ def fit_boundaries(
     from facebatch.edit.boundaries_io import check_writable, write_boundaries
     from facebatch.edit.fit_labels import fit_from_labels
 
-    labels, latents = Path(labels), Path(latents)
+    labels, latents = storage.location(labels), storage.location(latents)
     if out is not None:
-        check_writable(Path(out), overwrite, update)
+        check_writable(storage.location(out), overwrite, update)
     report = fit_from_labels(labels, latents, **options)
     if out is not None:
         record = {
             "command": "fit-boundaries",
-            "labels": str(labels.resolve()),
-            "latents": str(latents.resolve()),
+            "labels": storage.resolved(labels),
+            "latents": storage.resolved(latents),
             "label_rows": report.label_rows,
             "matched": report.matched,
             "unknown": report.unknown,
             "not_ok": report.not_ok,
         }
-        write_boundaries(Path(out), report.boundaries, record, overwrite, update)
+        write_boundaries(storage.location(out), report.boundaries, record, overwrite, update)
     return report
 
 
@@ -61,7 +63,7 @@ def sefa_directions(
     from facebatch.nets.checkpoints import load_networks
 
     if out is not None:
-        check_writable(Path(out), overwrite, update)
+        check_writable(storage.location(out), overwrite, update)
     nets = generator if hasattr(generator, "G") else load_networks(generator, device="cpu", with_d=False)
     state = nets.G.state_dict()
     _, num_ws = affine_layers(state)
@@ -78,5 +80,5 @@ def sefa_directions(
             "k": k,
             "include_torgb": include_torgb,
         }
-        write_boundaries(Path(out), found, record, overwrite, update)
+        write_boundaries(storage.location(out), found, record, overwrite, update)
     return found, nets.name

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 from facebatch.pipeline.run_options import BatchResult, RunOptions, run_batch
 
 
@@ -38,7 +39,8 @@ class LabelResult(BatchResult):
 
 def default_run_dir(labels_out: Path) -> Path:
     """Where the parts go when no run folder is given: labels.csv -> labels_run/ beside it."""
-    return Path(labels_out).with_name(f"{Path(labels_out).stem}_run")
+    labels_out = storage.location(labels_out)
+    return labels_out.with_name(f"{labels_out.stem}_run")
 
 
 def label(
@@ -58,12 +60,13 @@ def label(
     from facebatch.pipeline.rundir import RunDir
     from facebatch.stages.label import build_label_spec, labels_csv, plan_input, read_labels_table
 
-    o, labels_out = options, Path(labels_out)
+    run.configure_storage()
+    o, labels_out = options, storage.location(labels_out, "-o")
     if not 0.0 <= o.threshold <= 1.0:
         raise InputError("--threshold must be between 0 and 1")
     if labels_out.is_dir():
         raise InputError(f"-o {labels_out} is a folder; name the CSV file to write")
-    run_dir = Path(o.run_dir) if o.run_dir is not None else default_run_dir(labels_out)
+    run_dir = storage.location(o.run_dir) if o.run_dir is not None else default_run_dir(labels_out)
     claim_files(
         [labels_out],
         by=run_dir,
@@ -81,7 +84,7 @@ def label(
         ref = resolve_predictor(o.predictor or "celeba-attrs")
     names = preflight(ref)  # the model loads once here: one that cannot is one line, not a failed shard per worker
     wanted = select(names, list(o.attrs)) if o.attrs else list(names)
-    src = plan_input(Path(input_path), o.source, exclude=[run_dir])
+    src = plan_input(storage.location(input_path, "input"), o.source, exclude=[run_dir])
     spec = build_label_spec(
         source=src,
         predictor=ref,

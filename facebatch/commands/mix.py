@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 from facebatch.pipeline.run_options import BatchResult, RunOptions, run_batch
 
 
@@ -56,11 +57,12 @@ def mix(
     from facebatch.stages.mix import build_mix_spec, open_runs, write_contact_sheet
 
     o = options
-    if not Path(pairs).is_file():
+    if not storage.location(pairs).is_file():
         raise InputError(f"no such pairs file: {pairs}")
+    run.configure_storage()
     run.cluster()
     cfg = projection_config(o.preset, o.steps, o.overrides)
-    latents = [Path(p) for p in o.latents]
+    latents = [storage.location(p) for p in o.latents]
     generator = o.generator
     if generator is None:
         if not latents:
@@ -70,8 +72,8 @@ def mix(
     build_perceptual(cfg.perceptual, "cpu")  # a missing perceptual weight file fails here, not on every worker
     spec = build_mix_spec(
         app=app,
-        pairs_csv=Path(pairs),
-        out_dir=Path(out),
+        pairs_csv=storage.location(pairs),
+        out_dir=storage.location(out),
         nets=nets,
         projection=cfg.to_dict(),
         params=dict(params or {}),
@@ -83,5 +85,5 @@ def mix(
     summary = run_batch(spec, run, console)
     sheet = None
     if not run.dry_run and summary.images_ok:
-        sheet = write_contact_sheet(Path(out), app, o.sheet_rows)
+        sheet = write_contact_sheet(storage.location(out), app, o.sheet_rows)
     return MixResult(summary, spec, nets, cfg, sheet)

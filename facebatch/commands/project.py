@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 from facebatch.pipeline.run_options import BatchResult, RunOptions, run_batch
 
 
@@ -47,10 +48,11 @@ def project(
     from facebatch.pipeline.discover import discover_images, no_images
     from facebatch.stages.project import build_project_spec
 
-    input_dir, out = Path(input_dir), Path(out)
     o = options
     if o.batch_size is not None and o.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
+    run.configure_storage()
+    input_dir, out = storage.location(input_dir, "input"), storage.location(out, "output")
     run.cluster()  # a bad cluster combination is one line before anything is read
     cfg = projection_config(o.preset, o.steps, o.overrides)  # the settings are checked before any file is read
     if o.align is not None:

@@ -8,6 +8,7 @@ from typing import Sequence
 
 from facebatch import ranges
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 from facebatch.pipeline.run_options import BatchResult, RunOptions, run_batch
 
 # One run's seeds are planned in this process, about 340 bytes each (1,000,000: ~340 MB); more go in several runs.
@@ -67,11 +68,12 @@ def sample(
 
     o = options
     seeds = o.seed_list()
+    run.configure_storage()
     run.cluster()
     nets = load_networks(generator, device="cpu", with_d=False)  # here only for its sha256 and shapes
     spec = build_sample_spec(
         seeds=seeds,
-        out_dir=Path(out),
+        out_dir=storage.location(out),
         nets=nets,
         truncation_psi=o.truncation,
         truncation_cutoff=o.truncation_cutoff,

@@ -17,6 +17,7 @@ from facebatch import __version__
 from facebatch.checks import a_path
 from facebatch.edit.boundary import Boundary
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 from facebatch.pipeline.atomic import atomic_write_bytes
 
 FORMAT = "facebatch-boundaries"
@@ -71,12 +72,12 @@ def save_boundaries(path: Path, boundaries: Iterable[Boundary], run: Mapping | N
         "boundaries": {b.name: boundary_to_dict(b) for b in items},
     }
     # Not atomic_write_json: it sorts keys, and the order of boundaries (CSV columns, SeFa rank) matters to people.
-    atomic_write_bytes(Path(path), (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(storage.location(path), (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode())
 
 
 def check_writable(path: Path, overwrite: bool, update: bool) -> None:
     """Refuse to clobber an existing boundaries file unless --overwrite (replace) or --update (merge)."""
-    if Path(path).exists() and not (overwrite or update):
+    if storage.location(path).exists() and not (overwrite or update):
         raise InputError(f"{path} exists; pass --update to add to it or --overwrite to replace it")
 
 
@@ -88,7 +89,7 @@ def write_boundaries(path: Path, new: list[Boundary], run: Mapping, overwrite: b
     from filelock import FileLock, Timeout
 
     check_writable(path, overwrite, update)
-    path = Path(path)
+    path = storage.location(path)
     # --update reads, merges and writes: two at once would each drop the other's boundaries.
     try:
         with FileLock(str(path.with_name(f".{path.name}.lock")), timeout=LOCK_WAIT_S):

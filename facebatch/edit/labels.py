@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 
 ID_COLUMNS = ("image_id", "path", "file", "filename", "image", "name")
 TRUE_WORDS = {"true", "yes", "t", "y"}
@@ -38,7 +39,7 @@ def read_labels(path: Path) -> pd.DataFrame:
     silently shift a row with one cell too many into the index, so values come from the wrong column),
     and every header name must be unique (pandas renames a duplicate to "name.1" without a word).
     """
-    path = Path(path)
+    path = storage.location(path)
     if not path.is_file():
         what = "a folder" if path.is_dir() else "not a regular file" if path.exists() else None
         raise InputError(f"no labels file at {path}" if what is None else f"labels file {path} is {what}")
@@ -46,7 +47,7 @@ def read_labels(path: Path) -> pd.DataFrame:
     try:
         if path.stat().st_size > MAX_LABELS_BYTES:
             raise InputError(f"labels file {path} is larger than {MAX_LABELS_BYTES >> 30} GiB; not a labels table")
-        with open(path, newline="", encoding="utf-8-sig") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh, delimiter=sep, skipinitialspace=True, strict=True))
     except UnicodeDecodeError as exc:
         raise InputError(f"labels file {path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None

@@ -18,6 +18,7 @@ import torch
 from PIL import Image, ImageOps
 
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 from facebatch.pipeline.images import UnreadableImage, decode, read_bytes
 
 __all__ = ["SHAPES", "LoadedMask", "as_mask_batch", "box_mask", "hole_mask", "load_mask"]
@@ -101,7 +102,7 @@ def load_mask(path: str | Path, resolution: int, image_size: tuple[int, int] | N
     The mask must have the image's aspect ratio; it is centre-cropped to a square exactly as the image
     is, resized nearest-neighbour to R, and cut at 0.5 when it is not already black and white.
     """
-    path = Path(path)
+    path = storage.location(path)
     grey = _grey(path)
     width, height = grey.size
     iw, ih = image_size if image_size is not None else (1, 1)

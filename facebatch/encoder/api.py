@@ -47,7 +47,7 @@ def load_real_images(folder: str | Path, resolution: int, limit: int | None = No
     images, skipped = [], 0
     for item in items:
         try:
-            x, _ = load_image(Path(item["path"]), resolution)
+            x, _ = load_image(item["path"], resolution)
         except Exception:  # a broken file is one fewer training image, not a failed run
             skipped += 1
             continue

@@ -4,6 +4,9 @@ A reader sees the old file or the whole new one, never half. The temp file sits 
 (``.<name>.tmp-<pid>``: same filesystem, so ``os.replace`` is atomic; dot-prefixed, so Parquet
 dataset readers skip it), and ``sweep_temps`` removes the ones a killed process left behind.
 Tables, JSON, PNG bytes, per-shard noise archives and downloaded checkpoints all use it.
+
+On an object store (a `facebatch.pipeline.storage` URL) there is no rename: the file is finished in a local
+temp file and uploaded as one object, which becomes visible whole when the upload completes.
 """
 
 from __future__ import annotations
@@ -17,18 +20,20 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from facebatch.pipeline import storage
+
 TEMP_MARK = ".tmp-"
 TEMP_GLOB = f".*{TEMP_MARK}*"
 _TEMP_NAME = re.compile(rf"^\..+{re.escape(TEMP_MARK)}\d+$")  # exactly what temp_path makes: .<name>.tmp-<pid>
 
 # Files published while a `recording_writes()` block is active (one shard on a worker): the run's own
 # record of what it wrote, so --overwrite removes those and nothing a user put beside them.
-_WRITTEN: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar("facebatch_written", default=None)
+_WRITTEN: contextvars.ContextVar[list | None] = contextvars.ContextVar("facebatch_written", default=None)
 
 
 @contextlib.contextmanager
-def recording_writes() -> Iterator[list[Path]]:
-    files: list[Path] = []
+def recording_writes() -> Iterator[list]:
+    files: list = []
     token = _WRITTEN.set(files)
     try:
         yield files
@@ -88,9 +93,14 @@ def publish(tmp: Path, path: Path) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    note_published(Path(path))
+
+
+def note_published(path) -> None:
+    """Note a file this shard published (for writers that upload it themselves)."""
     written = _WRITTEN.get()
     if written is not None:
-        written.append(Path(path))
+        written.append(path)
 
 
 @contextlib.contextmanager
@@ -98,8 +108,12 @@ def atomic_output(path: Path) -> Iterator[Path]:
     """Yield the temp path for `path`; on success publish it, on any error delete it.
 
     For writers that stream (Parquet, zip archives, downloads, safetensors) instead of holding the
-    whole file in memory.
+    whole file in memory. For an object-store `path` the temp file is local and is uploaded on success.
     """
+    if storage.is_url(path):
+        with _uploaded(path) as tmp:
+            yield tmp
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
@@ -111,7 +125,26 @@ def atomic_output(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _uploaded(target) -> Iterator[Path]:
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix=".facebatch-upload-")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        storage.put(tmp, target)
+        note_published(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    if storage.is_url(path):
+        storage.pipe(path, data)
+        note_published(path)
+        return
     with atomic_output(path) as tmp:
         tmp.write_bytes(data)
 
@@ -123,6 +156,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def sweep_temps(folders: Iterable[Path], recursive: Iterable[Path] = ()) -> int:
     """Delete temp files left by killed writers in `folders` (and below each of `recursive`)."""
     removed = 0
+    folders = [d for d in folders if not storage.is_url(d)]  # an object store never holds our temp files
+    recursive = [d for d in recursive if not storage.is_url(d)]
     found = [p for d in folders if Path(d).is_dir() for p in Path(d).glob(TEMP_GLOB)]
     found += [p for d in recursive if Path(d).is_dir() for p in Path(d).rglob(TEMP_GLOB)]
     for path in found:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 from facebatch.errors import FacebatchWarning, InputError
+from facebatch.pipeline import storage
 
 _SUFFIX_ORDER = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")  # as error messages list them
 IMAGE_SUFFIXES = frozenset(_SUFFIX_ORDER)
@@ -40,6 +41,8 @@ def file_kind(mode: int) -> str:
 
 def not_a_folder(path: Path, what: str = "folder") -> InputError:
     """The error for a path that is not the folder asked for: missing, or a FIFO, device or socket said as such."""
+    if storage.is_url(path):
+        return InputError(f"no such {what}: {path}" if not path.exists() else f"{path} is not a {what}")
     path = Path(path)
     if not path.exists():
         return InputError(f"no such {what}: {path}")
@@ -52,14 +55,18 @@ def is_image_name(name: str) -> bool:
 
 def discover_images(root: Path, exclude: Iterable[Path] = ()) -> list[dict]:
     """Items `{"image_id", "path"}` sorted by image_id; `exclude` holds folders to leave out (e.g. OUT)."""
-    root = Path(root)
+    root = storage.location(root, "input")
+    if storage.is_url(root):
+        with storage.remote_errors(root, "input"):
+            storage.check_bucket(root, "input")
+            return _discover_objects(root, exclude)
     if root.is_file():
         if not is_image_name(root.name):
             raise InputError(f"{root} is not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")
         return [{"image_id": root.name, "path": str(root.resolve())}]
     if not root.is_dir():
         raise not_a_folder(root, "folder or image file")
-    skip = {_identity(p) for p in exclude if Path(p).is_dir()}
+    skip = {_identity(p) for p in exclude if not storage.is_url(p) and Path(p).is_dir()}
     found: dict[str, str] = {}
     seen_dirs: set[tuple[int, int]] = set()
     # os.walk(followlinks=True) alone recurses forever on a link to an ancestor; remembering each
@@ -91,6 +98,31 @@ def discover_images(root: Path, exclude: Iterable[Path] = ()) -> list[dict]:
         warnings.warn(
             FacebatchWarning(f"skipped {len(skipped)} unreadable path(s) under {root}: {shown}"), stacklevel=2
         )
+    return [{"image_id": image_id, "path": found[image_id]} for image_id in sorted(found)]
+
+
+def _discover_objects(root, exclude: Iterable) -> list[dict]:
+    """The images below a URL prefix (one listing; an object store has no links to loop on). Item paths are
+    full URLs, which each worker opens through fsspec itself."""
+    if root.is_file():
+        if not is_image_name(root.name):
+            raise InputError(f"{root} is not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return [{"image_id": root.name, "path": str(root)}]
+    prefix = root.path.rstrip("/") + "/"
+    skip = [str(storage.location(e)).rstrip("/") + "/" for e in exclude if storage.is_url(e)]
+    scheme = f"{root.protocol}://"
+    found = {}
+    for key in root.fs.find(prefix):
+        rel = key[len(prefix) :] if key.startswith(prefix) else None
+        url = scheme + key
+        if not rel or any(url.startswith(s) for s in skip):
+            continue
+        parts = rel.split("/")
+        if any(part.startswith(".") for part in parts) or not is_image_name(parts[-1]):
+            continue
+        found[rel] = url
+    if not found and not root.exists():
+        raise not_a_folder(root, "folder or image file")
     return [{"image_id": image_id, "path": found[image_id]} for image_id in sorted(found)]
 
 

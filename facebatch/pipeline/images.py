@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from facebatch.errors import first_line
+from facebatch.pipeline import storage
 from facebatch.pipeline.atomic import atomic_write_bytes
 from facebatch.pipeline.discover import file_kind
 
@@ -62,7 +64,10 @@ def sniff_image(head: bytes) -> str | None:
 
 def read_bytes(path: Path) -> bytes:
     """The file's bytes, after cheap checks: a regular file (a FIFO or device is refused without blocking
-    on it), not empty, at most MAX_IMAGE_BYTES, and starting like an image (only then is the rest read)."""
+    on it), not empty, at most MAX_IMAGE_BYTES, and starting like an image (only then is the rest read).
+    An object-store URL is read through fsspec straight from the store, with the same checks."""
+    if storage.is_url(path):
+        return _read_object(storage.location(path))
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
@@ -94,6 +99,34 @@ def read_bytes(path: Path) -> bytes:
         os.close(fd)
     if len(data) > MAX_IMAGE_BYTES:  # grew while being read
         raise UnreadableImage(f"file exceeds the {MAX_IMAGE_BYTES >> 20} MiB limit for an image")
+    return data
+
+
+def _read_object(loc) -> bytes:
+    try:
+        length = storage.size(loc)
+        if length == 0:
+            raise UnreadableImage("empty object (0 bytes)")
+        if length > MAX_IMAGE_BYTES:
+            raise UnreadableImage(
+                f"object of {length} bytes exceeds the {MAX_IMAGE_BYTES >> 20} MiB limit for an image "
+                "(FACEBATCH_MAX_IMAGE_BYTES raises it)"
+            )
+        with loc.open("rb") as fh:
+            head = fh.read(SNIFF_BYTES)
+            if sniff_image(head) is None:
+                exc = UnreadableImage(
+                    f"not an image file PIL can read (its first bytes match no image format; {length} bytes)"
+                )
+                exc.image_info = {"file_sha256": _hash_rest(fh, head)}
+                raise exc
+            data = head + fh.read(MAX_IMAGE_BYTES + 1 - len(head))
+    except UnreadableImage:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the store's errors (missing, denied, unreachable) become the row's error
+        raise UnreadableImage(f"cannot read object: {first_line(exc, with_type=True)}") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise UnreadableImage(f"object exceeds the {MAX_IMAGE_BYTES >> 20} MiB limit for an image")
     return data
 
 
@@ -226,7 +259,7 @@ def image_to_tensor(image, size: int) -> tuple[torch.Tensor, dict[str, Any]]:
 
 def save_image(tensor: torch.Tensor, path: Path) -> None:
     """A [3,H,W] tensor in [-1, 1] as an 8-bit PNG (or the format the suffix names), written atomically."""
-    path = Path(path)
+    path = storage.location(path)
     buf = io.BytesIO()
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower(), "PNG")
     tensor_to_pil(tensor).save(buf, format=fmt, **({"quality": 95} if fmt != "PNG" else {}))

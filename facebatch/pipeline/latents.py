@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from facebatch.errors import InputError
 from facebatch.nets.cache import sha256_of
+from facebatch.pipeline import storage
 from facebatch.pipeline.discover import not_a_folder
 from facebatch.pipeline.rundir import LATENTS, RunDir, locate_table
 from facebatch.pipeline.table import (
@@ -32,6 +33,8 @@ from facebatch.pipeline.table import (
     column_to_numpy,
     field_shape,
     flat_rows,
+    parquet_source,
+    read_parquet,
     reading_parquet,
     run_metadata,
 )
@@ -42,7 +45,7 @@ PART_COLUMN = "_part"
 def parquet_files(path: Path) -> list[Path]:
     """Data files of a table folder (or the file itself): a facebatch run's parts by name, else (a table
     another tool wrote, maybe partitioned into folders) every .parquet below it, skipping _/. prefixed ones."""
-    path = Path(path)
+    path = storage.location(path)
     if path.is_file():
         return [path]
     if not path.is_dir():
@@ -55,13 +58,17 @@ def parquet_files(path: Path) -> list[Path]:
     )
 
 
+def _sha256(path) -> str:
+    return storage.sha256(path) if storage.is_url(path) else sha256_of(path)
+
+
 def check_parts_unchanged(run: RunDir, files: Sequence[Path]) -> None:
     """A part whose content no longer matches the hash its marker recorded was changed after facebatch
     wrote it (edited in place, same size): refuse it rather than score or edit what the run never made."""
     markers = run.read_markers() if run.run_file.exists() else {}
     for path in files:
         expected = (markers.get(path.stem) or {}).get("part_sha256")
-        if expected and Path(path).parent == run.table_dir and sha256_of(path) != expected:
+        if expected and str(path.parent) == str(run.table_dir) and _sha256(path) != expected:
             raise InputError(
                 f"{path} was changed after facebatch wrote it (its content no longer matches its marker); "
                 "rerun the command that made the run to redo that part"
@@ -144,7 +151,7 @@ class LatentsSource:
         frames, shaped = [], {}
         for path in self.files:  # part by part: parts written before latents were nested read beside newer ones
             with reading_parquet(path):
-                table = pq.read_table(path, columns=wanted)
+                table = read_parquet(path, wanted)
             scalar_cols = []
             for fld in table.schema:
                 src = self.schema.field(fld.name) if fld.name in self.schema.names else fld
@@ -172,7 +179,9 @@ class LatentsSource:
         frames = []
         for path in self.files:
             with reading_parquet(path):
-                part = pq.ParquetFile(path)  # one footer read per part (thousands of parts in a large run)
+                part = pq.ParquetFile(
+                    parquet_source(path)
+                )  # one footer read per part (thousands of parts in a large run)
             have = set(part.schema_arrow.names)
             missing = [c for c in columns if c not in have]
             if missing:
@@ -203,7 +212,7 @@ class LatentsSource:
         for i, f in enumerate(self.files):
             names = ["image_id", column] + (["status"] if "status" in schema.names else [])
             with reading_parquet(f):
-                t = pq.read_table(f, columns=names)
+                t = read_parquet(f, names)
                 n = t.num_rows
                 valid = t.column(column).is_valid().to_numpy(zero_copy_only=False)
                 if "status" in t.column_names:
@@ -235,7 +244,7 @@ def open_latents(path: Path, table: str = LATENTS, what: str = "table or folder"
         )
     check_parts_unchanged(run, files)
     with reading_parquet(files[0]):
-        schema = pq.read_schema(files[0])
+        schema = pq.read_schema(parquet_source(files[0]))
         run_metadata(schema)  # read again on every use: a damaged one is refused here, naming the file
     return LatentsSource(run=run, path=table_path, files=files, schema=schema)
 
@@ -268,7 +277,9 @@ def read_rows(
         wanted_sorted, dest_sorted = wanted_rows[order], want[order]
         start = 0
         with reading_parquet(files[int(fi)]):
-            for batch in pq.ParquetFile(files[int(fi)]).iter_batches(columns=[column], batch_size=batch_size):
+            for batch in pq.ParquetFile(parquet_source(files[int(fi)])).iter_batches(
+                columns=[column], batch_size=batch_size
+            ):
                 stop = start + batch.num_rows
                 lo, hi = np.searchsorted(wanted_sorted, [start, stop])
                 if hi > lo:

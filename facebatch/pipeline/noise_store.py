@@ -7,13 +7,16 @@ entries are appended to an open zip as batches finish. The file is an ordinary `
 
 from __future__ import annotations
 
+import os
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from facebatch.pipeline.atomic import publish, temp_path
+from facebatch.pipeline import storage
+from facebatch.pipeline.atomic import note_published, publish, temp_path
 
 SEP = "/noise"
 
@@ -29,13 +32,18 @@ class NoiseWriter:
     """
 
     def __init__(self, path: Path, keep_from: Path | None = None, drop_ids: Iterable[str] = ()):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = temp_path(self.path)
+        self.path = storage.location(path)
+        if storage.is_url(self.path):  # finished locally, uploaded whole on publish
+            fd, name = tempfile.mkstemp(prefix=".facebatch-noise-", suffix=".npz")
+            os.close(fd)
+            self.tmp = Path(name)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = temp_path(self.path)
         self.zip = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
-        if keep_from is not None and Path(keep_from).exists():
+        if keep_from is not None and storage.location(keep_from).exists():
             drop = set(drop_ids)
-            with zipfile.ZipFile(keep_from) as old:
+            with storage.location(keep_from).open("rb") as raw, zipfile.ZipFile(raw) as old:
                 for info in old.infolist():
                     if info.filename.rsplit(SEP, 1)[0] not in drop:
                         with old.open(info) as src, self.zip.open(info.filename, "w", force_zip64=True) as dst:
@@ -49,6 +57,13 @@ class NoiseWriter:
 
     def publish(self) -> None:
         self.zip.close()
+        if storage.is_url(self.path):
+            try:
+                storage.put(self.tmp, self.path)
+                note_published(self.path)
+            finally:
+                self.tmp.unlink(missing_ok=True)
+            return
         publish(self.tmp, self.path)
 
     def discard(self) -> None:
@@ -58,7 +73,7 @@ class NoiseWriter:
 
 def read_noise(path: Path, image_id: str) -> list[np.ndarray]:
     """The noise maps of one image ([1, r, r] each, in the generator's layer order)."""
-    with np.load(path, allow_pickle=False) as npz:
+    with storage.location(path).open("rb") as raw, np.load(raw, allow_pickle=False) as npz:
         keys = sorted(k for k in npz.files if k.rsplit(SEP, 1)[0] == image_id)
         if not keys:
             raise KeyError(f"{path} has no noise maps for {image_id!r}")

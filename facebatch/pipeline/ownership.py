@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 from facebatch.errors import InputError
-from facebatch.nets.cache import sha256_of
+from facebatch.pipeline import storage
 from facebatch.pipeline.atomic import atomic_write_json
 
 LEDGER = ".facebatch-written.json"
@@ -36,16 +36,23 @@ def _writer(path: Path, by: Path) -> str | None:
     if not (path.exists() or path.is_symlink()):
         return None
     entry = _ledger(path.parent).get(path.name)
-    if path.is_symlink() or not path.is_file() or entry is None or sha256_of(path, reuse=False) != entry["sha256"]:
+    if path.is_symlink() or not path.is_file() or entry is None or storage.sha256(path) != entry["sha256"]:
         return "is not a file facebatch wrote there"
-    if entry.get("by") != str(Path(by).resolve()):
+    if entry.get("by") != _run_name(by):
         return f"is the result of another facebatch run ({entry.get('by')})"
     return ""
 
 
+def _run_name(by) -> str:
+    """How the ledger names a run: its absolute local path, or its URL."""
+    loc = storage.location(by)
+    return str(loc) if storage.is_url(loc) else str(loc.resolve())
+
+
 def foreign_files(paths: Iterable[Path], by: Path) -> list[tuple[Path, str]]:
     """The paths that exist and are not, byte for byte, what the run `by` wrote there, each with the reason."""
-    return [(Path(p), why) for p in paths if (why := _writer(Path(p), by))]
+    located = [storage.location(p) for p in paths]
+    return [(p, why) for p in located if (why := _writer(p, by))]
 
 
 def claim_files(paths: Iterable[Path], *, by: Path, overwrite: bool, way_out: str) -> None:
@@ -63,9 +70,9 @@ def claim_files(paths: Iterable[Path], *, by: Path, overwrite: bool, way_out: st
 def record_written(paths: Iterable[Path], by: Path) -> None:
     """Add the files the run `by` just wrote to their folders' ledgers."""
     by_folder: dict[Path, list[Path]] = {}
-    for path in map(Path, paths):
+    for path in map(storage.location, paths):
         by_folder.setdefault(path.parent, []).append(path)
     for folder, files in by_folder.items():
         ledger = _ledger(folder)
-        ledger.update({p.name: {"sha256": sha256_of(p, reuse=False), "by": str(Path(by).resolve())} for p in files})
+        ledger.update({p.name: {"sha256": storage.sha256(p), "by": _run_name(by)} for p in files})
         atomic_write_json(folder / LEDGER, dict(sorted(ledger.items())))

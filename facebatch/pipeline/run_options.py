@@ -1,14 +1,15 @@
 """RunOptions: where a batch command's shards run and how it resumes, one typed object for every command.
 
-Every batch command (project, sample, align, label, augment, mix) takes the same nine settings; the CLI
+Every batch command (project, sample, align, label, augment, mix) takes the same run settings; the CLI
 declares them once (`facebatch.cli.cluster_options.batch_command`) and a notebook passes a `RunOptions`,
 so both reach `run_batch` the same way.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 from facebatch.pipeline.cluster import ClusterOptions
 
@@ -24,6 +25,9 @@ class RunOptions:
     retry_errors: bool = False  # also recompute the rows that ended with status error
     dry_run: bool = False  # plan only: what would run, what is done
     quiet: bool = False  # no progress bar
+    # fsspec options for the URLs the command opens (endpoint_url, key, ...): a mapping or KEY=VALUE strings;
+    # kept in memory only, never written to _run.json
+    storage_options: Mapping[str, Any] | Sequence[str] = field(default_factory=dict, repr=False)
 
     @property
     def remote(self) -> bool:
@@ -31,6 +35,12 @@ class RunOptions:
 
     def with_(self, **changes) -> RunOptions:
         return replace(self, **changes)
+
+    def configure_storage(self) -> None:
+        """Make `storage_options` the options of every URL this command opens, here and on its workers."""
+        from facebatch.pipeline import storage
+
+        storage.configure(self.storage_options)
 
     def cluster(self) -> ClusterOptions:
         """The validated ClusterOptions: a bad combination or a misspelt device is one line before anything is

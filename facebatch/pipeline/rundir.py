@@ -16,6 +16,9 @@
     OUT/flags/, OUT/report/             score's outputs
 
 Temp files are the atomic writer's (``.<name>.tmp-<pid>``); `remove_stale_temps` sweeps them.
+
+OUT may be an object-store URL (`facebatch.pipeline.storage`): the same names, read and written through
+fsspec; the lock is then an object (`object_lock`), and there are no temp files or empty folders to clean.
 """
 
 from __future__ import annotations
@@ -26,11 +29,16 @@ import fcntl
 import json
 import os
 import re
+import socket
+import threading
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 from facebatch.pipeline.atomic import open_nofollow, sweep_temps
 from facebatch.pipeline.discover import not_a_folder
 
@@ -61,7 +69,7 @@ class RunDir:
     @classmethod
     def of_part(cls, part: Path) -> RunDir:
         """The run a part file OUT/<table>/part-NNNNN.parquet belongs to."""
-        part = Path(part)
+        part = storage.location(part)
         return cls(part.parent.parent, part.parent.name)
 
     @property
@@ -185,7 +193,12 @@ class RunDir:
 def folder_lock(root: Path) -> Iterator[None]:
     """Hold root/.lock for as long as the block runs: every command that writes into a folder takes it, so two
     clients never redo each other's shards, clean each other's temp files or overwrite each other's result.
-    The lock file is opened without following links: a symlink planted at root/.lock is refused."""
+    The lock file is opened without following links: a symlink planted at root/.lock is refused.
+    On an object store the lock is an object (`object_lock`)."""
+    if storage.is_url(root):
+        with object_lock(root):
+            yield
+        return
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise not_a_folder(root, "folder to write into")
@@ -215,13 +228,89 @@ def folder_lock(root: Path) -> Iterator[None]:
         fh.close()
 
 
+# A lock object whose holder has not renewed it for this long is stale (its client died without removing it)
+# and is taken over. The holder renews it every LOCK_RENEW_S, so a live run is never taken for dead.
+LOCK_STALE_S = float(os.environ.get("FACEBATCH_LOCK_STALE_S", 300))
+LOCK_RENEW_S = LOCK_STALE_S / 5
+
+
+@contextlib.contextmanager
+def object_lock(root) -> Iterator[None]:
+    """The object-store form of `folder_lock`: OUT/.lock is created with a conditional PUT (if-none-match, so
+    of two clients exactly one succeeds), holds its owner (host, pid, a token) and when it was last renewed,
+    and is renewed by a thread while the block runs. A lock not renewed for LOCK_STALE_S is taken over."""
+    path = root / LOCK_FILE
+    token = uuid.uuid4().hex
+    owner = {"host": socket.gethostname(), "pid": os.getpid(), "token": token}
+    with storage.remote_errors(root, "output"):
+        storage.check_bucket(root, "output")
+        _take_lock_object(path, owner)
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(LOCK_RENEW_S):
+            with contextlib.suppress(Exception):  # a missed renewal only shortens the grace period
+                if _lock_holder(path).get("token") == token:
+                    storage.pipe(path, _lock_body(owner))
+
+    renewer = threading.Thread(target=renew, name="facebatch-lock", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join(timeout=5)
+        with contextlib.suppress(Exception):  # never mask the block's own error; a leftover lock goes stale
+            if _lock_holder(path).get("token") == token:
+                storage.remove(path)
+
+
+def _lock_body(owner: dict) -> bytes:
+    return json.dumps({**owner, "renewed_at": time.time()}).encode()
+
+
+def _lock_holder(path) -> dict:
+    try:
+        holder = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        return {"renewed_at": 0}  # unreadable: treated as stale
+    return holder if isinstance(holder, dict) else {"renewed_at": 0}
+
+
+def _take_lock_object(path, owner: dict) -> None:
+    for _ in range(2):
+        try:
+            with path.fs.open(path.path, "xb") as fh:  # fails when the object exists: the store arbitrates
+                fh.write(_lock_body(owner))
+            return
+        except FileExistsError:
+            holder = _lock_holder(path)
+            age = time.time() - float(holder.get("renewed_at") or 0)
+            if holder and age < LOCK_STALE_S:
+                who = f"{holder.get('host', '?')} pid {holder.get('pid', '?')}"
+                raise InputError(
+                    f"{path.parent} is in use by another facebatch run ({who}, renewed {age:.0f} s ago); wait for "
+                    f"it or pick another output (a lock not renewed for {LOCK_STALE_S:.0f} s is taken over)"
+                ) from None
+            storage.remove(path)  # stale: its holder died; the conditional create above decides the race again
+    raise InputError(f"{path.parent} is in use by another facebatch run (its lock changed hands while we waited)")
+
+
 def locate_table(path: Path, table: str = LATENTS, what: str = "table or folder") -> tuple[RunDir, Path]:
     """(run folder, table path) from what a user passes: OUT (holding <table>/), OUT/<table>, one part
     file, or a folder of Parquet files another tool wrote (then that folder is the run's root).
 
     A folder that is no run itself but holds facebatch runs below it (a parent of several OUTs) is refused:
     its runs may come from different generators, and a run is read by its record, not by a search."""
-    path = Path(path)
+    path = storage.location(path, what)
+    with storage.remote_errors(path, what):
+        storage.check_bucket(path, what)
+        return _locate_table(path, table, what)
+
+
+def _locate_table(path, table: str, what: str) -> tuple[RunDir, Path]:
     if not (path.is_file() or path.is_dir()):
         raise not_a_folder(path, what)
     if path.is_dir() and (path / table).is_dir():
@@ -239,6 +328,9 @@ def locate_table(path: Path, table: str = LATENTS, what: str = "table or folder"
 
 def _unlink(path: Path) -> None:
     """Remove one file (a symlink itself, never what it points at); a folder or a missing file is left."""
+    if storage.is_url(path):
+        storage.remove(path)
+        return
     with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError, NotADirectoryError):
         if path.is_symlink() or path.is_file():
             path.unlink()
@@ -246,7 +338,7 @@ def _unlink(path: Path) -> None:
 
 def _remove_empty_dirs(top: Path) -> None:
     """Remove `top` and the folders below it that are empty (bottom-up); never follows links, keeps any file."""
-    if not top.is_dir() or top.is_symlink():
+    if storage.is_url(top) or not top.is_dir() or top.is_symlink():  # an object store has no empty folders
         return
     for dirpath, dirnames, _ in os.walk(top, topdown=False):
         for name in dirnames:

@@ -10,7 +10,6 @@ process, Dask) must agree on one plan and one marker format; reading them side b
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import uuid
@@ -23,6 +22,7 @@ from rich.console import Console
 
 from facebatch.errors import InputError
 from facebatch.nets.cache import sha256_of
+from facebatch.pipeline import storage
 from facebatch.pipeline.atomic import atomic_write_bytes, atomic_write_json
 from facebatch.pipeline.cluster import ClusterOptions, open_client, task_resources
 from facebatch.pipeline.plan import Shard, config_diff, config_hash, digest, plan_hash, plan_shards, versions
@@ -30,6 +30,7 @@ from facebatch.pipeline.progress import image_progress, reporting_steps, steps_t
 from facebatch.pipeline.rundir import RunDir
 from facebatch.pipeline.shard_task import ShardInfo, ShardTask, run_shard
 from facebatch.pipeline.summary import RunSummary, merge_scores
+from facebatch.pipeline.table import parquet_source
 
 __all__ = ["ClusterOptions", "RunSummary", "ShardInfo", "StageSpec", "run_stage"]
 
@@ -80,7 +81,7 @@ def run_stage(
     cluster.validate()
     # Resolved here, on the client: a task carries absolute paths, never ones a worker would resolve
     # against its own working folder.
-    run_dir = RunDir(Path(os.path.abspath(spec.out_dir)), spec.table)
+    run_dir = RunDir(storage.absolute(spec.out_dir), spec.table)
     started = time.perf_counter()
     if dry_run:
         prep = _prepare(spec, run_dir, overwrite=overwrite, retry_errors=retry_errors, check=not overwrite)
@@ -152,13 +153,15 @@ def part_intact(part: Path, marker: dict) -> bool:
     try:
         if part.is_symlink() or not part.is_file():
             return False
-        if "part_bytes" in marker and part.stat().st_size != marker["part_bytes"]:
+        if "part_bytes" in marker and storage.size(part) != marker["part_bytes"]:
             return False
-        if "part_sha256" in marker and sha256_of(part, reuse=False) != marker["part_sha256"]:
-            return False
+        if "part_sha256" in marker:
+            digest = storage.sha256(part) if storage.is_url(part) else sha256_of(part, reuse=False)
+            if digest != marker["part_sha256"]:
+                return False
         import pyarrow.parquet as pq
 
-        return pq.read_metadata(part).num_rows == marker.get("rows")
+        return pq.read_metadata(parquet_source(part)).num_rows == marker.get("rows")
     except Exception:  # noqa: BLE001 - unreadable in any way: not a finished part
         return False
 
@@ -248,6 +251,7 @@ def _tasks(
             score_columns=tuple(spec.score_columns),
             rows_per_item=spec.rows_per_item,
             run_id=run_id,
+            storage_options=storage.applied(),
         )
         for s in work
     ]
@@ -356,12 +360,13 @@ def _event_steps(event) -> int:
 PROBE_PREFIX = ".facebatch-probe-"
 
 
-def _read_probe(path: str) -> str | None:
+def _read_probe(path: str, options: dict) -> str | None:
     """Runs on each worker: the token the client wrote, as this worker sees it (None: not there)."""
+    storage.apply(options)
     try:
-        with open(path) as fh:
+        with storage.location(path).open("r") as fh:
             return fh.read()
-    except OSError:
+    except Exception:  # noqa: BLE001 - missing, denied or unreachable: this worker cannot see OUT
         return None
 
 
@@ -373,9 +378,12 @@ def _check_shared_filesystem(client, run: RunDir, run_id: str) -> None:
     token = f"{run_id}-{uuid.uuid4().hex}"
     atomic_write_bytes(probe, token.encode())
     try:
-        seen = client.run(_read_probe, str(probe))
+        seen = client.run(_read_probe, str(probe), storage.applied())
     finally:
-        probe.unlink(missing_ok=True)
+        if storage.is_url(probe):
+            storage.remove(probe)
+        else:
+            probe.unlink(missing_ok=True)
     blind = sorted(worker for worker, got in seen.items() if got != token)
     if blind:
         raise InputError(

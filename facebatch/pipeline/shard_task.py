@@ -14,21 +14,21 @@ import resource
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from facebatch.nets.cache import sha256_of
+from facebatch.pipeline import storage
 from facebatch.pipeline.atomic import atomic_write_json, recording_writes
 from facebatch.pipeline.cluster import worker_device
 from facebatch.pipeline.progress import worker_step_reporting
 from facebatch.pipeline.rundir import RunDir
-from facebatch.pipeline.table import atomic_write_table, with_run_metadata
+from facebatch.pipeline.table import atomic_write_table, read_parquet, with_run_metadata
 
 _STATE: dict[str, Any] = {}
 _STATE_LOCK = threading.Lock()
@@ -70,6 +70,8 @@ class ShardTask:
     score_columns: Sequence[str] = ()
     rows_per_item: str = "one"  # "many": several rows may share an image_id (one per face)
     run_id: str = ""  # this client run: tells its markers from those an earlier run left
+    # --storage-option values by protocol, applied on the worker before it opens a URL; held in task memory only
+    storage_options: dict = field(default_factory=dict, repr=False)
 
 
 def worker_state(setup: Callable[[dict], Any], key: str, config: dict) -> Any:
@@ -95,6 +97,7 @@ def run_shard(task: ShardTask) -> dict:
 
 
 def _run_shard(task: ShardTask) -> dict:
+    storage.apply(task.storage_options)
     state = worker_state(task.setup, task.state_key, task.setup_config)
     start = time.perf_counter()  # after the (cached) model load: shard seconds measure the shard alone
     run_dir = task.info.run
@@ -103,27 +106,23 @@ def _run_shard(task: ShardTask) -> dict:
     with recording_writes() as written:  # the side files this shard writes, listed in its marker
         if task.info.retry:  # recompute only the rows of the existing part whose status is not ok
             earlier = _marker_files(run_dir, task.info.name)
-            table, retried = _retry_rows(task, state, pq.read_table(part))
+            table, retried = _retry_rows(task, state, read_parquet(part))
         else:
             table, retried = _stage_rows(task, state, task.items), 0
         table = table.replace_schema_metadata(with_run_metadata(table.schema, task.run_metadata).metadata)
         atomic_write_table(part, table)
     marker = shard_marker(task, table, time.perf_counter() - start, retried)
-    marker["part_bytes"] = part.stat().st_size
-    marker["part_sha256"] = sha256_of(part, reuse=False)
+    marker["part_bytes"] = storage.size(part)
+    marker["part_sha256"] = storage.sha256(part) if storage.is_url(part) else sha256_of(part, reuse=False)
     marker["files"] = sorted(set(earlier) | _relative(run_dir, written, exclude=part))
     atomic_write_json(run_dir.marker(task.info.name), marker)
     return marker
 
 
-def _relative(run_dir: RunDir, paths: list[Path], exclude: Path) -> set[str]:
-    root = os.path.abspath(run_dir.root)
-    out = set()
-    for path in paths:
-        full = os.path.abspath(path)
-        if full != os.path.abspath(exclude) and full.startswith(root + os.sep):
-            out.add(Path(os.path.relpath(full, root)).as_posix())
-    return out
+def _relative(run_dir: RunDir, paths: list, exclude) -> set[str]:
+    skip = storage.relative_to(exclude, run_dir.root)
+    found = {storage.relative_to(path, run_dir.root) for path in paths}
+    return {rel for rel in found if rel is not None and rel != skip}
 
 
 def _marker_files(run_dir: RunDir, name: str) -> list[str]:

@@ -126,6 +126,43 @@ def run_metadata(schema: pa.Schema) -> dict:
     return json.loads(raw) if raw else {}
 
 
+def read_parquet(path, columns: Sequence[str] | None = None) -> pa.Table:
+    """One Parquet file, local or on an object store (read through fsspec)."""
+    from facebatch.pipeline import storage
+
+    if storage.is_url(path):
+        with storage.location(path).open("rb") as fh:
+            return pq.read_table(fh, columns=list(columns) if columns is not None else None)
+    return pq.read_table(path, columns=list(columns) if columns is not None else None)
+
+
+def open_dataset(source):
+    """pyarrow.dataset over a folder or a list of files, local or on an object store. A URL is never handed to
+    pyarrow as a string: pyarrow would open it with its own S3 client, which knows nothing of fsspec's endpoint
+    and credentials (and would ask AWS itself)."""
+    import pyarrow.dataset as pads
+
+    from facebatch.pipeline import storage
+
+    items = list(source) if isinstance(source, (list, tuple)) else [source]
+    if items and storage.is_url(items[0]):
+        locs = [storage.location(i) for i in items]
+        paths = [loc.path for loc in locs]
+        return pads.dataset(
+            paths if isinstance(source, (list, tuple)) else paths[0], format="parquet", filesystem=locs[0].fs
+        )
+    paths = [str(i) for i in items]
+    return pads.dataset(paths if isinstance(source, (list, tuple)) else paths[0], format="parquet")
+
+
+def parquet_source(path):
+    """What pyarrow's readers (read_metadata, read_schema, ParquetFile) take: the path, or an open object-store
+    file (the caller closes it by closing the ParquetFile, or lets it go)."""
+    from facebatch.pipeline import storage
+
+    return storage.location(path).open("rb") if storage.is_url(path) else path
+
+
 def atomic_write_table(path: Path, table: pa.Table) -> None:
     """Parquet (zstd) through the atomic writer: a reader never sees a part half written."""
     with atomic_output(path) as tmp:
@@ -154,5 +191,5 @@ def read_parts_frame(parts: Sequence[Path], columns: Sequence[str] | None = None
     frames = []
     for part in parts:
         with reading_parquet(part):
-            frames.append(pq.read_table(part, columns=list(columns) if columns is not None else None).to_pandas())
+            frames.append(read_parquet(part, columns).to_pandas())
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(columns or []))

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 from facebatch.pipeline.discover import file_kind
 
 MAX_TEXT_BYTES = 1 << 20  # a prompts or preset file is a few lines; past this it is not one
@@ -24,6 +25,8 @@ MAX_TEXT_BYTES = 1 << 20  # a prompts or preset file is a few lines; past this i
 
 def read_small_text(path: Path, what: str, limit: int = MAX_TEXT_BYTES) -> str:
     """The UTF-8 text of the regular file `path`, at most `limit` bytes; `what` names it in errors (e.g. --prompts)."""
+    if storage.is_url(path):
+        return _decode(_read_object(storage.location(path), what, limit), path, what)
     path = Path(path)
 
     def not_regular(mode: int) -> InputError:
@@ -52,6 +55,25 @@ def read_small_text(path: Path, what: str, limit: int = MAX_TEXT_BYTES) -> str:
         os.close(fd)
     if len(data) > limit:  # grew while being read
         raise too_big
+    return _decode(data, path, what)
+
+
+def _read_object(loc, what: str, limit: int) -> bytes:
+    """An object's bytes, at most `limit`; missing, denied or unreachable is one line naming it."""
+    with storage.remote_errors(loc, what):
+        if not loc.is_file():
+            raise InputError(f"no such {what}: {loc}")
+        if storage.size(loc) <= limit:
+            with loc.open("rb") as fh:
+                data = fh.read(limit + 1)
+        else:
+            data = None
+    if data is None or len(data) > limit:
+        raise InputError(f"{what} {loc} is larger than {limit >> 10} KiB, the most such a file may hold")
+    return data
+
+
+def _decode(data: bytes, path, what: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from facebatch import __version__, sheets
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 from facebatch.pipeline.ownership import claim_files, record_written
 from facebatch.pipeline.rundir import REPORT, folder_lock
 from facebatch.scoring import plots
@@ -201,7 +202,10 @@ def _top_k(run: RunTable, ok: pd.DataFrame, spec: ScoreSpec, y: np.ndarray | Non
         source = ok["source_path"].iloc[i] if "source_path" in ok else None
         rows.append(
             sheets.SheetRow(
-                image_id, caption, Path(source) if isinstance(source, str) else None, run.reconstruction_path(image_id)
+                image_id,
+                caption,
+                storage.location(source) if isinstance(source, str) else None,
+                run.reconstruction_path(image_id),
             )
         )
     return listed, rows
@@ -246,9 +250,9 @@ REPORT_WAY_OUT = "pass another --report folder, or --overwrite to replace it"
 def evaluate(opts: ScoreOptions) -> ScoreResult:
     _validate(opts)
     run = read_run(opts.run)
-    report_dir = Path(opts.report_dir) if opts.report_dir is not None else run.root / REPORT
+    report_dir = storage.location(opts.report_dir) if opts.report_dir is not None else run.root / REPORT
     # OUT/report is the run's own folder (RunDir names it); a report folder elsewhere may hold a user's files.
-    foreign = opts.report_dir is not None and Path(opts.report_dir).resolve() != (run.root / REPORT).resolve()
+    foreign = opts.report_dir is not None and report_dir.resolve() != (run.root / REPORT).resolve()
     if foreign:
         claim_files(
             [report_dir / name for name in REPORT_FILES], by=run.root, overwrite=opts.overwrite, way_out=REPORT_WAY_OUT

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from facebatch import __version__
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 from facebatch.pipeline.latents import parquet_files
 from facebatch.pipeline.rundir import FLAGS
 from facebatch.pipeline.table import atomic_write_table, with_run_metadata
@@ -77,7 +78,7 @@ def _part_table(frame, threshold: Threshold, meta: dict) -> pa.Table:
 
 
 def write_flags(run: RunTable, threshold: Threshold, dest: Path | None = None, overwrite: bool = False) -> FlagSummary:
-    dest = Path(dest) if dest is not None else default_destination(run)
+    dest = storage.location(dest) if dest is not None else default_destination(run)
     _check_destination(run, dest, overwrite)
     meta = {
         "stage": "score-flags",

@@ -16,6 +16,7 @@ import pandas as pd
 
 from facebatch.edit.labels import id_column, join_ids, parse_attribute, read_labels
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 
 LABEL_GUESSES = ("is_fake", "is_anomalous", "fake", "anomalous", "anomaly", "label")
 
@@ -87,7 +88,7 @@ def _binary(df: pd.DataFrame, column: str, positive: str | None) -> np.ndarray:
 
 
 def join_labels(csv_path: Path, image_ids, column: str | None = None, positive: str | None = None) -> JoinedLabels:
-    df = read_labels(Path(csv_path))
+    df = read_labels(storage.location(csv_path))
     id_col = id_column(df, None)
     col = pick_column(df, id_col, column)
     values = _binary(df, col, positive)
@@ -106,7 +107,7 @@ def join_labels(csv_path: Path, image_ids, column: str | None = None, positive: 
     y[rows[joined]] = values[keep][joined]
     return JoinedLabels(
         y=y,
-        path=Path(csv_path),
+        path=storage.location(csv_path),
         column=col,
         id_column=id_col,
         n_label_rows=int(keep.sum()),

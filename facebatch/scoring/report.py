@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jinja2
 
+from facebatch.pipeline import storage
 from facebatch.pipeline.atomic import atomic_write_bytes, atomic_write_json
 from facebatch.scoring.metrics import QUANTILES
 from facebatch.scoring.thresholds import fpr_key
@@ -171,12 +172,13 @@ REPORT_FILES = ("metrics.json", "report.html", "threshold.json")  # and one <fig
 
 def report_paths(report_dir: Path, figures: dict[str, bytes]) -> list[Path]:
     """Every file a report with these figures writes (threshold.json only with --fit-threshold)."""
-    return [Path(report_dir) / f"{name}.png" for name in figures] + [Path(report_dir) / n for n in REPORT_FILES]
+    report_dir = storage.location(report_dir)
+    return [report_dir / f"{name}.png" for name in figures] + [report_dir / n for n in REPORT_FILES]
 
 
 def write_report(report_dir: Path, metrics: dict, figures: dict[str, bytes]) -> list[Path]:
     """metrics.json, report.html and each figure as its own PNG; every write atomic."""
-    report_dir = Path(report_dir)
+    report_dir = storage.location(report_dir)
     written = []
     for name, png in figures.items():
         path = report_dir / f"{name}.png"

@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve
 
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 from facebatch.pipeline.atomic import atomic_write_json
 from facebatch.scoring.polarity import FLAG_COLUMN, ScoreSpec, spec_for
 
@@ -133,9 +134,9 @@ class Threshold:
         """A threshold.json written by `facebatch score --fit-threshold` (or metrics.json holding one)."""
         from facebatch.pipeline.textfiles import read_small_text
 
-        if not Path(path).exists():
+        if not storage.location(path).exists():
             raise InputError(f"no threshold file at {path}")
-        text = read_small_text(Path(path), "threshold file", limit=MAX_THRESHOLD_FILE_BYTES)
+        text = read_small_text(storage.location(path), "threshold file", limit=MAX_THRESHOLD_FILE_BYTES)
         try:
             data = json.loads(text)
         except ValueError as exc:

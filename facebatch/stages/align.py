@@ -22,6 +22,7 @@ from facebatch.alignment.api import FACE_MODES, NoFaceFound, detect_and_align
 from facebatch.alignment.ffhq import TRANSFORM_OVERSAMPLE
 from facebatch.alignment.landmarks import check_name, get_backend
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 from facebatch.pipeline.atomic import atomic_write_bytes
 from facebatch.pipeline.images import UnreadableImage, decode, read_bytes
 from facebatch.pipeline.rundir import ALIGNED, FACES
@@ -89,7 +90,7 @@ def build_align_spec(
     }
     return StageSpec(
         name=STAGE,
-        out_dir=Path(out_dir),
+        out_dir=storage.location(out_dir),
         table=TABLE,
         items=items,
         shard_size=shard_size,
@@ -127,7 +128,7 @@ def _align_item(state: AlignState, item: dict, out_dir: Path) -> list[dict]:
     start = time.perf_counter()
     base = {"image_id": item["image_id"], "source_path": str(item["path"])}
     try:
-        data = read_bytes(Path(item["path"]))
+        data = read_bytes(item["path"])
         base["file_sha256"] = hashlib.sha256(data).hexdigest()
         image, (base["orig_width"], base["orig_height"]) = decode(data)
         faces = detect_and_align(image, state.size, state.backend, state.faces, state.min_score)
@@ -138,7 +139,7 @@ def _align_item(state: AlignState, item: dict, out_dir: Path) -> list[dict]:
         rel = aligned_name(item["image_id"], face.face_index)
         buf = io.BytesIO()
         face.image.save(buf, format="PNG")
-        atomic_write_bytes(Path(out_dir) / rel, buf.getvalue())
+        atomic_write_bytes(storage.location(out_dir) / rel, buf.getvalue())
         rows.append(
             {
                 **base,

@@ -31,11 +31,12 @@ import pyarrow as pa
 from facebatch.edit.apply import edit_latents
 from facebatch.edit.boundaries_io import load_boundaries, pick
 from facebatch.edit.conditional import edit_step
+from facebatch.pipeline import storage
 from facebatch.pipeline.latents import LatentIndex, check_generator, read_rows, resolve_generator
 from facebatch.pipeline.rundir import IMAGES, MANIFEST, SHEETS, RunDir, output_names, safe_relpath
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
-from facebatch.pipeline.table import latent_array_masked, latents_schema
+from facebatch.pipeline.table import latent_array_masked, latents_schema, open_dataset
 
 TABLE = MANIFEST
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
@@ -130,7 +131,7 @@ def setup_augment(config: dict) -> dict[str, Any]:
     nets, device = worker_networks(config, with_d=False)
     steps, targets = {}, {}
     if config["attributes"]:
-        boundaries = load_boundaries(Path(config["boundaries"]))
+        boundaries = load_boundaries(storage.location(config["boundaries"]))
         conditions = pick(boundaries, config["conditions"], "condition")
         for attr in config["attributes"]:
             (b,) = pick(boundaries, [attr])
@@ -151,7 +152,7 @@ def _noise_for(state: dict, part: str, source_id: str) -> list[np.ndarray] | Non
 
     if not state["config"]["use_saved_noise"]:
         return None
-    path = noise_file(Path(part))
+    path = noise_file(storage.location(part))
     if not path.exists():
         raise FileNotFoundError(f"no saved noise file {path} for this image")
     return read_noise(path, source_id)
@@ -163,12 +164,12 @@ def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table
 
     cfg = state["config"]
     generators = state["G"]
-    out_dir = Path(info.out_dir)
+    out_dir = storage.location(info.out_dir)
     # One read per source latent, even though each appears once per attribute and strength.
     sources = list(dict.fromkeys((i["part"], i["row"]) for i in items))
     files = sorted({p for p, _ in sources})
     src_ws = read_rows(
-        [Path(f) for f in files],
+        [storage.location(f) for f in files],
         cfg["latent_column"],
         tuple(cfg["latent_shape"]),
         np.array([files.index(p) for p, _ in sources]),
@@ -434,7 +435,7 @@ def build_augment_spec(
         "latents": [str(f.resolve()) for f in index.files],
         "latent_column": index.column,
         "latent_shape": list(index.shape),
-        "boundaries": str(Path(boundaries_path).resolve()) if attributes else None,
+        "boundaries": storage.resolved(boundaries_path) if attributes else None,
         # A rewritten boundaries file with other normals must not resume into the same manifest.
         "boundaries_used": {b.name: _fingerprint(b) for b in targets + conds},
         "attributes": list(attributes),
@@ -451,7 +452,7 @@ def build_augment_spec(
         config["shifts"] = [{"name": s.name, "sha256": s.sha256} for s in shifted]
     return StageSpec(
         name="augment",
-        out_dir=Path(out_dir),
+        out_dir=storage.location(out_dir),
         table=TABLE,
         items=items,
         shard_size=shard_size,
@@ -480,13 +481,12 @@ def write_contact_sheets(out_dir: Path, max_rows: int = 16) -> dict[str, Path]:
     - ``@shifts.png`` (no attribute's sheet has an "@" in its name): original | reconstruction | each
       shifted generator's render of the unedited latent.
     """
-    import pyarrow.dataset as pads
 
     from facebatch.pipeline.atomic import atomic_write_bytes
     from facebatch.sheets import edit_grid
 
-    run = RunDir(Path(out_dir), TABLE)
-    dataset = pads.dataset(str(run.table_dir), format="parquet")
+    run = RunDir(storage.location(out_dir), TABLE)
+    dataset = open_dataset(run.table_dir)
     columns = ["source_image_id", "attribute", "strength", "path", "status"]
     has_shift = "shift" in dataset.schema.names  # manifests written before shifts existed have no such column
     rows_all = dataset.to_table(columns=columns + (["shift"] if has_shift else [])).to_pylist()
@@ -534,15 +534,14 @@ def _existing(path: Path) -> Path | None:
 def _original_images(run: RunDir, sources: Sequence[str]) -> dict[str, Path | None]:
     """The photo each source latent was projected from (a project run's source_path), or the sample itself
     (a sample run's images/<id>); None where neither can be found (a grey cell)."""
-    import pyarrow.dataset as pads
 
     record = run.read_run() or {}
-    parts = [Path(p) for p in (record.get("config") or {}).get("latents") or []]
+    parts = [storage.location(p) for p in (record.get("config") or {}).get("latents") or []]
     if not parts:
         return {}
     wanted, found = set(sources), {}
     try:
-        table = pads.dataset([str(p) for p in parts if p.is_file()], format="parquet")
+        table = open_dataset([p for p in parts if p.is_file()])
         columns = [c for c in ("image_id", "source_path") if c in table.schema.names]
         rows = table.to_table(columns=columns).to_pylist()
     except (OSError, ValueError):
@@ -553,5 +552,5 @@ def _original_images(run: RunDir, sources: Sequence[str]) -> dict[str, Path | No
         if src not in wanted:
             continue
         candidates = [row.get("source_path"), latents_root / IMAGES / safe_relpath(src)]
-        found[src] = next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+        found[src] = next((storage.location(c) for c in candidates if c and storage.location(c).is_file()), None)
     return found

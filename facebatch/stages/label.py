@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from facebatch.errors import InputError
 from facebatch.nets.predictors import PredictorRef
+from facebatch.pipeline import storage
 from facebatch.pipeline.rundir import IMAGES, LATENTS, RUN_FILE, RunDir
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
@@ -61,7 +62,7 @@ class LabelInput:
 
 def find_run(path: Path) -> RunDir | None:
     """A `project`/`sample` run folder (holding _run.json and latents/), also when given its latents/ folder."""
-    path = Path(path)
+    path = storage.location(path, "input")
     for root in (path, path.parent):
         if (root / RUN_FILE).is_file() and (root / LATENTS).is_dir() and (root == path or path.name == LATENTS):
             return RunDir(root, LATENTS)
@@ -72,7 +73,7 @@ def plan_input(path: Path, source: str | None, exclude: Sequence[Path] = ()) -> 
     """Items from INPUT: a folder of images, a `project` run or a `sample` run; one-line errors otherwise."""
     from facebatch.pipeline.discover import discover_images, is_image_name, no_images
 
-    path = Path(path)
+    path = storage.location(path, "input")
     if source not in (None, RENDER, SOURCE):
         raise InputError(f"--from must be render or source, not {source!r}")
     if not path.exists():
@@ -156,7 +157,7 @@ def build_label_spec(
     if len(set(ids)) != len(ids):
         raise InputError(f"{source.root} has repeated image_ids; label needs one row per image")
     config: dict = {
-        "input": str(Path(source.root).resolve()),
+        "input": storage.resolved(source.root),
         "input_kind": source.kind,
         "from": source.mode,
         "predictor": {"name": predictor.name, "kind": predictor.kind, "sha256": predictor.sha256},
@@ -176,7 +177,7 @@ def build_label_spec(
         metadata.update(generator_sha256=sha)
     return StageSpec(
         name=STAGE,
-        out_dir=Path(out_dir),
+        out_dir=storage.location(out_dir),
         table=TABLE,
         items=source.items,
         shard_size=shard_size,
@@ -249,7 +250,7 @@ def process_label(state: LabelState, items: list[dict], info: ShardInfo) -> pa.T
             try:
                 if not items[k]["path"]:
                     raise FileNotFoundError("the run recorded no source file for this row")
-                img, _ = load_image(Path(items[k]["path"]), state.predictor.resolution)
+                img, _ = load_image(items[k]["path"], state.predictor.resolution)
                 loaded.append(img)
                 ks.append(k)
             except Exception as exc:  # unreadable, missing, a decompression bomb: an error row
@@ -261,7 +262,7 @@ def process_label(state: LabelState, items: list[dict], info: ShardInfo) -> pa.T
     if render:
         parts = sorted({items[k]["part"] for k in render})
         ws = read_rows(
-            [Path(p) for p in parts],
+            [storage.location(p) for p in parts],
             "w",
             (state.G.num_ws, state.G.w_dim),
             np.array([parts.index(items[k]["part"]) for k in render]),
@@ -296,7 +297,7 @@ def read_labels_table(out_dir: Path, n_parts: int | None = None):
     """The run's rows as a DataFrame in item order (parts are written in item order)."""
     from facebatch.pipeline.table import read_parts_frame
 
-    parts = sorted(RunDir(Path(out_dir), TABLE).table_dir.glob("part-*.parquet"))
+    parts = sorted(RunDir(storage.location(out_dir), TABLE).table_dir.glob("part-*.parquet"))
     return read_parts_frame(parts[:n_parts] if n_parts is not None else parts)
 
 

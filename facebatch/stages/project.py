@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from facebatch.invert.presets import ProjectionConfig
 from facebatch.invert.scores import ROW_SCORE_KEYS
+from facebatch.pipeline import storage
 from facebatch.pipeline.images import UnreadableImage, image_to_tensor, load_image, save_image
 from facebatch.pipeline.noise_store import NoiseWriter
 from facebatch.pipeline.progress import report_steps
@@ -96,7 +97,7 @@ def build_project_spec(
     side = [d for d, on in ((RECONSTRUCTIONS, save_reconstructions), (NOISE, save_noise)) if on]
     return StageSpec(
         name=STAGE,
-        out_dir=Path(out_dir),
+        out_dir=storage.location(out_dir),
         table=TABLE,
         items=items,
         shard_size=shard_size,
@@ -338,7 +339,7 @@ def _load_batch(state: ProjectState, chunk: list[dict], rows: _Rows) -> list[tup
             if "image" in item:  # in memory (the library's project of PIL images or tensors)
                 tensor, meta = image_to_tensor(item["image"], state.resolution)
             else:
-                tensor, meta = load_image(Path(item["path"]), state.resolution, align=state.align)
+                tensor, meta = load_image(item["path"], state.resolution, align=state.align)
         except (UnreadableImage, *state.align_errors) as exc:
             meta = getattr(exc, "image_info", {})
             rows.set(image_id, error=str(exc) or type(exc).__name__, **_file_facts(meta))

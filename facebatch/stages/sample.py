@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 from facebatch.pipeline.rundir import IMAGES, LATENTS
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
@@ -69,7 +70,7 @@ def build_sample_spec(
     items = [{"image_id": seed_image_id(s), "seed": int(s)} for s in dict.fromkeys(seeds)]
     return StageSpec(
         name=STAGE,
-        out_dir=Path(out_dir),
+        out_dir=storage.location(out_dir),
         table=LATENTS,
         items=items,
         shard_size=shard_size,

@@ -21,6 +21,7 @@ from typing import Sequence
 
 from facebatch.checks import known_options
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 from facebatch.pipeline.rundir import IMAGES, MANIFEST, SHEETS
 from facebatch.pipeline.runner import StageSpec
 from facebatch.ranges import check_seeds, whole_number
@@ -78,7 +79,7 @@ def build_mix_spec(
     }
     return StageSpec(
         name="mix",
-        out_dir=Path(out_dir),
+        out_dir=storage.location(out_dir),
         table=MANIFEST,
         items=items,
         shard_size=shard_size,

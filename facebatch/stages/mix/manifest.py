@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from facebatch.pipeline import storage
 from facebatch.pipeline.rundir import MANIFEST, SHEETS, RunDir
 from facebatch.pipeline.table import latent_array_masked, latent_field
 from facebatch.stages.mix.outputs import pair_dir
@@ -102,7 +103,7 @@ def read_manifest(out_dir: Path):
     from facebatch.pipeline.table import read_parts_frame
 
     names = [n for n in manifest_schema(1, 1).names if n != "w"]
-    return read_parts_frame(RunDir(Path(out_dir), MANIFEST).parts(), names)
+    return read_parts_frame(RunDir(storage.location(out_dir), MANIFEST).parts(), names)
 
 
 def write_contact_sheet(out_dir: Path, app: str, max_rows: int = 16) -> Path | None:
@@ -110,7 +111,7 @@ def write_contact_sheet(out_dir: Path, app: str, max_rows: int = 16) -> Path | N
     from facebatch.pipeline.atomic import atomic_write_bytes
     from facebatch.sheets import edit_grid
 
-    run = RunDir(Path(out_dir), MANIFEST)
+    run = RunDir(storage.location(out_dir), MANIFEST)
     frame = read_manifest(out_dir)
     frame = frame[frame.status == "ok"]
     if frame.empty:

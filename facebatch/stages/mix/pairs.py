@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 from facebatch.pipeline.rundir import RunDir
-from facebatch.pipeline.table import reading_parquet
+from facebatch.pipeline.table import parquet_source, read_parquet, reading_parquet
 
 if TYPE_CHECKING:
     from facebatch.stages.mix.apps import App
@@ -59,7 +60,7 @@ def open_runs(paths: Sequence[Path]) -> LatentRuns:
 
     runs = LatentRuns()
     for path in paths:
-        source = open_latents(Path(path))
+        source = open_latents(storage.location(path))
         index = source.index("w")
         sha = index.generator_sha256
         if runs.sha256 is not None and sha != runs.sha256:
@@ -73,14 +74,14 @@ def open_runs(paths: Sequence[Path]) -> LatentRuns:
         sources = {}
         for f in source.files:
             with reading_parquet(f):
-                names = pq.read_schema(f).names
-                t = pq.read_table(f, columns=["image_id", "source_path"]) if "source_path" in names else None
+                names = pq.read_schema(parquet_source(f)).names
+                t = read_parquet(f, ["image_id", "source_path"]) if "source_path" in names else None
             if t is not None:
                 sources.update(zip(t.column("image_id").to_pylist(), t.column("source_path").to_pylist()))
         for n, image_id in enumerate(index.image_ids):
             if image_id in runs.where or not index.ok[n]:
                 continue
-            part = Path(index.files[index.file_of_row[n]])
+            part = storage.location(index.files[index.file_of_row[n]])
             noise = RunDir.of_part(part).noise_part(part.stem)
             runs.where[str(image_id)] = {
                 "part": str(part.resolve()),
@@ -103,11 +104,11 @@ def _side(ref: str, base: Path, runs: LatentRuns | None) -> dict | None:
 
 def read_pairs(pairs_csv: Path, app: App, runs: LatentRuns | None = None) -> list[dict]:
     """PAIRS.csv -> items. Whole-file problems raise InputError; a bad cell becomes a per-pair error later."""
-    pairs_csv = Path(pairs_csv)
+    pairs_csv = storage.location(pairs_csv)
     if not pairs_csv.is_file():
         raise InputError(f"no such pairs file: {pairs_csv}")
     try:
-        with open(pairs_csv, newline="", encoding="utf-8-sig") as fh:
+        with pairs_csv.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             header = [(h or "").strip() for h in (reader.fieldnames or [])]
             rows = list(reader)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 from facebatch.pipeline.rundir import MANIFEST, RunDir
 from facebatch.pipeline.shard_task import ShardInfo
 from facebatch.stages.common import per_image_seed
@@ -77,12 +77,12 @@ def _load_side(state: MixState, side: dict, need_image: bool) -> _Side:
     out = _Side()
     if "part" in side and not need_image:
         shape = tuple(state.config["latent_shape"])
-        out.code = read_rows([Path(side["part"])], "w", shape, np.array([0]), np.array([side["row"]]))[0]
+        out.code = read_rows([storage.location(side["part"])], "w", shape, np.array([0]), np.array([side["row"]]))[0]
         if side.get("noise"):
-            out.noise = read_noise(Path(side["noise"]), side["ref"])
-        if side.get("source_path") and Path(side["source_path"]).is_file():
+            out.noise = read_noise(storage.location(side["noise"]), side["ref"])
+        if side.get("source_path") and storage.location(side["source_path"]).is_file():
             try:
-                out.image, meta = load_image(Path(side["source_path"]), R)
+                out.image, meta = load_image(storage.location(side["source_path"]), R)
                 out.size = (meta["orig_width"], meta["orig_height"])
             except UnreadableImage:
                 pass  # only for the sheet: the code is what counts
@@ -90,10 +90,10 @@ def _load_side(state: MixState, side: dict, need_image: bool) -> _Side:
     path = side.get("path") or side.get("source_path")
     if "part" in side and not path:
         raise InputError(f"{side['ref']}: its run records no source image, and {state.config['app']} needs pixels")
-    if not Path(path).exists():
+    if not storage.location(path).exists():
         what = "image file or image_id in the --latents run(s)" if state.config["latents"] else "image file"
         raise InputError(f"no such {what}: {side['ref']}")
-    out.image, meta = load_image(Path(path), R)
+    out.image, meta = load_image(storage.location(path), R)
     out.size = (meta["orig_width"], meta["orig_height"])
     return out
 
@@ -145,7 +145,7 @@ def process_mix(state: MixState, items: list[dict], info: ShardInfo) -> pa.Table
             continue
         pair.seconds = time.perf_counter() - start
         ready.append(pair)
-    run = RunDir(Path(info.out_dir), MANIFEST)
+    run = RunDir(storage.location(info.out_dir), MANIFEST)
     for start in range(0, len(ready), state.batch_size):
         chunk = ready[start : start + state.batch_size]
         began = time.perf_counter()
