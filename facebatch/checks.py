@@ -23,7 +23,11 @@ def what_it_is(value) -> str:
 
 def a_path(value, name: str, what: str = "a path") -> Path:
     """A file or folder (or a registry name, which is a str too): a non-empty str or an os.PathLike such as
-    pathlib.Path."""
+    pathlib.Path; an object-store URL (s3://...) or UPath comes back as a UPath."""
+    from facebatch.pipeline import storage
+
+    if storage.is_url(value) and (not isinstance(value, str) or value):
+        return storage.location(value, name)
     path = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
     if not isinstance(path, str) or not path:
         raise InputError(f"{name}: expected {what} (a str or pathlib.Path), got {what_it_is(value)}")

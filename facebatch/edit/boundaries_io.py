@@ -84,15 +84,27 @@ def check_writable(path: Path, overwrite: bool, update: bool) -> None:
 LOCK_WAIT_S = 60  # another writer of the same file: a merge takes a second, so a minute means it is stuck
 
 
+def _writer_lock(path):
+    """Held while the file is read, merged and written: a lock file beside it, or on an object store the
+    folder's lock object (which refuses a second writer at once rather than waiting)."""
+    from filelock import FileLock
+
+    if storage.is_url(path):
+        from facebatch.pipeline.rundir import folder_lock
+
+        return folder_lock(path.parent)
+    return FileLock(str(path.with_name(f".{path.name}.lock")), timeout=LOCK_WAIT_S)
+
+
 def write_boundaries(path: Path, new: list[Boundary], run: Mapping, overwrite: bool, update: bool) -> None:
     """--update merges into an existing file (same names are replaced); otherwise refuse to clobber one."""
-    from filelock import FileLock, Timeout
+    from filelock import Timeout
 
     check_writable(path, overwrite, update)
     path = storage.location(path)
     # --update reads, merges and writes: two at once would each drop the other's boundaries.
     try:
-        with FileLock(str(path.with_name(f".{path.name}.lock")), timeout=LOCK_WAIT_S):
+        with _writer_lock(path):
             merged = new
             if update and path.exists():
                 old = load_boundaries(path)

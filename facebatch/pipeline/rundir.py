@@ -230,15 +230,16 @@ def folder_lock(root: Path) -> Iterator[None]:
 
 # A lock object whose holder has not renewed it for this long is stale (its client died without removing it)
 # and is taken over. The holder renews it every LOCK_RENEW_S, so a live run is never taken for dead.
-LOCK_STALE_S = float(os.environ.get("FACEBATCH_LOCK_STALE_S", 300))
-LOCK_RENEW_S = LOCK_STALE_S / 5
+def lock_stale_seconds() -> float:
+    return float(os.environ.get("FACEBATCH_LOCK_STALE_S", 300))
 
 
 @contextlib.contextmanager
 def object_lock(root) -> Iterator[None]:
     """The object-store form of `folder_lock`: OUT/.lock is created with a conditional PUT (if-none-match, so
     of two clients exactly one succeeds), holds its owner (host, pid, a token) and when it was last renewed,
-    and is renewed by a thread while the block runs. A lock not renewed for LOCK_STALE_S is taken over."""
+    and is renewed by a thread while the block runs. A lock not renewed for FACEBATCH_LOCK_STALE_S seconds
+    (default 300; renewed five times as often) is taken over."""
     path = root / LOCK_FILE
     token = uuid.uuid4().hex
     owner = {"host": socket.gethostname(), "pid": os.getpid(), "token": token}
@@ -248,7 +249,7 @@ def object_lock(root) -> Iterator[None]:
     stop = threading.Event()
 
     def renew() -> None:
-        while not stop.wait(LOCK_RENEW_S):
+        while not stop.wait(lock_stale_seconds() / 5):
             with contextlib.suppress(Exception):  # a missed renewal only shortens the grace period
                 if _lock_holder(path).get("token") == token:
                     storage.pipe(path, _lock_body(owner))
@@ -287,12 +288,12 @@ def _take_lock_object(path, owner: dict) -> None:
             return
         except FileExistsError:
             holder = _lock_holder(path)
-            age = time.time() - float(holder.get("renewed_at") or 0)
-            if holder and age < LOCK_STALE_S:
+            age, stale = time.time() - float(holder.get("renewed_at") or 0), lock_stale_seconds()
+            if holder and age < stale:
                 who = f"{holder.get('host', '?')} pid {holder.get('pid', '?')}"
                 raise InputError(
                     f"{path.parent} is in use by another facebatch run ({who}, renewed {age:.0f} s ago); wait for "
-                    f"it or pick another output (a lock not renewed for {LOCK_STALE_S:.0f} s is taken over)"
+                    f"it or pick another output (a lock not renewed for {stale:.0f} s is taken over)"
                 ) from None
             storage.remove(path)  # stale: its holder died; the conditional create above decides the race again
     raise InputError(f"{path.parent} is in use by another facebatch run (its lock changed hands while we waited)")

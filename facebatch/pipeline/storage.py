@@ -122,10 +122,26 @@ def configure(options: Mapping[str, Any] | Sequence[str] | None) -> None:
     global _PENDING
     if options is not None and not isinstance(options, Mapping):
         options = parse_options(list(options))
+    _forget_applied()
     _PENDING = dict(options or {})
 
 
 _PENDING: dict[str, Any] = {}
+_BEFORE: dict[str, Any] = {}  # fsspec's own configuration of a protocol before we added to it
+
+
+def _forget_applied() -> None:
+    """Undo what an earlier `configure` added (a second command in one process starts from fsspec's own
+    configuration, not from the first command's options)."""
+    import fsspec.config
+
+    for protocol, before in _BEFORE.items():
+        if before is None:
+            fsspec.config.conf.pop(protocol, None)
+        else:
+            fsspec.config.conf[protocol] = before
+    _BEFORE.clear()
+    _APPLIED.clear()
 
 
 def _apply_pending(protocol: str) -> None:
@@ -140,6 +156,10 @@ def apply(by_protocol: Mapping[str, Mapping[str, Any]]) -> None:
     for protocol, options in (by_protocol or {}).items():
         if not options:
             continue
+        if protocol not in _BEFORE:
+            _BEFORE[protocol] = (
+                json.loads(json.dumps(fsspec.config.conf[protocol])) if protocol in fsspec.config.conf else None
+            )
         merged = _merge(fsspec.config.conf.get(protocol, {}), options)
         fsspec.config.conf[protocol] = merged
         _APPLIED[protocol] = _merge(_APPLIED.get(protocol, {}), options)
