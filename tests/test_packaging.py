@@ -1,8 +1,9 @@
 """The package list in pyproject.toml names every package: an editable install finds a package that the list
 forgot, so only a wheel (`pip install .`) would be missing it."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
