@@ -59,7 +59,7 @@ def run_case(images: Path, out: Path, workers: int, args) -> dict:
         items=items,
         out_dir=out,
         nets=nets,
-        projection=cfg.to_dict(),
+        projection=cfg,
         seed=0,
         shard_size=args.shard_size,
         batch_size=args.batch_size,

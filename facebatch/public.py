@@ -188,7 +188,7 @@ def _project_here(
         enc = load_encoder(None, generator=nets)
     if enc is not None:
         enc.encoder.to(dev)
-    table = project_files(items, nets, cfg.to_dict(), seed=seed, batch_size=batch_size, device=dev, encoder=enc)
+    table = project_files(items, nets, cfg, seed=seed, batch_size=batch_size, device=dev, encoder=enc)
     w = column_to_numpy(pa.table({"w": table.column("w")}, schema=pa.schema([table.schema.field("w")])), "w")
     return LatentTable(frame=table.drop_columns(["w"]).to_pandas(), latents={"w": w})
 

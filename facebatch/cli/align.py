@@ -83,8 +83,8 @@ def _plan_table(input_dir: Path, spec, summary, where: str, overwrite: bool) -> 
     table.add_row("to compute", f"{summary.shards_run} shards, {summary.images_todo} images")
     table.add_row(
         "alignment",
-        f"FFHQ recipe, {cfg['size']} px, {cfg['faces']} face(s), {cfg['backend']} landmarks, "
-        f"detection score >= {cfg['min_score']:g}",
+        f"FFHQ recipe, {cfg.size} px, {cfg.faces} face(s), {cfg.backend} landmarks, "
+        f"detection score >= {cfg.min_score:g}",
     )
     table.add_row("runs on", where)
     return table

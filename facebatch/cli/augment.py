@@ -158,7 +158,7 @@ def augment(
             f"plan: {summary.images} images ({len(attributes)} attribute(s) x {len(options.strengths)} strengths, "
             f"{len(options.shifts)} shifted generator(s)) in "
             f"{summary.shards} shards; {summary.shards_skipped} done, {summary.images_todo} to render; "
-            f"noise {'saved' if result.spec.config['use_saved_noise'] else 'const'}"
+            f"noise {'saved' if result.spec.config.use_saved_noise else 'const'}"
         )
         return
     if not run.quiet:

@@ -121,7 +121,7 @@ def invert(
         table = project_files(
             items,
             nets,
-            cfg.to_dict(),
+            cfg,
             seed=seed,
             batch_size=batch_size,
             device=dev,

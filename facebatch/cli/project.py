@@ -105,15 +105,15 @@ def _plan_table(input_dir, result, where: str, overwrite: bool) -> Table:
         f"preset {cfg.name}: {cfg.latent_space}, {cfg.total_steps} steps, perceptual {cfg.perceptual}, "
         f"noise {cfg.noise_optimization}",
     )
-    table.add_row("seed", str(spec.config["seed"]))
-    table.add_row("batch size", str(spec.runtime["batch_size"] or "auto (per worker device and resolution)"))
+    table.add_row("seed", str(spec.config.seed))
+    table.add_row("batch size", str(spec.runtime.batch_size or "auto (per worker device and resolution)"))
     table.add_row("runs on", where)
     extras = [
         name
         for name, on in (
-            ("reconstructions", spec.config["save_reconstructions"]),
-            ("noise maps", spec.config["save_noise"]),
-            (f"aligned with {spec.config['align']}", spec.config["align"]),
+            ("reconstructions", spec.config.save_reconstructions),
+            ("noise maps", spec.config.save_noise),
+            (f"aligned with {spec.config.align}", spec.config.align),
         )
         if on
     ]

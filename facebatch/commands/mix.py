@@ -75,7 +75,7 @@ def mix(
         pairs_csv=storage.location(pairs),
         out_dir=storage.location(out),
         nets=nets,
-        projection=cfg.to_dict(),
+        projection=cfg,
         params=dict(params or {}),
         latents=latents,
         seed=o.seed,

@@ -71,7 +71,7 @@ def project(
         items=items,
         out_dir=out,
         nets=nets,
-        projection=cfg.to_dict(),
+        projection=cfg,
         seed=o.seed,
         shard_size=o.shard_size,
         batch_size=o.batch_size,

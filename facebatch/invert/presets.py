@@ -77,8 +77,15 @@ class ProjectionConfig:
     # nor loses beyond noise.
     channels_last: bool = True
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
+        """Every setting by name: what a run's config records (and hashes) of its projection."""
         return dataclasses.asdict(self)
+
+    to_dict = to_json
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProjectionConfig:
+        return cls(**data)
 
     @property
     def total_steps(self) -> int:

@@ -1,6 +1,6 @@
 """The shard runner every long stage goes through: plan, resume check, Dask fan-out, markers, summary.
 
-A stage is two top-level functions: `setup(config) -> state` (run once per worker process: the model)
+A stage is two top-level functions: `setup(WorkerSetup) -> state` (run once per worker process: the model)
 and `process(state, items, info) -> pyarrow.Table` (one row per item, errors as rows). The runner owns
 everything else: shards, atomic parts, `_stats` markers, `_run.json`, `_SUCCESS`, retries, Ctrl-C.
 Kept in one module (over 400 lines) because the resume check, the run record and the two executors (this
@@ -27,6 +27,7 @@ from facebatch.pipeline.atomic import atomic_write_bytes, atomic_write_json
 from facebatch.pipeline.cluster import ClusterOptions, open_client, task_resources
 from facebatch.pipeline.plan import Shard, config_diff, config_hash, digest, plan_hash, plan_shards, versions
 from facebatch.pipeline.progress import image_progress, reporting_steps, steps_topic
+from facebatch.pipeline.records import JsonRecord, WorkerSetup, to_json
 from facebatch.pipeline.rundir import RunDir
 from facebatch.pipeline.shard_task import ShardInfo, ShardTask, run_shard
 from facebatch.pipeline.summary import RunSummary, merge_scores
@@ -42,10 +43,12 @@ class StageSpec:
     table: str  # e.g. "latents"
     items: list[dict]  # one JSON-able dict per input, with "image_id"; the order defines the shards
     shard_size: int
-    config: dict  # resolved config: its hash decides whether a rerun may resume
-    setup: Callable[[dict], Any]  # top-level: config (+ runtime) -> worker state, once per worker process
+    # The resolved config, a frozen JsonRecord: its JSON's hash decides whether a rerun may resume. A plain dict
+    # (an ad-hoc stage) reaches setup merged with the runtime, device and torch_threads in one dict.
+    config: JsonRecord | dict
+    setup: Callable[[Any], Any]  # top-level: WorkerSetup(config, runtime, device) -> worker state, once per process
     process: Callable[[Any, list[dict], ShardInfo], pa.Table]  # top-level: one row per item
-    runtime: dict = field(default_factory=dict)  # reaches setup but not the hash (device, batch size)
+    runtime: JsonRecord | dict = field(default_factory=dict)  # reaches setup but not the hash (paths, batch size)
     schema: pa.Schema | None = None  # when given, every part is cast to it (parts must agree for readers)
     score_columns: Sequence[str] = ()  # numeric columns summarised in the run summary
     side_dirs: Sequence[str] = ()  # OUT subfolders the stage writes (removed by --overwrite)
@@ -122,7 +125,7 @@ def run_stage(
 
 def _prepare(spec: StageSpec, run_dir: RunDir, *, overwrite: bool, retry_errors: bool, check: bool) -> _Prepared:
     shards = plan_shards(spec.items, spec.shard_size)
-    chash = config_hash(spec.name, spec.table, spec.config)
+    chash = config_hash(spec.name, spec.table, to_json(spec.config))
     phash = plan_hash(shards, spec.shard_size)
     if check:
         _check_resumable(spec, run_dir, chash, phash)
@@ -189,7 +192,7 @@ def _check_resumable(spec: StageSpec, run_dir: RunDir, chash: str, phash: str) -
         return
     _check_same_kind(spec, run_dir)  # another command's run: --overwrite would not replace it either
     if previous.get("config_hash") != chash:
-        changes = config_diff(previous.get("config", {}), spec.config)
+        changes = config_diff(previous.get("config", {}), to_json(spec.config))
         detail = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
         raise InputError(f"{run_dir.root} was started with other settings ({detail or 'config differs'}); {hint}")
     if previous.get("plan_hash") != phash:
@@ -202,16 +205,17 @@ def _check_resumable(spec: StageSpec, run_dir: RunDir, chash: str, phash: str) -
 
 def _run_record(spec: StageSpec, run_dir: RunDir, prep: _Prepared, cluster: ClusterOptions) -> dict:
     previous = run_dir.read_run() or {}
+    config = to_json(spec.config)
     return {
         "stage": spec.name,
         "table": spec.table,
-        "config": spec.config,
+        "config": config,
         "config_hash": prep.config_hash,
-        "seed": spec.config.get("seed"),
+        "seed": config.get("seed"),
         **spec.metadata,
         "plan": {"items": len(spec.items), "shard_size": spec.shard_size, "shards": len(prep.shards)},
         "plan_hash": prep.plan_hash,
-        "runtime": spec.runtime,
+        "runtime": to_json(spec.runtime),
         "cluster": {k: str(v) if isinstance(v, Path) else v for k, v in vars(cluster).items()},
         "versions": versions(),
         "created_at": previous.get("created_at", time.time()),
@@ -224,11 +228,15 @@ def _tasks(
     spec: StageSpec, cluster: ClusterOptions, run_dir: RunDir, prep: _Prepared, work: list[Shard], run_id: str
 ) -> list[ShardTask]:
     # torch_threads reaches setup too: env vars cannot set it in this process (--workers 0) or on remote workers.
-    runtime = {"device": cluster.device, "torch_threads": cluster.torch_threads(), **spec.runtime}
-    setup_config = {**spec.config, **runtime}
+    place = {"device": cluster.device, "torch_threads": cluster.torch_threads()}
+    runtime = {**place, **to_json(spec.runtime)}
+    if isinstance(spec.config, dict):
+        setup_config = {**spec.config, **runtime}
+    else:
+        setup_config = WorkerSetup(spec.config, spec.runtime, **place)
     meta = {
         "stage": spec.name,
-        "config": spec.config,
+        "config": to_json(spec.config),
         "config_hash": prep.config_hash,
         "versions": versions(),
         **spec.metadata,

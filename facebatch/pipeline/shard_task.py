@@ -27,6 +27,7 @@ from facebatch.pipeline import storage
 from facebatch.pipeline.atomic import atomic_write_json, recording_writes
 from facebatch.pipeline.cluster import worker_device
 from facebatch.pipeline.progress import worker_step_reporting
+from facebatch.pipeline.records import WorkerSetup
 from facebatch.pipeline.rundir import RunDir
 from facebatch.pipeline.table import atomic_write_table, read_parquet, with_run_metadata
 
@@ -61,9 +62,9 @@ class ShardTask:
     info: ShardInfo
     items: list[dict]
     ids_hash: str
-    setup: Callable[[dict], Any]
+    setup: Callable[[Any], Any]
     process: Callable[[Any, list[dict], ShardInfo], pa.Table]
-    setup_config: dict
+    setup_config: WorkerSetup | dict  # what setup gets (a dict for an ad-hoc stage with a dict config)
     state_key: str
     run_metadata: dict
     schema: pa.Schema | None = None
@@ -74,7 +75,7 @@ class ShardTask:
     storage_options: dict = field(default_factory=dict, repr=False)
 
 
-def worker_state(setup: Callable[[dict], Any], key: str, config: dict) -> Any:
+def worker_state(setup: Callable[[Any], Any], key: str, config: WorkerSetup | dict) -> Any:
     """The stage state (e.g. a loaded model), built once per worker process and reused by every shard.
 
     Keyed by the config hash, so a long-lived remote worker that sees a new run drops the old model
@@ -84,7 +85,10 @@ def worker_state(setup: Callable[[dict], Any], key: str, config: dict) -> Any:
         if _STATE.get("key") != key:
             _STATE.clear()
             gc.collect()
-            if "device" in config:  # resolved here, in the worker: only a local GPU worker has its one GPU as cuda
+            # The device is resolved here, in the worker: only a local GPU worker has its one GPU as cuda.
+            if isinstance(config, WorkerSetup):
+                config = config.on_device(worker_device(config.device))
+            elif "device" in config:
                 config = {**config, "device": worker_device(config["device"])}
             _STATE["state"] = setup(config)
             _STATE["key"] = key
@@ -190,13 +194,14 @@ def score_stats(table: pa.Table, columns: Sequence[str]) -> dict[str, dict]:
     return stats
 
 
-def _device_of(config: dict) -> str | None:
+def _device_of(config: WorkerSetup | dict) -> str | None:
     """The torch device this worker computed on (what `auto` or a local GPU worker's `cuda:N` became)."""
-    if "device" not in config:
+    device = config.device if isinstance(config, WorkerSetup) else config.get("device")
+    if device is None:
         return None
     from facebatch.nets.device import resolve_device
 
-    return str(resolve_device(worker_device(config["device"])))
+    return str(resolve_device(worker_device(device)))
 
 
 def _dask_worker() -> str | None:

@@ -1,9 +1,12 @@
 """The stages: where networks meet the batch machinery, one module per stage.
 
 A stage is a `StageSpec` (what `facebatch.pipeline.runner.run_stage` runs) built by one function of
-its module, plus two top-level functions the spec names:
+its module from two frozen records of its own (`facebatch.pipeline.records`): its config (what `_run.json`
+records and the resume hash covers) and its runtime (paths, batch size), plus two top-level functions the
+spec names:
 
-- ``setup(config) -> state``: once per worker process (load the generator, the landmark model, ...);
+- ``setup(WorkerSetup) -> state``: once per worker process, with the typed config and runtime and the
+  worker's device (load the generator, the landmark model, ...); the state is a dataclass;
 - ``process(state, items, info) -> pyarrow.Table``: one shard of items in, its rows out (one row per
   item, or several for ``rows_per_item="many"``), every row with ``image_id``, ``status`` and
   ``error``; a bad input is an error row, never an exception.

@@ -25,6 +25,7 @@ from facebatch.errors import InputError
 from facebatch.pipeline import storage
 from facebatch.pipeline.atomic import atomic_write_bytes
 from facebatch.pipeline.images import UnreadableImage, decode, read_bytes
+from facebatch.pipeline.records import JsonRecord, WorkerSetup
 from facebatch.pipeline.rundir import ALIGNED, FACES
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
@@ -72,6 +73,31 @@ def aligned_name(image_id: str, face_index: int) -> str:
     return f"{ALIGNED}/{image_id}.png" if face_index == 0 else f"{ALIGNED}/{image_id}.face{face_index}.png"
 
 
+@dataclass(frozen=True)
+class AlignRecipe(JsonRecord):
+    """How a face is cut out (recorded: another recipe is another run)."""
+
+    name: str = "ffhq"
+    transform_oversample: int = TRANSFORM_OVERSAMPLE  # the FFHQ warp's supersampling factor
+    pad: bool = True  # reflect-pad and blur beyond the image's edges, as FFHQ did
+
+
+@dataclass(frozen=True)
+class AlignConfig(JsonRecord):
+    """What decides an align run's rows (hashed: other values are another run)."""
+
+    size: int  # side of the aligned square in pixels
+    backend: str  # landmark backend
+    faces: str  # largest | all
+    min_score: float  # detection score threshold
+    recipe: AlignRecipe = AlignRecipe()
+
+
+@dataclass(frozen=True)
+class AlignRuntime(JsonRecord):
+    """Nothing but the config reaches an align worker."""
+
+
 def build_align_spec(
     *, items: list[dict], out_dir: Path, size: int, backend: str, faces: str, min_score: float | None, shard_size: int
 ) -> StageSpec:
@@ -81,13 +107,7 @@ def build_align_spec(
         raise InputError(f"--size must be a positive number of pixels, not {size}")
     rows_per_item = "many" if faces == "all" else "one"
     threshold = get_backend(check_name(backend)).default_min_score if min_score is None else float(min_score)
-    config = {
-        "size": int(size),
-        "backend": backend,
-        "faces": faces,
-        "min_score": threshold,
-        "recipe": {"name": "ffhq", "transform_oversample": TRANSFORM_OVERSAMPLE, "pad": True},
-    }
+    config = AlignConfig(size=int(size), backend=backend, faces=faces, min_score=threshold)
     return StageSpec(
         name=STAGE,
         out_dir=storage.location(out_dir),
@@ -97,6 +117,7 @@ def build_align_spec(
         config=config,
         setup=setup_align,
         process=process_align,
+        runtime=AlignRuntime(),
         schema=align_schema(),
         score_columns=("score", "seconds"),
         side_dirs=(ALIGNED,),
@@ -112,9 +133,10 @@ class AlignState:
     min_score: float
 
 
-def setup_align(config: dict) -> AlignState:
-    get_backend(config["backend"])  # load the landmark model once per worker process, before the first image
-    return AlignState(config["size"], config["backend"], config["faces"], config["min_score"])
+def setup_align(setup: WorkerSetup[AlignConfig, AlignRuntime]) -> AlignState:
+    cfg = setup.config
+    get_backend(cfg.backend)  # load the landmark model once per worker process, before the first image
+    return AlignState(cfg.size, cfg.backend, cfg.faces, cfg.min_score)
 
 
 def process_align(state: AlignState, items: list[dict], info: ShardInfo) -> pa.Table:

@@ -33,6 +33,7 @@ from facebatch.edit.boundaries_io import load_boundaries, pick
 from facebatch.edit.conditional import edit_step
 from facebatch.pipeline import storage
 from facebatch.pipeline.latents import LatentIndex, check_generator, read_rows, resolve_generator
+from facebatch.pipeline.records import JsonRecord, WorkerSetup, record_field
 from facebatch.pipeline.rundir import IMAGES, MANIFEST, SHEETS, RunDir, output_names, safe_relpath
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
@@ -122,35 +123,87 @@ def manifest_schema(num_ws: int, w_dim: int) -> pa.Schema:
     return latents_schema(num_ws, w_dim, about=about)
 
 
-def setup_augment(config: dict) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ShiftFacts(JsonRecord):
+    """A shifted generator as the run's config records it (its file is in the runtime)."""
+
+    name: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class AugmentConfig(JsonRecord):
+    """What decides an augment run's rows (hashed: other values are another run)."""
+
+    latents: tuple[str, ...]  # the latents parts read
+    latent_column: str
+    latent_shape: tuple[int, int]  # (num_ws, w_dim)
+    boundaries: str | None  # the boundaries file (None: no edits, shifts only)
+    # Per boundary used (edited along or held), a fingerprint of its normal: a rewritten file with other
+    # normals must not resume into the same manifest.
+    boundaries_used: dict[str, str]
+    attributes: tuple[str, ...]
+    strengths: tuple[float, ...]
+    conditions: tuple[str, ...]  # boundaries whose distances must not move
+    edit_layers: tuple[int, ...] | None  # W+ rows an edit may move (None: each boundary's own)
+    layers_label: str  # the manifest's `layers`
+    mode: str  # relative | absolute
+    use_saved_noise: bool
+    generator_sha256: str
+    limit: int | None  # only the first N ok latents
+    # Recorded only with shifts: an edits-only run keeps the config (and the resume) it had before shifts existed.
+    shifts: tuple[ShiftFacts, ...] | None = record_field(None, omit_none=True)
+
+
+@dataclass(frozen=True)
+class AugmentRuntime(JsonRecord):
+    """What a worker needs besides the config, free to change on resume."""
+
+    generator_path: str
+    batch_size: int  # images rendered together
+    shift_paths: dict[str, str]  # shift name -> its generator file
+    sheet_sources: tuple[str, ...]  # sources rendered unedited too, for the contact sheets' strength-0 column
+
+
+@dataclass
+class AugmentState:
+    generators: dict[str | None, Any]  # shift name (None: the run's own generator) -> G
+    device: Any
+    steps: dict[str, Any]  # attribute -> the W+ step that moves its distance by 1
+    boundaries: dict[str, Any]  # attribute -> Boundary
+    config: AugmentConfig
+    runtime: AugmentRuntime
+
+
+def setup_augment(setup: WorkerSetup[AugmentConfig, AugmentRuntime]) -> AugmentState:
     """Once per worker: the generators (the run's and each shifted one, checked by sha256) and, per
     attribute, the W+ step that moves its distance by 1."""
     from facebatch.nets.checkpoints import load_networks
     from facebatch.stages.common import worker_networks
 
-    nets, device = worker_networks(config, with_d=False)
+    cfg, rt = setup.config, setup.runtime
+    nets, device = worker_networks(setup, rt.generator_path, cfg.generator_sha256, with_d=False)
     steps, targets = {}, {}
-    if config["attributes"]:
-        boundaries = load_boundaries(storage.location(config["boundaries"]))
-        conditions = pick(boundaries, config["conditions"], "condition")
-        for attr in config["attributes"]:
+    if cfg.attributes:
+        boundaries = load_boundaries(storage.location(cfg.boundaries))
+        conditions = pick(boundaries, list(cfg.conditions), "condition")
+        for attr in cfg.attributes:
             (b,) = pick(boundaries, [attr])
             conds = [c for c in conditions if c.name != attr]
-            steps[attr] = edit_step(b, conds, config["edit_layers"])
+            steps[attr] = edit_step(b, conds, cfg.edit_layers)
             targets[attr] = b
     generators = {None: nets.G.eval()}
-    for shift in config.get("shifts", []):
-        path = config["shift_paths"][shift["name"]]
-        generators[shift["name"]] = load_networks(
-            path, device=str(device), with_d=False, expect_sha256=shift["sha256"]
-        ).G.eval()
-    return {"G": generators, "device": device, "steps": steps, "boundaries": targets, "config": config}
+    for shift in cfg.shifts or ():
+        path = rt.shift_paths[shift.name]
+        shifted = load_networks(path, device=str(device), with_d=False, expect_sha256=shift.sha256)
+        generators[shift.name] = shifted.G.eval()
+    return AugmentState(generators, device, steps, targets, cfg, rt)
 
 
-def _noise_for(state: dict, part: str, source_id: str) -> list[np.ndarray] | None:
+def _noise_for(state: AugmentState, part: str, source_id: str) -> list[np.ndarray] | None:
     from facebatch.pipeline.noise_store import read_noise
 
-    if not state["config"]["use_saved_noise"]:
+    if not state.config.use_saved_noise:
         return None
     path = noise_file(storage.location(part))
     if not path.exists():
@@ -158,27 +211,26 @@ def _noise_for(state: dict, part: str, source_id: str) -> list[np.ndarray] | Non
     return read_noise(path, source_id)
 
 
-def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table:
-
+def process_augment(state: AugmentState, items: list[dict], info: ShardInfo) -> pa.Table:
     from facebatch.pipeline.images import save_image
 
-    cfg = state["config"]
-    generators = state["G"]
+    cfg, rt = state.config, state.runtime
+    generators = state.generators
     out_dir = storage.location(info.out_dir)
     # One read per source latent, even though each appears once per attribute and strength.
     sources = list(dict.fromkeys((i["part"], i["row"]) for i in items))
     files = sorted({p for p, _ in sources})
     src_ws = read_rows(
         [storage.location(f) for f in files],
-        cfg["latent_column"],
-        tuple(cfg["latent_shape"]),
+        cfg.latent_column,
+        cfg.latent_shape,
         np.array([files.index(p) for p, _ in sources]),
         np.array([r for _, r in sources]),
     )
     where = {key: n for n, key in enumerate(sources)}
 
     n = len(items)
-    edited = np.zeros((n,) + tuple(cfg["latent_shape"]), dtype=np.float32)
+    edited = np.zeros((n,) + cfg.latent_shape, dtype=np.float32)
     before, after = np.full(n, np.nan), np.full(n, np.nan)
     paths: list[str | None] = [None] * n
     errors: list[str | None] = [None] * n
@@ -189,10 +241,10 @@ def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table
         else:
             by_attr[it["attribute"]].append(k)
     for attr, ks in by_attr.items():
-        b = state["boundaries"][attr]
+        b = state.boundaries[attr]
         ws = src_ws[[where[(items[k]["part"], items[k]["row"])] for k in ks]]
         strengths = np.array([items[k]["strength"] for k in ks], dtype=np.float64)
-        edited[ks] = edit_latents(ws, b, strengths, mode=cfg["mode"], step=state["steps"][attr])
+        edited[ks] = edit_latents(ws, b, strengths, mode=cfg.mode, step=state.steps[attr])
         before[ks] = b.distance(ws)
         after[ks] = b.distance(edited[ks])
 
@@ -208,7 +260,7 @@ def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table
             todo.append((k, noise_cache[key]))
         except (ValueError, KeyError, FileNotFoundError, OSError) as exc:
             errors[k] = f"{type(exc).__name__}: {exc}"
-    batch = int(cfg.get("batch_size", 8))
+    batch = rt.batch_size
     by_generator: dict[str | None, list] = defaultdict(list)
     for k, nz in todo:
         by_generator[items[k].get("shift")].append((k, nz))
@@ -221,7 +273,7 @@ def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table
         G = generators[shift]
         ks = [k for k, _ in chunk]
         try:
-            img = _render(G, edited[ks], [nz for _, nz in chunk], state["device"])
+            img = _render(G, edited[ks], [nz for _, nz in chunk], state.device)
             for j, k in enumerate(ks):
                 save_image(img[j].cpu(), out_dir / paths[k])
         except Exception as exc:  # a failed batch becomes error rows, the shard goes on
@@ -230,9 +282,8 @@ def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table
 
     _render_sheet_bases(state, items, src_ws, where, noise_cache, out_dir)
     ok = np.array([e is None for e in errors])
-    shifts = {s["name"]: s for s in cfg.get("shifts", [])}
-    files = {None: cfg["generator_path"], **cfg.get("shift_paths", {})}
-    shas = {None: cfg["generator_sha256"], **{name: s["sha256"] for name, s in shifts.items()}}
+    files = {None: rt.generator_path, **rt.shift_paths}
+    shas = {None: cfg.generator_sha256, **{s.name: s.sha256 for s in cfg.shifts or ()}}
     edits = [it["attribute"] is not None for it in items]
     return pa.Table.from_arrays(
         [
@@ -240,12 +291,12 @@ def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table
             pa.array([it["source_id"] for it in items]),
             pa.array([it["attribute"] for it in items], pa.string()),
             pa.array([it["strength"] for it in items], pa.float64()),
-            pa.array([cfg["mode"] if e else None for e in edits], pa.string()),
+            pa.array([cfg.mode if e else None for e in edits], pa.string()),
             pa.array(
-                [[c for c in cfg["conditions"] if c != it["attribute"]] if e else [] for it, e in zip(items, edits)],
+                [[c for c in cfg.conditions if c != it["attribute"]] if e else [] for it, e in zip(items, edits)],
                 pa.list_(pa.string()),
             ),
-            pa.array([cfg["layers_label"] if e else None for e in edits], pa.string()),
+            pa.array([cfg.layers_label if e else None for e in edits], pa.string()),
             pa.array(before),
             pa.array(after),
             pa.array([it.get("shift") for it in items], pa.string()),
@@ -254,24 +305,25 @@ def process_augment(state: dict, items: list[dict], info: ShardInfo) -> pa.Table
             pa.array([p if e is None else None for p, e in zip(paths, errors)], pa.string()),
             pa.array(["ok" if e is None else "error" for e in errors]),
             pa.array(errors, pa.string()),
-            latent_array_masked(edited, ok, tuple(cfg["latent_shape"])),
+            latent_array_masked(edited, ok, cfg.latent_shape),
         ],
-        schema=manifest_schema(*cfg["latent_shape"]),
+        schema=manifest_schema(*cfg.latent_shape),
     )
 
 
-def _render_sheet_bases(state: dict, items: list[dict], src_ws, where: dict, noise_cache: dict, out_dir: Path) -> None:
+def _render_sheet_bases(
+    state: AugmentState, items: list[dict], src_ws, where: dict, noise_cache: dict, out_dir: Path
+) -> None:
     """The unedited render (the reconstruction) of each contact-sheet source in this shard: the sheets' strength-0
     column. Side files of the sheets, not rows of the manifest: the augmentation set stays what was asked for."""
-
     from facebatch.pipeline.images import save_image
 
-    wanted = set(state["config"].get("sheet_sources") or ())
+    wanted = set(state.runtime.sheet_sources)
     firsts = {it["source_id"]: it for it in items if it["source_id"] in wanted}
     for source_id, it in firsts.items():
         nz = noise_cache.get((it["part"], source_id))
         try:
-            img = _render(state["G"][None], src_ws[where[(it["part"], it["row"])]][None], [nz], state["device"])
+            img = _render(state.generators[None], src_ws[where[(it["part"], it["row"])]][None], [nz], state.device)
             save_image(img[0].cpu(), out_dir / sheet_base_path(source_id, it.get("out_name")))
         except Exception:  # noqa: BLE001 - a sheet's picture must never fail the rows; the cell stays grey
             continue
@@ -431,25 +483,23 @@ def build_augment_spec(
     items = plan_items(index, list(attributes), list(strengths) if attributes else [], limit, [s.name for s in shifted])
     if not items:
         raise InputError("the latents table has no ok rows to edit")
-    config = {
-        "latents": [str(f.resolve()) for f in index.files],
-        "latent_column": index.column,
-        "latent_shape": list(index.shape),
-        "boundaries": storage.resolved(boundaries_path) if attributes else None,
-        # A rewritten boundaries file with other normals must not resume into the same manifest.
-        "boundaries_used": {b.name: _fingerprint(b) for b in targets + conds},
-        "attributes": list(attributes),
-        "strengths": [float(s) for s in strengths],
-        "conditions": list(conditions),
-        "edit_layers": edit_layers,
-        "layers_label": format_layers(edit_layers) if edit_layers else "boundary",
-        "mode": mode,
-        "use_saved_noise": noise == "saved" or (noise == "auto" and saved),
-        "generator_sha256": sha,
-        "limit": limit,
-    }
-    if shifted:  # only then: an edits-only run keeps the config (and so the resume) it had before shifts existed
-        config["shifts"] = [{"name": s.name, "sha256": s.sha256} for s in shifted]
+    config = AugmentConfig(
+        latents=tuple(str(f.resolve()) for f in index.files),
+        latent_column=index.column,
+        latent_shape=tuple(index.shape),
+        boundaries=storage.resolved(boundaries_path) if attributes else None,
+        boundaries_used={b.name: _fingerprint(b) for b in targets + conds},
+        attributes=tuple(attributes),
+        strengths=tuple(float(s) for s in strengths),
+        conditions=tuple(conditions),
+        edit_layers=tuple(edit_layers) if edit_layers is not None else None,
+        layers_label=format_layers(edit_layers) if edit_layers else "boundary",
+        mode=mode,
+        use_saved_noise=noise == "saved" or (noise == "auto" and saved),
+        generator_sha256=sha,
+        limit=limit,
+        shifts=tuple(ShiftFacts(s.name, s.sha256) for s in shifted) or None,
+    )
     return StageSpec(
         name="augment",
         out_dir=storage.location(out_dir),
@@ -459,12 +509,12 @@ def build_augment_spec(
         config=config,
         setup=setup_augment,
         process=process_augment,
-        runtime={
-            "generator_path": str(path),
-            "batch_size": batch_size,
-            "shift_paths": {s.name: str(s.path) for s in shifted},
-            "sheet_sources": list(dict.fromkeys(it["source_id"] for it in items))[: max(sheet_rows, 0)],
-        },
+        runtime=AugmentRuntime(
+            generator_path=str(path),
+            batch_size=batch_size,
+            shift_paths={s.name: str(s.path) for s in shifted},
+            sheet_sources=tuple(dict.fromkeys(it["source_id"] for it in items))[: max(sheet_rows, 0)],
+        ),
         schema=manifest_schema(*index.shape),
         side_dirs=(IMAGES, SHEETS),
         metadata={"generator_sha256": sha},

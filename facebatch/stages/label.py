@@ -17,6 +17,7 @@ The rows keep the input run's ``image_id``, so the CSV joins that run's latents 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,6 +28,7 @@ import pyarrow as pa
 from facebatch.errors import InputError
 from facebatch.nets.predictors import PredictorRef
 from facebatch.pipeline import storage
+from facebatch.pipeline.records import JsonRecord, WorkerSetup, record_field
 from facebatch.pipeline.rundir import IMAGES, LATENTS, RUN_FILE, RunDir
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
@@ -127,6 +129,42 @@ def _run_items(run: RunDir, stage: str, record: dict, mode: str) -> LabelInput:
     return LabelInput(stage, RENDER, items, run.root, index=index, generator=generator)
 
 
+@dataclass(frozen=True)
+class PredictorFacts(JsonRecord):
+    """The predictor (or CLIP) that labels, as the run's config records it."""
+
+    name: str
+    kind: str
+    sha256: str
+    options: dict | None = record_field(None, omit_none=True)  # a CLIP's prompts: other prompts are other work
+
+    def ref(self, path: str) -> PredictorRef:
+        return PredictorRef(Path(path), self.name, self.kind, self.sha256, self.options or {})
+
+
+@dataclass(frozen=True)
+class LabelConfig(JsonRecord):
+    """What decides a label run's rows (hashed: other values are another run)."""
+
+    input: str  # the folder or run labelled
+    input_kind: str  # folder | project | sample
+    mode: str = record_field(json_name="from")  # RENDER (latents through their generator) | SOURCE (files)
+    predictor: PredictorFacts = record_field()
+    attributes: tuple[str, ...] = record_field()  # every attribute the predictor gives, in its order
+    # Rendered latents only (a run of files records neither):
+    generator_sha256: str | None = record_field(None, omit_none=True)
+    noise_mode: str | None = record_field(None, omit_none=True)
+
+
+@dataclass(frozen=True)
+class LabelRuntime(JsonRecord):
+    """What a worker needs besides the config, free to change on resume."""
+
+    predictor_path: str
+    batch_size: int  # images rendered and predicted together
+    generator_path: str | None = record_field(None, omit_none=True)  # rendered latents only
+
+
 def build_label_spec(
     *,
     source: LabelInput,
@@ -156,24 +194,22 @@ def build_label_spec(
     ids = [it["image_id"] for it in source.items]
     if len(set(ids)) != len(ids):
         raise InputError(f"{source.root} has repeated image_ids; label needs one row per image")
-    config: dict = {
-        "input": storage.resolved(source.root),
-        "input_kind": source.kind,
-        "from": source.mode,
-        "predictor": {"name": predictor.name, "kind": predictor.kind, "sha256": predictor.sha256},
-        "attributes": list(names),
-    }
-    if predictor.options:  # a CLIP's prompts: other prompts are other work
-        config["predictor"]["options"] = predictor.options
-    runtime: dict = {"predictor_path": str(predictor.path), "batch_size": int(batch_size)}
+    config = LabelConfig(
+        input=storage.resolved(source.root),
+        input_kind=source.kind,
+        mode=source.mode,
+        predictor=PredictorFacts(predictor.name, predictor.kind, predictor.sha256, predictor.options or None),
+        attributes=tuple(names),
+    )
+    runtime = LabelRuntime(predictor_path=str(predictor.path), batch_size=int(batch_size))
     metadata: dict = {"predictor": predictor.name, "predictor_sha256": predictor.sha256}
     if source.mode == RENDER:
         if not any("part" in it for it in source.items):
             raise InputError(f"{source.root} has no ok latents to render")
         path, sha = resolve_generator(generator, source.index)
         check_generator(sha, source.index, [], force=False)
-        config.update(generator_sha256=sha, noise_mode="const")
-        runtime.update(generator_path=str(path))
+        config = dataclasses.replace(config, generator_sha256=sha, noise_mode="const")
+        runtime = dataclasses.replace(runtime, generator_path=str(path))
         metadata.update(generator_sha256=sha)
     return StageSpec(
         name=STAGE,
@@ -193,34 +229,27 @@ def build_label_spec(
 @dataclass
 class LabelState:
     predictor: Any
-    G: Any
+    G: Any  # the run's generator when latents are rendered, else None
     device: Any
-    config: dict
+    attributes: tuple[str, ...]
+    batch_size: int
 
 
-def setup_label(config: dict) -> LabelState:
-    import torch
+def setup_label(setup: WorkerSetup[LabelConfig, LabelRuntime]) -> LabelState:
+    from facebatch.nets.predictors import load
+    from facebatch.stages.common import torch_device, worker_networks
 
-    from facebatch.nets.device import resolve_device
-    from facebatch.nets.predictors import PredictorRef, load
-
-    if config.get("torch_threads"):
-        torch.set_num_threads(int(config["torch_threads"]))
-    device = resolve_device(config.get("device") or "auto")
-    pred = config["predictor"]
-    ref = PredictorRef(
-        Path(config["predictor_path"]), pred["name"], pred["kind"], pred["sha256"], pred.get("options") or {}
-    )
+    cfg, rt = setup.config, setup.runtime
+    device = torch_device(setup)
+    ref = cfg.predictor.ref(rt.predictor_path)
     predictor = load(ref, device=device)
-    if list(predictor.names) != list(config["attributes"]):
+    if tuple(predictor.names) != cfg.attributes:
         raise RuntimeError(f"{ref.path} predicts other attributes than the run recorded")
     G = None
-    if config["from"] == RENDER:
-        from facebatch.stages.common import worker_networks
-
-        nets, _ = worker_networks(config, with_d=False)
+    if cfg.mode == RENDER:
+        nets, _ = worker_networks(setup, rt.generator_path, cfg.generator_sha256, with_d=False)
         G = nets.G.eval()
-    return LabelState(predictor, G, device, config)
+    return LabelState(predictor, G, device, cfg.attributes, rt.batch_size)
 
 
 def _predict(state: LabelState, images) -> np.ndarray:
@@ -236,9 +265,8 @@ def process_label(state: LabelState, items: list[dict], info: ShardInfo) -> pa.T
     from facebatch.pipeline.images import load_image
     from facebatch.pipeline.latents import read_rows
 
-    cfg = state.config
-    names = cfg["attributes"]
-    n, batch = len(items), int(cfg.get("batch_size", 32))
+    names = state.attributes
+    n, batch = len(items), state.batch_size
     probs = np.full((n, len(names)), np.nan)
     errors: list[str | None] = [it.get("error") for it in items]
     sources = [it.get("path") or (f"{it['part']}#{it['row']}" if "part" in it else None) for it in items]

@@ -28,6 +28,7 @@ from facebatch.pipeline import storage
 from facebatch.pipeline.images import UnreadableImage, image_to_tensor, load_image, save_image
 from facebatch.pipeline.noise_store import NoiseWriter
 from facebatch.pipeline.progress import report_steps
+from facebatch.pipeline.records import JsonRecord, WorkerSetup, record_field
 from facebatch.pipeline.rundir import NOISE, RECONSTRUCTIONS
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
@@ -59,12 +60,62 @@ def project_schema(num_ws: int, w_dim: int, aligned: bool = False) -> pa.Schema:
     return latents_schema(num_ws, w_dim, about=about, after=after)
 
 
+@dataclass(frozen=True)
+class GeneratorFacts(JsonRecord):
+    """The generator a run projects into, as its config records it."""
+
+    name: str
+    sha256: str
+    format: str  # the checkpoint format it was read from
+    resolution: int
+    num_ws: int
+    w_dim: int
+    has_discriminator: bool  # D's feature residual is scored only with one
+
+    @classmethod
+    def of(cls, nets) -> GeneratorFacts:
+        G = nets.G
+        return cls(nets.name, nets.sha256, nets.format, G.img_resolution, G.num_ws, G.w_dim, nets.D is not None)
+
+
+@dataclass(frozen=True)
+class EncoderFacts(JsonRecord):
+    """The encoder a projection starts from (or is scored with): its sha256 decides results."""
+
+    sha256: str
+    images_seen: int  # how long it was trained
+
+
+@dataclass(frozen=True)
+class ProjectConfig(JsonRecord):
+    """What decides a project run's rows (hashed: other values are another run)."""
+
+    generator: GeneratorFacts
+    projection: ProjectionConfig
+    seed: int  # run seed; each image's seed derives from it and its image_id
+    align: str | None  # landmark backend that FFHQ-aligns each image (None: centre crop)
+    save_reconstructions: bool
+    save_noise: bool
+    # Recorded only with an encoder: runs without one keep the config (and so the resume) they had before.
+    encoder: EncoderFacts | None = record_field(None, omit_none=True)
+
+
+@dataclass(frozen=True)
+class ProjectRuntime(JsonRecord):
+    """Where the files are and how many images share a batch: no effect on results, free to change on resume."""
+
+    generator_path: str
+    generator_sha256: str
+    batch_size: int | None  # None: auto_batch_size on each worker
+    encoder_path: str | None
+
+
 def build_project_spec(
     *,
     items: list[dict],
     out_dir: Path,
     nets,
-    projection: dict,
+    projection: ProjectionConfig,
     seed: int,
     shard_size: int,
     batch_size: int | None,
@@ -76,24 +127,16 @@ def build_project_spec(
     """The stage as the runner sees it; `nets` is the client's `load_networks` result (for sha and shapes);
     `encoder` the client's `load_encoder` result when the preset starts from one (or its score is wanted)."""
     G = nets.G
-    config = {
-        "generator": {
-            "name": nets.name,
-            "sha256": nets.sha256,
-            "format": nets.format,
-            "resolution": G.img_resolution,
-            "num_ws": G.num_ws,
-            "w_dim": G.w_dim,
-            "has_discriminator": nets.D is not None,
-        },
-        "projection": projection,
-        "seed": int(seed),
-        "align": align,
-        "save_reconstructions": bool(save_reconstructions),
-        "save_noise": bool(save_noise),
-    }
-    if encoder is not None:  # its sha256 decides results: another encoder in the same OUT is another run
-        config["encoder"] = {"sha256": encoder.sha256, "images_seen": encoder.images_seen}
+    config = ProjectConfig(
+        generator=GeneratorFacts.of(nets),
+        projection=projection,
+        seed=int(seed),
+        align=align,
+        save_reconstructions=bool(save_reconstructions),
+        save_noise=bool(save_noise),
+        # its sha256 decides results: another encoder in the same OUT is another run
+        encoder=EncoderFacts(encoder.sha256, encoder.images_seen) if encoder is not None else None,
+    )
     side = [d for d, on in ((RECONSTRUCTIONS, save_reconstructions), (NOISE, save_noise)) if on]
     return StageSpec(
         name=STAGE,
@@ -104,25 +147,24 @@ def build_project_spec(
         config=config,
         setup=setup_project,
         process=process_project,
-        # Where the file is and how many images share a batch do not change results: they may change on resume.
-        runtime={
-            "generator_path": str(Path(nets.path).resolve()),
-            "generator_sha256": nets.sha256,
-            "batch_size": int(batch_size) if batch_size else None,  # None: auto_batch_size on each worker
-            "encoder_path": str(Path(encoder.path).resolve()) if encoder is not None else None,
-        },
+        runtime=ProjectRuntime(
+            generator_path=str(Path(nets.path).resolve()),
+            generator_sha256=nets.sha256,
+            batch_size=int(batch_size) if batch_size else None,
+            encoder_path=str(Path(encoder.path).resolve()) if encoder is not None else None,
+        ),
         schema=project_schema(G.num_ws, G.w_dim, aligned=align is not None),
         score_columns=(*ROW_SCORE_KEYS, "seconds"),
         side_dirs=side,
         metadata={"generator_sha256": nets.sha256, "generator": nets.name},
-        steps_per_item=ProjectionConfig(**projection).total_steps,
+        steps_per_item=projection.total_steps,
     )
 
 
 @dataclass
 class ProjectState:
     projector: Any
-    config: dict
+    config: ProjectConfig
     resolution: int
     shape: tuple[int, int]
     batch_size: int
@@ -153,44 +195,43 @@ def auto_batch_size(device, resolution: int) -> int:
     return 4 if resolution <= 256 else 1
 
 
-def project_state(nets, config: dict, device, encoder=None) -> ProjectState:
+def project_state(nets, config: ProjectConfig, device, batch_size: int | None = None, encoder=None) -> ProjectState:
     """The worker state for networks already in memory (`encoder`: an `Encoder` module, or None)."""
     from facebatch.invert.projector import Projector
 
-    projector = Projector(
-        nets.G, nets.D, config=ProjectionConfig(**config["projection"]), device=str(device), encoder=encoder
-    )
-    align, align_errors = _aligner(config.get("align"))
+    projector = Projector(nets.G, nets.D, config=config.projection, device=str(device), encoder=encoder)
+    align, align_errors = _aligner(config.align)
     G = nets.G
     return ProjectState(
         projector,
         config,
         G.img_resolution,
         (G.num_ws, G.w_dim),
-        int(config.get("batch_size") or auto_batch_size(device, G.img_resolution)),
+        int(batch_size or auto_batch_size(device, G.img_resolution)),
         align,
         align_errors,
         str(device),
     )
 
 
-def setup_project(config: dict) -> ProjectState:
+def setup_project(setup: WorkerSetup[ProjectConfig, ProjectRuntime]) -> ProjectState:
     """Once per worker process: the model comes from the path, never through the task graph."""
     import torch
 
     from facebatch.stages.common import worker_networks
 
-    nets, device = worker_networks({**config, "generator_sha256": config["generator"]["sha256"]})
+    cfg, rt = setup.config, setup.runtime
+    nets, device = worker_networks(setup, rt.generator_path, cfg.generator.sha256)
     encoder = None
-    if config.get("encoder_path"):
+    if rt.encoder_path:
         from facebatch.errors import CheckpointError
         from facebatch.nets.encoder import read_encoder
 
-        found = read_encoder(Path(config["encoder_path"]), device=str(device))
-        if found.sha256 != config["encoder"]["sha256"]:
-            raise CheckpointError(f"{config['encoder_path']} on this worker is not the encoder the run uses")
+        found = read_encoder(Path(rt.encoder_path), device=str(device))
+        if cfg.encoder is None or found.sha256 != cfg.encoder.sha256:
+            raise CheckpointError(f"{rt.encoder_path} on this worker is not the encoder the run uses")
         encoder = found.encoder
-    state = project_state(nets, config, device, encoder)
+    state = project_state(nets, cfg, device, rt.batch_size, encoder)
     log.info(
         "project worker ready: %s on %s (%d torch threads, autocast %s)",
         nets.name,
@@ -204,7 +245,7 @@ def setup_project(config: dict) -> ProjectState:
 def project_files(
     items: list[dict],
     nets,
-    projection: dict,
+    projection: ProjectionConfig,
     *,
     seed: int = 0,
     batch_size: int | None = None,
@@ -218,15 +259,8 @@ def project_files(
     `items` are ``{"image_id", "path"}`` dicts; the rows are exactly those `facebatch project` writes;
     `encoder` is a loaded `EncoderFile` (the start of `init: encoder` presets and its score).
     """
-    config = {
-        "projection": projection,
-        "seed": int(seed),
-        "align": None,
-        "save_reconstructions": False,
-        "save_noise": False,
-        "batch_size": int(batch_size) if batch_size else None,
-    }
-    state = project_state(nets, config, device, encoder.encoder if encoder is not None else None)
+    config = ProjectConfig(GeneratorFacts.of(nets), projection, int(seed), None, False, False)
+    state = project_state(nets, config, device, batch_size, encoder.encoder if encoder is not None else None)
     state.on_image, state.on_steps = on_image, on_steps
     info = ShardInfo(0, "part-00000", 1, Path("."), TABLE, "")
     return process_project(state, items, info)
@@ -294,9 +328,9 @@ class _Rows:
 
 def process_project(state: ProjectState, items: list[dict], info: ShardInfo) -> pa.Table:
     cfg = state.config
-    rows = _Rows(items, state.shape, aligned=state.align is not None, seed=cfg["seed"])
+    rows = _Rows(items, state.shape, aligned=state.align is not None, seed=cfg.seed)
     noise = None
-    if cfg["save_noise"]:
+    if cfg.save_noise:
         target = info.run.noise_part(info.name)
         noise = NoiseWriter(target, keep_from=target if info.retry else None, drop_ids=[i["image_id"] for i in items])
     try:
@@ -363,7 +397,7 @@ def _file_facts(meta: dict) -> dict:
 def _project_batch(state: ProjectState, loaded: list, rows: _Rows, info: ShardInfo, noise: NoiseWriter | None) -> None:
     import torch
 
-    seed = state.config["seed"]
+    seed = state.config.seed
     targets = torch.stack([t for _, t, _ in loaded])
     seeds = [per_image_seed(seed, item["image_id"]) for item, _, _ in loaded]
     start = time.perf_counter()
@@ -387,7 +421,7 @@ def _project_batch(state: ProjectState, loaded: list, rows: _Rows, info: ShardIn
             )
             if state.on_image is not None:
                 state.on_image(image_id, loaded[offset + j][1], res.reconstructions[j])
-            if state.config["save_reconstructions"]:
+            if state.config.save_reconstructions:
                 save_image(res.reconstructions[j], info.run.reconstruction(image_id))
             if noise is not None and res.noise is not None:
                 noise.add(image_id, [layer[j].numpy() for layer in res.noise])

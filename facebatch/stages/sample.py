@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from facebatch.errors import InputError
 from facebatch.pipeline import storage
+from facebatch.pipeline.records import JsonRecord, WorkerSetup
 from facebatch.pipeline.rundir import IMAGES, LATENTS
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
@@ -42,6 +43,30 @@ def sample_schema(z_dim: int, num_ws: int, w_dim: int) -> pa.Schema:
     return latents_schema(num_ws, w_dim, about=[pa.field("seed", pa.int64())], latents=[latent_field("z", (z_dim,))])
 
 
+@dataclass(frozen=True)
+class SampleConfig(JsonRecord):
+    """What decides a sample run's rows (hashed: other values are another run)."""
+
+    generator: str  # the generator's name
+    generator_sha256: str
+    truncation_psi: float
+    truncation_cutoff: int | None  # truncate only the first K layers (None: all)
+    noise_mode: str  # const | random | none
+    images: bool  # PNGs are written (False: latents only, the mapping network alone)
+
+    def facts(self) -> dict:
+        """The generator and truncation, for _run.json and every part's schema (augment finds them there)."""
+        return {k: v for k, v in self.to_json().items() if k != "images"}
+
+
+@dataclass(frozen=True)
+class SampleRuntime(JsonRecord):
+    """What a worker needs besides the config, free to change on resume."""
+
+    generator_path: str
+    batch_size: int  # seeds rendered together
+
+
 def build_sample_spec(
     *,
     seeds: Sequence[int],
@@ -60,13 +85,14 @@ def build_sample_spec(
     whole_number(batch_size, "--batch-size", lo=1, hi=MAX_BATCH_SIZE)
     whole_number(shard_size, "--part-size", lo=1, hi=MAX_PART_SIZE)
     G = nets.G
-    facts = {
-        "generator": nets.name,
-        "generator_sha256": nets.sha256,
-        "truncation_psi": float(truncation_psi),
-        "truncation_cutoff": truncation_cutoff,
-        "noise_mode": noise_mode,
-    }
+    config = SampleConfig(
+        generator=nets.name,
+        generator_sha256=nets.sha256,
+        truncation_psi=float(truncation_psi),
+        truncation_cutoff=truncation_cutoff,
+        noise_mode=noise_mode,
+        images=bool(images),
+    )
     items = [{"image_id": seed_image_id(s), "seed": int(s)} for s in dict.fromkeys(seeds)]
     return StageSpec(
         name=STAGE,
@@ -74,13 +100,13 @@ def build_sample_spec(
         table=LATENTS,
         items=items,
         shard_size=shard_size,
-        config={**facts, "images": bool(images)},
+        config=config,
         setup=setup_sample,
         process=process_sample,
-        runtime={"generator_path": str(Path(nets.path).resolve()), "batch_size": int(batch_size)},
+        runtime=SampleRuntime(generator_path=str(Path(nets.path).resolve()), batch_size=int(batch_size)),
         schema=sample_schema(G.z_dim, G.num_ws, G.w_dim),
         side_dirs=(IMAGES,) if images else (),
-        metadata=facts,  # in _run.json and every part's schema: readers find the generator and truncation
+        metadata=config.facts(),  # in _run.json and every part's schema: readers find the generator and truncation
     )
 
 
@@ -88,14 +114,16 @@ def build_sample_spec(
 class SampleState:
     G: Any
     device: Any
-    config: dict
+    config: SampleConfig
+    batch_size: int
 
 
-def setup_sample(config: dict) -> SampleState:
+def setup_sample(setup: WorkerSetup[SampleConfig, SampleRuntime]) -> SampleState:
     from facebatch.stages.common import worker_networks
 
-    nets, device = worker_networks(config, with_d=False)
-    return SampleState(nets.G.eval(), device, config)
+    cfg, rt = setup.config, setup.runtime
+    nets, device = worker_networks(setup, rt.generator_path, cfg.generator_sha256, with_d=False)
+    return SampleState(nets.G.eval(), device, cfg, rt.batch_size)
 
 
 def process_sample(state: SampleState, items: list[dict], info: ShardInfo) -> pa.Table:
@@ -104,20 +132,20 @@ def process_sample(state: SampleState, items: list[dict], info: ShardInfo) -> pa
 
     cfg, G = state.config, state.G
     seeds = [int(i["seed"]) for i in items]
-    batch = int(cfg.get("batch_size", 16))
+    batch = state.batch_size
     zs, wss = [], []
     for start in range(0, len(seeds), batch):
         chunk = seeds[start : start + batch]
         z, ws, img = sample(
             G,
             chunk,
-            cfg["truncation_psi"],
-            cfg["truncation_cutoff"],
-            cfg["noise_mode"],
+            cfg.truncation_psi,
+            cfg.truncation_cutoff,
+            cfg.noise_mode,
             device=state.device,
-            images=bool(cfg["images"]),  # --no-images: the mapping network only, no synthesis at all
+            images=cfg.images,  # --no-images: the mapping network only, no synthesis at all
         )
-        if cfg["images"]:
+        if cfg.images:
             for s, im in zip(chunk, img):
                 save_image(im, info.run.folder(IMAGES) / seed_image_id(s))
         zs.append(z.numpy())

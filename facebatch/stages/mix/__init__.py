@@ -8,6 +8,7 @@ offset). The maths is `facebatch.edit.mixing`; this module reads pairs, masks an
 writes PNGs and rows.
 
     apps.py      the apps as a table: options, PAIRS.csv columns, mask, client checks, what each computes
+    config.py    what a run records: its config (hashed) and runtime
     pairs.py     PAIRS.csv and the --latents runs it names
     worker.py    a shard on a worker: load pairs, run the app in batches, save files and rows
     outputs.py   the files a pair writes (OUT/images/<app>/<pair_id>/) and the masked PSNR
@@ -17,7 +18,7 @@ writes PNGs and rows.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from facebatch.checks import known_options
 from facebatch.errors import InputError
@@ -30,6 +31,9 @@ from facebatch.stages.mix.manifest import SCORES, manifest_schema, read_manifest
 from facebatch.stages.mix.pairs import open_runs, read_pairs
 from facebatch.stages.mix.worker import process_mix, setup_mix
 
+if TYPE_CHECKING:
+    from facebatch.invert.presets import ProjectionConfig
+
 __all__ = ["APPS", "build_mix_spec", "manifest_schema", "open_runs", "read_manifest", "write_contact_sheet"]
 
 
@@ -39,7 +43,7 @@ def build_mix_spec(
     pairs_csv: Path,
     out_dir: Path,
     nets,
-    projection: dict,
+    projection: ProjectionConfig,
     params: dict,
     latents: Sequence[Path] = (),
     seed: int = 0,
@@ -47,6 +51,8 @@ def build_mix_spec(
     batch_size: int = 8,
 ) -> StageSpec:
     """Validate what a user can get wrong (before any work) and describe the run; `nets` is the client's load."""
+    from facebatch.stages.mix.config import MixConfig, MixGenerator, MixRuntime  # imports torch: not for --help
+
     if app not in APPS:
         raise InputError(f"unknown mix app {app!r}; choose one of {', '.join(APPS)}")
     known_options(params, APPS[app].options, f"mix {app}")
@@ -67,16 +73,16 @@ def build_mix_spec(
     params = dict(params)
     APPS[app].check(params, G, projection)
     items = read_pairs(pairs_csv, APPS[app], runs)
-    config = {
-        "app": app,
-        "params": params,
-        "projection": projection,
-        "seed": int(seed),
-        "pairs": str(Path(pairs_csv).resolve()),
-        "latents": runs.paths if runs else [],
-        "generator": {"name": nets.name, "sha256": nets.sha256, "resolution": G.img_resolution},
-        "latent_shape": [G.num_ws, G.w_dim],
-    }
+    config = MixConfig(
+        app=app,
+        params=params,
+        projection=projection,
+        seed=int(seed),
+        pairs=str(Path(pairs_csv).resolve()),
+        latents=tuple(runs.paths) if runs else (),
+        generator=MixGenerator(nets.name, nets.sha256, G.img_resolution),
+        latent_shape=(G.num_ws, G.w_dim),
+    )
     return StageSpec(
         name="mix",
         out_dir=storage.location(out_dir),
@@ -86,11 +92,11 @@ def build_mix_spec(
         config=config,
         setup=setup_mix,
         process=process_mix,
-        runtime={
-            "generator_path": str(Path(nets.path).resolve()),
-            "generator_sha256": nets.sha256,
-            "batch_size": int(batch_size),
-        },
+        runtime=MixRuntime(
+            generator_path=str(Path(nets.path).resolve()),
+            generator_sha256=nets.sha256,
+            batch_size=int(batch_size),
+        ),
         schema=manifest_schema(G.num_ws, G.w_dim),
         score_columns=(*SCORES, "seconds"),
         side_dirs=(IMAGES, SHEETS),

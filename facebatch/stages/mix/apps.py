@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from facebatch.errors import InputError
 from facebatch.ranges import finite_number, parse_numbers, whole_number
 from facebatch.stages.mix.manifest import ok_row
 from facebatch.stages.mix.outputs import animation, file_label, psnr, render_codes, save
+
+if TYPE_CHECKING:
+    from facebatch.invert.presets import ProjectionConfig
 
 # At 1.0 (the maths' default) the style term cost about 4 dB of the content outside the region in 40 steps on
 # the fixture generator; 0.2 restyles the region visibly and keeps the rest (the tests' and bench's choice).
@@ -66,7 +69,7 @@ class App:
     default_mask: str | None = None  # set for the apps that take a mask
     mask_names_the_hole: bool = False  # inpaint: a shape names the hole, the maths wants the known pixels
     takes_neutral: bool = False  # expression: an optional neutral column
-    check: Callable[[dict, Any, dict], None] = lambda params, G, projection: None  # client side, in place
+    check: Callable[[dict, Any, ProjectionConfig], None] = lambda params, G, projection: None  # client side, in place
     project: Callable[..., Projected] | None = None  # (projector, A, B, M, seeds, params) -> Projected
     from_codes: Callable[[CodesOfPair], list[dict]] | None = None  # -> the pair's rows
 
@@ -78,8 +81,8 @@ class App:
 # -- client-side checks ---------------------------------------------------------------------------------
 
 
-def _check_mask(app: str) -> Callable[[dict, Any, dict], None]:
-    def check(params: dict, G, projection: dict) -> None:
+def _check_mask(app: str) -> Callable[[dict, Any, ProjectionConfig], None]:
+    def check(params: dict, G, projection: ProjectionConfig) -> None:
         from facebatch.edit.masks import SHAPES
 
         params["mask"] = params.get("mask") or APPS[app].default_mask
@@ -93,13 +96,13 @@ def _check_mask(app: str) -> Callable[[dict, Any, dict], None]:
     return check
 
 
-def _check_morph(params: dict, G, projection: dict) -> None:
+def _check_morph(params: dict, G, projection: ProjectionConfig) -> None:
     whole_number(params.get("frames", DEFAULT_FRAMES), "--frames", lo=2, hi=MAX_FRAMES)  # both endpoints count
     if params.get("animation", "gif") not in ("gif", "webp", "none"):
         raise InputError("--animation must be gif, webp or none")
 
 
-def _check_crossover(params: dict, G, projection: dict) -> None:
+def _check_crossover(params: dict, G, projection: ProjectionConfig) -> None:
     from facebatch.edit.layers import parse_layers
 
     _check_mask("crossover")(params, G, projection)
@@ -111,14 +114,14 @@ def _check_crossover(params: dict, G, projection: dict) -> None:
         params["layers"] = list(range(k)) if k is not None else parse_layers(layers, G.num_ws)
 
 
-def _check_style(params: dict, G, projection: dict) -> None:
+def _check_style(params: dict, G, projection: ProjectionConfig) -> None:
     _check_mask("style")(params, G, projection)
-    if projection.get("perceptual") == "none":
+    if projection.perceptual == "none":
         raise InputError("style transfer needs the perceptual network's features: not --set perceptual=none")
     finite_number(params.get("style_weight", DEFAULT_STYLE_WEIGHT), "--style-weight", lo=0)
 
 
-def _check_expression(params: dict, G, projection: dict) -> None:
+def _check_expression(params: dict, G, projection: ProjectionConfig) -> None:
     from facebatch.edit import mixing as mx
 
     alpha = params.get("alpha")

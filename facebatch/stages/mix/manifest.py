@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -12,6 +13,9 @@ from facebatch.pipeline import storage
 from facebatch.pipeline.rundir import MANIFEST, SHEETS, RunDir
 from facebatch.pipeline.table import latent_array_masked, latent_field
 from facebatch.stages.mix.outputs import pair_dir
+
+if TYPE_CHECKING:
+    from facebatch.stages.mix.config import MixConfig
 
 SCORES = ("psnr_a", "psnr_b", "psnr_hole", "style_distance")
 
@@ -60,9 +64,9 @@ def ok_row(pair, *, params: dict, **values) -> dict:
     }
 
 
-def table(cfg: dict, rows: list[dict]) -> pa.Table:
-    schema = manifest_schema(*cfg["latent_shape"])
-    shape = tuple(cfg["latent_shape"])
+def table(cfg: MixConfig, rows: list[dict]) -> pa.Table:
+    schema = manifest_schema(*cfg.latent_shape)
+    shape = cfg.latent_shape
     n = len(rows)
     w = np.zeros((n, *shape), np.float32)
     ok = np.zeros(n, bool)
@@ -77,7 +81,7 @@ def table(cfg: dict, rows: list[dict]) -> pa.Table:
     cols = {
         "image_id": [r["item"]["image_id"] for r in rows],
         "pair_id": [r["item"]["image_id"] for r in rows],
-        "app": [cfg["app"]] * n,
+        "app": [cfg.app] * n,
         "a": [ref(r, "a") for r in rows],
         "b": [ref(r, "b") for r in rows],
         "neutral": [ref(r, "neutral") for r in rows],

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from facebatch.errors import InputError
 from facebatch.pipeline import storage
+from facebatch.pipeline.records import WorkerSetup
 from facebatch.pipeline.rundir import MANIFEST, RunDir
 from facebatch.pipeline.shard_task import ShardInfo
 from facebatch.stages.common import per_image_seed
@@ -24,24 +25,27 @@ from facebatch.stages.mix.apps import APPS, App, CodesOfPair
 from facebatch.stages.mix.manifest import error_row, ok_row, table
 from facebatch.stages.mix.outputs import pair_dir, psnr, render_codes, save, save_inputs
 
+if TYPE_CHECKING:
+    from facebatch.stages.mix.config import MixConfig, MixRuntime
+
 
 @dataclass
 class MixState:
     G: Any
     projector: Any
-    config: dict
+    config: MixConfig
     device: Any
     batch_size: int
 
 
-def setup_mix(config: dict) -> MixState:
-    from facebatch.invert.presets import ProjectionConfig
+def setup_mix(setup: WorkerSetup[MixConfig, MixRuntime]) -> MixState:
     from facebatch.invert.projector import Projector
     from facebatch.stages.common import worker_networks
 
-    nets, device = worker_networks(config, with_d=False)
-    projector = Projector(nets.G, None, config=ProjectionConfig(**config["projection"]), device=str(device))
-    return MixState(nets.G.eval(), projector, config, device, int(config.get("batch_size", 8)))
+    cfg, rt = setup.config, setup.runtime
+    nets, device = worker_networks(setup, rt.generator_path, rt.generator_sha256, with_d=False)
+    projector = Projector(nets.G, None, config=cfg.projection, device=str(device))
+    return MixState(nets.G.eval(), projector, cfg, device, rt.batch_size)
 
 
 @dataclass
@@ -76,7 +80,7 @@ def _load_side(state: MixState, side: dict, need_image: bool) -> _Side:
     R = state.G.img_resolution
     out = _Side()
     if "part" in side and not need_image:
-        shape = tuple(state.config["latent_shape"])
+        shape = state.config.latent_shape
         out.code = read_rows([storage.location(side["part"])], "w", shape, np.array([0]), np.array([side["row"]]))[0]
         if side.get("noise"):
             out.noise = read_noise(storage.location(side["noise"]), side["ref"])
@@ -89,9 +93,9 @@ def _load_side(state: MixState, side: dict, need_image: bool) -> _Side:
         return out
     path = side.get("path") or side.get("source_path")
     if "part" in side and not path:
-        raise InputError(f"{side['ref']}: its run records no source image, and {state.config['app']} needs pixels")
+        raise InputError(f"{side['ref']}: its run records no source image, and {state.config.app} needs pixels")
     if not storage.location(path).exists():
-        what = "image file or image_id in the --latents run(s)" if state.config["latents"] else "image file"
+        what = "image file or image_id in the --latents run(s)" if state.config.latents else "image file"
         raise InputError(f"no such {what}: {side['ref']}")
     out.image, meta = load_image(storage.location(path), R)
     out.size = (meta["orig_width"], meta["orig_height"])
@@ -105,12 +109,12 @@ def _load_mask(state: MixState, pair: _Pair) -> None:
 
     cfg = state.config
     R = state.G.img_resolution
-    spec = pair.item.get("mask") or cfg["params"]["mask"]
+    spec = pair.item.get("mask") or cfg.params["mask"]
     if spec in SHAPES:
-        seed = pair_seed(cfg["seed"], pair.item["image_id"])
+        seed = pair_seed(cfg.seed, pair.item["image_id"])
         region = hole_mask(spec, R, 1, seeds=[seed])[0]
         # A shape names the hole to fill for inpaint; the maths wants the known pixels there.
-        pair.mask = 1 - region if APPS[cfg["app"]].mask_names_the_hole else region
+        pair.mask = 1 - region if APPS[cfg.app].mask_names_the_hole else region
         pair.mask_label, pair.thresholded = spec, False
         return
     loaded = load_mask(spec, R, image_size=pair.sides["a"].size)
@@ -122,8 +126,8 @@ def process_mix(state: MixState, items: list[dict], info: ShardInfo) -> pa.Table
     from facebatch.pipeline.images import UnreadableImage
 
     cfg = state.config
-    app = APPS[cfg["app"]]
-    latent_app = app.combines_codes(cfg["params"])
+    app = APPS[cfg.app]
+    latent_app = app.combines_codes(cfg.params)
     rows: list[dict] = []
     ready: list[_Pair] = []
     for item in items:
@@ -190,7 +194,7 @@ def _codes(state: MixState, chunk: list[_Pair]) -> dict[tuple[int, str], tuple[A
         for i, name in todo:
             first.setdefault(chunk[i].item[name]["ref"], (i, name))
         targets = torch.stack([chunk[i].sides[name].image for i, name in (first[r] for r in refs)])
-        res = state.projector.project(targets, [per_image_seed(cfg["seed"], r) for r in refs])
+        res = state.projector.project(targets, [per_image_seed(cfg.seed, r) for r in refs])
         quality = psnr(res.reconstructions, targets)
         for i, name in todo:
             k = refs.index(chunk[i].item[name]["ref"])
@@ -204,11 +208,11 @@ def _project(state: MixState, app: App, chunk: list[_Pair], run: RunDir) -> None
     import torch
 
     cfg = state.config
-    seeds = [pair_seed(cfg["seed"], p.item["image_id"]) for p in chunk]
+    seeds = [pair_seed(cfg.seed, p.item["image_id"]) for p in chunk]
     A = torch.stack([p.sides["a"].image for p in chunk])
     B = torch.stack([p.sides["b"].image for p in chunk]) if "b" in app.columns else None
     M = torch.stack([p.mask for p in chunk])
-    made = app.project(state.projector, A, B, M, seeds, cfg["params"])
+    made = app.project(state.projector, A, B, M, seeds, cfg.params)
     for j, pair in enumerate(chunk):
         folder = pair_dir(app.name, pair.item["image_id"])
         save_inputs(run, app.name, pair)
@@ -249,4 +253,4 @@ def _combine_codes(state: MixState, app: App, chunk: list[_Pair], run: RunDir) -
             renders[name] = render_codes(state, w[None], [m[None] for m in nz] if nz else None)[0]
         save_inputs(run, app.name, pair, renders)
         mine = {name: codes[(i, name)] for name in pair.sides}
-        pair.rows = app.from_codes(CodesOfPair(state, run, pair, folder, state.config["params"], mine, common))
+        pair.rows = app.from_codes(CodesOfPair(state, run, pair, folder, state.config.params, mine, common))
