@@ -25,6 +25,24 @@ def _perceptual_net(perceptual, device) -> LpipsDistance | None:
     return build_perceptual(str(perceptual), device)
 
 
+def psnr_of_mse(mse: torch.Tensor) -> np.ndarray:
+    """PSNR in dB from the mean squared error of [-1, 1] pixels (peak to peak 2): 10 log10(2^2 / mse)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 10.0 * np.log10(4.0 / mse.detach().cpu().double().numpy())
+
+
+@torch.no_grad()
+def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> np.ndarray:
+    """PSNR in dB of [B,3,R,R] image pairs in [-1, 1] (clamped), per pair, over the pixels where `mask`
+    [B,1,R,R] is 1 (all of them without one); NaN for an empty mask. A mixed image is judged on its region."""
+    a, b = a.float().clamp(-1, 1), b.float().clamp(-1, 1)
+    mask = torch.ones_like(a[:, :1]) if mask is None else mask.float()
+    area = 3 * mask.sum(dim=(1, 2, 3))
+    out = psnr_of_mse(((a - b).square() * mask).sum(dim=(1, 2, 3)) / area.clamp_min(1))
+    out[area.cpu().numpy() == 0] = np.nan
+    return out
+
+
 @torch.no_grad()
 def score_pairs(
     targets: torch.Tensor,
@@ -46,8 +64,6 @@ def score_pairs(
     y = reconstructions.detach().float().to(x.device).clamp(-1, 1)
     diff = x - y
     mse = diff.square().mean(dim=(1, 2, 3))
-    with np.errstate(divide="ignore"):
-        psnr = 10.0 * np.log10(4.0 / mse.cpu().double().numpy())
     l1 = diff.abs().mean(dim=(1, 2, 3)).cpu().double().numpy()
     nan = np.full(len(x), np.nan)
     net = _perceptual_net(perceptual, x.device)
@@ -65,7 +81,7 @@ def score_pairs(
         d_res, anomaly = nan, l1.copy()
     return {
         "mse": mse.cpu().double().numpy(),
-        "psnr": psnr,
+        "psnr": psnr_of_mse(mse),
         "ssim": ssim((x + 1) / 2, (y + 1) / 2, data_range=1.0, size_average=False).cpu().double().numpy(),
         "perceptual": perc,
         "l1": l1,

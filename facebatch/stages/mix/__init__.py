@@ -11,7 +11,7 @@ writes PNGs and rows.
     config.py    what a run records: its config (hashed) and runtime
     pairs.py     PAIRS.csv and the --latents runs it names
     worker.py    a shard on a worker: load pairs, run the app in batches, save files and rows
-    outputs.py   the files a pair writes (OUT/images/<app>/<pair_id>/) and the masked PSNR
+    outputs.py   the files a pair writes (OUT/images/<app>/<pair_id>/)
     manifest.py  the manifest table and the contact sheet
 """
 

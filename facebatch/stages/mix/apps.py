@@ -17,7 +17,7 @@ from facebatch.checks import items as several
 from facebatch.errors import InputError
 from facebatch.ranges import finite_number, parse_numbers, whole_number
 from facebatch.stages.mix.manifest import ok_row
-from facebatch.stages.mix.outputs import animation, file_label, psnr, render_codes, save
+from facebatch.stages.mix.outputs import animation, file_label, render_codes, save
 
 if TYPE_CHECKING:
     from facebatch.invert.presets import ProjectionConfig
@@ -142,6 +142,7 @@ def _check_expression(params: dict, G, projection: ProjectionConfig) -> None:
 
 def _crossover_projected(proj, A, B, M, seeds, params) -> Projected:
     from facebatch.edit import mixing as mx
+    from facebatch.invert.scores import psnr
 
     res = mx.crossover(proj, A, B, M, seeds)
     scores = {"psnr_a": psnr(res.images, A, M), "psnr_b": psnr(res.images, B, 1 - M)}
@@ -150,6 +151,7 @@ def _crossover_projected(proj, A, B, M, seeds, params) -> Projected:
 
 def _inpaint_projected(proj, A, B, M, seeds, params) -> Projected:
     from facebatch.edit import mixing as mx
+    from facebatch.invert.scores import psnr
 
     res = mx.inpaint(proj, A, M, seeds)
     scores = {"psnr_a": psnr(res.images, A, M), "psnr_hole": psnr(res.images, A, 1 - M)}
@@ -159,6 +161,7 @@ def _inpaint_projected(proj, A, B, M, seeds, params) -> Projected:
 
 def _style_projected(proj, A, B, M, seeds, params) -> Projected:
     from facebatch.edit import mixing as mx
+    from facebatch.invert.scores import psnr
 
     weight = float(params.get("style_weight", DEFAULT_STYLE_WEIGHT))
     res = mx.style_transfer(proj, A, B, M, seeds, style_weight=weight)

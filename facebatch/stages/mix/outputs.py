@@ -1,10 +1,8 @@
-"""What a pair writes under OUT/images/<app>/<pair_id>/, and the scores its rows carry."""
+"""What a pair writes under OUT/images/<app>/<pair_id>/."""
 
 from __future__ import annotations
 
 import io
-
-import numpy as np
 
 from facebatch.pipeline.rundir import IMAGES, RunDir
 from facebatch.stages.mix.pairs import safe_pair_id
@@ -48,21 +46,6 @@ def animation(run: RunDir, folder: str, images, kind: str) -> str | None:
     rel = f"{folder}/morph.{kind}"
     atomic_write_bytes(run.root / rel, buf.getvalue())
     return rel
-
-
-def psnr(a, b, mask=None) -> np.ndarray:
-    """PSNR in dB ([-1, 1] images, clamped) over the pixels where mask is 1, per image; NaN for an empty mask.
-    (The projector's psnr has no mask: a mixed image is judged on its region only.)"""
-    import torch
-
-    a, b = a.float().clamp(-1, 1), b.float().clamp(-1, 1)
-    mask = torch.ones_like(a[:, :1]) if mask is None else mask.float()
-    area = 3 * mask.sum(dim=(1, 2, 3))
-    se = ((a - b).square() * mask).sum(dim=(1, 2, 3)) / area.clamp_min(1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = 10 * np.log10(4 / se.double().numpy())
-    out[area.numpy() == 0] = np.nan
-    return out
 
 
 def render_codes(state, ws, noise):

@@ -23,7 +23,7 @@ from facebatch.pipeline.shard_task import ShardInfo
 from facebatch.stages.common import per_image_seed
 from facebatch.stages.mix.apps import APPS, App, CodesOfPair
 from facebatch.stages.mix.manifest import error_row, ok_row, table
-from facebatch.stages.mix.outputs import pair_dir, psnr, render_codes, save, save_inputs
+from facebatch.stages.mix.outputs import pair_dir, render_codes, save, save_inputs
 
 if TYPE_CHECKING:
     from facebatch.stages.mix.config import MixConfig, MixRuntime
@@ -177,6 +177,8 @@ def _codes(state: MixState, chunk: list[_Pair]) -> dict[tuple[int, str], tuple[A
     """(pair index, side) -> (code [num_ws, w_dim] tensor, noise maps or None, scores) for every side of the chunk:
     from the --latents run, else one projection of every image that has no code (W+ and noise per the preset)."""
     import torch
+
+    from facebatch.invert.scores import psnr
 
     cfg = state.config
     found, todo = {}, []
