@@ -144,7 +144,7 @@ def dask_cluster(tmp_path):
     sched_dir.mkdir()
     worker_dir.mkdir()
     file = tmp_path / "scheduler.json"
-    env = {**os.environ, **ONE_THREAD}
+    env = {**os.environ, **ONE_THREAD, "FACEBATCH_CACHE_DIR": str(worker_dir / "cache")}
     procs = [
         subprocess.Popen(
             [
@@ -537,3 +537,69 @@ def test_latents_read_back_identical_from_memory_store(tmp_path, data_dir, fixtu
     disk = read_latent_table(tmp_path / "out")
     assert mem.frame["image_id"].tolist() == disk.frame["image_id"].tolist()
     assert np.array_equal(mem.latent("w"), disk.latent("w"))
+
+
+def test_generator_and_encoder_read_from_the_bucket_by_each_worker(
+    s3_endpoint, tmp_path, data_dir, monkeypatch, dask_cluster
+):
+    """--generator and --encoder as s3:// URLs: the client and the worker (its own folder, its own model cache)
+    each fetch their copy, the run records the URL for workers to load, and the latents are bit for bit those
+    of the same run from local files."""
+    from facebatch.nets import registry
+
+    scheduler_file, worker_dir = dask_cluster
+    monkeypatch.setenv("FACEBATCH_CACHE_DIR", str(tmp_path / "client-cache"))
+    store = Store("s3", tmp_path, s3_endpoint)
+    local = Store("local", tmp_path / "local", None)
+    gen, enc = registry.get("celeba64").fetch(), registry.get("celeba64-encoder").fetch()
+    for where in (store, local):
+        _faces(where, data_dir, n=3)
+        where.put("models/G.safetensors", gen.read_bytes())
+        where.put("models/E.safetensors", enc.read_bytes())
+    cluster = ["--scheduler-file", str(scheduler_file), "--device", "cpu", "--threads-per-worker", "1"]
+    for where in (store, local):
+        res = where.run(
+            "project",
+            where.url("in"),
+            "-g",
+            where.url("models/G.safetensors"),
+            "--encoder",
+            where.url("models/E.safetensors"),
+            "--preset",
+            "encoder",
+            "-o",
+            where.url("out"),
+            *cluster,
+        )
+        assert res.exit_code == 0, res.output
+    runtime = json.loads(store.get("out/_run.json"))["runtime"]
+    assert runtime["generator_path"] == store.url("models/G.safetensors")
+    assert runtime["encoder_path"] == store.url("models/E.safetensors")
+    fetched = sorted(p.name for p in (worker_dir / "cache" / "downloads").glob("*.safetensors"))
+    assert len(fetched) == 2 and fetched[0].endswith("E.safetensors") and fetched[1].endswith("G.safetensors")
+    from facebatch.pipeline.latents import read_latent_table
+
+    storage.configure(store.options[1::2])  # the last command (on local paths) left no s3 options behind
+    remote, disk = read_latent_table(storage.location(store.url("out"))), read_latent_table(local.tmp / "out")
+    assert remote.frame["image_id"].tolist() == disk.frame["image_id"].tolist()
+    assert np.array_equal(remote.latent("w"), disk.latent("w"), equal_nan=True)
+    storage.configure(None)
+
+
+def test_a_checkpoint_url_that_is_missing_is_one_line(s3_endpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEBATCH_CACHE_DIR", str(tmp_path / "cache"))
+    store = Store("s3", tmp_path, s3_endpoint)
+    store.put("in/a.jpg", b"x")
+    res = store.run(
+        "project",
+        store.url("in"),
+        "-g",
+        store.url("models/nothing.safetensors"),
+        "-o",
+        store.url("out"),
+        "--workers",
+        "0",
+    )
+    assert res.exit_code == 2 and "models/nothing.safetensors" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    storage.configure(None)

@@ -26,7 +26,15 @@ ITEMS = [{"image_id": "a.png", "path": "/x/a.png"}]
 
 def stub_nets():
     G = SimpleNamespace(img_resolution=64, num_ws=10, w_dim=256, z_dim=256)
-    return SimpleNamespace(name="stub", sha256=SHA, format="native", G=G, D=None, path="/x/stub.safetensors")
+    return SimpleNamespace(
+        name="stub",
+        sha256=SHA,
+        format="native",
+        G=G,
+        D=None,
+        path="/x/stub.safetensors",
+        location="/x/stub.safetensors",
+    )
 
 
 def same_json(record, expected: dict) -> None:
@@ -120,7 +128,11 @@ def test_project_records_what_project_recorded(with_encoder):
     from facebatch.stages.project import build_project_spec
 
     projection = ProjectionConfig(name="fast", steps=7, perceptual="none")
-    encoder = SimpleNamespace(sha256="cd" * 32, images_seen=1000, path="/x/enc.safetensors") if with_encoder else None
+    encoder = (
+        SimpleNamespace(sha256="cd" * 32, images_seen=1000, path="/x/enc.safetensors", location="/x/enc.safetensors")
+        if with_encoder
+        else None
+    )
     options = dict(align="dlib", save_reconstructions=True, save_noise=True) if with_encoder else {}
     spec = build_project_spec(
         items=ITEMS, out_dir=Path("/x/p"), nets=stub_nets(), projection=projection, seed=3, shard_size=2,

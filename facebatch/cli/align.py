@@ -15,10 +15,10 @@ from facebatch.cli.console import err, out
 @batch_command(without=("workers", "threads_per_worker", "device"))
 def align(
     input_dir: Annotated[
-        Path, typer.Argument(metavar="INPUT_DIR", help="Folder of images (searched recursively) or one image file.")
+        str, typer.Argument(metavar="INPUT_DIR", help="Folder of images (searched recursively) or one image file.")
     ],
     out_dir: Annotated[
-        Path, typer.Argument(metavar="OUT_DIR", help="Output folder: aligned/ PNGs, faces/ Parquet parts, _run.json.")
+        str, typer.Argument(metavar="OUT_DIR", help="Output folder: aligned/ PNGs, faces/ Parquet parts, _run.json.")
     ],
     size: Annotated[
         int, typer.Option("--size", "-s", help="Side of the aligned square in pixels (FFHQ: 1024).")

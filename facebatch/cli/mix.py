@@ -46,17 +46,17 @@ app = typer.Typer(
 )
 
 PairsArg = Annotated[
-    Path, typer.Argument(help="CSV of pairs: a, b [, pair_id, mask, neutral]; paths relative to the CSV's folder.")
+    str, typer.Argument(help="CSV of pairs: a, b [, pair_id, mask, neutral]; paths relative to the CSV's folder.")
 ]
 OutOption = Annotated[
-    Path, typer.Option("--out", "-o", help="Output folder: images/<app>/, manifest/, contact_sheets/, _run.json.")
+    str, typer.Option("--out", "-o", help="Output folder: images/<app>/, manifest/, contact_sheets/, _run.json.")
 ]
 GenOption = Annotated[
     Optional[str],
     typer.Option("--generator", "-g", help="Checkpoint path, registry name or URL (default: the --latents run's)."),
 ]
 LatentsOption = Annotated[
-    Optional[list[Path]],
+    Optional[list[str]],
     typer.Option(
         "--latents",
         "-l",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -14,7 +13,7 @@ from facebatch.cli.console import err, out
 @batch_command(without=("retry_errors",))
 def sample(
     generator: Annotated[str, typer.Option("--generator", "-g", help="Registry name or checkpoint path.")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder: images/ and latents/.")],
+    out_dir: Annotated[str, typer.Option("--out", "-o", help="Output folder or URL: images/ and latents/.")],
     n: Annotated[int, typer.Option("-n", help="How many samples (seeds --seed .. --seed+n-1).")] = 16,
     seed: Annotated[int, typer.Option("--seed", help="First seed.")] = 0,
     seeds: Annotated[

@@ -9,6 +9,7 @@ them, put the eyes and mouth at about the same heights.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,8 +86,8 @@ class LoadedMask:
 def _grey(path: Path) -> Image.Image:
     """The mask's level as an 'L' image: the alpha channel when the file has real transparency, else the grey."""
     try:
-        data = read_bytes(path)
-        with Image.open(path) as probe:
+        data = read_bytes(str(path))
+        with Image.open(io.BytesIO(data)) as probe:
             if probe.mode in ("RGBA", "LA", "PA") or (probe.mode == "P" and "transparency" in probe.info):
                 alpha = ImageOps.exif_transpose(probe).convert("RGBA").getchannel("A")
                 if alpha.getextrema() != (255, 255):  # painted strokes on a transparent layer

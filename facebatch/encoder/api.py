@@ -16,6 +16,7 @@ import torch
 
 from facebatch import checks
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 from facebatch.pipeline.ownership import record_written
 from facebatch.pipeline.rundir import folder_lock
 from facebatch.pipeline.snapshots import claim_trained_output
@@ -156,7 +157,7 @@ def load_encoder(spec: str | Path | None = None, generator=None, device: str = "
             raise InputError(f"{spec} is a {entry.kind} in the registry, not an encoder")
         path = entry.fetch()
     else:
-        path = Path(spec)
+        path = spec if storage.is_url(spec) else Path(spec)
     enc = read_encoder(path, device=device)
     if generator is not None:
         check_encoder_fits(enc, generator.sha256, generator.G)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import json
 import os
 import sys
 import urllib.error
@@ -75,6 +76,32 @@ def sha256_of(path: Path, *, reuse: bool = True) -> str:
             digest.update(chunk)
     _HASHES[key] = digest.hexdigest()
     return _HASHES[key]
+
+
+def fetch_object(url: str, dest: Path) -> Path:
+    """A checkpoint on an object store (s3://, gs://, az://, memory://) as a local file: copied into the cache
+    once per version of the object (its ETag, size and modification time, recorded beside the copy), under a
+    lock, through the atomic writer; each worker host fetches its own copy. Missing, denied or unreachable is
+    one line."""
+    from facebatch.pipeline import storage
+
+    loc = storage.location(url, "checkpoint")
+    with storage.remote_errors(loc, "checkpoint"):
+        info = loc.fs.info(loc.path)
+        if info.get("type") == "directory":
+            raise CheckpointError(f"{url} is a folder, not a checkpoint file")
+        version = {"url": url, **{k: str(info.get(k)) for k in ("ETag", "etag", "size", "LastModified", "mtime")}}
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        source_record = dest.with_name(f".{dest.name}.source.json")
+        with FileLock(str(dest) + ".lock"):
+            with contextlib.suppress(OSError, ValueError):
+                if dest.is_file() and json.loads(source_record.read_text()) == version:
+                    return dest
+            with atomic_output(dest) as tmp:
+                loc.fs.get_file(loc.path, str(tmp))
+            atomic_write_bytes(source_record, json.dumps(version, sort_keys=True).encode())
+    return dest
 
 
 def not_available(url: str, dest: Path, why: str) -> ModelNotAvailable:

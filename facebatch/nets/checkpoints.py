@@ -13,7 +13,7 @@ import argparse
 import pickle
 import struct
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from facebatch.nets import cache, registry
 from facebatch.nets.arch_check import check_finite, check_kwargs, check_shapes
 from facebatch.nets.native_format import RawNetworks, read_native
 from facebatch.nets.safe_pickle import TORCH_LEGACY_MAGIC, load_pickle, networks_from_pickle
+from facebatch.pipeline import storage
 
 
 @dataclass
@@ -37,6 +38,13 @@ class Networks:
     name: str
     g_kwargs: dict
     d_kwargs: dict | None = None
+    source: str | None = None  # the URL it was fetched from (an object store), else None: `path` is the file
+
+    @property
+    def location(self) -> str:
+        """What a worker loads it from: the object-store URL (each host fetches its own copy), else the file's
+        absolute path."""
+        return self.source or str(Path(self.path).resolve())
 
     @torch.no_grad()
     def mapping(self, z, truncation_psi: float = 1.0, truncation_cutoff: int | None = None) -> torch.Tensor:
@@ -214,6 +222,8 @@ def resolve(spec: str | Path) -> tuple[Path, str]:
         return entry.fetch(), entry.name
     if text.startswith(("http://", "https://")):
         return cache.ensure_file(text, registry.url_cache_path(text)), Path(text).stem
+    if storage.is_url(text):  # an object store: fetched into this host's cache once per version of the object
+        return cache.fetch_object(text, registry.url_cache_path(text)), PurePosixPath(text).stem
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
     if path.exists():
@@ -272,4 +282,5 @@ def load_networks(
         name=name,
         g_kwargs=raw.g_kwargs,
         d_kwargs=raw.d_kwargs,
+        source=str(spec) if storage.is_url(spec) and not str(spec).startswith(("http://", "https://")) else None,
     )

@@ -172,6 +172,12 @@ class EncoderFile:
     recipe: dict = field(default_factory=dict)
     path: Path | None = None
     sha256: str | None = None
+    source: str | None = None  # the object-store URL it was fetched from, else None
+
+    @property
+    def location(self) -> str:
+        """What a worker loads it from (see Networks.location)."""
+        return self.source or str(Path(self.path).resolve())
 
 
 def write_encoder(
@@ -206,7 +212,14 @@ def read_encoder(path: Path, device="cpu") -> EncoderFile:
     from facebatch.nets.arch_check import check_kwargs, check_shapes
     from facebatch.nets.cache import sha256_of
     from facebatch.nets.safetensors_meta import read_file
+    from facebatch.pipeline import storage
 
+    source = str(path) if storage.is_url(path) else None
+    if source is not None:  # an object store: this host's cached copy
+        from facebatch.nets.cache import fetch_object
+        from facebatch.nets.registry import url_cache_path
+
+        path = fetch_object(source, url_cache_path(source))
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no encoder file at {path}")
@@ -234,6 +247,7 @@ def read_encoder(path: Path, device="cpu") -> EncoderFile:
         config.get("recipe") or {},
         path,
         sha256_of(path),
+        source,
     )
 
 

@@ -319,10 +319,17 @@ def resolve_generator(spec: str | None, index: LatentIndex) -> tuple[Path, str]:
                 path, _ = resolve(candidate)
             except FacebatchError:
                 continue
-            return Path(path).resolve(), cache.sha256_of(path)
+            return _worker_location(candidate, path), cache.sha256_of(path)
         raise InputError("the latents do not say where their generator file is; pass --generator")
     path, _ = resolve(spec)
-    return Path(path).resolve(), cache.sha256_of(path)
+    return _worker_location(spec, path), cache.sha256_of(path)
+
+
+def _worker_location(spec, path):
+    """An object-store URL as given (each worker host fetches its own copy), else the resolved local file."""
+    if storage.is_url(spec) and not str(spec).startswith(("http://", "https://")):
+        return storage.location(spec)
+    return Path(path).resolve()
 
 
 def check_generator(sha: str, index: LatentIndex, boundaries: Sequence, force: bool) -> None:

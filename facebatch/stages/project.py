@@ -148,10 +148,10 @@ def build_project_spec(
         setup=setup_project,
         process=process_project,
         runtime=ProjectRuntime(
-            generator_path=str(Path(nets.path).resolve()),
+            generator_path=nets.location,
             generator_sha256=nets.sha256,
             batch_size=int(batch_size) if batch_size else None,
-            encoder_path=str(Path(encoder.path).resolve()) if encoder is not None else None,
+            encoder_path=encoder.location if encoder is not None else None,
         ),
         schema=project_schema(G.num_ws, G.w_dim, aligned=align is not None),
         score_columns=(*ROW_SCORE_KEYS, "seconds"),
@@ -227,7 +227,7 @@ def setup_project(setup: WorkerSetup[ProjectConfig, ProjectRuntime]) -> ProjectS
         from facebatch.errors import CheckpointError
         from facebatch.nets.encoder import read_encoder
 
-        found = read_encoder(Path(rt.encoder_path), device=str(device))
+        found = read_encoder(rt.encoder_path, device=str(device))
         if cfg.encoder is None or found.sha256 != cfg.encoder.sha256:
             raise CheckpointError(f"{rt.encoder_path} on this worker is not the encoder the run uses")
         encoder = found.encoder

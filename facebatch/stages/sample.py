@@ -103,7 +103,7 @@ def build_sample_spec(
         config=config,
         setup=setup_sample,
         process=process_sample,
-        runtime=SampleRuntime(generator_path=str(Path(nets.path).resolve()), batch_size=int(batch_size)),
+        runtime=SampleRuntime(generator_path=nets.location, batch_size=int(batch_size)),
         schema=sample_schema(G.z_dim, G.num_ws, G.w_dim),
         side_dirs=(IMAGES,) if images else (),
         metadata=config.facts(),  # in _run.json and every part's schema: readers find the generator and truncation

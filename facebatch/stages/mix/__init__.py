@@ -93,7 +93,7 @@ def build_mix_spec(
         setup=setup_mix,
         process=process_mix,
         runtime=MixRuntime(
-            generator_path=str(Path(nets.path).resolve()),
+            generator_path=nets.location,
             generator_sha256=nets.sha256,
             batch_size=int(batch_size),
         ),

@@ -7,7 +7,6 @@ codes), and writes what it returns; a new app is one entry here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -15,6 +14,7 @@ import numpy as np
 from facebatch.checks import a_path
 from facebatch.checks import items as several
 from facebatch.errors import InputError
+from facebatch.pipeline import storage
 from facebatch.ranges import finite_number, parse_numbers, whole_number
 from facebatch.stages.mix.manifest import ok_row
 from facebatch.stages.mix.outputs import animation, file_label, render_codes, save
@@ -89,9 +89,9 @@ def _check_mask(app: str) -> Callable[[dict, Any, ProjectionConfig], None]:
         mask = params["mask"]
         a_path(mask, "--mask")  # a shape's name or a PNG's path
         if mask not in SHAPES:
-            if not Path(mask).is_file():
+            if not storage.location(mask, "--mask").is_file():
                 raise InputError(f"--mask {mask!r} is neither a shape ({', '.join(SHAPES)}) nor a mask file")
-            params["mask"] = str(Path(mask).resolve())
+            params["mask"] = storage.resolved(mask)
 
     return check
 

@@ -98,8 +98,15 @@ def _side(ref: str, base: Path, runs: LatentRuns | None) -> dict | None:
         return None
     if runs is not None and ref in runs.where:
         return {"ref": ref, **runs.where[ref]}
+    return {"ref": ref, "path": _beside(ref, base)}
+
+
+def _beside(ref: str, base) -> str:
+    """A file named in the pairs CSV: a URL or an absolute path as is, a relative one from the CSV's folder."""
+    if storage.is_url(ref):
+        return ref
     path = Path(ref).expanduser()
-    return {"ref": ref, "path": str(path if path.is_absolute() else (base / path))}
+    return str(path if path.is_absolute() else (base / path))
 
 
 def read_pairs(pairs_csv: Path, app: App, runs: LatentRuns | None = None) -> list[dict]:
@@ -124,7 +131,7 @@ def read_pairs(pairs_csv: Path, app: App, runs: LatentRuns | None = None) -> lis
     if not rows:
         raise InputError(f"{pairs_csv} has no pairs")
     rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items() if k is not None} for r in rows]
-    base = pairs_csv.parent.resolve()
+    base = pairs_csv.parent if storage.is_url(pairs_csv) else pairs_csv.parent.resolve()
 
     def stem(ref: str) -> str:
         return Path(ref).stem if ref else "missing"
@@ -144,7 +151,7 @@ def read_pairs(pairs_csv: Path, app: App, runs: LatentRuns | None = None) -> lis
         if mask and app.default_mask:
             from facebatch.edit.masks import SHAPES
 
-            item["mask"] = mask if mask in SHAPES else str(Path(mask) if Path(mask).is_absolute() else base / mask)
+            item["mask"] = mask if mask in SHAPES else _beside(mask, base)
         empty = [c for c in need if item[c] is None]
         if empty:
             item["error"] = f"line {line}: empty cell(s) {', '.join(empty)}"
