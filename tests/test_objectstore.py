@@ -603,3 +603,30 @@ def test_a_checkpoint_url_that_is_missing_is_one_line(s3_endpoint, tmp_path, mon
     assert res.exit_code == 2 and "models/nothing.safetensors" in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1
     storage.configure(None)
+
+
+def test_prefetched_images_are_the_bytes_a_lone_read_gives(s3_endpoint, tmp_path, data_dir, monkeypatch):
+    """A batch's images are fetched together; an object too big, empty or missing is left to the lone read,
+    which says what is wrong, and a prefetched one decodes to the same tensor."""
+    import torch
+
+    from facebatch.pipeline import images
+
+    store = Store("s3", tmp_path, s3_endpoint)
+    names = _faces(store, data_dir, n=3)
+    store.put("in/sub/empty.png", b"")
+    storage.configure(store.options[1::2])
+    urls = [store.url(f"in/{n}") for n in names] + [store.url("in/sub/empty.png"), store.url("in/gone.jpg")]
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", max(len(store.get(f"in/{n}")) for n in names) - 1)
+    got = images.prefetch(urls)
+    biggest = max(names, key=lambda n: len(store.get(f"in/{n}")))
+    assert set(got) == {store.url(f"in/{n}") for n in names if n != biggest}
+    monkeypatch.undo()
+    for url, data in got.items():
+        assert data == store.get(url.split("/", 3)[3])
+        if not url.endswith("broken.jpg"):
+            assert data == images.read_bytes(url)
+            assert torch.equal(images.load_image(url, 64, data=data)[0], images.load_image(url, 64)[0])
+    with pytest.raises(images.UnreadableImage, match="not an image"):
+        images.load_image(store.url("in/broken.jpg"), 64, data=got.get(store.url("in/broken.jpg"), b"not a jpeg"))
+    storage.configure(None)

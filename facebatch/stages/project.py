@@ -25,7 +25,7 @@ import pyarrow as pa
 from facebatch.invert.presets import ProjectionConfig
 from facebatch.invert.scores import ROW_SCORE_KEYS
 from facebatch.pipeline import storage
-from facebatch.pipeline.images import UnreadableImage, image_to_tensor, load_image, save_image
+from facebatch.pipeline.images import UnreadableImage, image_to_tensor, load_image, prefetch, save_image
 from facebatch.pipeline.noise_store import NoiseWriter
 from facebatch.pipeline.progress import report_steps
 from facebatch.pipeline.records import JsonRecord, WorkerSetup, record_field
@@ -366,6 +366,7 @@ def _prefetched_batches(state: ProjectState, items: list[dict], rows: _Rows) -> 
 
 def _load_batch(state: ProjectState, chunk: list[dict], rows: _Rows) -> list[tuple[dict, Any, float]]:
     loaded = []
+    fetched = prefetch([item.get("path") for item in chunk if "image" not in item])
     for item in chunk:
         start = time.perf_counter()
         image_id = item["image_id"]
@@ -373,7 +374,8 @@ def _load_batch(state: ProjectState, chunk: list[dict], rows: _Rows) -> list[tup
             if "image" in item:  # in memory (the library's project of PIL images or tensors)
                 tensor, meta = image_to_tensor(item["image"], state.resolution)
             else:
-                tensor, meta = load_image(item["path"], state.resolution, align=state.align)
+                data = fetched.get(str(item["path"]))
+                tensor, meta = load_image(item["path"], state.resolution, align=state.align, data=data)
         except (UnreadableImage, *state.align_errors) as exc:
             meta = getattr(exc, "image_info", {})
             rows.set(image_id, error=str(exc) or type(exc).__name__, **_file_facts(meta))
