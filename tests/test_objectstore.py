@@ -576,7 +576,7 @@ def test_generator_and_encoder_read_from_the_bucket_by_each_worker(
     assert runtime["generator_path"] == store.url("models/G.safetensors")
     assert runtime["encoder_path"] == store.url("models/E.safetensors")
     fetched = sorted(p.name for p in (worker_dir / "cache" / "downloads").glob("*.safetensors"))
-    assert len(fetched) == 2 and fetched[0].endswith("E.safetensors") and fetched[1].endswith("G.safetensors")
+    assert sorted(name.split("-", 1)[1] for name in fetched) == ["E.safetensors", "G.safetensors"]  # key-name
     from facebatch.pipeline.latents import read_latent_table
 
     storage.configure(store.options[1::2])  # the last command (on local paths) left no s3 options behind
