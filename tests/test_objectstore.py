@@ -317,14 +317,13 @@ def _markers(store: Store) -> list[str]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
-def test_interrupted_run_resumes_with_no_row_lost_or_repeated(store, data_dir, fixture_generator_path, sig):
+def test_interrupted_run_resumes_with_no_row_lost_or_repeated(
+    store, data_dir, fixture_generator_path, sig, monkeypatch
+):
     """Ctrl-C, or kill -9 of the client with its in-process worker (its lock object is left behind and goes
     stale): the rerun redoes only the missing shards, and every image is there exactly once."""
     ids = _faces(store, data_dir, n=5)
-    cmd = [
-        sys.executable,
-        "-m",
-        "facebatch",
+    args = [
         "project",
         store.url("in"),
         "-g",
@@ -341,10 +340,12 @@ def test_interrupted_run_resumes_with_no_row_lost_or_repeated(store, data_dir, f
         "1",
         "--workers",
         "0",
-        *store.options,
     ]
-    env = {**os.environ, **ONE_THREAD, "FACEBATCH_LOCK_STALE_S": "3"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env)
+    monkeypatch.setenv("FACEBATCH_LOCK_STALE_S", "3")  # the subprocess and the rerun in this process
+    cmd = [sys.executable, "-m", "facebatch", *args, *store.options]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env={**os.environ, **ONE_THREAD}
+    )
     try:
         deadline = time.time() + 240
         while time.time() < deadline and not _markers(store) and proc.poll() is None:
@@ -363,28 +364,7 @@ def test_interrupted_run_resumes_with_no_row_lost_or_repeated(store, data_dir, f
         assert "out/.lock" in store.keys("out/")  # nobody removed it
         time.sleep(3.5)  # ... and it goes stale
 
-    os.environ["FACEBATCH_LOCK_STALE_S"] = "3"
-    try:
-        res = store.run(
-            "project",
-            store.url("in"),
-            "-g",
-            str(fixture_generator_path),
-            "-o",
-            store.url("out"),
-            "--steps",
-            "40",
-            "--set",
-            "w_avg_samples=64",
-            "--set",
-            "perceptual=none",
-            "--shard-size",
-            "1",
-            "--workers",
-            "0",
-        )
-    finally:
-        del os.environ["FACEBATCH_LOCK_STALE_S"]
+    res = store.run(*args)
     assert res.exit_code == 0, res.output
     summary = json.loads(store.get("out/_run.json"))["summary"]
     assert summary["shards_skipped"] == len(done) and summary["images_processed"] == len(ids) - len(done)
