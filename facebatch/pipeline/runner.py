@@ -21,7 +21,6 @@ import pyarrow as pa
 from rich.console import Console
 
 from facebatch.errors import InputError
-from facebatch.nets.cache import sha256_of
 from facebatch.pipeline import storage
 from facebatch.pipeline.atomic import atomic_write_bytes, atomic_write_json
 from facebatch.pipeline.cluster import ClusterOptions, open_client, task_resources
@@ -159,8 +158,7 @@ def part_intact(part: Path, marker: dict) -> bool:
         if "part_bytes" in marker and storage.size(part) != marker["part_bytes"]:
             return False
         if "part_sha256" in marker:
-            digest = storage.sha256(part) if storage.is_url(part) else sha256_of(part, reuse=False)
-            if digest != marker["part_sha256"]:
+            if storage.sha256(part) != marker["part_sha256"]:
                 return False
         import pyarrow.parquet as pq
 

@@ -22,7 +22,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from facebatch.nets.cache import sha256_of
 from facebatch.pipeline import storage
 from facebatch.pipeline.atomic import atomic_write_json, recording_writes
 from facebatch.pipeline.cluster import worker_device
@@ -117,7 +116,7 @@ def _run_shard(task: ShardTask) -> dict:
         atomic_write_table(part, table)
     marker = shard_marker(task, table, time.perf_counter() - start, retried)
     marker["part_bytes"] = storage.size(part)
-    marker["part_sha256"] = storage.sha256(part) if storage.is_url(part) else sha256_of(part, reuse=False)
+    marker["part_sha256"] = storage.sha256(part)
     marker["files"] = sorted(set(earlier) | _relative(run_dir, written, exclude=part))
     atomic_write_json(run_dir.marker(task.info.name), marker)
     return marker
