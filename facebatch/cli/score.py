@@ -167,6 +167,7 @@ def score(
     latents."""
     from facebatch.pipeline import storage
     from facebatch.scoring.evaluate import ScoreOptions, evaluate
+    from facebatch.scoring.report import REPORT_HTML
 
     storage.configure(storage_options)
 
@@ -194,7 +195,7 @@ def score(
         result = evaluate(opts)
     m = result.metrics
     if quiet:
-        out.print(str(result.report_dir / "report.html"), highlight=False)
+        out.print(str(result.report_dir / REPORT_HTML), highlight=False)
         return
     out.print(_key_table(m))
     out.print(f"rows: {m['rows']['ok']} scored, {m['rows']['skipped_error']} skipped (status error)", highlight=False)
@@ -213,4 +214,4 @@ def score(
             f"threshold: {m['threshold']['meaning']})",
             highlight=False,
         )
-    out.print(f"report: {result.report_dir / 'report.html'}", highlight=False)
+    out.print(f"report: {result.report_dir / REPORT_HTML}", highlight=False)

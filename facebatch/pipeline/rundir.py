@@ -88,6 +88,16 @@ class RunDir:
     def success_file(self) -> Path:
         return self.root / SUCCESS_FILE
 
+    @property
+    def report_dir(self) -> Path:
+        """OUT/report: where `score` writes its report unless told another folder."""
+        return self.root / REPORT
+
+    @property
+    def flags_dir(self) -> Path:
+        """OUT/flags: where `score` writes the flags table unless told another folder."""
+        return self.root / FLAGS
+
     def folder(self, name: str) -> Path:
         """OUT/<name>: a side folder (images, aligned, reconstructions, ...)."""
         return self.root / name

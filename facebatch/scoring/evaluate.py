@@ -17,7 +17,7 @@ from facebatch import __version__, sheets
 from facebatch.errors import InputError
 from facebatch.pipeline import storage
 from facebatch.pipeline.ownership import claim_files, record_written
-from facebatch.pipeline.rundir import REPORT, folder_lock
+from facebatch.pipeline.rundir import RunDir, folder_lock
 from facebatch.scoring import plots
 from facebatch.scoring.flags import FlagSummary, write_flags
 from facebatch.scoring.ground_truth import JoinedLabels, join_labels
@@ -31,7 +31,7 @@ from facebatch.scoring.polarity import (
     canonical,
     spec_for,
 )
-from facebatch.scoring.report import REPORT_FILES, report_paths, write_report
+from facebatch.scoring.report import REPORT_FILES, THRESHOLD_JSON, report_paths, write_report
 from facebatch.scoring.runtable import RunTable, read_run
 from facebatch.scoring.thresholds import RULES, Threshold, at_fpr, at_threshold, best_f1, fpr_key
 
@@ -250,9 +250,10 @@ REPORT_WAY_OUT = "pass another --report folder, or --overwrite to replace it"
 def evaluate(opts: ScoreOptions) -> ScoreResult:
     _validate(opts)
     run = read_run(opts.run)
-    report_dir = storage.location(opts.report_dir) if opts.report_dir is not None else run.root / REPORT
-    # OUT/report is the run's own folder (RunDir names it); a report folder elsewhere may hold a user's files.
-    foreign = opts.report_dir is not None and report_dir.resolve() != (run.root / REPORT).resolve()
+    # OUT/report is the run's own folder; a report folder elsewhere may hold a user's files.
+    own = RunDir(run.root).report_dir
+    report_dir = storage.location(opts.report_dir) if opts.report_dir is not None else own
+    foreign = opts.report_dir is not None and report_dir.resolve() != own.resolve()
     if foreign:
         claim_files(
             [report_dir / name for name in REPORT_FILES], by=run.root, overwrite=opts.overwrite, way_out=REPORT_WAY_OUT
@@ -333,8 +334,8 @@ def evaluate(opts: ScoreOptions) -> ScoreResult:
             claim_files(paths, by=run.root, overwrite=opts.overwrite, way_out=REPORT_WAY_OUT)
         files = write_report(report_dir, metrics, figures)
         if opts.fit_threshold and threshold is not None:
-            threshold.save(report_dir / "threshold.json")
-            files.append(report_dir / "threshold.json")
+            threshold.save(report_dir / THRESHOLD_JSON)
+            files.append(report_dir / THRESHOLD_JSON)
         record_written(files, by=run.root)
     return ScoreResult(metrics=metrics, report_dir=report_dir, files=files, flags=flags)
 

@@ -20,7 +20,7 @@ from facebatch import __version__
 from facebatch.errors import InputError
 from facebatch.pipeline import storage
 from facebatch.pipeline.latents import parquet_files
-from facebatch.pipeline.rundir import FLAGS
+from facebatch.pipeline.rundir import RunDir
 from facebatch.pipeline.table import atomic_write_table, with_run_metadata
 from facebatch.scoring.runtable import PART_COLUMN, RunTable
 from facebatch.scoring.thresholds import Threshold
@@ -40,7 +40,7 @@ class FlagSummary:
 
 
 def default_destination(run: RunTable) -> Path:
-    return run.root / FLAGS
+    return RunDir(run.root).flags_dir
 
 
 def _check_destination(run: RunTable, dest: Path, overwrite: bool) -> None:

@@ -167,7 +167,8 @@ def render_html(metrics: dict, figures: dict[str, bytes]) -> str:
     )
 
 
-REPORT_FILES = ("metrics.json", "report.html", "threshold.json")  # and one <figure>.png per figure
+METRICS_JSON, REPORT_HTML, THRESHOLD_JSON = "metrics.json", "report.html", "threshold.json"
+REPORT_FILES = (METRICS_JSON, REPORT_HTML, THRESHOLD_JSON)  # and one <figure>.png per figure
 
 
 def report_paths(report_dir: Path, figures: dict[str, bytes]) -> list[Path]:
@@ -184,6 +185,6 @@ def write_report(report_dir: Path, metrics: dict, figures: dict[str, bytes]) -> 
         path = report_dir / f"{name}.png"
         atomic_write_bytes(path, png)
         written.append(path)
-    atomic_write_json(report_dir / "metrics.json", metrics)
-    atomic_write_bytes(report_dir / "report.html", render_html(metrics, figures).encode("utf-8"))
-    return written + [report_dir / "metrics.json", report_dir / "report.html"]
+    atomic_write_json(report_dir / METRICS_JSON, metrics)
+    atomic_write_bytes(report_dir / REPORT_HTML, render_html(metrics, figures).encode("utf-8"))
+    return written + [report_dir / METRICS_JSON, report_dir / REPORT_HTML]

@@ -29,11 +29,11 @@ from facebatch.errors import InputError
 from facebatch.nets.predictors import PredictorRef
 from facebatch.pipeline import storage
 from facebatch.pipeline.records import JsonRecord, WorkerSetup, record_field
-from facebatch.pipeline.rundir import IMAGES, LATENTS, RUN_FILE, RunDir
+from facebatch.pipeline.rundir import IMAGES, LABELS, LATENTS, RUN_FILE, RunDir
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
 
-STAGE, TABLE = "label", "labels"
+STAGE, TABLE = "label", LABELS
 RESERVED = ("image_id", "source", "status", "error")
 RENDER, SOURCE = "render", "source"
 

@@ -29,7 +29,7 @@ from facebatch.pipeline.images import UnreadableImage, image_to_tensor, load_ima
 from facebatch.pipeline.noise_store import NoiseWriter
 from facebatch.pipeline.progress import report_steps
 from facebatch.pipeline.records import JsonRecord, WorkerSetup, record_field
-from facebatch.pipeline.rundir import NOISE, RECONSTRUCTIONS
+from facebatch.pipeline.rundir import LATENTS, NOISE, RECONSTRUCTIONS
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
 from facebatch.pipeline.table import latent_array_masked, latent_field, latents_schema
@@ -37,7 +37,7 @@ from facebatch.stages.common import per_image_seed
 
 log = logging.getLogger("facebatch.project")
 
-STAGE, TABLE = "project", "latents"
+STAGE, TABLE = "project", LATENTS
 
 
 def project_schema(num_ws: int, w_dim: int, aligned: bool = False) -> pa.Schema:
