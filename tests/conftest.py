@@ -40,6 +40,7 @@ def write_latents(out: Path, ids, ws, ok=None, parts: int = 1, sha: str = "ab" *
     import numpy as np
     import pyarrow as pa
 
+    from facebatch.pipeline.rundir import RunDir
     from facebatch.pipeline.table import atomic_write_table, latent_array_masked, latents_schema, with_run_metadata
 
     ok = np.ones(len(ids), bool) if ok is None else np.asarray(ok)
@@ -55,7 +56,7 @@ def write_latents(out: Path, ids, ws, ok=None, parts: int = 1, sha: str = "ab" *
             ],
             schema=schema,
         )
-        atomic_write_table(Path(out) / "latents" / f"part-{p:05d}.parquet", table)
+        atomic_write_table(RunDir(Path(out)).part(f"part-{p:05d}"), table)
     return Path(out)
 
 

@@ -17,6 +17,7 @@ from facebatch.alignment import fan_backend
 from facebatch.alignment.api import check_backend
 from facebatch.cli.app import app
 from facebatch.errors import InputError, ModelNotAvailable
+from facebatch.pipeline.rundir import FACES, RunDir
 
 runner = CliRunner()
 CELEBA_HQ = ("ref_female_015248.jpg", "ref_male_012712.jpg")
@@ -63,10 +64,11 @@ def test_align_writes_pngs_and_a_row_per_image_and_resumes(tmp_path, data_dir):
     from facebatch.pipeline.latents import read_latent_table
 
     inp, out = photos(data_dir, tmp_path / "in"), tmp_path / "out"
+    run_dir = RunDir(out, FACES)
     res = align(inp, out, "--size", 64, "--workers", 0, "--shard-size", 2)
     assert res.exit_code == 0, res.output
 
-    table = read_latent_table(out / "faces")
+    table = read_latent_table(run_dir.table_dir)
     frame = table.frame.set_index("image_id")
     ids = sorted(["broken.jpg", *CELEBA_HQ, "sub/astronaut.png", "sub/chelsea.png"])
     assert frame.index.tolist() == ids
@@ -93,15 +95,15 @@ def test_align_writes_pngs_and_a_row_per_image_and_resumes(tmp_path, data_dir):
     celeba_quad = quads[ok.index.tolist().index(CELEBA_HQ[0])]
     assert np.abs(celeba_quad - [[0, 0], [0, 1023], [1023, 1023], [1023, 0]]).max() < 60
 
-    run = json.loads((out / "_run.json").read_text())
+    run = json.loads(run_dir.run_file.read_text())
     assert run["status"] == "complete" and run["config"]["size"] == 64 and run["config"]["backend"] == "dlib"
-    assert (out / "_SUCCESS").exists()
+    assert run_dir.success_file.exists()
 
-    before = sorted((p.name, p.stat().st_mtime_ns) for p in (out / "faces").glob("*.parquet"))
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in run_dir.table_dir.glob("*.parquet"))
     again = align(inp, out, "--size", 64, "--workers", 0, "--shard-size", 2)
     assert again.exit_code == 0, again.output
-    assert json.loads((out / "_run.json").read_text())["summary"]["images_processed"] == 0
-    assert sorted((p.name, p.stat().st_mtime_ns) for p in (out / "faces").glob("*.parquet")) == before
+    assert json.loads(run_dir.run_file.read_text())["summary"]["images_processed"] == 0
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in run_dir.table_dir.glob("*.parquet")) == before
     other = align(inp, out, "--size", 128, "--workers", 0, "--shard-size", 2)
     assert other.exit_code == 2 and "size: 64 -> 128" in other.output and "--overwrite" in other.output
     dry = align(inp, out, "--size", 64, "--workers", 0, "--shard-size", 2, "--dry-run")
@@ -152,7 +154,8 @@ def test_project_align_records_the_crop_quad_with_the_latent(
     )
     assert res.exit_code == 0, res.output
 
-    table = read_latent_table(out / "latents")
+    run_dir = RunDir(out)
+    table = read_latent_table(run_dir.table_dir)
     frame = table.frame
     ids = frame["image_id"].tolist()
     assert ids == sorted([CELEBA_HQ[0], "astronaut.png", "chelsea.png"])
@@ -166,7 +169,7 @@ def test_project_align_records_the_crop_quad_with_the_latent(
         assert frame["status"][row] == "ok" and np.isfinite(w[row]).all()
         _, expect = api.align_for_projection(Image.open(inp / image_id).convert("RGB"), 64)
         np.testing.assert_allclose(quads[row], expect, atol=1e-3)  # float32 in the table
-    run = json.loads((out / "_run.json").read_text())
+    run = json.loads(run_dir.run_file.read_text())
     assert run["config"]["align"] == "dlib"
 
 
@@ -178,7 +181,7 @@ def test_align_on_a_local_dask_cluster_matches_in_process(tmp_path, data_dir):
     local = align(inp, tmp_path / "local", "--size", 64, "--workers", 0, "--shard-size", 2)
     dask = align(inp, tmp_path / "dask", "--size", 64, "--workers", 2, "--shard-size", 2)
     assert local.exit_code == 0 and dask.exit_code == 0, dask.output
-    a, b = (pd.read_parquet(tmp_path / d / "faces").drop(columns=["seconds"]) for d in ("local", "dask"))
+    a, b = (pd.read_parquet(RunDir(tmp_path / d, FACES).table_dir).drop(columns=["seconds"]) for d in ("local", "dask"))
     pd.testing.assert_frame_equal(a, b)
     for path in a["aligned_path"].dropna():
         assert (tmp_path / "local" / path).read_bytes() == (tmp_path / "dask" / path).read_bytes()
@@ -202,7 +205,7 @@ def test_faces_all_writes_one_row_and_png_per_face(tmp_path, data_dir):
     inp, out = two_faces(data_dir, tmp_path / "in"), tmp_path / "out"
     res = align(inp, out, "--size", 64, "--faces", "all", "--workers", 0, "--shard-size", 1)
     assert res.exit_code == 0, res.output
-    frame = pd.read_parquet(out / "faces")
+    frame = pd.read_parquet(RunDir(out, FACES).table_dir)
     assert frame["image_id"].tolist() == ["blank.png", "pair.png", "pair.png"]
     assert frame["status"].tolist() == ["error", "ok", "ok"]
     pair = frame[frame["image_id"] == "pair.png"]
@@ -216,4 +219,4 @@ def test_faces_all_writes_one_row_and_png_per_face(tmp_path, data_dir):
         assert Image.open(out / path).size == (64, 64)
     again = align(inp, out, "--size", 64, "--faces", "all", "--workers", 0, "--shard-size", 1, "--retry-errors")
     assert again.exit_code == 0, again.output
-    assert pd.read_parquet(out / "faces")["image_id"].tolist() == ["blank.png", "pair.png", "pair.png"]
+    assert pd.read_parquet(RunDir(out, FACES).table_dir)["image_id"].tolist() == ["blank.png", "pair.png", "pair.png"]

@@ -209,21 +209,23 @@ def test_every_batch_command_runs_as_a_function_named_like_it(
     from facebatch.nets.clip import write_clip
     from facebatch.nets.native_format import write_native
     from facebatch.nets.stylegan2 import Generator
+    from facebatch.pipeline.rundir import ALIGNED, IMAGES, RunDir
     from facebatch.scoring.evaluate import ScoreResult
+    from facebatch.scoring.report import REPORT_HTML
 
     fb, gen, run = facebatch, str(fixture_generator_path), {"workers": 0, "quiet": True}
     assert "celeba64" in fb.list_models("generator") and "fast" in fb.list_presets()
     samples = fb.sample(gen, tmp_path / "S", seeds=range(16), **run)
     assert isinstance(samples, SampleResult) and samples.summary.images_ok == 16
-    assert len(list((tmp_path / "S" / "images").glob("*.png"))) == 16
+    assert len(list(RunDir(tmp_path / "S").folder(IMAGES).glob("*.png"))) == 16
 
     project = fb.project(
-        samples.out_dir / "images", gen, tmp_path / "P", steps=1, overrides=("perceptual=none",), **run
+        RunDir(samples.out_dir).folder(IMAGES), gen, tmp_path / "P", steps=1, overrides=("perceptual=none",), **run
     )
     assert isinstance(project, ProjectResult) and project.summary.images_ok == 16
     assert fb.read_latents(project.out_dir).latent("w").shape[0] == 16
     scored = fb.score(project.out_dir, report_dir=tmp_path / "report", n_bootstrap=10)
-    assert isinstance(scored, ScoreResult) and (tmp_path / "report" / "report.html").is_file()
+    assert isinstance(scored, ScoreResult) and (tmp_path / "report" / REPORT_HTML).is_file()
 
     labels = fb.label(samples.out_dir, tmp_path / "labels.csv", attrs=["Smiling", "Male"], **run)
     assert isinstance(labels, LabelResult) and labels.labels.read_text().startswith("image_id,Smiling,Male")
@@ -245,7 +247,7 @@ def test_every_batch_command_runs_as_a_function_named_like_it(
     assert len(morph.manifest()) == 3 and morph.sheet.is_file()
 
     faces = fb.align(data_dir / "faces_aligned", tmp_path / "F", size=64, **run)
-    assert faces.summary.images_ok >= 1 and (tmp_path / "F" / "aligned").is_dir()
+    assert faces.summary.images_ok >= 1 and RunDir(tmp_path / "F").folder(ALIGNED).is_dir()
 
     import torch
 

@@ -32,6 +32,7 @@ from typer.testing import CliRunner
 
 from facebatch.cli.app import app
 from facebatch.pipeline.latents import read_latent_table
+from facebatch.pipeline.rundir import IMAGES, RunDir
 
 pytestmark = pytest.mark.cuda
 
@@ -53,6 +54,10 @@ def invoke(*args):
 
 def pngs(folder: Path) -> dict[str, np.ndarray]:
     return {str(p.relative_to(folder)): np.asarray(Image.open(p)).astype(int) for p in sorted(folder.rglob("*.png"))}
+
+
+def images_of(run: Path) -> Path:
+    return RunDir(run).folder(IMAGES)
 
 
 def assert_close_images(a: dict, b: dict, max_levels: int = 8, mean_levels: float = 0.5) -> None:
@@ -84,7 +89,7 @@ def project(images: Path, out: Path, device: str, *extra) -> pd.DataFrame:
     """The run's rows by image_id, with the W+ codes as a column of [num_ws, w_dim] arrays."""
     invoke("project", images, "-g", "celeba64", "-o", out, "--preset", "fast", "--steps", STEPS, "--device", device,
            "--batch-size", 4, "-q", *extra)  # fmt: skip
-    table = read_latent_table(out / "latents")
+    table = read_latent_table(RunDir(out).table_dir)
     frame = table.frame.drop(columns=["w"], errors="ignore").assign(w=list(table.latent("w")))
     return frame.set_index("image_id").sort_index()
 
@@ -96,7 +101,7 @@ def cpu_projection(samples, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(perceptual, "_build_stlpips_vgg", perceptual.stand_in_stlpips_vgg)
         perceptual._cached.cache_clear()
-        frame = project(samples / "images", tmp_path_factory.mktemp("p") / "cpu", "cpu", "--workers", 0,
+        frame = project(images_of(samples), tmp_path_factory.mktemp("p") / "cpu", "cpu", "--workers", 0,
                         "--set", "autocast=none")  # fmt: skip
         perceptual._cached.cache_clear()
     return frame
@@ -104,13 +109,13 @@ def cpu_projection(samples, tmp_path_factory):
 
 def test_sample_renders_the_cpu_images(samples, tmp_path):
     invoke("sample", "-g", "celeba64", "-n", "4", "--seed", "11", "-o", tmp_path / "dev", "--device", DEVICE, "-q")
-    cpu, dev = read_latent_table(samples / "latents"), read_latent_table(tmp_path / "dev" / "latents")
+    cpu, dev = read_latent_table(RunDir(samples).table_dir), read_latent_table(RunDir(tmp_path / "dev").table_dir)
     np.testing.assert_allclose(dev.latent("w"), cpu.latent("w"), atol=1e-4)
-    assert_close_images(pngs(tmp_path / "dev" / "images"), pngs(samples / "images"))
+    assert_close_images(pngs(images_of(tmp_path / "dev")), pngs(images_of(samples)))
 
 
 def test_project_fp32_reaches_the_cpu_result(samples, cpu_projection, tmp_path):
-    dev = project(samples / "images", tmp_path / "dev", DEVICE, "--workers", 0, "--set", "autocast=none")
+    dev = project(images_of(samples), tmp_path / "dev", DEVICE, "--workers", 0, "--set", "autocast=none")
     assert (dev.status == "ok").all() and list(dev.index) == list(cpu_projection.index)
     np.testing.assert_allclose(dev.psnr, cpu_projection.psnr, atol=0.5)
     assert abs(dev.psnr.mean() - cpu_projection.psnr.mean()) <= 0.25
@@ -118,18 +123,18 @@ def test_project_fp32_reaches_the_cpu_result(samples, cpu_projection, tmp_path):
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_project_under_autocast_stays_within_a_db_of_fp32(samples, cpu_projection, tmp_path, precision):
-    dev = project(samples / "images", tmp_path / precision, DEVICE, "--workers", 0, "--set", f"autocast={precision}")
+    dev = project(images_of(samples), tmp_path / precision, DEVICE, "--workers", 0, "--set", f"autocast={precision}")
     assert (dev.status == "ok").all() and np.isfinite(np.stack(dev.w.to_numpy())).all()
     np.testing.assert_allclose(dev.psnr, cpu_projection.psnr, atol=1.0)
 
 
 def test_local_dask_cluster_with_one_gpu_worker(samples, tmp_path):
     # Worker processes cannot see this process's stand-in perceptual net: MSE alone on both sides.
-    ref = project(samples / "images", tmp_path / "inproc", DEVICE, "--workers", 0, "--set", "perceptual=none")
-    dask = project(samples / "images", tmp_path / "dask", DEVICE, "--workers", 1, "--shard-size", 2,
+    ref = project(images_of(samples), tmp_path / "inproc", DEVICE, "--workers", 0, "--set", "perceptual=none")
+    dask = project(images_of(samples), tmp_path / "dask", DEVICE, "--workers", 1, "--shard-size", 2,
                    "--set", "perceptual=none")  # fmt: skip
     np.testing.assert_allclose(dask.psnr, ref.psnr, atol=0.3)
-    markers = [json.loads(p.read_text()) for p in sorted((tmp_path / "dask" / "_stats" / "latents").glob("*.json"))]
+    markers = [json.loads(p.read_text()) for p in sorted(RunDir(tmp_path / "dask").stats_dir.glob("*.json"))]
     assert len(markers) == 2
     assert {m["device"] for m in markers} == {"cuda" if DEVICE.startswith("cuda") else DEVICE}
     assert os.getpid() not in {m["pid"] for m in markers}  # computed in the worker process
@@ -137,7 +142,7 @@ def test_local_dask_cluster_with_one_gpu_worker(samples, tmp_path):
 
 def test_label_with_the_predictor_matches_the_cpu(samples, tmp_path):
     for name, device in (("cpu", "cpu"), ("dev", DEVICE)):
-        invoke("label", samples / "images", "-o", tmp_path / f"{name}.csv", "--predictor", "celeba-attrs",
+        invoke("label", images_of(samples), "-o", tmp_path / f"{name}.csv", "--predictor", "celeba-attrs",
                "--device", device, "-q")  # fmt: skip
     cpu, dev = pd.read_csv(tmp_path / "cpu.csv"), pd.read_csv(tmp_path / "dev.csv")
     assert list(cpu.columns) == list(dev.columns) and list(cpu.image_id) == list(dev.image_id)
@@ -147,7 +152,7 @@ def test_label_with_the_predictor_matches_the_cpu(samples, tmp_path):
 def test_label_with_clip_matches_the_cpu(samples, tmp_path):
     prompt = "Smiling=a smiling face|a face"
     for name, device in (("cpu", "cpu"), ("dev", DEVICE)):
-        invoke("label", samples / "images", "-o", tmp_path / f"{name}.csv", "--clip", "celeba-clip",
+        invoke("label", images_of(samples), "-o", tmp_path / f"{name}.csv", "--clip", "celeba-clip",
                "--prompt", prompt, "--device", device, "-q")  # fmt: skip
     cpu, dev = pd.read_csv(tmp_path / "cpu.csv"), pd.read_csv(tmp_path / "dev.csv")
     np.testing.assert_allclose(dev.Smiling, cpu.Smiling, atol=2e-3)
@@ -174,7 +179,7 @@ def test_augment_renders_the_cpu_edits(samples, tmp_path):
     for name, device in (("cpu", "cpu"), ("dev", DEVICE)):
         invoke("augment", "--latents", samples, "--attr", "smile,age", "--strengths", "-2,0,2", "-o",
                tmp_path / name, "--device", device, "--workers", 0, "-q")  # fmt: skip
-    cpu, dev = pngs(tmp_path / "cpu" / "images"), pngs(tmp_path / "dev" / "images")
+    cpu, dev = pngs(images_of(tmp_path / "cpu")), pngs(images_of(tmp_path / "dev"))
     assert len(cpu) == 4 * 2 * 3
     assert_close_images(dev, cpu)
 

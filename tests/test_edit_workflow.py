@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from facebatch.cli.app import app
 from facebatch.edit.boundaries_io import load_boundaries
+from facebatch.pipeline.rundir import IMAGES, MANIFEST, SHEETS, RunDir
 
 runner = CliRunner()
 
@@ -37,7 +38,7 @@ def test_sample_classify_fit_augment(tmp_path, fixture_generator_path):
     with open(labels, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["image_id", "brightness"])
-        for png in sorted((samples / "images").glob("*.png")):
+        for png in sorted(RunDir(samples).folder(IMAGES).glob("*.png")):
             writer.writerow([png.name, f"{brightness(png):.3f}"])
 
     invoke("fit-boundaries", labels, "--latents", samples, "--out", bounds, "--chosen-ratio", 0.25, "-q")
@@ -69,10 +70,10 @@ def test_sample_classify_fit_augment(tmp_path, fixture_generator_path):
         "--out",
         aug,
     )
-    manifest = pd.read_parquet(aug / "manifest")
+    manifest = pd.read_parquet(RunDir(aug, MANIFEST).table_dir)
     assert len(manifest) == 4 * 2 and set(manifest.status) == {"ok"}
     np.testing.assert_allclose(manifest.distance_after - manifest.distance_before, manifest.strength, atol=1e-4)
     manifest["score"] = [brightness(aug / p) for p in manifest.path]
     table = manifest.pivot(index="source_image_id", columns="strength", values="score")
     assert (table[3.0] > table[-3.0]).all(), table
-    assert (aug / "contact_sheets" / "brightness.png").is_file()
+    assert (RunDir(aug).folder(SHEETS) / "brightness.png").is_file()

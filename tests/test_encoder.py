@@ -287,6 +287,7 @@ def test_project_with_the_encoder_presets(generator_file, nets, trained, tmp_pat
     from PIL import Image
 
     from facebatch.pipeline.latents import read_latent_table
+    from facebatch.pipeline.rundir import RunDir
 
     _, images = samples(nets, range(300, 304))
     (tmp_path / "in").mkdir()
@@ -295,15 +296,16 @@ def test_project_with_the_encoder_presets(generator_file, nets, trained, tmp_pat
         Image.fromarray(arr).save(tmp_path / "in" / f"{i}.png")
     common = ["project", tmp_path / "in", "-g", generator_file, "--workers", 0, "-q", "--set", "perceptual=none"]
     invoke(*common, "-o", tmp_path / "E", "--preset", "encoder", "--encoder", trained[0])
-    table = read_latent_table(tmp_path / "E" / "latents")
+    encoded = RunDir(tmp_path / "E")
+    table = read_latent_table(encoded.table_dir)
     frame = table.frame
     assert (frame.status == "ok").all() and (frame.steps == 0).all()
     assert frame.encoder_consistency.notna().all() and (frame.encoder_consistency >= 0).all()
-    run = json.loads((tmp_path / "E" / "_run.json").read_text())
+    run = json.loads(encoded.run_file.read_text())
     assert json.dumps(run).count(trained[0].name) or "encoder" in json.dumps(run)
     # hybrid: the encoder's code refined; better than the encoder alone on the same images
     invoke(*common, "-o", tmp_path / "H", "--preset", "hybrid", "--steps", 15, "--encoder", trained[0])
-    hybrid = read_latent_table(tmp_path / "H" / "latents").frame
+    hybrid = read_latent_table(RunDir(tmp_path / "H").table_dir).frame
     assert hybrid.psnr.mean() > frame.psnr.mean()
     # no encoder for this generator in the registry: one line naming what to do
     res = invoke(*common, "-o", tmp_path / "N", "--preset", "encoder", code=2)

@@ -35,6 +35,7 @@ from facebatch.errors import CheckpointError, InputError
 from facebatch.nets.checkpoints import read_checkpoint
 from facebatch.nets.stylegan2 import Generator
 from facebatch.pipeline.images import UnreadableImage, load_image
+from facebatch.pipeline.rundir import RunDir
 
 SEED = 15
 CASES = 40  # per target; the whole module runs in well under a minute
@@ -186,7 +187,7 @@ def test_cli_exit_codes_on_fuzzed_files(tmp_path, checkpoints):
         labels.write_bytes(rng.randbytes(200))
         res = runner.invoke(app, ["fit-boundaries", str(labels), "-l", str(tmp_path), "-o", str(tmp_path / "b.json")])
         assert res.exit_code == 2 and "Traceback" not in res.output, res.output
-        part = tmp_path / f"run{n}" / "latents" / "part-00000.parquet"
+        part = RunDir(tmp_path / f"run{n}").part("part-00000")
         part.parent.mkdir(parents=True)
         part.write_bytes(rng.randbytes(300))
         for args in (
@@ -210,16 +211,16 @@ def test_latents_reader(tmp_path):
     ids = [f"{i}.png" for i in range(20)]
     write_latents(tmp_path / "good", ids, np.random.default_rng(0).standard_normal((20, 2, 4)), parts=2)
     assert len(read_latent_table(tmp_path / "good").frame) == 20 and read_index(tmp_path / "good").ok.all()
-    part = "latents/part-00000.parquet"
-    for n, data in enumerate(samples(rng, [(tmp_path / "good" / part).read_bytes()])):
-        run = tmp_path / f"run{n}"
-        shutil.copytree(tmp_path / "good", run)
-        (run / part).write_bytes(data)
+    good = RunDir(tmp_path / "good")
+    for n, data in enumerate(samples(rng, [good.part("part-00000").read_bytes()])):
+        run = RunDir(tmp_path / f"run{n}")
+        shutil.copytree(good.root, run.root)
+        run.part("part-00000").write_bytes(data)
         for read in (read_latent_table, read_index):
             try:
-                read(run)
+                read(run.root)
             except InputError as exc:
-                assert "\n" not in str(exc) and str(run / "latents") in str(exc), exc
+                assert "\n" not in str(exc) and str(run.table_dir) in str(exc), exc
 
 
 # -- numbers ------------------------------------------------------------------------------------------------

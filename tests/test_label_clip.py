@@ -17,6 +17,7 @@ from facebatch.cli.app import app
 from facebatch.errors import InputError
 from facebatch.nets import clip as fclip
 from facebatch.nets import predictors
+from facebatch.pipeline.rundir import IMAGES, RunDir
 
 runner = CliRunner()
 
@@ -60,7 +61,7 @@ def faces(tmp_path_factory):
     assert res.exit_code == 0, res.output
     folder = tmp / "faces"
     folder.mkdir()
-    for png in sorted((tmp / "S" / "images").glob("*.png")):
+    for png in sorted(RunDir(tmp / "S").folder(IMAGES).glob("*.png")):
         (folder / png.name).write_bytes(png.read_bytes())
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     return folder, tmp / "S"

@@ -14,7 +14,9 @@ from conftest import celeba64_measured
 from typer.testing import CliRunner
 
 from facebatch.cli.app import app
+from facebatch.commands.label import default_run_dir
 from facebatch.pipeline.latents import read_latent_table
+from facebatch.pipeline.rundir import IMAGES, LABELS, MANIFEST, RunDir
 
 runner = CliRunner()
 
@@ -55,7 +57,7 @@ def faces(tmp_path_factory):
     assert res.exit_code == 0, res.output
     folder = tmp / "faces"
     (folder / "sub").mkdir(parents=True)
-    for k, png in enumerate(sorted((tmp / "S" / "images").glob("*.png"))):
+    for k, png in enumerate(sorted(RunDir(tmp / "S").folder(IMAGES).glob("*.png"))):
         (folder / ("sub" if k == 0 else ".") / png.name).write_bytes(png.read_bytes())
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     return folder
@@ -72,7 +74,8 @@ def test_label_a_folder_bad_file_is_an_empty_row_then_resume(tmp_path, faces, pr
     assert list(df.columns) == ["image_id", "Smiling", "Male"]
     assert len(df) == 5 and df.image_id.iloc[0] == "broken.png" and "sub/seed000007.png" in set(df.image_id)
     assert (df.set_index("image_id").loc["broken.png"] == "").all()
-    parts = pd.read_parquet(tmp_path / "labels_run" / "labels")
+    labels_run = RunDir(default_run_dir(out), LABELS)
+    parts = pd.read_parquet(labels_run.table_dir)
     assert parts.set_index("image_id").loc["broken.png", "status"] == "error"
 
     from facebatch.pipeline.images import load_image
@@ -82,10 +85,10 @@ def test_label_a_folder_bad_file_is_an_empty_row_then_resume(tmp_path, faces, pr
         expected = predictor(img[None])[0, predictor.index("Smiling")].item()
     assert float(df.set_index("image_id").loc["sub/seed000007.png", "Smiling"]) == pytest.approx(expected, abs=1e-5)
 
-    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "labels_run" / "labels").glob("*.parquet")}
+    mtimes = {p: p.stat().st_mtime_ns for p in labels_run.table_dir.glob("*.parquet")}
     res = invoke("label", faces, "-o", out, "--binary", "--attrs", "Smiling", "--workers", "0")
     assert "(0 new)" in res.output  # --binary/--attrs shape the CSV only: no work redone
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "labels_run" / "labels").glob("*.parquet")} == mtimes
+    assert {p: p.stat().st_mtime_ns for p in labels_run.table_dir.glob("*.parquet")} == mtimes
     df = pd.read_csv(out, dtype=str, keep_default_na=False)
     assert list(df.columns) == ["image_id", "Smiling"] and set(df.Smiling) <= {"0", "1", ""}
 
@@ -257,7 +260,7 @@ def test_augment_uses_the_shipped_boundaries_with_no_boundaries_option(tmp_path)
         "--workers", "0",
     )  # fmt: skip
     assert "using the boundaries shipped with celeba64" in res.output
-    manifest = pd.read_parquet(tmp_path / "A" / "manifest")
+    manifest = pd.read_parquet(RunDir(tmp_path / "A", MANIFEST).table_dir)
     assert len(manifest) == 4 and (manifest.status == "ok").all()
     assert np.allclose(manifest.distance_after - manifest.distance_before, 3.0, atol=1e-4)
 
@@ -274,7 +277,7 @@ def test_label_replaces_only_a_csv_its_own_run_wrote(tmp_path, faces):
     out.write_text("image_id,Smiling\nmine.png,1\n")
     res = invoke("label", faces, "-o", out, "--attrs", "Smiling", "--workers", "0", code=2)
     assert res.output.count("\n") == 1 and "not a file facebatch wrote there" in res.output, res.output
-    assert out.read_text() == "image_id,Smiling\nmine.png,1\n" and not (tmp_path / "labels_run").exists()
+    assert out.read_text() == "image_id,Smiling\nmine.png,1\n" and not default_run_dir(out).exists()
     out.unlink()
     invoke("label", faces, "-o", out, "--attrs", "Smiling", "--workers", "0", "-q")
     invoke("label", faces, "-o", out, "--attrs", "Smiling,Male", "--workers", "0", "-q")  # its own: rewritten
@@ -286,7 +289,7 @@ def test_label_replaces_only_a_csv_its_own_run_wrote(tmp_path, faces):
     run = tmp_path / "S"
     invoke("sample", "-g", "celeba64", "-n", "2", "--no-images", "-o", run, "-q")
     res = invoke("label", run, "-o", tmp_path / "s.csv", "--out-dir", run, "--overwrite", "--workers", "0", code=2)
-    assert "holds a 'sample' run" in res.output and (run / "latents").is_dir(), res.output
+    assert "holds a 'sample' run" in res.output and RunDir(run).table_dir.is_dir(), res.output
 
 
 @pytest.mark.parametrize("name", ["=cmd|calc", "+1", "-x", "@SUM(1)", "\t=x"])

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from facebatch.cli.app import app
 from facebatch.pipeline.latents import read_latent_table
+from facebatch.pipeline.rundir import IMAGES, MANIFEST, SHEETS, RunDir
 
 runner = CliRunner()
 FAST = ["--steps", "2", "--set", "w_avg_samples=64", "--workers", "0", "--threads-per-worker", "1"]
@@ -55,7 +56,7 @@ def mix(*args) -> object:
 
 
 def manifest(out: Path) -> pd.DataFrame:
-    return pd.read_parquet(out / "manifest")
+    return pd.read_parquet(RunDir(out, MANIFEST).table_dir)
 
 
 @pytest.mark.parametrize(
@@ -79,11 +80,12 @@ def test_each_app_end_to_end(tmp_path, inputs, fixture_generator_path, app_name,
     assert len(frame) == 2 * rows_per_pair and set(frame.status) == {"ok"} and set(frame.app) == {app_name}
     for p in [*frame.path, *frame.input_path.dropna(), *frame.animation.dropna()]:
         assert (out / p).is_file() and (out / p).resolve().is_relative_to(out.resolve())
-    assert (out / "contact_sheets" / f"{app_name}.png").is_file()
-    w = read_latent_table(out / "manifest").latent("w")
+    run_dir = RunDir(out, MANIFEST)
+    assert (run_dir.folder(SHEETS) / f"{app_name}.png").is_file()
+    w = read_latent_table(run_dir.table_dir).latent("w")
     assert w.shape == (len(frame), 10, 512) and np.isfinite(w).all()  # the fixture has 10 W+ layers
-    run = json.loads((out / "_run.json").read_text())
-    assert run["stage"] == "mix" and run["config"]["app"] == app_name and (out / "_SUCCESS").exists()
+    run = json.loads(run_dir.run_file.read_text())
+    assert run["stage"] == "mix" and run["config"]["app"] == app_name and run_dir.success_file.exists()
     assert frame.projected.all()
     if app_name == "morph":
         assert frame.t.tolist() == [0.0, 0.5, 1.0] * 2
@@ -113,7 +115,7 @@ def test_latents_reuse_codes_without_projecting(tmp_path, inputs, fixture_genera
     res = mix("morph", pairs, "-o", out, "--latents", run, "--frames", "3", *FAST)  # -g from the run
     assert res.exit_code == 0, res.output
     frame = manifest(out)
-    ws = read_latent_table(out / "manifest").latent("w")
+    ws = read_latent_table(RunDir(out, MANIFEST).table_dir).latent("w")
     assert not frame.projected.any() and frame.steps.isna().all()
     assert np.array_equal(ws[0], w[f[0]]) and np.array_equal(ws[-1], w[f[1]])  # endpoints are the run's codes
     np.testing.assert_allclose(ws[1], (w[f[0]] + w[f[1]]) / 2, atol=1e-6)
@@ -121,7 +123,7 @@ def test_latents_reuse_codes_without_projecting(tmp_path, inputs, fixture_genera
     neutral = write_csv(tmp_path / "neutral.csv", [{"a": f[0], "b": f[1], "neutral": f[2]}])
     res = mix("expression", neutral, "-o", tmp_path / "expr", "--latents", run, "-g", fixture_generator_path, *FAST)
     assert res.exit_code == 0, res.output
-    ws = read_latent_table(tmp_path / "expr" / "manifest").latent("w")
+    ws = read_latent_table(RunDir(tmp_path / "expr", MANIFEST).table_dir).latent("w")
     assert manifest(tmp_path / "expr").variant.tolist() == ["offset"]
     np.testing.assert_allclose(ws[0], w[f[0]] + w[f[1]] - w[f[2]], atol=1e-5)
 
@@ -130,13 +132,13 @@ def test_latents_reuse_codes_without_projecting(tmp_path, inputs, fixture_genera
     res = mix("morph", pairs, "-o", tmp_path / "x", "--latents", run, "-g", other, *FAST)
     assert res.exit_code == 2 and "generator" in res.output and not (tmp_path / "x").exists()
     other_run = tmp_path / "proj_other"
-    (other_run / "latents").mkdir(parents=True)
-    for part in (run / "latents").glob("*.parquet"):
+    RunDir(other_run).table_dir.mkdir(parents=True)
+    for part in RunDir(run).table_dir.glob("*.parquet"):
         table = pq.read_table(part)
         meta = json.loads(table.schema.metadata[b"facebatch"])
         meta["generator_sha256"] = "0" * 64
         table = table.replace_schema_metadata({**table.schema.metadata, b"facebatch": json.dumps(meta).encode()})
-        pq.write_table(table, other_run / "latents" / part.name)
+        pq.write_table(table, RunDir(other_run).table_dir / part.name)
     res = mix("morph", pairs, "-o", tmp_path / "y", "--latents", run, "--latents", other_run, *FAST)
     assert res.exit_code == 2 and "different generators" in res.output
 
@@ -164,11 +166,12 @@ def test_error_rows_and_resume(tmp_path, inputs, fixture_generator_path):
     assert frame.mask_thresholded.iloc[0] == True and frame.mask_thresholded.iloc[3] == False  # noqa: E712
     assert frame.w.iloc[1] is None
 
-    markers = sorted((out / "_stats" / "manifest").glob("*.json"))
+    run_dir = RunDir(out, MANIFEST)
+    markers = sorted(run_dir.stats_dir.glob("*.json"))
     before = [m.stat().st_mtime_ns for m in markers]
     again = mix(*args)
     assert again.exit_code == 0, again.output
-    assert json.loads((out / "_run.json").read_text())["summary"]["images_processed"] == 0
+    assert json.loads(run_dir.run_file.read_text())["summary"]["images_processed"] == 0
     assert [m.stat().st_mtime_ns for m in markers] == before
 
 
@@ -190,7 +193,7 @@ def test_odd_pair_ids_stay_inside_out(tmp_path, inputs, fixture_generator_path):
     ids = frame.pair_id.tolist()
     assert len({i.casefold() for i in ids}) == 5 and all("/" not in i and not i.startswith(".") for i in ids)
     for p in frame.path:
-        assert (out / p).resolve().is_relative_to((out / "images" / "crossover").resolve())
+        assert (out / p).resolve().is_relative_to((RunDir(out).folder(IMAGES) / "crossover").resolve())
     assert [p.name for p in tmp_path.iterdir()] == ["nested"] and not any(p.is_dir() for p in inputs.iterdir())
 
 
@@ -223,10 +226,10 @@ def test_a_damaged_manifest_part_is_one_line_naming_it(tmp_path):
     from facebatch.stages.mix import manifest_schema, read_manifest
 
     table = pa.Table.from_pylist([], schema=manifest_schema(1, 1))
-    good = tmp_path / "manifest" / "part-00000.parquet"
+    good = RunDir(tmp_path, MANIFEST).part("part-00000")
     atomic_write_table(good, table)
     assert list(read_manifest(tmp_path).columns) == [n for n in table.schema.names if n != "w"]
-    bad = tmp_path / "manifest" / "part-00001.parquet"
+    bad = RunDir(tmp_path, MANIFEST).part("part-00001")
     for content in (b"", b"not parquet at all" * 20, good.read_bytes()[:-40], b"PAR1" + b"\0" * 100 + b"PAR1"):
         bad.write_bytes(content)
         with pytest.raises(InputError) as info:

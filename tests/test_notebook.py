@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 from conftest import DATA, REFERENCE, require
 
+from facebatch.pipeline.rundir import SHEETS, RunDir
+from facebatch.scoring.report import REPORT_HTML
+
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
 
 
@@ -23,7 +26,7 @@ def test_quickstart_notebook_runs_end_to_end(tmp_path, monkeypatch):
         # The last line of a cell is its displayed value in Jupyter; exec() ignores it, which is fine.
         exec(compile(source, f"{NOTEBOOK.name}[code cell {index}]", "exec"), namespace)
 
-    assert (tmp_path / "report" / "report.html").stat().st_size > 10_000
+    assert (tmp_path / "report" / REPORT_HTML).stat().st_size > 10_000
     assert namespace["metrics"]["task"] == "fake" and namespace["metrics"]["scores"]
     assert len(namespace["real"]) == len(list((DATA / "faces_aligned").glob("*.jpg")))
     assert len(namespace["fake"]) == 64
@@ -33,6 +36,6 @@ def test_quickstart_notebook_runs_end_to_end(tmp_path, monkeypatch):
     assert len(namespace["morph"]) == 2 * 5 and set(namespace["morph"]["status"]) == {"ok"}
     assert not namespace["morph"]["projected"].any()  # the codes came from the project run
     assert set(namespace["inpainted"]["status"]) == {"ok"}
-    assert (tmp_path / "mix_inpaint" / "contact_sheets" / "inpaint.png").exists()
+    assert (RunDir(tmp_path / "mix_inpaint").folder(SHEETS) / "inpaint.png").exists()
     source = NOTEBOOK.read_text()
     assert "subprocess" not in source and "shutil" not in source  # the API only: no shelling out, no copying parts

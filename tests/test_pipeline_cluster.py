@@ -140,12 +140,13 @@ def mixed_cluster():
 def _run(tmp_path, address, device):
     import json
 
+    from facebatch.pipeline.rundir import LATENTS, RunDir
     from facebatch.pipeline.runner import StageSpec, run_stage
 
     spec = StageSpec(
         name="stamp",
         out_dir=tmp_path / device,
-        table="latents",
+        table=LATENTS,
         items=[{"image_id": f"i{k}"} for k in range(8)],
         shard_size=1,
         config={},
@@ -154,10 +155,11 @@ def _run(tmp_path, address, device):
     )
     summary = run_stage(spec, ClusterOptions(scheduler=address, device=device), progress=False)
     assert summary.complete
-    markers = [json.loads(p.read_text()) for p in sorted((tmp_path / device / "_stats" / "latents").glob("*.json"))]
+    run_dir = RunDir(spec.out_dir)
+    markers = [json.loads(p.read_text()) for p in sorted(run_dir.stats_dir.glob("*.json"))]
     import pandas as pd
 
-    return markers, pd.read_parquet(tmp_path / device / "latents").sort_values("start")
+    return markers, pd.read_parquet(run_dir.table_dir).sort_values("start")
 
 
 def test_gpu_tasks_go_only_to_gpu_workers_and_one_at_a_time(mixed_cluster, tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ import pytest
 
 from facebatch.errors import InputError
 from facebatch.pipeline.atomic import atomic_write_bytes, temp_path
+from facebatch.pipeline.rundir import IMAGES, LATENTS, LOCK_FILE, RunDir
 from facebatch.pipeline.runner import ClusterOptions, StageSpec, run_stage
 
 HERE = ClusterOptions(workers=0)
@@ -29,7 +30,7 @@ def setup(config):
 
 def process(state, items, info):
     for item in items:
-        atomic_write_bytes(info.run.folder("images") / f"{item['image_id']}.txt", b"x")
+        atomic_write_bytes(info.run.folder(IMAGES) / f"{item['image_id']}.txt", b"x")
     return pa.table(
         {
             "image_id": [i["image_id"] for i in items],
@@ -44,13 +45,13 @@ def spec(out: Path, n: int = 5, offset: int = 0) -> StageSpec:
     return StageSpec(
         name="own",
         out_dir=out,
-        table="latents",
+        table=LATENTS,
         items=[{"image_id": f"sub/{i}", "n": i} for i in range(n)],
         shard_size=2,
         config={"offset": offset},
         setup=setup,
         process=process,
-        side_dirs=("images",),
+        side_dirs=(IMAGES,),
     )
 
 
@@ -62,13 +63,15 @@ def run(out, **kw):
 def test_overwrite_keeps_every_file_the_user_put_in_out(tmp_path):
     out = tmp_path / "out"
     run(out)
+    run_dir = RunDir(out)
+    images = run_dir.folder(IMAGES)
     mine = [
         out / "notes.txt",
-        out / "images" / "my_photo.jpg",
-        out / "images" / "sub" / "keep.txt",
-        out / "latents" / "README",
-        out / "latents" / "part-00000.parquet.bak",
-        out / "_stats" / "latents" / "notes.md",
+        images / "my_photo.jpg",
+        images / "sub" / "keep.txt",
+        run_dir.table_dir / "README",
+        run_dir.table_dir / "part-00000.parquet.bak",
+        run_dir.stats_dir / "notes.md",
     ]
     for path in mine:
         path.write_text("user")
@@ -76,24 +79,23 @@ def test_overwrite_keeps_every_file_the_user_put_in_out(tmp_path):
     assert summary.complete
     for path in mine:
         assert path.read_text() == "user", path
-    assert sorted(p.name for p in (out / "images" / "sub").iterdir()) == [f"{i}.txt" for i in range(5)] + ["keep.txt"]
+    assert sorted(p.name for p in (images / "sub").iterdir()) == [f"{i}.txt" for i in range(5)] + ["keep.txt"]
 
 
 def test_overwrite_removes_what_the_run_wrote_and_empty_folders(tmp_path):
     out = tmp_path / "out"
     run(out)
-    from facebatch.pipeline.rundir import RunDir
-
-    RunDir(out).remove_outputs(("images",))
-    assert sorted(os.listdir(out)) == [".lock"]
+    RunDir(out).remove_outputs((IMAGES,))
+    assert sorted(os.listdir(out)) == [LOCK_FILE]
 
 
 def test_overwrite_without_a_run_record_removes_nothing(tmp_path):
     out = tmp_path / "out"
-    (out / "images").mkdir(parents=True)
-    (out / "images" / "a.png").write_text("user")
+    images = RunDir(out).folder(IMAGES)
+    images.mkdir(parents=True)
+    (images / "a.png").write_text("user")
     run(out, overwrite=True)
-    assert (out / "images" / "a.png").read_text() == "user"
+    assert (images / "a.png").read_text() == "user"
 
 
 def test_a_marker_naming_a_path_outside_out_is_not_followed(tmp_path):
@@ -103,7 +105,7 @@ def test_a_marker_naming_a_path_outside_out_is_not_followed(tmp_path):
     run(out)
     victim = tmp_path / "victim.txt"
     victim.write_text("user")
-    marker = out / "_stats" / "latents" / "part-00000.json"
+    marker = RunDir(out).marker("part-00000")
     m = json.loads(marker.read_text())
     m["files"] = [str(victim), "../victim.txt", "images/../../victim.txt"]
     marker.write_text(json.dumps(m))
@@ -116,7 +118,7 @@ def test_lock_file_symlink_is_refused_and_its_target_untouched(tmp_path):
     out.mkdir()
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
-    (out / ".lock").symlink_to(victim)
+    (out / LOCK_FILE).symlink_to(victim)
     with pytest.raises(InputError, match="symbolic link"):
         run(out)
     assert victim.read_text() == "precious"
@@ -124,16 +126,17 @@ def test_lock_file_symlink_is_refused_and_its_target_untouched(tmp_path):
 
 def test_temp_file_symlink_is_not_written_through(tmp_path):
     out = tmp_path / "out"
-    target = out / "_run.json"
+    target = RunDir(out).run_file
     out.mkdir()
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     temp_path(target).symlink_to(victim)
     atomic_write_bytes(target, b"{}")
     assert victim.read_text() == "precious" and target.read_bytes() == b"{}"
-    (out / "images").mkdir()
-    temp_path(out / "images" / "a.png").symlink_to(victim)
-    atomic_write_bytes(out / "images" / "a.png", b"png")
+    image = RunDir(out).folder(IMAGES) / "a.png"
+    image.parent.mkdir()
+    temp_path(image).symlink_to(victim)
+    atomic_write_bytes(image, b"png")
     assert victim.read_text() == "precious"
 
 
@@ -141,7 +144,7 @@ def test_temp_file_symlink_is_not_written_through(tmp_path):
 def test_a_damaged_finished_part_is_redone_on_resume(tmp_path, damage):
     out = tmp_path / "out"
     run(out)
-    part = out / "latents" / "part-00001.parquet"
+    part = RunDir(out).part("part-00001")
     data = part.read_bytes()
     if damage == "truncate":
         part.write_bytes(data[: len(data) // 2])
@@ -176,7 +179,7 @@ def test_a_part_altered_in_place_is_redone_on_resume_and_refused_by_readers(tmp_
 
     out = tmp_path / "out"
     run(out)
-    part = out / "latents" / "part-00001.parquet"
+    part = RunDir(out).part("part-00001")
     table = pq.read_table(part)
     data = bytearray(part.read_bytes())
     size = len(data)
@@ -197,7 +200,7 @@ def test_a_part_altered_in_place_is_redone_on_resume_and_refused_by_readers(tmp_
 def test_a_run_record_that_is_not_an_object_is_one_line_and_touches_nothing(tmp_path, record):
     out = tmp_path / "out"
     run(out)
-    (out / "_run.json").write_text(record)
+    RunDir(out).run_file.write_text(record)
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
     for overwrite in (False, True):
         with pytest.raises(InputError, match="cannot tell what it wrote") as exc:
@@ -210,13 +213,14 @@ def test_overwrite_never_replaces_another_commands_run(tmp_path):
     """`label S --out-dir S --overwrite` must not turn S (its own input) into a label run."""
     out = tmp_path / "out"
     run(out)
-    parts = sorted((out / "latents").iterdir())
+    run_dir = RunDir(out)
+    parts = sorted(run_dir.table_dir.iterdir())
     other = spec(out)
     other.name = "label"
     with pytest.raises(InputError, match="holds a 'own' run; --overwrite replaces only a 'label' run"):
         run_stage(other, HERE, progress=False, overwrite=True)
-    assert sorted((out / "latents").iterdir()) == parts
-    assert '"stage": "own"' in (out / "_run.json").read_text()
+    assert sorted(run_dir.table_dir.iterdir()) == parts
+    assert '"stage": "own"' in run_dir.run_file.read_text()
 
 
 def test_a_folder_of_runs_is_not_read_as_one_run(tmp_path):
@@ -228,9 +232,10 @@ def test_a_folder_of_runs_is_not_read_as_one_run(tmp_path):
         open_latents(tmp_path / "runs")
     assert len(open_latents(tmp_path / "runs" / "a").files) == 3
     # a copy of a part kept below a run's table folder is not part of the run
-    (tmp_path / "runs" / "a" / "latents" / "old").mkdir()
-    part = tmp_path / "runs" / "a" / "latents" / "part-00000.parquet"
-    (tmp_path / "runs" / "a" / "latents" / "old" / "part-00000.parquet").write_bytes(part.read_bytes())
+    a = RunDir(tmp_path / "runs" / "a")
+    (a.table_dir / "old").mkdir()
+    part = a.part("part-00000")
+    (a.table_dir / "old" / part.name).write_bytes(part.read_bytes())
     assert len(open_latents(tmp_path / "runs" / "a").read().frame) == 5
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from facebatch.errors import InputError
 from facebatch.pipeline.latents import read_latent_table
+from facebatch.pipeline.rundir import LATENTS, RunDir
 from facebatch.pipeline.runner import ClusterOptions, StageSpec, run_stage
 from facebatch.pipeline.table import latent_array_masked, latent_field
 
@@ -74,7 +75,7 @@ def make_spec(out: Path, n: int = 10, shard_size: int = 3, offset: float = 0.0, 
     return StageSpec(
         name="fake",
         out_dir=out,
-        table="latents",
+        table=LATENTS,
         items=items,
         shard_size=shard_size,
         config={"offset": offset, "seed": 7},
@@ -92,24 +93,23 @@ THREADS = ClusterOptions(workers=2, processes=False)
 def test_run_writes_parts_markers_and_readable_table(tmp_path):
     summary = run_stage(make_spec(tmp_path), THREADS, progress=False)
     assert summary.complete and summary.images_ok == 10 and summary.shards == 4
-    parts = sorted(p.name for p in (tmp_path / "latents").iterdir())
+    run_dir = RunDir(tmp_path)
+    parts = sorted(p.name for p in run_dir.table_dir.iterdir())
     assert parts == [f"part-{i:05d}.parquet" for i in range(4)]  # nothing else in the table folder
-    assert sorted(p.name for p in (tmp_path / "_stats" / "latents").iterdir()) == [
-        f"part-{i:05d}.json" for i in range(4)
-    ]
-    assert (tmp_path / "_SUCCESS").exists()
-    run = json.loads((tmp_path / "_run.json").read_text())
+    assert sorted(p.name for p in run_dir.stats_dir.iterdir()) == [f"part-{i:05d}.json" for i in range(4)]
+    assert run_dir.success_file.exists()
+    run = json.loads(run_dir.run_file.read_text())
     assert (
         run["seed"] == 7 and run["status"] == "complete" and run["plan"] == {"items": 10, "shard_size": 3, "shards": 4}
     )
     # every reader the design names reads the folder as is
-    frame = pd.read_parquet(tmp_path / "latents")
+    frame = pd.read_parquet(run_dir.table_dir)
     assert frame["image_id"].tolist() == [f"img/{i:03d}.png" for i in range(10)]
     import dask.dataframe as dd
 
-    assert dd.read_parquet(str(tmp_path / "latents")).compute()["value"].sum() == sum(range(10))
-    assert pads.dataset(tmp_path / "latents").count_rows() == 10
-    table = read_latent_table(tmp_path / "latents")
+    assert dd.read_parquet(str(run_dir.table_dir)).compute()["value"].sum() == sum(range(10))
+    assert pads.dataset(run_dir.table_dir).count_rows() == 10
+    table = read_latent_table(run_dir.table_dir)
     assert table.latent("w").shape == (10, *SHAPE) and table.latent("w")[4, 1, 2] == 4.0
     assert table.metadata["config"] == {"offset": 0.0, "seed": 7}
     assert summary.scores["value"].mean == pytest.approx(4.5) and summary.scores["value"].max == 9
@@ -117,15 +117,16 @@ def test_run_writes_parts_markers_and_readable_table(tmp_path):
 
 def test_rerun_skips_finished_shards_and_redoes_unmarked_ones(tmp_path):
     run_stage(make_spec(tmp_path), HERE, progress=False)
-    before = pq.read_table(tmp_path / "latents" / "part-00000.parquet")
+    run_dir = RunDir(tmp_path)
+    before = pq.read_table(run_dir.part("part-00000"))
     # shard 2 was published but its worker died before the marker: it must be redone, not trusted
-    (tmp_path / "_stats" / "latents" / "part-00002.json").unlink()
-    (tmp_path / "latents" / ".part-00003.parquet.tmp-999").write_bytes(b"half a file")  # left by a killed worker
+    run_dir.marker("part-00002").unlink()
+    (run_dir.table_dir / ".part-00003.parquet.tmp-999").write_bytes(b"half a file")  # left by a killed worker
     summary = run_stage(make_spec(tmp_path), HERE, progress=False)
     assert (summary.shards_skipped, summary.shards_run, summary.images_processed) == (3, 1, 3)
-    assert not list((tmp_path / "latents").glob(".*"))  # the stale temp file is cleaned up
-    assert pq.read_table(tmp_path / "latents" / "part-00000.parquet").equals(before)
-    frame = pd.read_parquet(tmp_path / "latents")
+    assert not list(run_dir.table_dir.glob(".*"))  # the stale temp file is cleaned up
+    assert pq.read_table(run_dir.part("part-00000")).equals(before)
+    frame = pd.read_parquet(run_dir.table_dir)
     assert frame["image_id"].is_unique and len(frame) == 10
 
 
@@ -143,7 +144,7 @@ def test_rerun_with_other_config_or_input_refuses_unless_overwrite(tmp_path):
 
 def test_dry_run_reports_the_plan_and_writes_nothing(tmp_path):
     run_stage(make_spec(tmp_path, n=6), HERE, progress=False)
-    (tmp_path / "_stats" / "latents" / "part-00001.json").unlink()
+    RunDir(tmp_path).marker("part-00001").unlink()
     snapshot = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     summary = run_stage(make_spec(tmp_path, n=6), HERE, dry_run=True, progress=False)
     assert (summary.shards_skipped, summary.shards_run, summary.images_todo) == (1, 1, 3)
@@ -153,22 +154,23 @@ def test_dry_run_reports_the_plan_and_writes_nothing(tmp_path):
 def test_retry_errors_recomputes_only_error_rows(tmp_path):
     fix = tmp_path / "fixed"
     spec = make_spec(tmp_path / "out", n=7)
+    run_dir = RunDir(spec.out_dir)
     for i in (1, 5):
         spec.items[i]["bad"] = str(fix)
     first = run_stage(spec, HERE, progress=False)
     assert (first.images_ok, first.images_error) == (5, 2) and first.complete
-    frame = pd.read_parquet(tmp_path / "out" / "latents")
+    frame = pd.read_parquet(run_dir.table_dir)
     assert frame.set_index("image_id").loc["img/001.png", "error"] == "broken input"
     assert frame["w"].isna().sum() == 2  # error rows keep their place with a null latent
     # a plain rerun does not touch error rows (a retry is asked for, never implied) ...
     assert run_stage(spec, HERE, progress=False).images_processed == 0
     fix.write_text("ok now")
-    ok_before = pq.read_table(tmp_path / "out" / "latents" / "part-00002.parquet")  # rows 6: no errors
+    ok_before = pq.read_table(run_dir.part("part-00002"))  # rows 6: no errors
     second = run_stage(spec, HERE, retry_errors=True, progress=False)
     assert (second.images_processed, second.images_retried, second.shards_run) == (2, 2, 2)
     assert (second.images_ok, second.images_error) == (7, 0)
-    assert pq.read_table(tmp_path / "out" / "latents" / "part-00002.parquet").equals(ok_before)
-    frame = pd.read_parquet(tmp_path / "out" / "latents")
+    assert pq.read_table(run_dir.part("part-00002")).equals(ok_before)
+    frame = pd.read_parquet(run_dir.table_dir)
     assert frame["image_id"].tolist() == [f"img/{i:03d}.png" for i in range(7)] and (frame["status"] == "ok").all()
 
 
@@ -176,13 +178,14 @@ def test_a_failing_shard_is_reported_and_redone_on_rerun(tmp_path):
     spec = make_spec(tmp_path, n=6)
     spec.items[4]["raise"] = True
     summary = run_stage(spec, HERE, progress=False)
+    run_dir = RunDir(tmp_path)
     assert summary.shards_failed == 1 and summary.failures[0] == ("part-00001", "RuntimeError: stage bug")
-    assert not summary.complete and not (tmp_path / "_SUCCESS").exists()
-    assert not (tmp_path / "latents" / "part-00001.parquet").exists()
-    assert json.loads((tmp_path / "_run.json").read_text())["status"] == "incomplete"
+    assert not summary.complete and not run_dir.success_file.exists()
+    assert not run_dir.part("part-00001").exists()
+    assert json.loads(run_dir.run_file.read_text())["status"] == "incomplete"
     del spec.items[4]["raise"]
     again = run_stage(spec, HERE, progress=False)
-    assert again.complete and again.shards_run == 1 and (tmp_path / "_SUCCESS").exists()
+    assert again.complete and again.shards_run == 1 and run_dir.success_file.exists()
 
 
 def test_stage_must_return_one_row_per_item(tmp_path):
@@ -214,7 +217,7 @@ def test_killed_worker_shard_is_redone_without_lost_or_duplicate_rows(tmp_path):
     summary = run_stage(spec, ClusterOptions(workers=2, threads_per_worker=1), progress=False)
     assert (tmp_path / "died").exists()  # the fault really happened
     assert summary.complete and summary.images_ok == 12 and summary.shards_failed == 0
-    frame = pd.read_parquet(tmp_path / "out" / "latents")
+    frame = pd.read_parquet(RunDir(spec.out_dir).table_dir)
     assert sorted(frame["image_id"]) == [f"img/{i:03d}.png" for i in range(12)]
     assert frame["value"].tolist() == [float(i) for i in range(12)]
     loads = log.read_text().split()
@@ -237,12 +240,13 @@ def test_interrupt_leaves_no_partial_part_and_the_rerun_completes(tmp_path):
         item["interrupt"] = str(tmp_path / "pressed")
     with pytest.raises(KeyboardInterrupt):
         run_stage(spec, HERE, progress=False)
-    assert json.loads((tmp_path / "out" / "_run.json").read_text())["status"] == "interrupted"
-    assert sorted(p.name for p in (tmp_path / "out" / "latents").iterdir()) == ["part-00000.parquet"]
-    assert not (tmp_path / "out" / "_SUCCESS").exists()
+    run_dir = RunDir(spec.out_dir)
+    assert json.loads(run_dir.run_file.read_text())["status"] == "interrupted"
+    assert sorted(p.name for p in run_dir.table_dir.iterdir()) == ["part-00000.parquet"]
+    assert not run_dir.success_file.exists()
     summary = run_stage(spec, HERE, progress=False)
     assert summary.complete and (summary.shards_skipped, summary.images_processed) == (1, 6)
-    frame = pd.read_parquet(tmp_path / "out" / "latents")
+    frame = pd.read_parquet(run_dir.table_dir)
     assert frame["image_id"].tolist() == [f"img/{i:03d}.png" for i in range(9)]
 
 
@@ -278,9 +282,10 @@ def test_an_existing_cluster_by_address_or_scheduler_file_is_used_and_left_runni
         workers = set(client.scheduler_info()["workers"])
     assert by_address.complete and by_file.complete and by_address.images_ok == by_file.images_ok == 10
     for out in ("a", "b"):
-        run = json.loads((tmp_path / out / "_run.json").read_text())
+        run_dir = RunDir(tmp_path / out)
+        run = json.loads(run_dir.run_file.read_text())
         assert run["cluster"]["scheduler" if out == "a" else "scheduler_file"] and len(workers) == 1
-        assert pd.read_parquet(tmp_path / out / "latents")["value"].tolist() == [float(i) for i in range(10)]
+        assert pd.read_parquet(run_dir.table_dir)["value"].tolist() == [float(i) for i in range(10)]
 
 
 def test_only_small_markers_travel_back_to_the_client(tmp_path, monkeypatch):
@@ -325,8 +330,9 @@ def test_a_shard_that_kills_every_worker_fails_alone_and_the_rest_is_kept(tmp_pa
         summary = run_stage(spec, ClusterOptions(workers=1, threads_per_worker=1), progress=False)
     assert summary.shards_failed == 1 and summary.failures[0][0] == "part-00001"
     assert "died repeatedly" in summary.failures[0][1]
-    assert summary.images_ok == 4 and not summary.complete and not (tmp_path / "out" / "_SUCCESS").exists()
-    assert sorted(p.name for p in (tmp_path / "out" / "latents").iterdir()) == [
+    run_dir = RunDir(spec.out_dir)
+    assert summary.images_ok == 4 and not summary.complete and not run_dir.success_file.exists()
+    assert sorted(p.name for p in run_dir.table_dir.iterdir()) == [
         "part-00000.parquet",
         "part-00002.parquet",
     ]
@@ -348,7 +354,7 @@ def test_a_marker_lost_with_its_worker_is_read_from_disk_when_this_run_wrote_it(
     items = make_spec(tmp_path).items[:3]
     task = ShardTask(
         stage="fake",
-        info=ShardInfo(0, "part-00000", 1, tmp_path, "latents", "c"),
+        info=ShardInfo(0, "part-00000", 1, tmp_path, LATENTS, "c"),
         items=items,
         ids_hash="h",
         setup=fake_setup,

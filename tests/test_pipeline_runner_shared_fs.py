@@ -15,6 +15,7 @@ import pytest
 
 from facebatch.errors import InputError
 from facebatch.pipeline import runner as runner_mod
+from facebatch.pipeline.rundir import LATENTS, RunDir
 from facebatch.pipeline.runner import ClusterOptions, StageSpec, run_stage
 
 
@@ -38,7 +39,7 @@ def spec(out) -> StageSpec:
     return StageSpec(
         name="fs",
         out_dir=out,
-        table="latents",
+        table=LATENTS,
         items=[{"image_id": f"{i}"} for i in range(3)],
         shard_size=2,
         config={},
@@ -62,7 +63,7 @@ def test_a_relative_out_reaches_the_tasks_as_an_absolute_path(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     summary = run_stage(spec(Path("rel_out")), ClusterOptions(workers=0), progress=False)
     assert summary.complete and summary.out_dir.is_absolute()
-    assert pq.read_table(tmp_path / "rel_out" / "latents").column("out")[0].as_py() == str(tmp_path / "rel_out")
+    assert pq.read_table(RunDir(tmp_path / "rel_out").table_dir).column("out")[0].as_py() == str(tmp_path / "rel_out")
 
 
 def test_workers_that_share_the_folder_pass_the_check(tmp_path, scheduler):
@@ -76,5 +77,6 @@ def test_workers_that_do_not_see_out_stop_the_run_with_one_line(tmp_path, schedu
     monkeypatch.setattr(runner_mod, "_read_probe", lambda path, options: seen)
     with pytest.raises(InputError, match="the workers do not share this filesystem"):
         run_stage(spec(tmp_path / "out"), ClusterOptions(scheduler=scheduler), progress=False)
-    assert not (tmp_path / "out" / "_SUCCESS").exists()
-    assert not list((tmp_path / "out").glob("latents/*.parquet"))
+    run_dir = RunDir(tmp_path / "out")
+    assert not run_dir.success_file.exists()
+    assert not list(run_dir.table_dir.glob("*.parquet"))

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from facebatch.cli.app import app
 from facebatch.pipeline.latents import read_latent_table
 from facebatch.pipeline.noise_store import read_noise
+from facebatch.pipeline.rundir import NOISE, RunDir
 from facebatch.pipeline.table import run_metadata
 from facebatch.stages.common import per_image_seed
 
@@ -66,6 +67,7 @@ def test_end_to_end_on_a_local_dask_cluster(tmp_path, data_dir, fixture_generato
     inp = faces(data_dir, tmp_path / "in")
     (inp / "empty.jpg").write_bytes(b"")
     out = tmp_path / "out"
+    run_dir = RunDir(out)
     res = project(
         ["--workers", "1", "--shard-size", "2", "--seed", "3", "--save-reconstructions"],
         fixture_generator_path,
@@ -82,7 +84,7 @@ def test_end_to_end_on_a_local_dask_cluster(tmp_path, data_dir, fixture_generato
         "unaligned/astronaut.png",
     ]
     ids = sorted(ids)
-    frame = pd.read_parquet(out / "latents")
+    frame = pd.read_parquet(run_dir.table_dir)
     assert frame["image_id"].tolist() == ids
     bad = frame.set_index("image_id").loc["empty.jpg"]
     assert bad["status"] == "error" and "empty file" in bad["error"] and bad["w"] is None
@@ -94,23 +96,23 @@ def test_end_to_end_on_a_local_dask_cluster(tmp_path, data_dir, fixture_generato
     assert ok["seed"].tolist() == [per_image_seed(3, i) for i in ok["image_id"]]
     assert ok["file_sha256"].tolist() == [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in ok["source_path"]]
 
-    table = read_latent_table(out / "latents")
+    table = read_latent_table(run_dir.table_dir)
     w = table.latent("w")
     assert w.shape == (5, nvlabs_G.num_ws, nvlabs_G.w_dim) and w.dtype == np.float32
     assert np.isnan(w[ids.index("empty.jpg")]).all() and np.isfinite(w[[i != "empty.jpg" for i in ids]]).all()
     gen_sha = hashlib.sha256(fixture_generator_path.read_bytes()).hexdigest()
-    meta = run_metadata(pq.read_schema(next((out / "latents").glob("*.parquet"))))
+    meta = run_metadata(pq.read_schema(next(run_dir.table_dir.glob("*.parquet"))))
     assert meta["generator_sha256"] == gen_sha and meta["config"]["seed"] == 3 and "torch" in meta["versions"]
     import dask.dataframe as dd
 
-    assert len(dd.read_parquet(str(out / "latents"))) == 5 and pads.dataset(out / "latents").count_rows() == 5
+    assert len(dd.read_parquet(str(run_dir.table_dir))) == 5 and pads.dataset(run_dir.table_dir).count_rows() == 5
 
-    run = json.loads((out / "_run.json").read_text())
+    run = json.loads(run_dir.run_file.read_text())
     assert run["seed"] == 3 and run["generator_sha256"] == gen_sha and run["plan"]["shards"] == 3
     assert run["config"]["projection"]["steps"] == 1 and run["status"] == "complete"
-    assert (out / "_SUCCESS").exists()
+    assert run_dir.success_file.exists()
     for image_id in ok["image_id"]:
-        with Image.open(out / "reconstructions" / f"{image_id}.png") as im:
+        with Image.open(run_dir.reconstruction(image_id)) as im:
             assert im.size == (64, 64)
 
     again = project(
@@ -120,13 +122,13 @@ def test_end_to_end_on_a_local_dask_cluster(tmp_path, data_dir, fixture_generato
         out,
     )  # another cluster shape may resume the same run
     assert again.exit_code == 0, again.output
-    assert json.loads((out / "_run.json").read_text())["summary"]["images_processed"] == 0
+    assert json.loads(run_dir.run_file.read_text())["summary"]["images_processed"] == 0
     other = project(["--shard-size", "2", "--seed", "4", "--save-reconstructions"], fixture_generator_path, inp, out)
     assert other.exit_code == 2 and "seed: 3 -> 4" in other.output and "--overwrite" in other.output
     other_gen = _nudged_generator(fixture_generator_path, tmp_path / "other_G.pt")
     changed = project(["--shard-size", "2", "--seed", "3", "--save-reconstructions"], other_gen, inp, out)
     assert changed.exit_code == 2 and "generator.sha256" in changed.output and "--overwrite" in changed.output
-    assert pd.read_parquet(out / "latents")["image_id"].tolist() == ids  # the refused runs changed nothing
+    assert pd.read_parquet(run_dir.table_dir)["image_id"].tolist() == ids  # the refused runs changed nothing
 
 
 def _nudged_generator(fixture: Path, dest: Path) -> Path:
@@ -165,6 +167,7 @@ def test_interrupted_or_killed_run_leaves_no_partial_file_and_rerun_matches_an_u
     with, yet the rerun must still see only whole parts and finish the job."""
     inp = faces(data_dir, tmp_path / "in", n_aligned=4)
     out = tmp_path / "out"
+    run_dir = RunDir(out)
     cmd = [
         sys.executable,
         "-m",
@@ -184,7 +187,7 @@ def test_interrupted_or_killed_run_leaves_no_partial_file_and_rerun_matches_an_u
     ]
     # Own session, signal to the whole group: what a terminal's Ctrl-C does (workers get it too).
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    markers = out / "_stats" / "latents"
+    markers = run_dir.stats_dir
     try:
         assert _wait_for(lambda: markers.is_dir() and any(markers.glob("*.json")), 240), "no shard finished"
         # A run that ended on its own would fail the checks below for the wrong reason (exit 0, not 130).
@@ -202,16 +205,16 @@ def test_interrupted_or_killed_run_leaves_no_partial_file_and_rerun_matches_an_u
         assert b"\x1b[" not in stdout + stderr and b"\r" not in stderr  # not a terminal: no bar, no colour codes
     else:
         assert proc.returncode == -signal.SIGKILL
-    visible = sorted(p.stem for p in (out / "latents").iterdir() if not p.name.startswith("."))
+    visible = sorted(p.stem for p in run_dir.table_dir.iterdir() if not p.name.startswith("."))
     for name in visible:  # every visible part is a whole Parquet file
-        assert pq.read_table(out / "latents" / f"{name}.parquet").num_rows == 1
-    status = json.loads((out / "_run.json").read_text())["status"]
+        assert pq.read_table(run_dir.part(name)).num_rows == 1
+    status = json.loads(run_dir.run_file.read_text())["status"]
     assert status == ("interrupted" if sig == signal.SIGINT else "running")  # kill -9: no chance to record it
-    assert not (out / "_SUCCESS").exists()
+    assert not run_dir.success_file.exists()
 
     resumed = project([*INTERRUPTED, "--workers", "0", "--shard-size", "1"], fixture_generator_path, inp, out)
     assert resumed.exit_code == 0, resumed.output
-    summary = json.loads((out / "_run.json").read_text())["summary"]
+    summary = json.loads(run_dir.run_file.read_text())["summary"]
     assert summary["shards_skipped"] == len(done) and summary["images_processed"] == 5 - len(done)
     # an uninterrupted run with another shard and batch layout gives the same rows and latents
     ref = tmp_path / "ref"
@@ -219,12 +222,12 @@ def test_interrupted_or_killed_run_leaves_no_partial_file_and_rerun_matches_an_u
         [*INTERRUPTED, "--workers", "0", "--shard-size", "4", "--batch-size", "3"], fixture_generator_path, inp, ref
     )
     assert straight.exit_code == 0, straight.output
-    a, b = read_latent_table(out / "latents"), read_latent_table(ref / "latents")
+    a, b = read_latent_table(run_dir.table_dir), read_latent_table(RunDir(ref).table_dir)
     assert a.frame["image_id"].is_unique and a.frame["image_id"].tolist() == b.frame["image_id"].tolist()
     # equal up to the rounding of batched convolutions, which Adam's normalised steps can grow to ~1e-4
     assert np.abs(a.latent("w") - b.latent("w")).max() < 1e-3
-    assert not [p for p in (out / "latents").iterdir() if p.name.startswith(".")]  # stale temp files removed
-    assert (out / "_SUCCESS").exists() and json.loads((out / "_run.json").read_text())["status"] == "complete"
+    assert not [p for p in run_dir.table_dir.iterdir() if p.name.startswith(".")]  # stale temp files removed
+    assert run_dir.success_file.exists() and json.loads(run_dir.run_file.read_text())["status"] == "complete"
 
 
 def _broken_folder(root: Path) -> Path:
@@ -249,9 +252,10 @@ def _broken_folder(root: Path) -> Path:
 def test_broken_files_become_error_rows_and_retry_errors_recomputes_only_them(tmp_path, fixture_generator_path):
     inp = _broken_folder(tmp_path / "in")
     out = tmp_path / "out"
+    run_dir = RunDir(out)
     res = project(["--workers", "0", "--shard-size", "3"], fixture_generator_path, inp, out)
     assert res.exit_code == 0, res.output  # bad inputs are rows, not a failed run
-    frame = pd.read_parquet(out / "latents").set_index("image_id")
+    frame = pd.read_parquet(run_dir.table_dir).set_index("image_id")
     errors = frame[frame["status"] == "error"]["error"].to_dict()
     assert sorted(errors) == ["bomb.png", "text.png", "truncated.jpg", "zero.png"]
     assert "decompression" in errors["bomb.png"] and "empty" in errors["zero.png"]
@@ -259,14 +263,14 @@ def test_broken_files_become_error_rows_and_retry_errors_recomputes_only_them(tm
     ok = frame[frame["status"] == "ok"]
     assert sorted(ok.index) == ["cmyk.jpg", "grey16.png", "palette.png", "rotated.jpg"]
     assert ok.loc["rotated.jpg", ["orig_width", "orig_height"]].tolist() == [80, 60]  # EXIF 8 swaps the axes
-    w_before = read_latent_table(out / "latents")
+    w_before = read_latent_table(run_dir.table_dir)
 
     Image.new("RGB", (64, 64), (120, 90, 80)).save(inp / "text.png")  # the user fixes one file
     retry = project(["--workers", "0", "--shard-size", "3", "--retry-errors"], fixture_generator_path, inp, out)
     assert retry.exit_code == 0, retry.output
-    summary = json.loads((out / "_run.json").read_text())["summary"]
+    summary = json.loads(run_dir.run_file.read_text())["summary"]
     assert summary["images_retried"] == 4 and summary["images_processed"] == 4  # only error rows ran again
-    after = read_latent_table(out / "latents")
+    after = read_latent_table(run_dir.table_dir)
     frame = after.frame.set_index("image_id")
     assert frame.loc["text.png", "status"] == "ok" and (frame["status"] == "error").sum() == 3
     keep = (w_before.frame["status"] == "ok").to_numpy()
@@ -283,8 +287,9 @@ def test_save_noise_writes_one_npz_per_shard(tmp_path, data_dir, fixture_generat
         out,
     )
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in (out / "noise").iterdir()) == ["part-00000.npz", "part-00001.npz"]
-    maps = read_noise(out / "noise" / "part-00001.npz", "unaligned/astronaut.png")
+    run_dir = RunDir(out)
+    assert sorted(p.name for p in run_dir.folder(NOISE).iterdir()) == ["part-00000.npz", "part-00001.npz"]
+    maps = read_noise(run_dir.noise_part("part-00001"), "unaligned/astronaut.png")
     assert [m.shape for m in maps] == [(1, r, r) for r in nvlabs_G.synthesis.noise_resolutions]
     refused = project(["--workers", "0", "--save-noise"], fixture_generator_path, inp, tmp_path / "o2")
     assert refused.exit_code == 2 and "does not optimise noise" in refused.output
@@ -314,7 +319,7 @@ def test_quiet_prints_nothing(tmp_path, data_dir, fixture_generator_path):
     inp = faces(data_dir, tmp_path / "in", n_aligned=1)
     quiet = project(["--workers", "0", "--quiet"], fixture_generator_path, inp, tmp_path / "q")
     assert quiet.exit_code == 0 and quiet.output == ""
-    assert pd.read_parquet(tmp_path / "q" / "latents")["status"].tolist() == ["ok", "ok"]
+    assert pd.read_parquet(RunDir(tmp_path / "q").table_dir)["status"].tolist() == ["ok", "ok"]
 
 
 def test_align_projects_the_aligned_face_and_a_faceless_image_is_an_error_row(
@@ -327,14 +332,15 @@ def test_align_projects_the_aligned_face_and_a_faceless_image_is_an_error_row(
     Image.new("RGB", (120, 90), (128, 128, 128)).save(inp / "blank.png")
     res = project(["--workers", "0", "--align"], fixture_generator_path, inp, tmp_path / "out")
     assert res.exit_code == 0, res.output
-    table = read_latent_table(tmp_path / "out" / "latents")
+    run_dir = RunDir(tmp_path / "out")
+    table = read_latent_table(run_dir.table_dir)
     frame = table.frame.set_index("image_id")
     assert frame.loc["astronaut.png", "status"] == "ok" and frame.loc["blank.png", "status"] == "error"
     assert "no face" in frame.loc["blank.png", "error"]
     quad = table.latent("quad")[table.frame["image_id"].tolist().index("astronaut.png")]
     side = np.linalg.norm(quad[1] - quad[0])  # the crop is a face-sized square inside the 512-px photo
     assert 50 < side < 512 and (quad > -200).all() and (quad < 712).all()
-    assert json.loads((tmp_path / "out" / "_run.json").read_text())["config"]["align"] == "dlib"
+    assert json.loads(run_dir.run_file.read_text())["config"]["align"] == "dlib"
 
 
 @pytest.mark.parametrize(

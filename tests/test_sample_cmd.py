@@ -9,6 +9,7 @@ from facebatch.cli.app import app
 from facebatch.commands.sample import SampleOptions
 from facebatch.nets.sampling import z_from_seeds
 from facebatch.pipeline.latents import read_latent_table
+from facebatch.pipeline.rundir import IMAGES, RunDir
 
 runner = CliRunner()
 
@@ -51,22 +52,23 @@ def test_sample_writes_images_and_matching_latents_then_resumes(tmp_path, fixtur
     ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    tab = read_latent_table(tmp_path / "latents")
+    run_dir = RunDir(tmp_path)
+    tab = read_latent_table(run_dir.table_dir)
     assert list(tab.frame.image_id) == [f"seed{s:06d}.png" for s in range(3, 8)]
-    assert len(list((tmp_path / "latents").glob("part-*.parquet"))) == 3
+    assert len(list(run_dir.table_dir.glob("part-*.parquet"))) == 3
     ws = torch.from_numpy(tab.latent("w"))
     with torch.no_grad():
         expected_ws = nvlabs_G.mapping(z_from_seeds(range(3, 8), 512), truncation_psi=0.7)
         img = nvlabs_G.synthesis(ws[:1], noise_mode="const")
     assert torch.allclose(ws, expected_ws, atol=1e-5)  # batch-size rounding only
     assert tab.metadata["truncation_psi"] == 0.7 and len(tab.metadata["generator_sha256"]) == 64
-    png = np.asarray(Image.open(tmp_path / "images" / "seed000003.png"), dtype=np.float32)
+    png = np.asarray(Image.open(run_dir.folder(IMAGES) / "seed000003.png"), dtype=np.float32)
     ref = ((img[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).numpy()
     assert png.shape == (64, 64, 3) and np.abs(png - ref).max() <= 1.0  # one quantisation step
 
-    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "latents").glob("*.parquet")}
+    mtimes = {p: p.stat().st_mtime_ns for p in run_dir.table_dir.glob("*.parquet")}
     assert runner.invoke(app, args).exit_code == 0
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "latents").glob("*.parquet")} == mtimes
+    assert {p: p.stat().st_mtime_ns for p in run_dir.table_dir.glob("*.parquet")} == mtimes
 
     changed = [a if a != "0.7" else "0.5" for a in args]
     res = runner.invoke(app, changed)
@@ -82,7 +84,7 @@ def test_run_file_names_the_generator_so_augment_needs_no_generator_flag(tmp_pat
     assert result.exit_code == 0, result.output
     path, sha = resolve_generator(None, read_index(tmp_path / "s", "w"))
     assert path == fixture_generator_path.resolve()
-    assert sha == read_latent_table(tmp_path / "s" / "latents").metadata["generator_sha256"]
+    assert sha == read_latent_table(RunDir(tmp_path / "s").table_dir).metadata["generator_sha256"]
 
 
 def test_sample_without_images_never_runs_the_synthesis_network(tmp_path, monkeypatch, restore_torch_threads):
@@ -106,7 +108,7 @@ def test_sample_without_images_never_runs_the_synthesis_network(tmp_path, monkey
     res = runner.invoke(app, [*common, "--no-images", "-o", str(tmp_path / "without")])
     assert res.exit_code == 0, res.output
     assert calls == []
-    assert not (tmp_path / "without" / "images").exists()
+    assert not RunDir(tmp_path / "without").folder(IMAGES).exists()
     a, b = read_latent_table(tmp_path / "with"), read_latent_table(tmp_path / "without")
     assert list(a.frame.image_id) == list(b.frame.image_id)
     np.testing.assert_array_equal(a.latent("w"), b.latent("w"))

@@ -16,7 +16,10 @@ from typer.testing import CliRunner
 
 from facebatch.cli.app import app
 from facebatch.pipeline.latents import read_latent_table
+from facebatch.pipeline.rundir import LATENTS, RunDir
 from facebatch.pipeline.table import atomic_write_table, latent_array, latent_field, with_run_metadata
+from facebatch.scoring.flags import THRESHOLD_SIDE_FILE
+from facebatch.scoring.report import METRICS_JSON, REPORT_HTML, THRESHOLD_JSON
 
 runner = CliRunner()
 STRINGS = ("image_id", "source_path", "status", "error", "perceptual_backend")
@@ -55,7 +58,7 @@ def make_run(root: Path, n_pos=30, n_neg=50, n_err=3, sep=1.5, seed=0, parts=2, 
     for p, idx in enumerate(np.array_split(np.arange(n), parts)):
         arrays = [pa.array([cols[k][i] for i in idx], schema.field(k).type) for k in cols]
         arrays.append(latent_array(rng.normal(size=(len(idx), 2, 4)), len(idx), (2, 4)))
-        atomic_write_table(root / "latents" / f"part-{p:05d}.parquet", pa.Table.from_arrays(arrays, schema=schema))
+        atomic_write_table(RunDir(root).part(f"part-{p:05d}"), pa.Table.from_arrays(arrays, schema=schema))
     if images:
         for i, image_id in enumerate(cols["image_id"]):
             target = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)  # not square: the sheet centre-crops
@@ -63,8 +66,9 @@ def make_run(root: Path, n_pos=30, n_neg=50, n_err=3, sep=1.5, seed=0, parts=2, 
             Image.fromarray(target).save(root / "src" / image_id)
             if ok[i]:
                 recon = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-                (root / "reconstructions" / image_id).parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(recon).save(root / "reconstructions" / f"{image_id}.png")
+                path = RunDir(root).reconstruction(image_id)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(recon).save(path)
     return root
 
 
@@ -76,14 +80,14 @@ def write_labels(
     id_column="image_id",
     ids=None,
 ) -> Path:
-    frame = read_latent_table(run / "latents", columns=["image_id"]).frame
+    frame = read_latent_table(RunDir(run).table_dir, columns=["image_id"]).frame
     ids = list(frame.image_id) if ids is None else ids
     pd.DataFrame({id_column: ids, column: [value(i) for i in ids]}).to_csv(path, index=False)
     return path
 
 
 def ok_rows(run: Path) -> pd.DataFrame:
-    frame = read_latent_table(run / "latents", columns=["image_id", "status", *SCORES]).frame
+    frame = read_latent_table(RunDir(run).table_dir, columns=["image_id", "status", *SCORES]).frame
     return frame[frame.status == "ok"].reset_index(drop=True)
 
 
@@ -105,9 +109,9 @@ def test_without_labels_distributions_and_the_most_anomalous_images(run_dir, tmp
     assert res.exit_code == 0, res.output
     assert "80 scored, 3 skipped" in res.output
     files = {p.name for p in (tmp_path / "rep").iterdir()}
-    assert {"report.html", "metrics.json", "histograms.png", "contact_sheet.png"} <= files
-    assert "roc.png" not in files and not (run_dir / "flags").exists()
-    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert {REPORT_HTML, METRICS_JSON, "histograms.png", "contact_sheet.png"} <= files
+    assert "roc.png" not in files and not RunDir(run_dir).flags_dir.exists()
+    m = json.loads((tmp_path / "rep" / METRICS_JSON).read_text())
     assert m["rows"] == {"total": 83, "ok": 80, "skipped_error": 3}
     assert m["primary_score"] == "anomaly_score" and m["task"] == "anomaly"
     assert "d_residual" not in m["scores"]  # all NaN: a generator without D
@@ -115,7 +119,7 @@ def test_without_labels_distributions_and_the_most_anomalous_images(run_dir, tmp
     assert m["scores"]["mse"]["distribution"]["quantiles"]["0.5"] == pytest.approx(frame.mse.median())
     top = [row["image_id"] for row in m["top_k"]]
     assert top == list(frame.sort_values("anomaly_score", ascending=False).image_id[:5])
-    html = (tmp_path / "rep" / "report.html").read_text()
+    html = (tmp_path / "rep" / REPORT_HTML).read_text()
     assert html.count("data:image/png;base64,") == 2 and 'src="http' not in html  # self-contained
     sheet = Image.open(tmp_path / "rep" / "contact_sheet.png")
     assert sheet.height > 5 * 160
@@ -125,7 +129,7 @@ def test_with_labels_auroc_and_ap_are_sklearns_on_the_right_side(run_dir, tmp_pa
     labels = write_labels(tmp_path / "labels.csv", run_dir)
     res = score(run_dir, "--labels", labels, "--report", tmp_path / "rep", "--bootstrap", "200", "--top-k", "0")
     assert res.exit_code == 0, res.output
-    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    m = json.loads((tmp_path / "rep" / METRICS_JSON).read_text())
     frame = ok_rows(run_dir)
     y = frame.image_id.str.startswith("pos/").astype(int).to_numpy()
     for name, sign in (("mse", 1), ("anomaly_score", 1), ("psnr", -1), ("ssim", -1), ("perceptual", 1)):
@@ -150,7 +154,7 @@ def test_fake_task_flips_the_direction_from_the_label_column(run_dir, tmp_path):
         run_dir, "--labels", labels, "--report", tmp_path / "rep", "--bootstrap", "0", "--score", "mse", "--top-k", "0"
     )
     assert res.exit_code == 0, res.output
-    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    m = json.loads((tmp_path / "rep" / METRICS_JSON).read_text())
     assert m["task"] == "fake" and m["positive_class"] == "fake" and m["primary_score"] == "mse"
     assert m["scores"]["mse"]["direction"] == "lower mse = more likely fake"
     frame = ok_rows(run_dir)
@@ -177,7 +181,7 @@ def test_higher_is_overrides_the_direction(run_dir, tmp_path):
         "0",
     )
     assert res.exit_code == 0, res.output
-    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    m = json.loads((tmp_path / "rep" / METRICS_JSON).read_text())
     y = ok_rows(run_dir).image_id.str.startswith("pos/").astype(int)
     assert m["scores"]["mse"]["auroc"]["value"] == pytest.approx(roc_auc_score(y, -ok_rows(run_dir).mse))
     assert m["scores"]["psnr"]["higher_is"] == "negative"  # not named with --score: default kept
@@ -186,7 +190,8 @@ def test_higher_is_overrides_the_direction(run_dir, tmp_path):
 def test_fit_threshold_then_apply_it_to_an_unlabelled_run(tmp_path):
     val = make_run(tmp_path / "val", seed=1, images=False)
     test = make_run(tmp_path / "test", seed=2, images=False)
-    latents_before = digest(val / "latents")
+    val_run = RunDir(val)
+    latents_before = digest(val_run.table_dir)
     labels = write_labels(tmp_path / "labels.csv", val)
     res = score(
         val,
@@ -203,12 +208,12 @@ def test_fit_threshold_then_apply_it_to_an_unlabelled_run(tmp_path):
         "0",
     )
     assert res.exit_code == 0, res.output
-    assert digest(val / "latents") == latents_before  # the projection output is never rewritten
-    fitted = json.loads((val / "report" / "threshold.json").read_text())
+    assert digest(val_run.table_dir) == latents_before  # the projection output is never rewritten
+    fitted = json.loads((val_run.report_dir / THRESHOLD_JSON).read_text())
     assert fitted["score"] == "anomaly_score" and fitted["higher_is"] == "positive" and fitted["rule"] == "fpr<=0.1"
 
-    flags = read_latent_table(val / "flags").frame
-    assert len(flags) == 83 and sorted(p.name for p in (val / "flags").glob("*.parquet")) == sorted(latents_before)
+    flags = read_latent_table(val_run.flags_dir).frame
+    assert len(flags) == 83 and sorted(p.name for p in val_run.flags_dir.glob("*.parquet")) == sorted(latents_before)
     scored = flags[flags.status == "ok"]
     assert flags.is_anomalous[flags.status == "error"].isna().all() and len(scored) == 80
     assert (scored.is_anomalous == (scored.anomaly_score >= fitted["value"])).all()
@@ -218,7 +223,7 @@ def test_fit_threshold_then_apply_it_to_an_unlabelled_run(tmp_path):
     res = score(
         test,
         "--threshold-from",
-        val / "report" / "threshold.json",
+        val_run.report_dir / THRESHOLD_JSON,
         "--top-k",
         "0",
         "--flags-out",
@@ -228,7 +233,7 @@ def test_fit_threshold_then_apply_it_to_an_unlabelled_run(tmp_path):
     applied = read_latent_table(tmp_path / "test_flags").frame
     ok = applied[applied.status == "ok"]
     assert (ok.is_anomalous == (ok.anomaly_score >= fitted["value"])).all()
-    assert json.loads((tmp_path / "test_flags" / "_threshold.json").read_text())["value"] == fitted["value"]
+    assert json.loads((tmp_path / "test_flags" / THRESHOLD_SIDE_FILE).read_text())["value"] == fitted["value"]
 
     res = score(test, "--threshold", "0.05", "--score", "psnr", "--top-k", "0", "--flags-out", tmp_path / "test_flags")
     assert res.exit_code == 2 and "--overwrite" in res.output
@@ -267,7 +272,7 @@ def test_bootstrap_intervals_are_seeded_through_the_cli(run_dir, tmp_path):
             "0",
         )
         assert res.exit_code == 0, res.output
-        m = json.loads((tmp_path / name / "metrics.json").read_text())
+        m = json.loads((tmp_path / name / METRICS_JSON).read_text())
         assert m["bootstrap"]["seed"] == seed and m["bootstrap"]["n_resamples"] == 100
         return {k: (s["auroc"]["ci95"], s["average_precision"]["ci95"]) for k, s in m["scores"].items() if "auroc" in s}
 
@@ -277,7 +282,7 @@ def test_bootstrap_intervals_are_seeded_through_the_cli(run_dir, tmp_path):
 
 
 def test_fake_flags_column(run_dir, tmp_path):
-    latents_before = digest(run_dir / "latents")
+    latents_before = digest(RunDir(run_dir).table_dir)
     res = score(
         run_dir,
         "--task",
@@ -296,7 +301,7 @@ def test_fake_flags_column(run_dir, tmp_path):
     assert res.exit_code == 0, res.output
     flags = read_latent_table(tmp_path / "flags").frame.query("status == 'ok'")
     assert (flags.is_fake == (flags.mse <= 0.01)).all() and "is_anomalous" not in flags
-    assert digest(run_dir / "latents") == latents_before  # a new table; the projection output is untouched
+    assert digest(RunDir(run_dir).table_dir) == latents_before  # a new table; the projection output is untouched
 
 
 def test_labels_by_path_by_word_and_covering_more_images(run_dir, tmp_path):
@@ -323,7 +328,7 @@ def test_labels_by_path_by_word_and_covering_more_images(run_dir, tmp_path):
         "0",
     )
     assert res.exit_code == 0, res.output
-    labels = json.loads((tmp_path / "rep" / "metrics.json").read_text())["labels"]
+    labels = json.loads((tmp_path / "rep" / METRICS_JSON).read_text())["labels"]
     assert labels["joined"] == 80 and labels["positives"] == 30 and labels["unknown_ids"] == 1
 
 
@@ -373,7 +378,7 @@ def test_labels_that_join_only_one_class(run_dir, tmp_path):
         (["--score", "d_residual"], "no finite value"),
         (["--threshold", "1", "--fit-threshold"], "exclude each other"),
         (["--target-fpr", "1.5"], "--target-fpr"),
-        (["--flags-out", "{run}/latents/flags", "--threshold", "0.1"], "inside the projection output"),
+        (["--flags-out", f"{{run}}/{LATENTS}/flags", "--threshold", "0.1"], "inside the projection output"),
     ],
 )
 def test_bad_options_exit_2(run_dir, tmp_path, args, message):
@@ -387,29 +392,30 @@ def test_not_a_run(tmp_path):
     assert res.exit_code == 2 and "no such run folder" in res.output
     (tmp_path / "empty").mkdir()
     res = score(tmp_path / "empty")
-    assert res.exit_code == 2 and "latents/" in res.output
+    assert res.exit_code == 2 and f"{LATENTS}/" in res.output
 
 
 def test_a_report_folder_holding_a_users_files_is_not_overwritten(run_dir, tmp_path):
     rep = tmp_path / "rep"
     rep.mkdir()
-    (rep / "report.html").write_text("my own report")
+    (rep / REPORT_HTML).write_text("my own report")
     res = score(run_dir, "--report", rep)
     assert res.exit_code == 2 and res.output.count("\n") == 1 and "--overwrite" in res.output, res.output
-    assert (rep / "report.html").read_text() == "my own report" and not (rep / "metrics.json").exists()
+    assert (rep / REPORT_HTML).read_text() == "my own report" and not (rep / METRICS_JSON).exists()
     assert score(run_dir, "--report", rep, "--overwrite").exit_code == 0
-    first = (rep / "metrics.json").read_bytes()
+    first = (rep / METRICS_JSON).read_bytes()
     assert score(run_dir, "--report", rep).exit_code == 0  # its own report: a rerun replaces it
-    assert json.loads(first)["rows"] == json.loads((rep / "metrics.json").read_bytes())["rows"]
-    (rep / "metrics.json").write_text("{}")  # edited by hand since: the user's now
-    assert score(run_dir, "--report", rep).exit_code == 2 and (rep / "metrics.json").read_text() == "{}"
+    assert json.loads(first)["rows"] == json.loads((rep / METRICS_JSON).read_bytes())["rows"]
+    (rep / METRICS_JSON).write_text("{}")  # edited by hand since: the user's now
+    assert score(run_dir, "--report", rep).exit_code == 2 and (rep / METRICS_JSON).read_text() == "{}"
 
 
 def test_the_runs_own_report_folder_is_the_runs_to_replace(tmp_path):
     """OUT/report belongs to the run (a report an older facebatch wrote there has no ledger, and is replaced)."""
     run = make_run(tmp_path / "run")
-    (run / "report").mkdir()
-    (run / "report" / "report.html").write_text("written before reports were recorded")
+    report = RunDir(run).report_dir
+    report.mkdir()
+    (report / REPORT_HTML).write_text("written before reports were recorded")
     res = score(run)
     assert res.exit_code == 0, res.output
-    assert "written before" not in (run / "report" / "report.html").read_text()
+    assert "written before" not in (report / REPORT_HTML).read_text()

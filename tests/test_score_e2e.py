@@ -18,11 +18,13 @@ from typer.testing import CliRunner
 
 from facebatch.cli.app import app
 from facebatch.pipeline.latents import read_latent_table
+from facebatch.pipeline.rundir import IMAGES, RunDir
 from facebatch.scoring.polarity import ERROR_LIKE
+from facebatch.scoring.report import METRICS_JSON, REPORT_HTML
 
 runner = CliRunner()
 N_EACH = 3
-REPORT_FILES = {"report.html", "metrics.json", "histograms.png", "roc.png", "pr.png", "contact_sheet.png"}
+REPORT_FILES = {REPORT_HTML, METRICS_JSON, "histograms.png", "roc.png", "pr.png", "contact_sheet.png"}
 
 
 def invoke(*args):
@@ -39,7 +41,7 @@ def protocol(tmp_path_factory, fixture_generator_path):
         "sample", "-g", fixture_generator_path, "--out", root / "samples", "-n", N_EACH, "--seed", 0, "--device", "cpu"
     )
     # One input tree, one projection run: both classes see the same preset, crop and resize.
-    for src, folder in [(p, "fake") for p in sorted((root / "samples" / "images").glob("*.png"))] + [
+    for src, folder in [(p, "fake") for p in sorted(RunDir(root / "samples").folder(IMAGES).glob("*.png"))] + [
         (p, "real") for p in photos
     ]:
         (root / "input" / folder).mkdir(parents=True, exist_ok=True)
@@ -67,7 +69,7 @@ def protocol(tmp_path_factory, fixture_generator_path):
         "--save-reconstructions",
         "--quiet",
     )
-    ids = read_latent_table(out / "latents", columns=["image_id"]).frame.image_id
+    ids = read_latent_table(RunDir(out).table_dir, columns=["image_id"]).frame.image_id
     pd.DataFrame({"image_id": ids, "is_fake": ids.str.startswith("fake/").astype(int)}).to_csv(
         root / "labels.csv", index=False
     )
@@ -78,16 +80,16 @@ def protocol(tmp_path_factory, fixture_generator_path):
 def test_fake_protocol_yields_a_report_with_every_file(protocol):
     report, out = protocol["report"], protocol["out"]
     assert REPORT_FILES <= {p.name for p in report.iterdir()}
-    html = (report / "report.html").read_text()
+    html = (report / REPORT_HTML).read_text()
     assert html.count("data:image/png;base64,") == len(REPORT_FILES) - 2  # every figure inline
 
-    m = json.loads((report / "metrics.json").read_text())
+    m = json.loads((report / METRICS_JSON).read_text())
     assert m["task"] == "fake" and m["rows"] == {"total": 2 * N_EACH, "ok": 2 * N_EACH, "skipped_error": 0}
     assert m["labels"]["positives"] == N_EACH and m["labels"]["negatives"] == N_EACH
     assert m["scores"]["mse"]["direction"] == "lower mse = more likely fake"
     assert len(m["source"]["generator_sha256"] or "") == 64
 
-    table = read_latent_table(out / "latents").frame
+    table = read_latent_table(RunDir(out).table_dir).frame
     assert set(ERROR_LIKE) <= set(table.columns)  # every projector score has a known direction
     y = table.image_id.str.startswith("fake/").astype(int)
     assert m["scores"]["mse"]["auroc"]["value"] == pytest.approx(roc_auc_score(y, -table.mse))
@@ -97,7 +99,7 @@ def test_fake_protocol_yields_a_report_with_every_file(protocol):
 
     # The contact sheet found every reconstruction where the pipeline wrote it.
     for row in m["top_k"]:
-        assert (out / "reconstructions" / f"{row['image_id']}.png").is_file()
+        assert RunDir(out).reconstruction(row["image_id"]).is_file()
     assert "AUROC" in protocol["output"]
 
 
@@ -115,6 +117,6 @@ def test_report_renders_in_headless_chromium(protocol):
     if render.find_chromium() is None:
         pytest.skip("no Chromium on PATH (apt-get install -y chromium)")
     shot = protocol["root"] / "screenshot.png"
-    result = render.render(protocol["report"] / "report.html", shot)
+    result = render.render(protocol["report"] / REPORT_HTML, shot)
     assert result["images_total"] == len(REPORT_FILES) - 2 and result["images_loaded"] == result["images_total"], result
     assert render.ok(result) and Path(result["screenshot"]).stat().st_size > 50_000, result

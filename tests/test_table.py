@@ -9,6 +9,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from facebatch.pipeline.latents import read_latent_table
+from facebatch.pipeline.rundir import RunDir
 from facebatch.pipeline.table import (
     atomic_write_table,
     latent_array_masked,
@@ -27,13 +28,13 @@ def _write(tmp_path, n=6, shape=(10, 16)):
     table = pa.Table.from_arrays(
         [pa.array([f"img{i}.png" for i in range(n)]), latent_array_masked(lat, valid, shape)], schema=schema
     )
-    atomic_write_table(tmp_path / "latents" / "part-00000.parquet", table)
+    atomic_write_table(RunDir(tmp_path).part("part-00000"), table)
     return lat, valid
 
 
 def test_round_trip_is_bit_exact_and_error_rows_are_nan(tmp_path):
     lat, valid = _write(tmp_path)
-    back = read_latent_table(tmp_path / "latents")
+    back = read_latent_table(RunDir(tmp_path).table_dir)
     w = back.latent("w")
     assert w.shape == lat.shape
     np.testing.assert_array_equal(w[valid], lat[valid])
@@ -46,7 +47,7 @@ def test_pandas_dask_and_pyarrow_read_the_folder(tmp_path):
     import dask.dataframe as dd
 
     lat, valid = _write(tmp_path)
-    folder = tmp_path / "latents"
+    folder = RunDir(tmp_path).table_dir
     (folder / "_stats").mkdir()
     (folder / "_stats" / "00000.json").write_text("{}")  # side files must not confuse readers
     pdf = pd.read_parquet(folder)
@@ -61,7 +62,7 @@ def test_pandas_dask_and_pyarrow_read_the_folder(tmp_path):
 
 def test_no_temp_file_left_behind(tmp_path):
     _write(tmp_path)
-    names = [p.name for p in (tmp_path / "latents").iterdir()]
+    names = [p.name for p in RunDir(tmp_path).table_dir.iterdir()]
     assert names == ["part-00000.parquet"]
 
 
@@ -153,7 +154,7 @@ def test_readers_that_never_heard_of_facebatch_see_the_latent_shape(tmp_path):
     import polars as pl
 
     lat, valid = _write(tmp_path, shape=(10, 16))
-    part = tmp_path / "latents" / "part-00000.parquet"
+    part = RunDir(tmp_path).part("part-00000")
     frame = pl.read_parquet(part)
     assert frame.schema["w"] == pl.Array(pl.Float32, shape=(10, 16))
     w = frame["w"].to_numpy()
@@ -182,7 +183,7 @@ def test_parts_written_with_flat_latents_still_read_alone_and_beside_nested_ones
     run = tmp_path / "mixed"
     shutil.copytree(old, run)
     new = np.random.default_rng(1).standard_normal((2, 4, 8)).astype(np.float32)
-    schema = pq.read_schema(old / "latents" / "part-00000.parquet")
+    schema = pq.read_schema(RunDir(old).part("part-00000"))
     schema = schema.set(2, latent_field("w", (4, 8)))
     table = pa.Table.from_arrays(
         [
@@ -192,7 +193,7 @@ def test_parts_written_with_flat_latents_still_read_alone_and_beside_nested_ones
         ],
         schema=schema,
     )
-    atomic_write_table(run / "latents" / "part-00001.parquet", table)
+    atomic_write_table(RunDir(run).part("part-00001"), table)
     both = read_latent_table(run)
     assert list(both.frame.image_id) == ["a.png", "b.png", "c.png", "d.png", "e.png"]
     np.testing.assert_array_equal(both.latent("w")[3:], new)
