@@ -9,6 +9,7 @@ out unchanged.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -225,6 +226,72 @@ def test_mix_records_what_mix_recorded(tmp_path, app, params, recorded):
     }
     same_json(spec.config, expected)
     same_json(spec.runtime, {"generator_path": "/x/stub.safetensors", "generator_sha256": SHA, "batch_size": 4})
+
+
+# Each app's options as the command line passes them by default, and a library caller's subsets, with the
+# params dict the run recorded (key order, value types) before the options became records: the dict the
+# app's client check left, captured from that code.
+MASK_PNG = "<a mask PNG>"  # stands for the test's file, which a check resolves to its absolute path
+MIX_PARAMS_RECORDED = [
+    ("morph", {"frames": 8, "animation": "gif"}, {"frames": 8, "animation": "gif"}),
+    ("crossover", {"mask": None, "layers": None}, {"mask": "left", "layers": None}),
+    ("inpaint", {"mask": None}, {"mask": "center"}),
+    ("style", {"mask": None, "style_weight": 0.2}, {"mask": "right", "style_weight": 0.2}),
+    (
+        "expression",
+        {"alpha_layers": None, "alpha": None, "alpha_sweep": False},
+        {"alpha_layers": [3, 4], "alpha": None, "alpha_sweep": False},
+    ),
+    ("morph", {}, {}),
+    ("morph", {"animation": "none", "frames": 3}, {"animation": "none", "frames": 3}),
+    ("crossover", {"mask": None, "layers": "4"}, {"mask": "left", "layers": [0, 1, 2, 3]}),
+    ("crossover", {"layers": "0-2,5"}, {"layers": [0, 1, 2, 5], "mask": "left"}),
+    ("crossover", {"mask": MASK_PNG, "layers": None}, {"mask": MASK_PNG, "layers": None}),
+    ("inpaint", {"mask": "mouth"}, {"mask": "mouth"}),
+    ("style", {"style_weight": 1}, {"style_weight": 1, "mask": "right"}),
+    (
+        "expression",
+        {"alpha_layers": None, "alpha": "0,0,0,1,1,0,0,0,0,0.5", "alpha_sweep": False},
+        {"alpha_layers": None, "alpha": [0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.5], "alpha_sweep": False},
+    ),
+    (
+        "expression",
+        {"alpha": [0, 0.25, 0, 0, 0, 0, 0, 0, 0, 1]},
+        {"alpha": [0.0, 0.25, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], "alpha_layers": None},
+    ),
+    (
+        "expression",
+        {"alpha_layers": "2-5", "alpha": None, "alpha_sweep": False},
+        {"alpha_layers": [2, 3, 4, 5], "alpha": None, "alpha_sweep": False},
+    ),
+    ("expression", {"alpha_sweep": True}, {"alpha_sweep": True, "alpha_layers": [3, 4]}),
+]
+
+
+@pytest.mark.parametrize("app, given, recorded", MIX_PARAMS_RECORDED)
+def test_mix_params_record_the_dict_the_app_check_left(tmp_path, app, given, recorded):
+    """Byte for byte, key order and value types too (an int style weight stays an int): a run started before
+    the options were typed must resume."""
+    from PIL import Image
+
+    from facebatch.stages.mix import build_mix_spec
+
+    mask_png = tmp_path / "mask.png"
+    Image.new("L", (8, 8), 255).save(mask_png)
+    given, recorded = (
+        {k: str(mask_png.resolve()) if v == MASK_PNG else v for k, v in d.items()} for d in (given, recorded)
+    )
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("a,b\n/x/a.png,/x/b.png\n")
+    projection = ProjectionConfig(name="fast", steps=2)
+    spec = build_mix_spec(
+        app=app, pairs_csv=pairs, out_dir=tmp_path / "m", nets=stub_nets(), projection=projection,
+        params=given, seed=5, shard_size=2, batch_size=4,
+    )  # fmt: skip
+    written = spec.config.to_json()
+    assert json.dumps(written["params"]) == json.dumps(recorded)
+    assert list(written) == ["app", "params", "projection", "seed", "pairs", "latents", "generator", "latent_shape"]
+    same_json(spec.config, {**written, "params": recorded})
 
 
 # -- records that runs wrote before these classes existed read back and write out unchanged -----------------
