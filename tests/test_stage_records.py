@@ -294,6 +294,20 @@ def test_mix_params_record_the_dict_the_app_check_left(tmp_path, app, given, rec
     same_json(spec.config, {**written, "params": recorded})
 
 
+def test_mix_params_hold_only_the_options_given_and_read_the_rest_as_defaults():
+    from facebatch.stages.mix.params import CrossoverParams, MorphParams
+
+    given_none = MorphParams.from_json({})
+    assert (given_none.frames, given_none.animation, given_none.to_json()) == (8, "gif", {})
+    assert MorphParams(frames=3).to_json() == {"frames": 3, "animation": "gif"}  # built directly: every option
+    layers = CrossoverParams.from_json({"layers": [0, 1], "mask": "left"})
+    assert layers.layers == (0, 1) and layers.combines_codes_only and list(layers.to_json()) == ["layers", "mask"]
+    assert not CrossoverParams.from_json({"mask": "left", "layers": None}).combines_codes_only
+    for bad in ({"frame": 3}, {"recorded": ["frames"]}):
+        with pytest.raises(ValueError, match="has no field"):
+            MorphParams.from_json(bad)
+
+
 # -- records that runs wrote before these classes existed read back and write out unchanged -----------------
 
 CELEBA64 = "41452ee2f3b6837c9ad26736d0ffde42528d88e15340f93f3f1daeac5a2d9cda"

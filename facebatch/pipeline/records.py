@@ -71,7 +71,8 @@ def _read(hint: Any, value: Any) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _read(inner[0], value) if len(inner) == 1 else value
     if isinstance(hint, type) and hasattr(hint, "from_json"):
-        return hint.from_json(value)
+        # A record already read is kept: a record whose field's class depends on another field reads it first.
+        return value if isinstance(value, hint) else hint.from_json(value)
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_read(args[0], v) for v in value)

@@ -8,6 +8,7 @@ offset). The maths is `facebatch.edit.mixing`; this module reads pairs, masks an
 writes PNGs and rows.
 
     apps.py      the apps as a table: options, PAIRS.csv columns, mask, client checks, what each computes
+    params.py    each app's own options as a record (what a run's config holds as its params)
     config.py    what a run records: its config (hashed) and runtime
     pairs.py     PAIRS.csv and the --latents runs it names
     worker.py    a shard on a worker: load pairs, run the app in batches, save files and rows
@@ -70,12 +71,11 @@ def build_mix_spec(
         shape = tuple(runs.index.shape)
         if shape != (G.num_ws, G.w_dim):
             raise InputError(f"--latents codes are {list(shape)}, the generator's W+ is {[G.num_ws, G.w_dim]}")
-    params = dict(params)
-    APPS[app].check(params, G, projection)
+    app_params = APPS[app].checked_params(params, G, projection)
     items = read_pairs(pairs_csv, APPS[app], runs)
     config = MixConfig(
         app=app,
-        params=params,
+        params=app_params,
         projection=projection,
         seed=int(seed),
         pairs=str(Path(pairs_csv).resolve()),

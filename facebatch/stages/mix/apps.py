@@ -1,13 +1,13 @@
-"""The five mix apps as a table: what each takes (options, PAIRS.csv columns, a mask), how its options are
-checked on the client, and what it computes on a worker. The stage (`worker.py`) loads pairs, codes and masks,
-calls an app's `project` (apps that optimise a masked projection) or `from_codes` (apps that only combine
-codes), and writes what it returns; a new app is one entry here.
+"""The five mix apps as a table: what each takes (its options record, PAIRS.csv columns, a mask), how its
+options are checked on the client, and what it computes on a worker. The stage (`worker.py`) loads pairs,
+codes and masks, calls an app's `project` (apps that optimise a masked projection) or `from_codes` (apps that
+only combine codes), and writes what it returns; a new app is one entry here (and its record in params.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
@@ -18,14 +18,20 @@ from facebatch.pipeline import storage
 from facebatch.ranges import finite_number, parse_numbers, whole_number
 from facebatch.stages.mix.manifest import ok_row
 from facebatch.stages.mix.outputs import animation, file_label, render_codes, save
+from facebatch.stages.mix.params import (
+    DEFAULT_FRAMES,
+    DEFAULT_STYLE_WEIGHT,
+    AppParams,
+    CrossoverParams,
+    ExpressionParams,
+    MaskedParams,
+    MorphParams,
+    StyleParams,
+)
 
 if TYPE_CHECKING:
     from facebatch.invert.presets import ProjectionConfig
 
-# At 1.0 (the maths' default) the style term cost about 4 dB of the content outside the region in 40 steps on
-# the fixture generator; 0.2 restyles the region visibly and keeps the rest (the tests' and bench's choice).
-DEFAULT_STYLE_WEIGHT = 0.2
-DEFAULT_FRAMES = 8
 # A pair's frames are held at once (codes, noise maps, images for the animation): ~11 MB a frame at 1024 px.
 MAX_FRAMES = 256
 
@@ -53,7 +59,7 @@ class CodesOfPair:
     run: Any
     pair: Any
     folder: str
-    params: dict
+    params: AppParams
     codes: dict[str, tuple[Any, Any, dict]]
     common: dict = field(default_factory=dict)
 
@@ -64,18 +70,31 @@ class CodesOfPair:
 @dataclass(frozen=True)
 class App:
     name: str
-    options: tuple[str, ...]  # the app's own options, by the command's names in Python spelling
+    params: type[AppParams]  # the record of its own options: their names, defaults and what a run records
     columns: tuple[str, ...] = ("a", "b")  # PAIRS.csv columns it needs
     default_mask: str | None = None  # set for the apps that take a mask
     mask_names_the_hole: bool = False  # inpaint: a shape names the hole, the maths wants the known pixels
     takes_neutral: bool = False  # expression: an optional neutral column
-    check: Callable[[dict, Any, ProjectionConfig], None] = lambda params, G, projection: None  # client side, in place
+    # Client side, in place on the options dict the caller gave (fills in defaults, normalises): the dict it
+    # leaves is read as the app's record and is that record's JSON, as runs have always recorded it.
+    check: Callable[[dict, Any, ProjectionConfig], None] = lambda params, G, projection: None
     project: Callable[..., Projected] | None = None  # (projector, A, B, M, seeds, params) -> Projected
     from_codes: Callable[[CodesOfPair], list[dict]] | None = None  # -> the pair's rows
 
-    def combines_codes(self, params: dict) -> bool:
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The app's own options, by the command's names in Python spelling."""
+        return self.params.options()
+
+    def checked_params(self, given: Mapping[str, Any], G, projection: ProjectionConfig) -> AppParams:
+        """The caller's options (all of them this app's) checked, completed and read as the app's record."""
+        values = dict(given)
+        self.check(values, G, projection)
+        return self.params.from_json(values)  # the checked dict is what the run records
+
+    def combines_codes(self, params: AppParams) -> bool:
         """Codes in, no optimisation of the result (crossover does so only with --layers)."""
-        return self.from_codes is not None and (self.project is None or params.get("layers") is not None)
+        return self.from_codes is not None and (self.project is None or params.combines_codes_only)
 
 
 # -- client-side checks ---------------------------------------------------------------------------------
@@ -163,7 +182,7 @@ def _style_projected(proj, A, B, M, seeds, params) -> Projected:
     from facebatch.edit import mixing as mx
     from facebatch.invert.scores import psnr
 
-    weight = float(params.get("style_weight", DEFAULT_STYLE_WEIGHT))
+    weight = float(params.style_weight)
     res = mx.style_transfer(proj, A, B, M, seeds, style_weight=weight)
     scores = {"psnr_a": psnr(res.images, A, 1 - M), "style_distance": mx.style_distance(proj, res.images, B, M).numpy()}
     return Projected(res.images, A * (1 - M), scores, "style", {"style_weight": weight}, res.ws, res.projection.steps)
@@ -179,11 +198,11 @@ def _morph_rows(p: CodesOfPair) -> list[dict]:
 
     (wa, na, _), (wb, nb, _) = p.codes["a"], p.codes["b"]
     both_noise = na is not None and nb is not None
-    frames = int(p.params.get("frames", DEFAULT_FRAMES))
+    frames = int(p.params.frames)
     ends = ([n[None] for n in na], [n[None] for n in nb]) if both_noise else (None, None)
     ws, noise = mx.morph(wa[None], wb[None], frames, *ends)
     images = render_codes(p.state, ws[0], [n[0] for n in noise] if noise else None)
-    anim = animation(p.run, p.folder, images, p.params.get("animation", "gif"))
+    anim = animation(p.run, p.folder, images, p.params.animation)
     rows = []
     for k, t in enumerate(torch.linspace(0.0, 1.0, frames).tolist()):
         rel = save(p.run, f"{p.folder}/frame-{k:03d}.png", images[k])
@@ -197,7 +216,7 @@ def _layer_crossover_rows(p: CodesOfPair) -> list[dict]:
     from facebatch.edit.layers import format_layers
 
     (wa, _, _), (wb, nb, _) = p.codes["a"], p.codes["b"]
-    layers = p.params["layers"]
+    layers = p.params.layers
     w = mx.layer_crossover(wa[None], wb[None], layers)
     label = f"layers {format_layers(layers)}" if layers else "layers none"
     image = render_codes(p.state, w, [n[None] for n in nb] if nb is not None else None)[0]
@@ -218,15 +237,15 @@ def _expression_rows(p: CodesOfPair) -> list[dict]:
         wn, _, sn = p.codes["neutral"]
         p.common["projected"] = p.common["projected"] or bool(sn)
         variants = [("offset", mx.expression_offset(wa[None], wb[None], wn[None]), {"strength": 1.0})]
-    elif p.params.get("alpha_sweep"):
+    elif p.params.alpha_sweep:
         labels, alphas = mx.alpha_sweep(wa.shape[0])
         swept = mx.expression_sweep(wa[None], wb[None], alphas)
         variants = [(f"alpha {lab}", swept[:, k], {"alpha_layers": lab}) for k, lab in enumerate(labels)]
-    elif p.params.get("alpha") is not None:
-        w = mx.expression_transfer(wa[None], wb[None], torch.tensor(p.params["alpha"]))
-        variants = [("alpha custom", w, {"alpha": p.params["alpha"]})]
+    elif p.params.alpha is not None:
+        w = mx.expression_transfer(wa[None], wb[None], torch.tensor(p.params.alpha))
+        variants = [("alpha custom", w, {"alpha": p.params.alpha})]
     else:
-        lab = format_layers(p.params["alpha_layers"])
+        lab = format_layers(p.params.alpha_layers)
         w = mx.expression_transfer(wa[None], wb[None], lab)
         variants = [(f"alpha {lab}", w, {"alpha_layers": lab})]
     rows = []
@@ -240,10 +259,10 @@ def _expression_rows(p: CodesOfPair) -> list[dict]:
 
 
 APPS: dict[str, App] = {
-    "morph": App("morph", ("frames", "animation"), check=_check_morph, from_codes=_morph_rows),
+    "morph": App("morph", MorphParams, check=_check_morph, from_codes=_morph_rows),
     "crossover": App(
         "crossover",
-        ("mask", "layers"),
+        CrossoverParams,
         default_mask="left",
         check=_check_crossover,
         project=_crossover_projected,
@@ -251,17 +270,17 @@ APPS: dict[str, App] = {
     ),
     "inpaint": App(
         "inpaint",
-        ("mask",),
+        MaskedParams,
         columns=("a",),
         default_mask="center",
         mask_names_the_hole=True,
         check=_check_mask("inpaint"),
         project=_inpaint_projected,
     ),
-    "style": App("style", ("mask", "style_weight"), default_mask="right", check=_check_style, project=_style_projected),
+    "style": App("style", StyleParams, default_mask="right", check=_check_style, project=_style_projected),
     "expression": App(
         "expression",
-        ("alpha_layers", "alpha", "alpha_sweep"),
+        ExpressionParams,
         takes_neutral=True,
         check=_check_expression,
         from_codes=_expression_rows,

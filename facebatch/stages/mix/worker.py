@@ -109,7 +109,7 @@ def _load_mask(state: MixState, pair: _Pair) -> None:
 
     cfg = state.config
     R = state.G.img_resolution
-    spec = pair.item.get("mask") or cfg.params["mask"]
+    spec = pair.item.get("mask") or cfg.params.mask
     if spec in SHAPES:
         seed = pair_seed(cfg.seed, pair.item["image_id"])
         region = hole_mask(spec, R, 1, seeds=[seed])[0]
