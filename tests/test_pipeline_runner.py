@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -16,6 +17,7 @@ import pytest
 
 from facebatch.errors import InputError
 from facebatch.pipeline.latents import read_latent_table
+from facebatch.pipeline.records import RunRecord
 from facebatch.pipeline.rundir import LATENTS, RunDir
 from facebatch.pipeline.runner import ClusterOptions, StageSpec, run_stage
 from facebatch.pipeline.table import latent_array_masked, latent_field
@@ -113,6 +115,30 @@ def test_run_writes_parts_markers_and_readable_table(tmp_path):
     assert table.latent("w").shape == (10, *SHAPE) and table.latent("w")[4, 1, 2] == 4.0
     assert table.metadata["config"] == {"offset": 0.0, "seed": 7}
     assert summary.scores["value"].mean == pytest.approx(4.5) and summary.scores["value"].max == 9
+
+
+def test_the_run_record_reads_every_key_the_runner_writes(tmp_path):
+    """Each top-level key of _run.json is a field of RunRecord, except the stage's own facts (its metadata)."""
+    spec = make_spec(tmp_path)
+    spec.metadata = {"generator": "g", "generator_sha256": "ab" * 32}
+    spec.runtime = {"generator_path": "/x/g.pt"}
+    run_stage(spec, HERE, progress=False)
+    written = json.loads(RunDir(tmp_path).run_file.read_text())
+    record = RunDir(tmp_path).read_run()
+    named = {f.name for f in dataclasses.fields(RunRecord)} - {"metadata"}
+    assert set(written) == named | set(spec.metadata)  # nothing the record would miss, no field never written
+    assert {key: getattr(record, key) for key in named} == {key: written[key] for key in named}
+    assert record.metadata == spec.metadata
+    assert (record.stage, record.table, record.seed, record.status) == ("fake", "latents", 7, "complete")
+    assert RunDir(tmp_path).generator_path() == "/x/g.pt"
+
+
+def test_a_run_record_missing_keys_reads_them_as_defaults_and_keeps_unknown_ones():
+    """A record from another facebatch version: what it lacks (or holds as null) is a default, not an error."""
+    record = RunRecord.from_json({"stage": "sample", "config": {"generator": "g"}, "plan": None, "extra": [1]})
+    assert (record.stage, record.config, record.metadata) == ("sample", {"generator": "g"}, {"extra": [1]})
+    assert record.plan == {} and record.runtime == {} and record.config_hash is None and record.created_at is None
+    assert RunRecord.from_json({}) == RunRecord()
 
 
 def test_rerun_skips_finished_shards_and_redoes_unmarked_ones(tmp_path):

@@ -8,6 +8,9 @@ as records. `to_json()` is the dict `_run.json` records and the hash covers, key
 Two field options keep the JSON what earlier runs recorded (a run resumes only while its hash is the same):
 ``json_name`` for a key that is not a Python name (label's ``from``) and ``omit_none`` for a key a record
 holds only sometimes (project's ``encoder``, augment's ``shifts``).
+
+`RunRecord` is the other side: what a reader finds at the top level of a run's `_run.json`, whichever
+stage and facebatch version wrote it.
 """
 
 from __future__ import annotations
@@ -80,6 +83,40 @@ def _read(hint: Any, value: Any) -> Any:
     if origin is dict and args:
         return {k: _read(args[1], v) for k, v in value.items()}
     return value
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The top level of a run's `_run.json`, as the shard runner writes it (`runner._run_record`), for readers.
+
+    The config and runtime stay mappings: which record reads them depends on the stage, and a reader of
+    another command's run (label reading a project or sample run) must also read what other facebatch
+    versions wrote, which the stage's strict record may refuse. `from_json` is lenient for the same reason:
+    a key missing (or null) reads as its default, and every key not named here is the stage's own run facts.
+    """
+
+    stage: str | None = None  # the command that made the run: "project", "sample", "augment", ...
+    table: str | None = None  # its table folder: "latents", "faces", "manifest", "labels"
+    config: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the stage's config (what is hashed)
+    config_hash: str | None = None  # a rerun resumes only with the same one
+    seed: int | None = None  # the config's seed, where the stage has one
+    plan: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # items, shard_size, shards
+    plan_hash: str | None = None  # a rerun resumes only with the same one
+    runtime: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the stage's runtime (generator_path, ...)
+    cluster: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the cluster options of the last start
+    versions: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # package versions of the last start
+    created_at: float | None = None  # the first start (kept across resumes)
+    started_at: float | None = None  # the last start
+    status: str | None = None  # running, complete, incomplete, interrupted or failed
+    finished_at: float | None = None  # set when the last start ended
+    summary: Mapping[str, Any] | None = None  # the last start's RunSummary, set when it ended
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the stage's facts: generator, ...
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunRecord:
+        named = {f.name for f in dataclasses.fields(cls)} - {"metadata"}
+        known = {key: value for key, value in data.items() if key in named and value is not None}
+        return cls(**known, metadata={key: value for key, value in data.items() if key not in named})
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from facebatch.errors import InputError
 from facebatch.pipeline import storage
 from facebatch.pipeline.atomic import open_nofollow, sweep_temps
 from facebatch.pipeline.discover import not_a_folder
+from facebatch.pipeline.records import RunRecord
 
 RUN_FILE = "_run.json"
 SUCCESS_FILE = "_SUCCESS"
@@ -116,7 +117,8 @@ class RunDir:
         """OUT/noise/part-NNNNN.npz beside OUT/latents/part-NNNNN.parquet."""
         return self.root / NOISE / f"{part_name}.npz"
 
-    def read_run(self) -> dict | None:
+    def read_run(self) -> RunRecord | None:
+        """The run's record (None: no _run.json); a one-line InputError when it is unreadable or not an object."""
         if not self.run_file.exists():
             return None
         try:
@@ -131,14 +133,15 @@ class RunDir:
                 f"{self.run_file} is not a facebatch run record (a JSON {type(record).__name__}, not an object), so "
                 f"facebatch cannot tell what it wrote in {self.root}; pick another output folder, or move that one away"
             )
-        return record
+        return RunRecord.from_json(record)
 
     def generator_path(self) -> str | None:
         """The generator file the run recorded (its `runtime`), if any; never raises."""
         try:
-            return ((self.read_run() or {}).get("runtime") or {}).get("generator_path")
+            record = self.read_run()
         except InputError:
             return None
+        return record.runtime.get("generator_path") if record is not None else None
 
     def read_markers(self) -> dict[str, dict]:
         """Markers by shard name; an unreadable marker counts as absent (its shard is redone)."""

@@ -26,7 +26,7 @@ from facebatch.pipeline.atomic import atomic_write_bytes, atomic_write_json
 from facebatch.pipeline.cluster import ClusterOptions, open_client, task_resources
 from facebatch.pipeline.plan import Shard, config_diff, config_hash, digest, plan_hash, plan_shards, versions
 from facebatch.pipeline.progress import image_progress, reporting_steps, steps_topic
-from facebatch.pipeline.records import JsonRecord, WorkerSetup, to_json
+from facebatch.pipeline.records import JsonRecord, RunRecord, WorkerSetup, to_json
 from facebatch.pipeline.rundir import RunDir
 from facebatch.pipeline.shard_task import ShardInfo, ShardTask, run_shard
 from facebatch.pipeline.summary import RunSummary, merge_scores
@@ -171,9 +171,9 @@ def _check_same_kind(spec: StageSpec, run_dir: RunDir) -> None:
     """--overwrite replaces a run of this command only: another command's run (possibly this command's
     input) is never deleted to make room."""
     previous = run_dir.read_run()
-    if previous is not None and (previous.get("stage"), previous.get("table")) != (spec.name, spec.table):
+    if previous is not None and (previous.stage, previous.table) != (spec.name, spec.table):
         raise InputError(
-            f"{run_dir.root} holds a '{previous.get('stage')}' run; --overwrite replaces only a '{spec.name}' run: "
+            f"{run_dir.root} holds a '{previous.stage}' run; --overwrite replaces only a '{spec.name}' run: "
             "pick another output folder"
         )
 
@@ -189,12 +189,12 @@ def _check_resumable(spec: StageSpec, run_dir: RunDir, chash: str, phash: str) -
             )
         return
     _check_same_kind(spec, run_dir)  # another command's run: --overwrite would not replace it either
-    if previous.get("config_hash") != chash:
-        changes = config_diff(previous.get("config", {}), to_json(spec.config))
+    if previous.config_hash != chash:
+        changes = config_diff(previous.config, to_json(spec.config))
         detail = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
         raise InputError(f"{run_dir.root} was started with other settings ({detail or 'config differs'}); {hint}")
-    if previous.get("plan_hash") != phash:
-        old = previous.get("plan", {})
+    if previous.plan_hash != phash:
+        old = previous.plan
         raise InputError(
             f"the input changed since the run in {run_dir.root} started ({old.get('items')} images in shards of "
             f"{old.get('shard_size')} then, {len(spec.items)} in shards of {spec.shard_size} now); {hint}"
@@ -202,7 +202,7 @@ def _check_resumable(spec: StageSpec, run_dir: RunDir, chash: str, phash: str) -
 
 
 def _run_record(spec: StageSpec, run_dir: RunDir, prep: _Prepared, cluster: ClusterOptions) -> dict:
-    previous = run_dir.read_run() or {}
+    previous = run_dir.read_run() or RunRecord()
     config = to_json(spec.config)
     return {
         "stage": spec.name,
@@ -216,7 +216,7 @@ def _run_record(spec: StageSpec, run_dir: RunDir, prep: _Prepared, cluster: Clus
         "runtime": to_json(spec.runtime),
         "cluster": {k: str(v) if isinstance(v, Path) else v for k, v in vars(cluster).items()},
         "versions": versions(),
-        "created_at": previous.get("created_at", time.time()),
+        "created_at": time.time() if previous.created_at is None else previous.created_at,
         "started_at": time.time(),
         "status": "running",
     }

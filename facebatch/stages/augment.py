@@ -584,9 +584,9 @@ def _existing(path: Path) -> Path | None:
 def _original_images(run: RunDir, sources: Sequence[str]) -> dict[str, Path | None]:
     """The photo each source latent was projected from (a project run's source_path), or the sample itself
     (a sample run's images/<id>); None where neither can be found (a grey cell)."""
-
-    record = run.read_run() or {}
-    parts = [storage.location(p) for p in (record.get("config") or {}).get("latents") or []]
+    record = run.read_run()
+    # This run's record, rewritten by this version when the run started: its own config record reads it.
+    parts = [storage.location(p) for p in AugmentConfig.from_json(record.config).latents] if record is not None else []
     if not parts:
         return {}
     wanted, found = set(sources), {}

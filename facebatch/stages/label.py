@@ -28,7 +28,7 @@ import pyarrow as pa
 from facebatch.errors import InputError
 from facebatch.nets.predictors import PredictorRef
 from facebatch.pipeline import storage
-from facebatch.pipeline.records import JsonRecord, WorkerSetup, record_field
+from facebatch.pipeline.records import JsonRecord, RunRecord, WorkerSetup, record_field
 from facebatch.pipeline.rundir import IMAGES, LABELS, LATENTS, RUN_FILE, RunDir
 from facebatch.pipeline.runner import StageSpec
 from facebatch.pipeline.shard_task import ShardInfo
@@ -92,22 +92,23 @@ def plan_input(path: Path, source: str | None, exclude: Sequence[Path] = ()) -> 
                 raise InputError(f"{path} holds latents/ but no {RUN_FILE}: not a run facebatch can render")
             raise InputError(f"{path} is neither a folder of images nor a `project`/`sample` run: {no_images(path)}")
         return LabelInput("folder", SOURCE, items, path)
-    record = run.read_run() or {}
-    stage = record.get("stage")
+    record = run.read_run() or RunRecord()
+    stage = record.stage
     if stage not in ("project", "sample"):
         raise InputError(f"{run.root} is a '{stage}' run; label reads images, `project` runs or `sample` runs")
     return _run_items(run, stage, record, source or RENDER)
 
 
-def _run_items(run: RunDir, stage: str, record: dict, mode: str) -> LabelInput:
+def _run_items(run: RunDir, stage: str, record: RunRecord, mode: str) -> LabelInput:
     from facebatch.pipeline.latents import open_latents
 
     latents = open_latents(run.root)
     frame = latents.scalars(["image_id"] + (["source_path"] if stage == "project" else []))
-    generator = record.get("generator") or (record.get("config", {}).get("generator") or {})
+    # The run's facts name the generator; else its config does (a project's as a record, a sample's by name).
+    generator = record.metadata.get("generator") or (record.config.get("generator") or {})
     generator = generator.get("name") if isinstance(generator, dict) else generator
     if mode == SOURCE:
-        if stage == "sample" and not (record.get("config") or {}).get("images", True):
+        if stage == "sample" and not record.config.get("images", True):
             raise InputError(
                 f"{run.root} was sampled with --no-images: there are no files to read; "
                 "leave out --from source to render its latents"
