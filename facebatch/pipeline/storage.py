@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import posixpath
 import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -244,17 +245,26 @@ def put(local: Path, target: Any) -> None:
     """Upload a finished local file as one object: visible whole or not at all (S3's multipart upload also
     appears only when it completes), with no temp object and no rename."""
     target.fs.put_file(str(local), target.path)
+    _forget_listing(target)
 
 
 def pipe(target: Any, data: bytes) -> None:
     """Write bytes as one object in one PUT."""
     target.fs.pipe_file(target.path, data)
+    _forget_listing(target)
 
 
 def remove(target: Any) -> None:
     """Delete one object; a missing one is fine."""
     with contextlib.suppress(FileNotFoundError):
         target.fs.rm_file(target.path)
+    _forget_listing(target)
+
+
+def _forget_listing(target: Any) -> None:
+    """Drop the cached listing of the object's folder after a write: adlfs keeps a folder's listing when it
+    writes into it, and then answers that the object just written does not exist."""
+    target.fs.invalidate_cache(posixpath.dirname(target.path))
 
 
 def relative_to(path: Any, root: Any) -> str | None:
