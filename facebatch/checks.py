@@ -15,6 +15,12 @@ from typing import Callable
 
 from facebatch.errors import InputError, shown
 
+# Why a trainer's output and work folder are local
+TRAINED_LOCALLY = (
+    "training keeps resumable snapshots beside it; write it here and copy it to the bucket after, where -g and "
+    "--encoder read it"
+)
+
 
 def what_it_is(value) -> str:
     """A value as an error quotes it: its type and its (short) repr."""
@@ -32,6 +38,16 @@ def a_path(value, name: str, what: str = "a path") -> Path:
     if not isinstance(path, str) or not path:
         raise InputError(f"{name}: expected {what} (a str or pathlib.Path), got {what_it_is(value)}")
     return Path(path)
+
+
+def a_local_path(value, name: str, why: str) -> Path:
+    """A path that must be on this machine: an object-store URL is refused in one line saying why, never
+    turned into a local folder named "s3:"."""
+    from facebatch.pipeline import storage
+
+    if storage.is_url(value):
+        raise InputError(f"{name} {value}: needs a local path ({why})")
+    return a_path(value, name)
 
 
 def maybe_path(value, name: str) -> Path | None:

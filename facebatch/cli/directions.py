@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -20,7 +19,7 @@ app = typer.Typer(
 @app.command("sefa")
 def sefa(
     generator: Annotated[str, typer.Option("--generator", "-g", help="Registry name or checkpoint path.")],
-    out_path: Annotated[Path, typer.Option("--out", "-o", help="Boundaries file to write (JSON).")],
+    out_path: Annotated[str, typer.Option("--out", "-o", help="Boundaries file to write (JSON), a path or URL.")],
     k: Annotated[int, typer.Option("-k", "--k", help="How many directions (largest eigenvalues first).")] = 10,
     layers: Annotated[
         Optional[str], typer.Option("--layers", help="W+ layers to factorise, e.g. 0-3 (default: all).")

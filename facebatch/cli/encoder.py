@@ -18,9 +18,9 @@ app = typer.Typer(help="Encoders: image -> W+ in one forward pass, trained for y
 @app.command("train")
 def train(
     generator: Annotated[str, typer.Option("--generator", "-g", help="Registry name or checkpoint path.")],
-    output: Annotated[Path, typer.Option("--out", "-o", help="The encoder to write (.safetensors).")],
+    output: Annotated[str, typer.Option("--out", "-o", help="The encoder to write (.safetensors).")],
     real: Annotated[
-        Optional[Path],
+        Optional[str],
         typer.Option("--real", help="A folder of real images (image losses only): closes the samples-to-photos gap."),
     ] = None,
     real_limit: Annotated[int, typer.Option("--real-limit", help="Read at most this many real images.")] = 20000,
@@ -40,7 +40,7 @@ def train(
     seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw.")] = 0,
     snapshot_every: Annotated[int, typer.Option("--snapshot-every", help="Steps between snapshots and grids.")] = 500,
     work: Annotated[
-        Optional[Path],
+        Optional[str],
         typer.Option("--work", help="Folder for snapshots and grids (default: OUT's name + .encoder-work/)."),
     ] = None,
     half: Annotated[
@@ -67,7 +67,7 @@ def train(
         reached[0] = i
         bar.update(task, completed=i, description=f"encoder latent {record['latent']:.3f}")
 
-    with resumable(work or default_work_dir(output), iters, "step") as reached, bar:
+    with resumable(Path(work) if work else default_work_dir(output), iters, "step") as reached, bar:
         task = bar.add_task("encoder", total=iters)
         result = train_encoder_file(
             generator,

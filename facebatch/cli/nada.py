@@ -65,7 +65,7 @@ def nada(
     source: Annotated[str, typer.Option("--source", help='Text for the domain the generator draws now ("photo").')],
     target: Annotated[str, typer.Option("--target", help='Text for the domain to move to ("pencil sketch").')],
     output: Annotated[
-        Path, typer.Option("--out", "-o", help="The shifted generator: facebatch .safetensors, usable as -g.")
+        str, typer.Option("--out", "-o", help="The shifted generator: facebatch .safetensors, usable as -g.")
     ],
     clip: Annotated[
         Optional[list[str]],
@@ -100,7 +100,7 @@ def nada(
         int, typer.Option("--snapshot-every", help="Iterations between snapshots and grids.")
     ] = 50,
     work: Annotated[
-        Optional[Path],
+        Optional[str],
         typer.Option("--work", help="Folder for snapshots and grids (default: OUT's name + .nada/ beside it)."),
     ] = None,
     resume: Annotated[
@@ -132,7 +132,7 @@ def nada(
         reached[0] = i
         bar.update(task, completed=i, description=f"nada loss {value:.4f}")
 
-    with resumable(work or default_work_dir(output), iters) as reached, bar:
+    with resumable(Path(work) if work else default_work_dir(output), iters) as reached, bar:
         task = bar.add_task("nada", total=iters)
         result = run_nada(
             generator,

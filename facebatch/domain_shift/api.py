@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from facebatch import checks
 from facebatch.domain_shift import DEFAULT_CLIP
 from facebatch.errors import InputError
 from facebatch.pipeline.ownership import record_written
@@ -91,7 +92,9 @@ def run_nada(
     from facebatch.nets.device import resolve_device
     from facebatch.ranges import finite_number, parse_seeds
 
-    out = Path(out)
+    out = checks.a_local_path(out, "--out", checks.TRAINED_LOCALLY)
+    if work is not None:
+        work = checks.a_local_path(work, "--work", checks.TRAINED_LOCALLY)
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give the generator file to write (e.g. G_sketch.safetensors)")
     work_dir = Path(work) if work is not None else default_work_dir(out)

@@ -84,7 +84,9 @@ def train_encoder_file(
     from facebatch.nets.encoder import write_encoder
 
     checks.a_generator(generator)
-    out, real, work = checks.a_path(out, "--out"), checks.maybe_path(real, "--real"), checks.maybe_path(work, "--work")
+    out = checks.a_local_path(out, "--out", checks.TRAINED_LOCALLY)
+    work = None if work is None else checks.a_local_path(work, "--work", checks.TRAINED_LOCALLY)
+    real = None if real is None else checks.a_local_path(real, "--real", "the real images are read from local disk")
     if real_limit is not None:
         whole_number(real_limit, "--real-limit", lo=1)
     checks.known_options(settings, [f.name for f in fields(EncoderSettings)], "train_encoder")
