@@ -11,7 +11,16 @@ $(PY):
 install: $(PY)
 	$(PY) -m pip install -q -e '.[test,align]'
 
-test: install
+# Azurite, Microsoft's Azure Storage emulator (a Node program), serves the az:// tests; without npm they skip.
+AZURITE_VERSION ?= 3.35.0
+AZURITE := .test-servers/node_modules/.bin/azurite-blob
+
+$(AZURITE):
+	@if command -v npm >/dev/null; then \
+	    npm install --prefix .test-servers --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION); \
+	else echo "npm is not installed: the az:// object-store tests will skip"; fi
+
+test: install $(AZURITE)
 	$(PY) -m pytest -q
 
 test-slow: install
