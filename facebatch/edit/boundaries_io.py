@@ -85,15 +85,16 @@ LOCK_WAIT_S = 60  # another writer of the same file: a merge takes a second, so 
 
 
 def _writer_lock(path):
-    """Held while the file is read, merged and written: a lock file beside it, or on an object store the
-    folder's lock object (which refuses a second writer at once rather than waiting)."""
+    """Held while the file is read, merged and written: a lock file beside it, or on an object store a lock
+    object beside it; another writer is waited for up to LOCK_WAIT_S."""
     from filelock import FileLock
 
+    name = f".{path.name}.lock"
     if storage.is_url(path):
-        from facebatch.pipeline.rundir import folder_lock
+        from facebatch.pipeline.rundir import object_lock
 
-        return folder_lock(path.parent)
-    return FileLock(str(path.with_name(f".{path.name}.lock")), timeout=LOCK_WAIT_S)
+        return object_lock(path.parent, name, wait_s=LOCK_WAIT_S)
+    return FileLock(str(path.with_name(name)), timeout=LOCK_WAIT_S)
 
 
 def write_boundaries(path: Path, new: list[Boundary], run: Mapping, overwrite: bool, update: bool) -> None:

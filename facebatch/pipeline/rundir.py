@@ -248,17 +248,18 @@ def lock_stale_seconds() -> float:
 
 
 @contextlib.contextmanager
-def object_lock(root) -> Iterator[None]:
-    """The object-store form of `folder_lock`: OUT/.lock is created with a conditional PUT (if-none-match, so
-    of two clients exactly one succeeds), holds its owner (host, pid, a token) and when it was last renewed,
-    and is renewed by a thread while the block runs. A lock not renewed for FACEBATCH_LOCK_STALE_S seconds
-    (default 300; renewed five times as often) is taken over."""
-    path = root / LOCK_FILE
+def object_lock(root, name: str = LOCK_FILE, wait_s: float = 0.0) -> Iterator[None]:
+    """The object-store form of `folder_lock`: OUT/.lock (or another `name`) is created with a conditional PUT
+    (if-none-match, so of two clients exactly one succeeds), holds its owner (host, pid, a token) and when it
+    was last renewed, and is renewed by a thread while the block runs. A lock not renewed for
+    FACEBATCH_LOCK_STALE_S seconds (default 300; renewed five times as often) is taken over. A live holder is
+    waited for up to `wait_s` seconds, then refused."""
+    path = root / name
     token = uuid.uuid4().hex
     owner = {"host": socket.gethostname(), "pid": os.getpid(), "token": token}
     with storage.remote_errors(root, "output"):
         storage.check_bucket(root, "output")
-        _take_lock_object(path, owner)
+        _take_lock_object(path, owner, time.monotonic() + wait_s)
     stop = threading.Event()
 
     def renew() -> None:
@@ -284,6 +285,7 @@ def _lock_body(owner: dict) -> bytes:
 
 
 def _lock_holder(path) -> dict:
+    storage.forget_listing(path)  # the object itself, never a cached listing that predates it
     try:
         holder = json.loads(path.read_text())
     except FileNotFoundError:
@@ -293,23 +295,30 @@ def _lock_holder(path) -> dict:
     return holder if isinstance(holder, dict) else {"renewed_at": 0}
 
 
-def _take_lock_object(path, owner: dict) -> None:
-    for _ in range(2):
-        try:
-            with path.fs.open(path.path, "xb") as fh:  # fails when the object exists: the store arbitrates
-                fh.write(_lock_body(owner))
+LOCK_POLL_S = 0.5
+
+
+def _take_lock_object(path, owner: dict, wait_until: float) -> None:
+    contested = 0  # the lock vanished or went stale under us: the race is decided again, a few times at most
+    while True:
+        if storage.create_new(path, _lock_body(owner)):  # the store arbitrates: one creator of two wins
             return
-        except FileExistsError:
-            holder = _lock_holder(path)
-            age, stale = time.time() - float(holder.get("renewed_at") or 0), lock_stale_seconds()
-            if holder and age < stale:
-                who = f"{holder.get('host', '?')} pid {holder.get('pid', '?')}"
-                raise InputError(
-                    f"{path.parent} is in use by another facebatch run ({who}, renewed {age:.0f} s ago); wait for "
-                    f"it or pick another output (a lock not renewed for {stale:.0f} s is taken over)"
-                ) from None
-            storage.remove(path)  # stale: its holder died; the conditional create above decides the race again
-    raise InputError(f"{path.parent} is in use by another facebatch run (its lock changed hands while we waited)")
+        holder = _lock_holder(path)
+        age, stale = time.time() - float(holder.get("renewed_at") or 0), lock_stale_seconds()
+        if holder and age < stale:
+            if time.monotonic() < wait_until:
+                time.sleep(LOCK_POLL_S)
+                continue
+            who = f"{holder.get('host', '?')} pid {holder.get('pid', '?')}"
+            raise InputError(
+                f"{path.parent} is in use by another facebatch run ({who}, renewed {age:.0f} s ago); wait for "
+                f"it or pick another output (a lock not renewed for {stale:.0f} s is taken over)"
+            )
+        if contested == 3:
+            raise InputError(f"{path.parent} is in use by another facebatch run (its lock changed hands as we took it)")
+        contested += 1
+        if holder:
+            storage.remove(path)  # stale: its holder died (an empty holder: removed between our create and read)
 
 
 def locate_table(path: Path, table: str = LATENTS, what: str = "table or folder") -> tuple[RunDir, Path]:

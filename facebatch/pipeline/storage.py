@@ -245,25 +245,38 @@ def put(local: Path, target: Any) -> None:
     """Upload a finished local file as one object: visible whole or not at all (S3's multipart upload also
     appears only when it completes), with no temp object and no rename."""
     target.fs.put_file(str(local), target.path)
-    _forget_listing(target)
+    forget_listing(target)
 
 
 def pipe(target: Any, data: bytes) -> None:
     """Write bytes as one object in one PUT."""
     target.fs.pipe_file(target.path, data)
-    _forget_listing(target)
+    forget_listing(target)
 
 
 def remove(target: Any) -> None:
     """Delete one object; a missing one is fine."""
     with contextlib.suppress(FileNotFoundError):
         target.fs.rm_file(target.path)
-    _forget_listing(target)
+    forget_listing(target)
 
 
-def _forget_listing(target: Any) -> None:
-    """Drop the cached listing of the object's folder after a write: adlfs keeps a folder's listing when it
-    writes into it, and then answers that the object just written does not exist."""
+def create_new(target: Any, data: bytes) -> bool:
+    """Create an object only if none exists (a conditional PUT: S3 If-None-Match, GCS ifGenerationMatch=0,
+    Azure If-None-Match): True when this call created it, False when the object was already there."""
+    try:
+        with target.fs.open(target.path, "xb") as fh:
+            fh.write(data)
+    except FileExistsError:
+        return False
+    finally:
+        forget_listing(target)
+    return True
+
+
+def forget_listing(target: Any) -> None:
+    """Drop the cached listing of an object's folder: adlfs keeps a folder's listing when it writes into it,
+    and then answers that the object just written does not exist."""
     target.fs.invalidate_cache(posixpath.dirname(target.path))
 
 
