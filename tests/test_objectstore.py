@@ -565,6 +565,42 @@ def test_a_second_run_on_a_busy_out_is_refused_and_a_stale_lock_is_taken_over(st
     assert "out/.lock" not in store.keys("out/")
 
 
+@pytest.mark.parametrize("store", ["s3", "az"], indirect=True)  # the GCS emulator ignores the exclusive create
+def test_a_boundaries_update_waits_for_another_writer_of_the_file_then_merges(store, monkeypatch):
+    """Two `fit-boundaries --update` on one file in a bucket: the second waits for the first's lock object
+    (beside the file, not the folder's run lock) and merges into what the first wrote; a stuck writer ends
+    the wait with one line."""
+    import threading
+
+    from facebatch.edit import boundaries_io
+    from facebatch.edit.boundary import Boundary
+
+    storage.configure(store.options[1::2])
+    target = storage.location(store.url("runs/b.json"))
+
+    def boundary(name: str) -> Boundary:
+        return Boundary(name, "w", [0, 1], 4, np.full(8, 0.5), 0.0)
+
+    boundaries_io.write_boundaries(target, [boundary("first")], {}, overwrite=False, update=False)
+    store.put("runs/.lock", json.dumps({"host": "h", "pid": 1, "token": "run", "renewed_at": time.time()}).encode())
+    held = {"host": "elsewhere", "pid": 7, "token": "x", "renewed_at": time.time()}
+    store.put("runs/.b.json.lock", json.dumps(held).encode())
+    release = threading.Timer(1.5, lambda: store.fs.rm_file(f"{store.bucket}/runs/.b.json.lock"))
+    release.start()
+    start = time.time()
+    boundaries_io.write_boundaries(target, [boundary("second")], {}, overwrite=False, update=True)
+    release.join()
+    assert time.time() - start >= 1.5  # it waited for the other writer
+    assert list(boundaries_io.load_boundaries(target)) == ["first", "second"]
+    assert ".b.json.lock" not in " ".join(store.keys("runs/"))
+
+    store.put("runs/.b.json.lock", json.dumps({**held, "renewed_at": time.time()}).encode())
+    monkeypatch.setattr(boundaries_io, "LOCK_WAIT_S", 1.0)
+    with pytest.raises(Exception, match="in use by another facebatch run \\(elsewhere pid 7"):
+        boundaries_io.write_boundaries(target, [boundary("third")], {}, overwrite=False, update=True)
+    assert list(boundaries_io.load_boundaries(target)) == ["first", "second"]
+
+
 def test_missing_bucket_wrong_credentials_and_dead_endpoint_are_one_line(tmp_path, s3_server, fixture_generator_path):
     gen = str(fixture_generator_path)
 
