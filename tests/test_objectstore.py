@@ -683,6 +683,24 @@ def test_sefa_directions_write_to_a_url(fixture_generator_path):
     assert len(written["boundaries"]) == 2
 
 
+@pytest.mark.slow  # the clients' own retries: about 70 s (gcsfs) and 170 s (Azure SDK) before they give up
+@pytest.mark.parametrize("kind", ["gs", "az"])
+def test_a_dead_gs_or_az_endpoint_is_one_line_without_the_clients_tracebacks(kind, tmp_path, fixture_generator_path):
+    pytest.importorskip({"gs": "gcsfs", "az": "adlfs"}[kind])
+    endpoint = f"http://127.0.0.1:{_free_port()}"
+    options = {
+        "gs": [f"endpoint_url={endpoint}", "token=anon", "project=p"],
+        "az": [
+            f"connection_string=DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+            f"AccountKey={AZURITE_KEY};BlobEndpoint={endpoint}/{AZURITE_ACCOUNT};"
+        ],
+    }[kind]
+    args = ["project", f"{kind}://bucket/in", "-g", str(fixture_generator_path), "-o", str(tmp_path / "out")]
+    res = runner.invoke(app, [*args, "--workers", "0", *[a for o in options for a in ("--storage-option", o)]])
+    assert res.exit_code == 2 and f"{kind}://bucket/in" in res.output and "did not answer" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output and "Warning" not in res.output
+
+
 def test_storage_options_parse_into_fsspec_keywords():
     assert storage.parse_options(["endpoint_url=http://h:9000", "anon=true", "client_kwargs.region_name=eu"]) == {
         "endpoint_url": "http://h:9000",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import inspect
@@ -83,7 +84,8 @@ def _user_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            with console.warnings_as_lines():
+            quiet = contextlib.nullcontext() if console.debug_enabled() else console.store_clients_quiet()
+            with console.warnings_as_lines(), quiet:
                 check_options(fn, kwargs)
                 return fn(*args, **kwargs)
         except FacebatchError as exc:

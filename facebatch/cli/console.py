@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import warnings
@@ -45,6 +46,28 @@ def fail(message: str, code: int = 2) -> None:
     """Print one error line on stderr and exit: the contract for every user-caused error."""
     error_line(message)
     sys.exit(code)
+
+
+# The object-store clients' own reports of a failing request: gcsfs logs a traceback per request out of retries
+# and adlfs warns that it assumes a container exists. The command reports the failure itself, in one line.
+_STORE_LOGGERS = ("gcsfs", "adlfs", "azure")
+_STORE_WARNINGS = ("Failed to fetch container properties",)
+
+
+@contextlib.contextmanager
+def store_clients_quiet() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in _STORE_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            for message in _STORE_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 @contextlib.contextmanager
