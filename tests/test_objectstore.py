@@ -79,8 +79,8 @@ class Server:
 
 def _serve(cmd: list[str], port: int, log: Path, what: str, **env) -> subprocess.Popen:
     """Start a server in the folder of its log and wait until its port accepts connections."""
-    out = open(log, "wb")
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent, env={**os.environ, **env})
+    with open(log, "wb") as out:  # the server holds its own copy of the descriptor
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent, env={**os.environ, **env})
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
         try:
